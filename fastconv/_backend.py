@@ -1,0 +1,42 @@
+"""The single device dispatch point.
+
+Every op asks :func:`kernels` for the backend module that implements it on the
+device of its input; the CPU modules live in :mod:`fastconv.cpu`, the CUDA ones
+in :mod:`fastconv.cuda`.  Both expose the same functions over torch tensors, so
+the ops, their autograd formulas and their fake (meta) kernels are shared.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+CUDA_INSTALL_HINT = (
+    "fastconv's CUDA backend needs CuPy. Install it with `pip install 'fastconv[cuda]'` "
+    "(or `pip install cupy-cuda13x` matching your CUDA toolkit)."
+)
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available()
+
+
+def kernels(family: str, device: torch.device) -> ModuleType:
+    """Return the backend module for op ``family`` (e.g. ``'conv2d'``) on ``device``."""
+    if device.type == "cpu":
+        return importlib.import_module(f"fastconv.cpu.{family}")
+    if device.type == "cuda":
+        try:
+            import cupy  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(f"fastconv received a CUDA tensor but the CUDA backend is not installed. "
+                               f"{CUDA_INSTALL_HINT}") from exc
+        return importlib.import_module(f"fastconv.cuda.{family}")
+    raise RuntimeError(f"fastconv has no backend for device type {device.type!r}; "
+                       f"supported devices are 'cpu' and 'cuda'")

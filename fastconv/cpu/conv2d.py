@@ -1,0 +1,236 @@
+"""Numba kernels for 2D cross-correlation (torch's ``conv2d``) and its gradients.
+
+Layout: NCHW input, OIHW weight (``(out, in/groups, kH, kW)``), contiguous.  The
+kernels lower the convolution onto matrix products: :func:`_im2col` gathers
+the receptive fields of a chunk of the batch into a column matrix of shape
+``(C*kH*kW, L)``, ``L = samples * rows * W_out``; the per-group products run
+through BLAS; :func:`_col2im` scatters columns back (the gradient w.r.t. the
+input, and conv_transpose2d's forward).  Chunks bound the column buffer to
+:data:`COLS_BUDGET` elements, splitting a single huge image by output rows.
+
+Padding is ``(top, left)`` plus explicit output sizes, so asymmetric padding
+(``'same'`` with even kernels) needs no copy.  All index arithmetic is int64.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+#: Largest column buffer (in elements) one chunk may allocate.
+COLS_BUDGET = 1 << 23
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, cols, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pragma: no cover - numba
+    """cols[(c*kh+i)*kw+j, (n-n0)*ny*ow + (y-y0)*ow + xo] = x[n, c, y*sh-pt+i*dh, xo*sw-pl+j*dw] (0 outside)."""
+    C = x.shape[1]
+    H = x.shape[2]
+    W = x.shape[3]
+    span = ny * ow
+    for task in prange(nb * C):
+        nl = task // C
+        c = task - nl * C
+        n = n0 + nl
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                off = j * dw - pl
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if W - 1 - off < 0 else (W - 1 - off) // sw + 1
+                if hi > ow:
+                    hi = ow
+                if lo > hi:
+                    lo = hi
+                for yl in range(ny):
+                    iy = (y0 + yl) * sh - pt + i * dh
+                    base = nl * span + yl * ow
+                    if iy < 0 or iy >= H:
+                        for xo in range(ow):
+                            cols[r, base + xo] = 0
+                    else:
+                        for xo in range(lo):
+                            cols[r, base + xo] = 0
+                        for xo in range(lo, hi):
+                            cols[r, base + xo] = x[n, c, iy, xo * sw + off]
+                        for xo in range(hi, ow):
+                            cols[r, base + xo] = 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, g, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pragma: no cover - numba
+    """Adjoint of :func:`_im2col`: g[n, c, iy, ix] += cols[...] for every tap that read (iy, ix)."""
+    C = g.shape[1]
+    H = g.shape[2]
+    W = g.shape[3]
+    span = ny * ow
+    for task in prange(nb * C):
+        nl = task // C
+        c = task - nl * C
+        n = n0 + nl
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                off = j * dw - pl
+                lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                hi = 0 if W - 1 - off < 0 else (W - 1 - off) // sw + 1
+                if hi > ow:
+                    hi = ow
+                for yl in range(ny):
+                    iy = (y0 + yl) * sh - pt + i * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    base = nl * span + yl * ow
+                    for xo in range(lo, hi):
+                        g[n, c, iy, xo * sw + off] += cols[r, base + xo]
+
+
+@njit(parallel=True, cache=True)
+def _scatter_rows(src, bias, out, n0, nb, y0, ny):  # pragma: no cover - numba
+    """out[n, o, y, :] = src[o, (n-n0)*ny*ow + (y-y0)*ow + :] + bias[o]  (chunk -> NCHW)."""
+    O = out.shape[1]
+    ow = out.shape[3]
+    span = ny * ow
+    for task in prange(nb * O):
+        nl = task // O
+        o = task - nl * O
+        b = bias[o]
+        for yl in range(ny):
+            base = nl * span + yl * ow
+            for xo in range(ow):
+                out[n0 + nl, o, y0 + yl, xo] = src[o, base + xo] + b
+
+
+@njit(parallel=True, cache=True)
+def _gather_rows(src, dst, n0, nb, y0, ny):  # pragma: no cover - numba
+    """Inverse of :func:`_scatter_rows` without bias: dst[o, col] = src[n, o, y, x] (NCHW -> chunk)."""
+    O = src.shape[1]
+    ow = src.shape[3]
+    span = ny * ow
+    for task in prange(nb * O):
+        nl = task // O
+        o = task - nl * O
+        for yl in range(ny):
+            base = nl * span + yl * ow
+            for xo in range(ow):
+                dst[o, base + xo] = src[n0 + nl, o, y0 + yl, xo]
+
+
+@njit(parallel=True, cache=True)
+def _channel_sum(g, out):  # pragma: no cover - numba
+    """out[c] = sum over n, y, x of g[n, c, y, x], accumulated in float64 (the bias gradient)."""
+    N = g.shape[0]
+    C = g.shape[1]
+    H = g.shape[2]
+    W = g.shape[3]
+    for c in prange(C):
+        acc = 0.0
+        for n in range(N):
+            for y in range(H):
+                for x in range(W):
+                    acc += g[n, c, y, x]
+        out[c] = acc
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
+    """Yield (n0, nb, y0, ny) chunks whose column matrix stays within COLS_BUDGET elements."""
+    per_sample = k_rows * rows_out * ow
+    if per_sample <= COLS_BUDGET:
+        nb = max(1, COLS_BUDGET // max(per_sample, 1))
+        for n0 in range(0, n, nb):
+            yield n0, min(nb, n - n0), 0, rows_out
+    else:
+        ny = max(1, COLS_BUDGET // max(k_rows * ow, 1))
+        for n0 in range(n):
+            for y0 in range(0, rows_out, ny):
+                yield n0, 1, y0, min(ny, rows_out - y0)
+
+
+def _geom(stride, padding, dilation, kernel):
+    """Flatten conv geometry into the kernels' scalar arguments (top/left padding only)."""
+    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[2]),
+            int(dilation[0]), int(dilation[1]), int(kernel[0]), int(kernel[1]))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
+            groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """y = conv2d(x, weight) + bias for contiguous NCHW ``x`` and OIHW ``weight``."""
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = weight.shape
+    oh, ow = out_hw
+    out = torch.empty((n, o, oh, ow), dtype=x.dtype)
+    if out.numel() == 0:
+        return out
+    xa, wa, outa = _np(x), _np(weight).reshape(groups, o // groups, cg * kh * kw), _np(out)
+    ba = _np(bias) if bias is not None else np.zeros(o, dtype=xa.dtype)
+    geom = _geom(stride, padding, dilation, (kh, kw))
+    for n0, nb, y0, ny in _chunks(n, oh, ow, c * kh * kw):
+        cols = np.empty((c * kh * kw, nb * ny * ow), dtype=xa.dtype)
+        _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
+        prod = np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1)).reshape(o, -1)
+        _scatter_rows(prod, ba, outa, n0, nb, y0, ny)
+    return out
+
+
+def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[int, int], stride, padding,
+                   dilation, groups: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw`` (+ ``bias`` per channel, for conv_transpose2d)."""
+    n, o, oh, ow = grad_out.shape
+    _, cg, kh, kw = weight.shape
+    c = cg * groups
+    if bias is None:
+        gx = torch.zeros((n, c, in_hw[0], in_hw[1]), dtype=grad_out.dtype)
+    else:
+        gx = bias.detach().reshape(1, c, 1, 1).expand(n, c, in_hw[0], in_hw[1]).contiguous()
+    if gx.numel() == 0 or grad_out.numel() == 0:
+        return gx
+    ga, gxa = _np(grad_out), _np(gx)
+    wt = _np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    geom = _geom(stride, padding, dilation, (kh, kw))
+    for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
+        g = np.empty((o, nb * ny * ow), dtype=ga.dtype)
+        _gather_rows(ga, g, n0, nb, y0, ny)
+        cols = np.matmul(wt, g.reshape(groups, o // groups, -1)).reshape(c * kh * kw, -1)
+        _col2im(cols, gxa, n0, nb, y0, ny, *geom, ow)
+    return gx
+
+
+def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[int, int], stride, padding,
+                    dilation, groups: int) -> torch.Tensor:
+    """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
+    n, c, _, _ = x.shape
+    _, o, oh, ow = grad_out.shape
+    kh, kw = kernel_hw
+    cg = c // groups
+    gw = np.zeros((groups, o // groups, cg * kh * kw), dtype=_np(x).dtype)
+    if grad_out.numel() and x.numel():
+        xa, ga = _np(x), _np(grad_out)
+        geom = _geom(stride, padding, dilation, (kh, kw))
+        for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
+            cols = np.empty((c * kh * kw, nb * ny * ow), dtype=xa.dtype)
+            _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
+            g = np.empty((o, nb * ny * ow), dtype=ga.dtype)
+            _gather_rows(ga, g, n0, nb, y0, ny)
+            gw += np.matmul(g.reshape(groups, o // groups, -1),
+                            cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1))
+    return torch.from_numpy(gw.reshape(o, cg, kh, kw))
+
+
+def bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
+    """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
+    acc = np.empty(grad_out.shape[1], dtype=np.float64)
+    if grad_out.shape[1]:
+        _channel_sum(_np(grad_out), acc)
+    return torch.from_numpy(acc.astype(_np(grad_out).dtype, copy=False))
