@@ -1,0 +1,64 @@
+"""``convert_model``: swap a model's torch.nn conv and pool layers for their fastconv twins."""
+from __future__ import annotations
+
+import warnings
+from typing import List
+
+import torch
+
+from ._shapes import SUPPORTED_DTYPES
+from .nn.modules import TWINS
+
+# Layer families that look convertible but have no fastconv twin.
+_CONV_LIKE = (
+    torch.nn.modules.conv._ConvNd,
+    torch.nn.modules.pooling._MaxPoolNd,
+    torch.nn.modules.pooling._AvgPoolNd,
+    torch.nn.modules.pooling._AdaptiveAvgPoolNd,
+    torch.nn.modules.pooling._AdaptiveMaxPoolNd,
+    torch.nn.modules.pooling._LPPoolNd,
+    torch.nn.modules.pooling._MaxUnpoolNd,
+    torch.nn.FractionalMaxPool2d,
+    torch.nn.FractionalMaxPool3d,
+)
+
+
+def _skip_reason(module: torch.nn.Module) -> str | None:
+    """Why ``module`` stays a torch layer, or None if it converts."""
+    cls = type(module)
+    twin = TWINS.get(cls)
+    if twin is None:
+        if cls in TWINS.values():
+            return None
+        base = next((b for b in cls.__mro__ if b in TWINS), None)
+        if base is not None:
+            return f"subclass of torch.nn.{base.__name__} (its own forward may differ)"
+        return f"no fastconv twin for {cls.__name__}"
+    for p in module.parameters(recurse=False):
+        if p.dtype not in SUPPORTED_DTYPES:
+            return f"parameters are {p.dtype}; fastconv supports float32 and float64"
+    return None
+
+
+def convert_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace, in place, every torch.nn Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d and
+    AdaptiveAvgPool2d in ``model`` (the model itself included) with its :mod:`fastconv.nn` twin.
+
+    Parameters, buffers, hooks and attributes are kept (the same Parameter objects,
+    so optimizers stay valid).  Returns ``model``.  Emits one warning listing every
+    conv/pool-like layer left alone and why (other 3D/1D layers, subclasses,
+    unsupported dtypes).
+    """
+    skipped: List[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, _CONV_LIKE) or type(module) in TWINS.values():
+            continue
+        reason = _skip_reason(module)
+        if reason is None:
+            module.__class__ = TWINS[type(module)]
+        else:
+            skipped.append(f"{name or '<model>'} ({type(module).__name__}): {reason}")
+    if skipped:
+        warnings.warn("fastconv.convert_model left these layers on torch:\n  " + "\n  ".join(skipped),
+                      stacklevel=2)
+    return model

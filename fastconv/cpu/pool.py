@@ -1,0 +1,210 @@
+"""Numba kernels for 2D max, average and adaptive-average pooling and their gradients.
+
+Every kernel runs in parallel over (sample, channel) planes, so the backward
+scatters never race.  Semantics are torch's, bit for bit where torch is exact:
+
+* max: windows start at ``o*stride - pad``, taps step by ``dilation``; padding
+  never wins; the first maximum wins ties; NaN propagates (a NaN tap always
+  replaces the running max).  Indices are flat ``h*W + w`` within the plane.
+* avg: ``hend = min(hstart + kH, H + pad)``; the window area before clipping to
+  the input is the divisor when ``count_include_pad``, else the clipped area;
+  ``divisor_override`` (0 = none) replaces both.
+* adaptive avg: window ``[floor(o*H/OH), ceil((o+1)*H/OH))``.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw):  # pragma: no cover - numba
+    N, C, H, W = x.shape
+    OH = out.shape[2]
+    OW = out.shape[3]
+    for task in prange(N * C):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            y0 = oy * sh - ph
+            y1 = min(y0 + (kh - 1) * dh + 1, H)
+            while y0 < 0:
+                y0 += dh
+            for ox in range(OW):
+                x0 = ox * sw - pw
+                x1 = min(x0 + (kw - 1) * dw + 1, W)
+                while x0 < 0:
+                    x0 += dw
+                best = -np.inf
+                arg = y0 * W + x0
+                for iy in range(y0, y1, dh):
+                    for ix in range(x0, x1, dw):
+                        v = x[n, c, iy, ix]
+                        if v > best or np.isnan(v):
+                            best = v
+                            arg = iy * W + ix
+                out[n, c, oy, ox] = best
+                idx[n, c, oy, ox] = arg
+
+
+@njit(parallel=True, cache=True)
+def _max_bwd(g, idx, gin):  # pragma: no cover - numba
+    N, C, OH, OW = g.shape
+    W = gin.shape[3]
+    for task in prange(N * C):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            for ox in range(OW):
+                k = idx[n, c, oy, ox]
+                gin[n, c, k // W, k % W] += g[n, c, oy, ox]
+
+
+@njit(cache=True)
+def _avg_window(o, s, p, k, size):  # pragma: no cover - numba
+    """(clipped start, clipped end, unclipped length) of one avg-pool window along an axis."""
+    start = o * s - p
+    end = min(start + k, size + p)
+    length = end - start
+    return max(start, 0), min(end, size), length
+
+
+@njit(parallel=True, cache=True)
+def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: no cover - numba
+    N, C, H, W = x.shape
+    OH = out.shape[2]
+    OW = out.shape[3]
+    for task in prange(N * C):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            y0, y1, ly = _avg_window(oy, sh, ph, kh, H)
+            for ox in range(OW):
+                x0, x1, lx = _avg_window(ox, sw, pw, kw, W)
+                acc = 0.0
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        acc += x[n, c, iy, ix]
+                if divisor > 0:
+                    d = divisor
+                elif include_pad:
+                    d = ly * lx
+                else:
+                    d = (y1 - y0) * (x1 - x0)
+                out[n, c, oy, ox] = acc / d
+
+
+@njit(parallel=True, cache=True)
+def _avg_bwd(g, gin, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: no cover - numba
+    N, C, OH, OW = g.shape
+    H = gin.shape[2]
+    W = gin.shape[3]
+    for task in prange(N * C):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            y0, y1, ly = _avg_window(oy, sh, ph, kh, H)
+            for ox in range(OW):
+                x0, x1, lx = _avg_window(ox, sw, pw, kw, W)
+                if divisor > 0:
+                    d = divisor
+                elif include_pad:
+                    d = ly * lx
+                else:
+                    d = (y1 - y0) * (x1 - x0)
+                v = g[n, c, oy, ox] / d
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        gin[n, c, iy, ix] += v
+
+
+@njit(parallel=True, cache=True)
+def _adaptive_fwd(x, out, backward):  # pragma: no cover - numba
+    """Forward (backward=False): out = mean over windows of x.  Backward: x += out[o]/area over each window."""
+    N, C = x.shape[0], x.shape[1]
+    H, W = x.shape[2], x.shape[3]
+    OH, OW = out.shape[2], out.shape[3]
+    for task in prange(N * C):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            y0 = (oy * H) // OH
+            y1 = ((oy + 1) * H + OH - 1) // OH
+            for ox in range(OW):
+                x0 = (ox * W) // OW
+                x1 = ((ox + 1) * W + OW - 1) // OW
+                if backward:
+                    v = out[n, c, oy, ox] / (y1 - y0) / (x1 - x0)
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            x[n, c, iy, ix] += v
+                else:
+                    acc = 0.0
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            acc += x[n, c, iy, ix]
+                    out[n, c, oy, ox] = acc / (y1 - y0) / (x1 - x0)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _empty(x: torch.Tensor, hw: Tuple[int, int], dtype=None) -> torch.Tensor:
+    return torch.empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype=dtype or x.dtype)
+
+
+def _zeros(g: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    return torch.zeros((g.shape[0], g.shape[1], hw[0], hw[1]), dtype=g.dtype)
+
+
+def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_hw):
+    """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
+    out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
+    if out.numel():
+        _max_fwd(_np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation)
+    return out, idx
+
+
+def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw) -> torch.Tensor:
+    gin = _zeros(grad_out, in_hw)
+    if grad_out.numel():
+        _max_bwd(_np(grad_out), _np(indices), _np(gin))
+    return gin
+
+
+def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, out_hw, count_include_pad: bool,
+                       divisor_override: int) -> torch.Tensor:
+    out = _empty(x, out_hw)
+    if out.numel():
+        _avg_fwd(_np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad), int(divisor_override))
+    return out
+
+
+def avg_pool2d_backward(grad_out: torch.Tensor, in_hw, kernel, stride, padding, count_include_pad: bool,
+                        divisor_override: int) -> torch.Tensor:
+    gin = _zeros(grad_out, in_hw)
+    if grad_out.numel():
+        _avg_bwd(_np(grad_out), _np(gin), *kernel, *stride, *padding, bool(count_include_pad),
+                 int(divisor_override))
+    return gin
+
+
+def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw) -> torch.Tensor:
+    out = _empty(x, out_hw)
+    if out.numel():
+        _adaptive_fwd(_np(x), _np(out), False)
+    return out
+
+
+def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw) -> torch.Tensor:
+    gin = _zeros(grad_out, in_hw)
+    if grad_out.numel():
+        _adaptive_fwd(_np(gin), _np(grad_out), True)
+    return gin

@@ -1,0 +1,87 @@
+"""``fastconv.conv_transpose2d``: the adjoint of conv2d, built on conv2d's kernels.
+
+``fastconv::conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups)``
+is a custom op whose forward is conv2d's input-gradient kernel (scatter of
+``w^T x`` into the output, plus bias), and whose gradients are conv2d's forward
+(w.r.t. ``x``), conv2d's weight gradient with the roles of input and output
+swapped (w.r.t. ``w``) and a channel sum (w.r.t. ``b``).  Weight layout is
+torch's ``(in_channels, out_channels/groups, kH, kW)``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _shapes as S
+from .conv2d import channel_sum, conv2d_backward_input, conv2d_backward_weight, conv2d_op, unbatched
+
+
+def _pad4(padding: List[int], output_padding: List[int]) -> List[int]:
+    """Equivalent conv2d padding (top, bottom, left, right): the output_padding rows are cropped from the far side."""
+    return [padding[0], padding[0] - output_padding[0], padding[1], padding[1] - output_padding[1]]
+
+
+def _out_hw(x: Tensor, weight: Tensor, stride, padding, output_padding, dilation, groups):
+    return S.conv_transpose2d_output_hw("conv_transpose2d", x.shape, weight.shape, tuple(stride), tuple(padding),
+                                        tuple(output_padding), tuple(dilation), groups)
+
+
+@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
+def conv_transpose2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                        output_padding: List[int], dilation: List[int], groups: int) -> Tensor:
+    hw = _out_hw(x, weight, stride, padding, output_padding, dilation, groups)
+    return conv2d_backward_input(x, weight, bias, list(hw), stride, _pad4(padding, output_padding), dilation,
+                                 groups)
+
+
+@conv_transpose2d_op.register_fake
+def _(x, weight, bias, stride, padding, output_padding, dilation, groups):
+    oh, ow = _out_hw(x, weight, stride, padding, output_padding, dilation, groups)
+    return x.new_empty((x.shape[0], weight.shape[1] * groups, oh, ow))
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, output_padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+    ctx.geo = (stride, _pad4(padding, output_padding), dilation, groups)
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    gx = gw = gb = None
+    if ctx.needs_input_grad[0]:
+        gx = conv2d_op(grad, weight, None, *ctx.geo)
+    if ctx.needs_input_grad[1]:
+        gw = conv2d_backward_weight(grad, x, list(weight.shape[2:]), *ctx.geo)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = channel_sum(grad)
+    return gx, gw, gb, None, None, None, None, None
+
+
+conv_transpose2d_op.register_autograd(_backward, setup_context=_setup)
+
+
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: S.IntPair = 1,
+                     padding: S.IntPair = 0, output_padding: S.IntPair = 0, groups: int = 1,
+                     dilation: S.IntPair = 1) -> Tensor:
+    """Transposed 2D convolution with the signature and semantics of ``torch.nn.functional.conv_transpose2d``.
+
+    It is the gradient of :func:`fastconv.functional.conv2d` w.r.t. its input:
+    ``H_out = (H-1)*stride - 2*padding + dilation*(kH-1) + output_padding + 1``.
+    ``padding`` removes rows/columns from both sides of the full output;
+    ``output_padding`` (< stride or < dilation) adds them back on the bottom/right.
+    """
+    squeeze = unbatched("conv_transpose2d", input)
+    S.check_dtype("conv_transpose2d", input, weight, bias)
+    x = input.unsqueeze(0) if squeeze else input
+    s, p = S.pair(stride, "stride"), S.pair(padding, "padding")
+    op, d = S.pair(output_padding, "output_padding"), S.pair(dilation, "dilation")
+    S.conv_transpose2d_output_hw("conv_transpose2d", x.shape, weight.shape, s, p, op, d, groups)
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[1] * groups):
+        raise RuntimeError(f"fastconv.conv_transpose2d: expected bias of shape [{weight.shape[1] * groups}], "
+                           f"got {list(bias.shape)}")
+    out = conv_transpose2d_op(x, weight, bias, list(s), list(p), list(op), list(d), int(groups))
+    return out.squeeze(0) if squeeze else out

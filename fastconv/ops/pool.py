@@ -1,0 +1,259 @@
+"""``fastconv`` pooling ops: max_pool2d, avg_pool2d and adaptive_avg_pool2d with autograd.
+
+Custom ops in the ``fastconv`` namespace (each with a fake kernel and an autograd
+formula; the backward ops are linear in the incoming gradient, so their own
+gradients are exact and double backward works):
+
+* ``max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) -> (out, indices)``
+  and ``max_pool2d_backward(grad, indices, in_hw)``
+* ``avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor)``
+  and ``avg_pool2d_backward(grad, in_hw, ...)`` (``divisor`` 0 means no override)
+* ``adaptive_avg_pool2d(x, out_hw)`` and ``adaptive_avg_pool2d_backward(grad, in_hw)``
+
+Padding is implicit: max pooling treats it as -inf, average pooling as zeros.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .. import _shapes as S
+from .._backend import kernels
+from .conv2d import unbatched
+
+
+def _be(t: Tensor):
+    return kernels("pool", t.device)
+
+
+def _c(t: Tensor) -> Tensor:
+    return t.contiguous()
+
+
+def _pool_hw(x: Tensor, kernel, stride, padding, dilation, ceil_mode, op) -> Tuple[int, int]:
+    return S.pool2d_output_hw(op, x.shape, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
+                              bool(ceil_mode))
+
+
+def _new(x: Tensor, hw: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
+    return x.new_empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- max pooling
+
+
+@torch.library.custom_op("fastconv::max_pool2d", mutates_args=())
+def max_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
+                  ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+    hw = _pool_hw(x, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
+    out, idx = _be(x).max_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), hw)
+    return out, idx
+
+
+@max_pool2d_op.register_fake
+def _(x, kernel, stride, padding, dilation, ceil_mode):
+    hw = _pool_hw(x, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
+    return _new(x, hw), _new(x, hw, torch.int64)
+
+
+@torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward(grad: Tensor, indices: Tensor, in_hw: List[int]) -> Tensor:
+    return _be(grad).max_pool2d_backward(_c(grad), _c(indices), tuple(in_hw))
+
+
+@max_pool2d_backward.register_fake
+def _(grad, indices, in_hw):
+    return _new(grad, in_hw)
+
+
+def _max_setup(ctx, inputs, output):
+    ctx.in_hw = list(inputs[0].shape[2:])
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _max_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    return max_pool2d_backward(grad, indices, ctx.in_hw), None, None, None, None, None
+
+
+max_pool2d_op.register_autograd(_max_backward, setup_context=_max_setup)
+
+
+def _max_bwd_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _max_bwd_backward(ctx, gg):
+    (indices,) = ctx.saved_tensors
+    flat = gg.flatten(2).gather(2, indices.flatten(2))
+    return flat.view_as(indices), None, None
+
+
+max_pool2d_backward.register_autograd(_max_bwd_backward, setup_context=_max_bwd_setup)
+
+
+# --------------------------------------------------------------------------- average pooling
+
+
+@torch.library.custom_op("fastconv::avg_pool2d", mutates_args=())
+def avg_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
+                  count_include_pad: bool, divisor: int) -> Tensor:
+    hw = _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d")
+    return _be(x).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), hw,
+                                     count_include_pad, divisor)
+
+
+@avg_pool2d_op.register_fake
+def _(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+    return _new(x, _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d"))
+
+
+@torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=())
+def avg_pool2d_backward(grad: Tensor, in_hw: List[int], kernel: List[int], stride: List[int], padding: List[int],
+                        ceil_mode: bool, count_include_pad: bool, divisor: int) -> Tensor:
+    return _be(grad).avg_pool2d_backward(_c(grad), tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding),
+                                         count_include_pad, divisor)
+
+
+@avg_pool2d_backward.register_fake
+def _(grad, in_hw, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+    return _new(grad, in_hw)
+
+
+def _avg_setup(ctx, inputs, output):
+    x, *ctx.args = inputs
+    ctx.in_hw = list(x.shape[2:])
+
+
+def _avg_backward(ctx, grad):
+    return (avg_pool2d_backward(grad, ctx.in_hw, *ctx.args),) + (None,) * 6
+
+
+avg_pool2d_op.register_autograd(_avg_backward, setup_context=_avg_setup)
+
+
+def _avg_bwd_setup(ctx, inputs, output):
+    ctx.args = inputs[2:]
+
+
+def _avg_bwd_backward(ctx, gg):
+    return (avg_pool2d_op(gg, *ctx.args),) + (None,) * 7
+
+
+avg_pool2d_backward.register_autograd(_avg_bwd_backward, setup_context=_avg_bwd_setup)
+
+
+# --------------------------------------------------------------------------- adaptive average pooling
+
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=())
+def adaptive_avg_pool2d_op(x: Tensor, out_hw: List[int]) -> Tensor:
+    return _be(x).adaptive_avg_pool2d_forward(_c(x), tuple(out_hw))
+
+
+@adaptive_avg_pool2d_op.register_fake
+def _(x, out_hw):
+    return _new(x, out_hw)
+
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=())
+def adaptive_avg_pool2d_backward(grad: Tensor, in_hw: List[int]) -> Tensor:
+    return _be(grad).adaptive_avg_pool2d_backward(_c(grad), tuple(in_hw))
+
+
+@adaptive_avg_pool2d_backward.register_fake
+def _(grad, in_hw):
+    return _new(grad, in_hw)
+
+
+def _adaptive_setup(ctx, inputs, output):
+    ctx.hw = list(inputs[0].shape[2:])
+
+
+def _adaptive_backward(ctx, grad):
+    return adaptive_avg_pool2d_backward(grad, ctx.hw), None
+
+
+def _adaptive_bwd_backward(ctx, gg):
+    return adaptive_avg_pool2d_op(gg, ctx.hw), None
+
+
+adaptive_avg_pool2d_op.register_autograd(_adaptive_backward, setup_context=_adaptive_setup)
+adaptive_avg_pool2d_backward.register_autograd(_adaptive_bwd_backward, setup_context=_adaptive_setup)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def _check_input(op: str, x: Tensor) -> bool:
+    squeeze = unbatched(op, x)
+    S.check_dtype(op, x)
+    if any(s == 0 for s in x.shape[-3:]):
+        raise RuntimeError(f"fastconv.{op}: expected 3D or 4D input with non-zero channel and spatial sizes "
+                           f"(only the batch may be empty), but got input of size {list(x.shape)}")
+    return squeeze
+
+
+def _stride(stride: Optional[S.IntPair], kernel: Tuple[int, int]) -> Tuple[int, int]:
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return kernel
+    return S.pair(stride, "stride")
+
+
+def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair] = None,
+               padding: S.IntPair = 0, dilation: S.IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """2D max pooling as ``torch.nn.functional.max_pool2d`` (padding is -inf; stride defaults to kernel_size).
+
+    With ``return_indices`` also returns int64 flat indices ``h*W + w`` into each input plane.
+    """
+    squeeze = _check_input("max_pool2d", input)
+    x = input.unsqueeze(0) if squeeze else input
+    k = S.pair(kernel_size, "kernel_size")
+    s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
+    S.pool2d_output_hw("max_pool2d", x.shape, k, s, p, d, bool(ceil_mode))
+    out, idx = max_pool2d_op(x, list(k), list(s), list(p), list(d), bool(ceil_mode))
+    if squeeze:
+        out, idx = out.squeeze(0), idx.squeeze(0)
+    return (out, idx) if return_indices else out
+
+
+def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair] = None,
+               padding: S.IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> Tensor:
+    """2D average pooling as ``torch.nn.functional.avg_pool2d`` (zero padding; see module docs for divisors)."""
+    squeeze = _check_input("avg_pool2d", input)
+    x = input.unsqueeze(0) if squeeze else input
+    k = S.pair(kernel_size, "kernel_size")
+    s, p = _stride(stride, k), S.pair(padding, "padding")
+    if divisor_override is not None and int(divisor_override) == 0:
+        raise RuntimeError("fastconv.avg_pool2d: divisor must be not zero")
+    S.pool2d_output_hw("avg_pool2d", x.shape, k, s, p, (1, 1), bool(ceil_mode))
+    out = avg_pool2d_op(x, list(k), list(s), list(p), bool(ceil_mode), bool(count_include_pad),
+                        int(divisor_override or 0))
+    return out.squeeze(0) if squeeze else out
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size: Union[int, None, Sequence[Optional[int]]]) -> Tensor:
+    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    ``output_size`` is an int or a pair whose ``None`` entries keep the input size;
+    ``1`` gives global average pooling.
+    """
+    squeeze = _check_input("adaptive_avg_pool2d", input)
+    x = input.unsqueeze(0) if squeeze else input
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) != 2:
+            raise ValueError(f"fastconv.adaptive_avg_pool2d: output_size must be an int or a pair, "
+                             f"got {output_size!r}")
+        hw = tuple(x.shape[2 + i] if v is None else v for i, v in enumerate(output_size))
+    else:
+        hw = (x.shape[2], x.shape[3]) if output_size is None else (output_size, output_size)
+    hw = S.pair(tuple(int(v) for v in hw), "output_size")
+    if any(v < 0 for v in hw):
+        raise ValueError(f"fastconv.adaptive_avg_pool2d: output_size must be non-negative, got {hw}")
+    out = adaptive_avg_pool2d_op(x, list(hw))
+    return out.squeeze(0) if squeeze else out

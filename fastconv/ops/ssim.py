@@ -1,0 +1,267 @@
+"""``fastconv.ssim``, ``fastconv.ms_ssim`` and ``fastconv.psnr``: image-quality metrics with autograd.
+
+Custom ops registered in the ``fastconv`` namespace:
+
+* ``fastconv::ssim_stats(x, y, win_size, win_sigma, c1, c2) -> (ssim, cs)``: per-(n, c)
+  means over valid positions of the SSIM map and of the contrast-structure map;
+* ``fastconv::ssim_stats_backward(g_ssim, g_cs, x, y, ...) -> (grad_x, grad_y)``.
+
+Both run fused kernels from ``kernels("ssim", device)`` (see ``fastconv/cpu/ssim.py``
+for the backend contract).  The forward op's autograd formula is the backward op,
+so SSIM is differentiable w.r.t. both images; double backward is not supported.
+
+Conventions (identical to pytorch-msssim's ``ssim``/``ms_ssim`` and to
+``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=...)`` averaged over channels):
+
+* the 1-D Gaussian window (``win_size`` taps, ``win_sigma``) is applied separably at
+  *valid* positions only -- no padding; the SSIM map has size
+  ``(H - win_size + 1, W - win_size + 1)`` (skimage computes a full-size map and
+  then crops ``(win_size - 1) // 2`` pixels per border before averaging: the same
+  positions);
+* variances/covariance are population (biased) moments ``E[xy] - E[x]E[y]``;
+* ``C1 = (K1 * data_range)**2``, ``C2 = (K2 * data_range)**2``.  **``data_range``
+  is the dynamic range of the images** (1.0 for images in [0, 1], 255 for 8-bit
+  images): a wrong value silently changes the result.  It defaults to 1.0 for
+  floating inputs and must be given for integer inputs;
+* NaN in an input propagates to the result (and to the gradients).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _shapes as S
+from .._backend import kernels
+
+#: pytorch-msssim's (and Wang et al. 2003's) default MS-SSIM scale weights.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _be(t: Tensor):
+    return kernels("ssim", t.device)
+
+
+# --------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("fastconv::ssim_stats", mutates_args=())
+def ssim_stats(x: Tensor, y: Tensor, win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[Tensor, Tensor]:
+    s, cs = _be(x).stats(x.contiguous(), y.contiguous(), win_size, win_sigma, c1, c2)
+    return s.to(x.device), cs.to(x.device)
+
+
+@ssim_stats.register_fake
+def _(x, y, win_size, win_sigma, c1, c2):
+    return x.new_empty((x.shape[0], x.shape[1])), x.new_empty((x.shape[0], x.shape[1]))
+
+
+@torch.library.custom_op("fastconv::ssim_stats_backward", mutates_args=())
+def ssim_stats_backward(g_ssim: Tensor, g_cs: Tensor, x: Tensor, y: Tensor, win_size: int, win_sigma: float,
+                        c1: float, c2: float) -> Tuple[Tensor, Tensor]:
+    return _be(x).stats_backward(g_ssim.contiguous(), g_cs.contiguous(), x.contiguous(), y.contiguous(),
+                                 win_size, win_sigma, c1, c2)
+
+
+@ssim_stats_backward.register_fake
+def _(g_ssim, g_cs, x, y, win_size, win_sigma, c1, c2):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), \
+        torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _stats_setup(ctx, inputs, output):
+    x, y, win_size, win_sigma, c1, c2 = inputs
+    ctx.save_for_backward(x, y)
+    ctx.params = (win_size, win_sigma, c1, c2)
+
+
+def _stats_backward(ctx, g_ssim, g_cs):
+    x, y = ctx.saved_tensors
+    if g_ssim is None:
+        g_ssim = x.new_zeros((x.shape[0], x.shape[1]))
+    if g_cs is None:
+        g_cs = x.new_zeros((x.shape[0], x.shape[1]))
+    gx, gy = ssim_stats_backward(g_ssim, g_cs, x, y, *ctx.params)
+    return (gx if ctx.needs_input_grad[0] else None), (gy if ctx.needs_input_grad[1] else None), \
+        None, None, None, None
+
+
+ssim_stats.register_autograd(_stats_backward, setup_context=_stats_setup)
+
+
+def _no_double_backward(ctx, gx, gy):
+    raise RuntimeError("fastconv.ssim: double backward (gradient of the SSIM gradient) is not supported")
+
+
+def _bwd_setup(ctx, inputs, output):
+    pass
+
+
+ssim_stats_backward.register_autograd(_no_double_backward, setup_context=_bwd_setup)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_pair(op: str, X: Tensor, Y: Tensor) -> None:
+    if not isinstance(X, Tensor) or not isinstance(Y, Tensor):
+        raise TypeError(f"fastconv.{op}: expected torch.Tensor inputs, got {type(X).__name__} and {type(Y).__name__}")
+    if X.shape != Y.shape:
+        raise ValueError(f"fastconv.{op}: input images should have the same shape, got {list(X.shape)} "
+                         f"and {list(Y.shape)}")
+    if X.dtype != Y.dtype:
+        raise TypeError(f"fastconv.{op}: input images should have the same dtype, got {X.dtype} and {Y.dtype}")
+    if X.device != Y.device:
+        raise RuntimeError(f"fastconv.{op}: input images should be on the same device, got {X.device} "
+                           f"and {Y.device}")
+
+
+def _resolve_range(op: str, X: Tensor, data_range: Optional[float]) -> Tuple[Tensor, Tensor, float]:
+    """Validate ``data_range`` and return it as a float (1.0 for float inputs when None)."""
+    if X.dtype == torch.bool or X.is_complex():
+        raise TypeError(f"fastconv.{op}: unsupported dtype {X.dtype}; expected a real float or integer tensor")
+    if data_range is None:
+        if not X.is_floating_point():
+            raise ValueError(f"fastconv.{op}: integer input ({X.dtype}) needs an explicit data_range "
+                             f"(e.g. data_range=255 for 8-bit images); the default 1.0 only suits float "
+                             f"images in [0, 1]")
+        return 1.0
+    if isinstance(data_range, Tensor):
+        if data_range.numel() != 1:
+            raise ValueError(f"fastconv.{op}: data_range must be a positive scalar, got a tensor of shape "
+                             f"{list(data_range.shape)}")
+        data_range = data_range.item()
+    if isinstance(data_range, bool) or not isinstance(data_range, (int, float)):
+        raise TypeError(f"fastconv.{op}: data_range must be a positive number, got {type(data_range).__name__}")
+    if not data_range > 0 or data_range != data_range or data_range == float("inf"):
+        raise ValueError(f"fastconv.{op}: data_range must be a positive finite number (the dynamic range of "
+                         f"the images, e.g. 1.0 or 255), got {data_range}")
+    return float(data_range)
+
+
+def _as_float(op: str, X: Tensor, Y: Tensor) -> Tuple[Tensor, Tensor]:
+    if not X.is_floating_point():
+        X, Y = X.float(), Y.float()
+    S.check_dtype(op, X, Y)
+    return X, Y
+
+
+def _check_window(op: str, win_size: int, win_sigma: float, K: Sequence[float]) -> Tuple[float, float]:
+    if isinstance(win_size, bool) or not isinstance(win_size, int):
+        raise TypeError(f"fastconv.{op}: win_size must be an int, got {type(win_size).__name__}")
+    if win_size < 1 or win_size % 2 == 0:
+        raise ValueError(f"fastconv.{op}: win_size must be a positive odd integer, got {win_size}")
+    if not float(win_sigma) > 0:
+        raise ValueError(f"fastconv.{op}: win_sigma must be positive, got {win_sigma}")
+    try:
+        k1, k2 = (float(k) for k in K)
+    except (TypeError, ValueError):
+        raise ValueError(f"fastconv.{op}: K must be a pair of floats (K1, K2), got {K!r}") from None
+    if k1 < 0 or k2 < 0:
+        raise ValueError(f"fastconv.{op}: K must be non-negative, got {tuple(K)}")
+    return k1, k2
+
+
+def _check_size(op: str, X: Tensor, minimum: int, why: str) -> None:
+    if X.dim() != 4:
+        raise ValueError(f"fastconv.{op}: expected 4D (N, C, H, W) input images, got shape {list(X.shape)}")
+    h, w = X.shape[2], X.shape[3]
+    if h < minimum or w < minimum:
+        raise ValueError(f"fastconv.{op}: images of size {h}x{w} are too small: {why} needs height and width "
+                         f">= {minimum}")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average: bool = True, win_size: int = 11,
+         win_sigma: float = 1.5, K: Sequence[float] = (0.01, 0.03), nonnegative_ssim: bool = False) -> Tensor:
+    """Structural similarity of two (N, C, H, W) image batches, differentiable w.r.t. both.
+
+    ``data_range`` is the dynamic range of the pixel values: ``None`` means 1.0 for float
+    images (values in [0, 1]) and is an error for integer images (pass e.g. 255).
+    The SSIM map is evaluated at valid positions only (no padding) with a separable
+    Gaussian window and population covariances, then averaged over positions and
+    channels: ``size_average=True`` returns the scalar batch mean, ``False`` an ``(N,)``
+    tensor of per-image values.  ``nonnegative_ssim`` clamps the per-channel values at 0.
+    Equals ``pytorch_msssim.ssim`` and skimage's ``structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False)``.  Images must be at least ``win_size``
+    pixels high and wide.  Integer inputs are compared in float32.
+    """
+    _check_pair("ssim", X, Y)
+    data_range = _resolve_range("ssim", X, data_range)
+    k1, k2 = _check_window("ssim", win_size, win_sigma, K)
+    _check_size("ssim", X, win_size, f"SSIM with win_size={win_size}")
+    X, Y = _as_float("ssim", X, Y)
+    s, _ = ssim_stats(X, Y, win_size, float(win_sigma), (k1 * data_range) ** 2, (k2 * data_range) ** 2)
+    if nonnegative_ssim:
+        s = torch.relu(s)
+    return s.mean() if size_average else s.mean(1)
+
+
+def _downsample(t: Tensor) -> Tensor:
+    """2x2 average pooling with zero padding ``(H % 2, W % 2)``, count_include_pad (as pytorch-msssim)."""
+    return F.avg_pool2d(t, kernel_size=2, padding=[t.shape[2] % 2, t.shape[3] % 2])
+
+
+def ms_ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average: bool = True,
+            win_size: int = 11, win_sigma: float = 1.5, weights: Optional[Sequence[float]] = None,
+            K: Sequence[float] = (0.01, 0.03)) -> Tensor:
+    """Multi-scale SSIM of two (N, C, H, W) batches, differentiable w.r.t. both (pytorch-msssim semantics).
+
+    ``weights`` (default :data:`MS_SSIM_WEIGHTS`, one per scale) weight the per-scale
+    ``relu(cs)`` terms and the last scale's ``relu(ssim)``, combined per channel as
+    ``prod(term ** weight)``.  Between scales both images are downsampled by 2x2
+    average pooling with zero padding ``(H % 2, W % 2)`` (``count_include_pad``).
+    As in pytorch-msssim the smaller image side must exceed ``(win_size - 1) * 2**4``
+    (161 pixels for the default ``win_size=11``).  ``data_range``: see :func:`ssim`.
+    """
+    _check_pair("ms_ssim", X, Y)
+    data_range = _resolve_range("ms_ssim", X, data_range)
+    k1, k2 = _check_window("ms_ssim", win_size, win_sigma, K)
+    _check_size("ms_ssim", X, (win_size - 1) * 2 ** 4 + 1,
+                f"MS-SSIM with win_size={win_size} (smaller side > (win_size - 1) * 2**4)")
+    X, Y = _as_float("ms_ssim", X, Y)
+    w = torch.tensor(MS_SSIM_WEIGHTS if weights is None else list(weights), dtype=X.dtype, device=X.device)
+    if w.dim() != 1 or w.numel() == 0:
+        raise ValueError(f"fastconv.ms_ssim: weights must be a non-empty sequence of floats, got {weights!r}")
+    levels = w.numel()
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    terms = []
+    for i in range(levels):
+        if X.shape[2] < win_size or X.shape[3] < win_size:
+            raise ValueError(f"fastconv.ms_ssim: scale {i} has size {X.shape[2]}x{X.shape[3]}, smaller than "
+                             f"win_size={win_size}; use fewer weights or larger images")
+        s, cs = ssim_stats(X, Y, win_size, float(win_sigma), c1, c2)
+        if i < levels - 1:
+            terms.append(torch.relu(cs))
+            X, Y = _downsample(X), _downsample(Y)
+    terms.append(torch.relu(s))
+    val = torch.prod(torch.stack(terms, dim=0) ** w.view(-1, 1, 1), dim=0)
+    return val.mean() if size_average else val.mean(1)
+
+
+def psnr(X: Tensor, Y: Tensor, data_range: Optional[float] = None, reduction: str = "mean") -> Tensor:
+    """Peak signal-to-noise ratio ``10 * log10(data_range**2 / MSE)`` in dB, MSE per image over (C, H, W).
+
+    Accepts (N, C, H, W) (or any (N, ...)) batches; ``reduction`` is ``'mean'`` (mean of the
+    per-image PSNRs), ``'sum'`` or ``'none'`` (an ``(N,)`` tensor).  Identical images give
+    ``inf``.  ``data_range``: see :func:`ssim`.  Differentiable w.r.t. both inputs.
+    """
+    _check_pair("psnr", X, Y)
+    data_range = _resolve_range("psnr", X, data_range)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"fastconv.psnr: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if X.dim() < 2:
+        raise ValueError(f"fastconv.psnr: expected a batch of images (N, C, H, W), got shape {list(X.shape)}")
+    X, Y = _as_float("psnr", X, Y)
+    mse = (X - Y).square().flatten(1).mean(1)
+    val = 10.0 * torch.log10(data_range ** 2 / mse)
+    if reduction == "mean":
+        return val.mean()
+    if reduction == "sum":
+        return val.sum()
+    return val

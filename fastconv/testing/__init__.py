@@ -1,0 +1,1 @@
+"""Test support shipped with fastconv: the CUDA emulator (:mod:`fastconv.testing.emulator`)."""

@@ -1,0 +1,595 @@
+// fastconv CUDA emulator: makes an unmodified CUDA C++ kernel file compile with g++.
+//
+// Force-include this header (g++ -include cuda_emu.h) in a translation unit that
+// #includes the .cu file; see fastconv/testing/emulator.py, which generates that
+// unit and its launch shims.  Everything is guarded with #ifndef __CUDACC__ so the
+// header is inert under nvcc/NVRTC.
+//
+// Execution model
+// ---------------
+// * Blocks of a grid run one after another, in x-fastest order.
+// * Every CUDA thread of a block is a fiber (ucontext) with its own stack.  The
+//   scheduler runs fibers in linear thread order; a fiber only gives up the CPU
+//   at a barrier (__syncthreads, __syncwarp) or a warp shuffle, so a schedule is
+//   deterministic and a missing barrier shows up as a deterministic wrong result.
+// * __syncthreads releases once every live (not yet exited) thread of the block
+//   waits at the same barrier call site.  When no thread can run and the waiting
+//   threads disagree (different barrier sites, a shuffle waiting for a lane that
+//   sits at a barrier or has exited), the launch fails with a deadlock report.
+// * Warp shuffles: each lane named by the mask deposits its value, and once all
+//   of them arrived every lane reads its source lane's deposit.
+// * __shared__ is thread_local storage: all fibers of a block share it (they run
+//   on one OS thread) and, since blocks run sequentially, one copy serves the
+//   whole grid.  `extern __shared__` arrays are defined by the generated unit
+//   (CUDA_EMU_MAX_DYN_SMEM bytes) and filled with 0xFF bytes (NaN in every float
+//   format) before each block, so reading dynamic shared memory that was never
+//   written poisons results.  Under AddressSanitizer the bytes past the launch's
+//   shared_mem size are poisoned as well.
+// * atomics are plain read-modify-writes: threads never interleave inside them.
+#ifndef __CUDACC__
+#ifndef FASTCONV_CUDA_EMU_H
+#define FASTCONV_CUDA_EMU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#else
+#define CUDA_EMU_ASAN 0
+#endif
+
+#ifndef CUDA_EMU_MAX_DYN_SMEM
+#define CUDA_EMU_MAX_DYN_SMEM (227 * 1024)
+#endif
+
+// ----------------------------------------------------------------- qualifiers
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __shared__ thread_local
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+#define __syncthreads() ::cuda_emu::syncthreads(__FILE__, __LINE__)
+#define __syncwarp(...) ::cuda_emu::syncwarp(__FILE__, __LINE__, ##__VA_ARGS__)
+#define __shfl_sync(...) ::cuda_emu::shfl_idx(__FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_down_sync(...) ::cuda_emu::shfl_down(__FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_up_sync(...) ::cuda_emu::shfl_up(__FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_xor_sync(...) ::cuda_emu::shfl_xor(__FILE__, __LINE__, __VA_ARGS__)
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline uint3 threadIdx;
+inline uint3 blockIdx;
+inline dim3 blockDim;
+inline dim3 gridDim;
+constexpr int warpSize = 32;
+
+// ----------------------------------------------------------------- half / bfloat16 stand-ins
+struct __half {
+    unsigned short x;
+};
+struct __nv_bfloat16 {
+    unsigned short x;
+};
+typedef __half half;
+
+inline float __half2float(__half h) {
+    const unsigned int sign = (h.x & 0x8000u) << 16, ex = (h.x >> 10) & 0x1fu, man = h.x & 0x3ffu;
+    unsigned int bits;
+    if (ex == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (ex != 0) {
+        bits = sign | ((ex + 112u) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else {  // subnormal half: normalise
+        int e = -1;
+        unsigned int m = man;
+        do {
+            ++e;
+            m <<= 1;
+        } while ((m & 0x400u) == 0);
+        bits = sign | ((unsigned int)(112 - e) << 23) | ((m & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+inline __half __float2half(float f) {  // round to nearest even
+    unsigned int u;
+    memcpy(&u, &f, 4);
+    const unsigned int sign = (u >> 16) & 0x8000u;
+    unsigned int a = u & 0x7fffffffu;
+    __half h;
+    if (a > 0x7f800000u) {  // NaN
+        h.x = (unsigned short)(sign | 0x7e00u);
+        return h;
+    }
+    if (a >= 0x477ff000u) {  // rounds to >= 65520: infinity
+        h.x = (unsigned short)(sign | 0x7c00u);
+        return h;
+    }
+    if (a < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+        const int shift = 126 - (int)(a >> 23);  // exponent distance to 2^-14
+        if (shift > 24) {
+            h.x = (unsigned short)sign;
+            return h;
+        }
+        unsigned int m = (a & 0x7fffffu) | 0x800000u;
+        const int s = shift + 13 - 1;  // bits to drop
+        unsigned int q = m >> s, rem = m & ((1u << s) - 1), halfway = 1u << (s - 1);
+        if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+        h.x = (unsigned short)(sign | q);
+        return h;
+    }
+    unsigned int q = a - 0x38000000u;  // rebias exponent (127-15) << 23
+    const unsigned int rem = q & 0x1fffu;
+    q >>= 13;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) ++q;
+    h.x = (unsigned short)(sign | q);
+    return h;
+}
+inline __half __float2half_rn(float f) { return __float2half(f); }
+
+inline float __bfloat162float(__nv_bfloat16 b) {
+    unsigned int bits = (unsigned int)b.x << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {  // round to nearest even
+    unsigned int u;
+    memcpy(&u, &f, 4);
+    __nv_bfloat16 b;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        b.x = (unsigned short)((u >> 16) | 0x40u);
+        return b;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    b.x = (unsigned short)(u >> 16);
+    return b;
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+
+// ----------------------------------------------------------------- atomics (no interleaving)
+template <class T>
+inline T atomicAdd(T* p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+template <class T>
+inline T atomicMax(T* p, T v) {
+    T old = *p;
+    if (v > old) *p = v;
+    return old;
+}
+template <class T>
+inline T atomicExch(T* p, T v) {
+    T old = *p;
+    *p = v;
+    return old;
+}
+
+namespace cuda_emu {
+
+enum State { RUNNABLE = 0, AT_BARRIER = 1, AT_SHUFFLE = 2, DONE = 3 };
+enum ShflOp { SH_IDX = 0, SH_DOWN = 1, SH_UP = 2, SH_XOR = 3, SH_SYNC = 4 };
+
+struct Fiber {
+    ucontext_t ctx;
+    char* stack = nullptr;
+    size_t stack_size = 0;
+    void* fake_stack = nullptr;
+    int state = DONE;
+    uint3 tid{0, 0, 0};
+    const char* file = nullptr;  // where it waits
+    int line = 0;
+    // shuffle slot
+    unsigned int mask = 0;
+    int op = 0, arg = 0, width = 32;
+    size_t vsize = 0;
+    unsigned char value[8];
+    unsigned char result[8];
+};
+
+struct Scheduler {
+    std::vector<Fiber> fibers;
+    ucontext_t home;
+    const void* home_stack_bottom = nullptr;
+    size_t home_stack_size = 0;
+    void* home_fake_stack = nullptr;
+    int current = -1;
+    int nthreads = 0;
+    void (*body)(void*) = nullptr;
+    void* body_ctx = nullptr;
+    std::string error;
+    size_t stack_size = (CUDA_EMU_ASAN ? 1024 : 256) * 1024;
+};
+
+inline Scheduler& sched() {
+    static thread_local Scheduler s;
+    return s;
+}
+
+inline std::string site(const char* file, int line) {
+    const char* base = strrchr(file, '/');
+    return std::string(base ? base + 1 : file) + ":" + std::to_string(line);
+}
+
+// Switch from the current fiber back to the scheduler.
+inline void yield_to_scheduler() {
+    Scheduler& s = sched();
+    Fiber& f = s.fibers[s.current];
+#if CUDA_EMU_ASAN
+    __sanitizer_start_switch_fiber(&f.fake_stack, s.home_stack_bottom, s.home_stack_size);
+#endif
+    swapcontext(&f.ctx, &s.home);
+#if CUDA_EMU_ASAN
+    __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
+#endif
+    // resumed: restore the built-in indices of this thread
+    threadIdx = f.tid;
+}
+
+inline void fail(const std::string& msg) {
+    Scheduler& s = sched();
+    if (s.error.empty()) s.error = msg;
+    s.fibers[s.current].state = DONE;
+    for (;;) yield_to_scheduler();  // never resumed again
+}
+
+inline void syncthreads(const char* file, int line) {
+    Scheduler& s = sched();
+    Fiber& f = s.fibers[s.current];
+    f.state = AT_BARRIER;
+    f.file = file;
+    f.line = line;
+    yield_to_scheduler();
+}
+
+inline int lane_of(int t) { return t & 31; }
+
+// Complete a shuffle once every lane of the mask has arrived; returns true if complete.
+inline bool try_complete_shuffle(int warp_base, unsigned int mask) {
+    Scheduler& s = sched();
+    for (int l = 0; l < 32; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        const Fiber& g = s.fibers[warp_base + l];
+        if (g.state != AT_SHUFFLE) return false;
+    }
+    for (int l = 0; l < 32; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        Fiber& g = s.fibers[warp_base + l];
+        if (g.mask != mask || g.vsize != s.fibers[s.current].vsize)
+            fail("warp shuffle at " + site(g.file, g.line) + ": lanes disagree on the mask or value type");
+        int src = l;
+        const int seg = l & ~(g.width - 1), in_seg = l & (g.width - 1);
+        switch (g.op) {
+            case SH_IDX: src = seg + (g.arg & (g.width - 1)); break;
+            case SH_DOWN: src = in_seg + g.arg < g.width ? l + g.arg : l; break;
+            case SH_UP: src = in_seg - g.arg >= 0 ? l - g.arg : l; break;
+            case SH_XOR: src = (l ^ g.arg); if (src >= seg + g.width) src = l; break;
+            default: src = l; break;
+        }
+        if (!(mask >> src & 1u))
+            fail("warp shuffle at " + site(g.file, g.line) + ": lane " + std::to_string(l) + " reads lane " +
+                 std::to_string(src) + ", which is not in the mask");
+        memcpy(g.result, s.fibers[warp_base + src].value, g.vsize);
+    }
+    for (int l = 0; l < 32; ++l)
+        if (mask >> l & 1u) s.fibers[warp_base + l].state = RUNNABLE;
+    return true;
+}
+
+template <class T>
+inline T shuffle(const char* file, int line, int op, unsigned int mask, T v, int arg, int width) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of an unsupported type");
+    Scheduler& s = sched();
+    const int t = s.current, warp_base = t & ~31, nt = s.nthreads;
+    if (width <= 0 || width > 32 || (width & (width - 1)))
+        fail("warp shuffle at " + site(file, line) + ": width must be a power of two <= 32");
+    if (!(mask >> lane_of(t) & 1u))
+        fail("warp shuffle at " + site(file, line) + ": calling lane " + std::to_string(lane_of(t)) +
+             " is not in mask");
+    for (int l = 0; l < 32; ++l)
+        if ((mask >> l & 1u) && warp_base + l >= nt)
+            fail("warp shuffle at " + site(file, line) + ": mask names lane " + std::to_string(l) +
+                 ", which does not exist in a block of " + std::to_string(nt) + " threads");
+    Fiber& f = s.fibers[t];
+    f.state = AT_SHUFFLE;
+    f.file = file;
+    f.line = line;
+    f.mask = mask;
+    f.op = op;
+    f.arg = arg;
+    f.width = width;
+    f.vsize = sizeof(T);
+    memcpy(f.value, &v, sizeof(T));
+    if (!try_complete_shuffle(warp_base, mask)) yield_to_scheduler();
+    T r;
+    memcpy(&r, f.result, sizeof(T));
+    return r;
+}
+
+template <class T>
+inline T shfl_idx(const char* file, int line, unsigned mask, T v, int src, int width = 32) {
+    return shuffle(file, line, SH_IDX, mask, v, src, width);
+}
+template <class T>
+inline T shfl_down(const char* file, int line, unsigned mask, T v, unsigned d, int width = 32) {
+    return shuffle(file, line, SH_DOWN, mask, v, (int)d, width);
+}
+template <class T>
+inline T shfl_up(const char* file, int line, unsigned mask, T v, unsigned d, int width = 32) {
+    return shuffle(file, line, SH_UP, mask, v, (int)d, width);
+}
+template <class T>
+inline T shfl_xor(const char* file, int line, unsigned mask, T v, int m, int width = 32) {
+    return shuffle(file, line, SH_XOR, mask, v, m, width);
+}
+inline void syncwarp(const char* file, int line, unsigned mask = 0xffffffffu) {
+    (void)shuffle(file, line, SH_SYNC, mask, 0, 0, 32);
+}
+
+inline void fiber_entry() {
+    Scheduler& s = sched();
+#if CUDA_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &s.home_stack_bottom, &s.home_stack_size);
+#endif
+    threadIdx = s.fibers[s.current].tid;
+    s.body(s.body_ctx);
+    Fiber& f = s.fibers[s.current];
+    f.state = DONE;
+#if CUDA_EMU_ASAN
+    __sanitizer_start_switch_fiber(nullptr, s.home_stack_bottom, s.home_stack_size);
+#endif
+    setcontext(&s.home);
+}
+
+inline std::string describe_ranges(const std::vector<int>& ts) {
+    std::string out;
+    size_t i = 0;
+    int shown = 0;
+    while (i < ts.size()) {
+        size_t j = i;
+        while (j + 1 < ts.size() && ts[j + 1] == ts[j] + 1) ++j;
+        if (shown++ == 6) {
+            out += ", ...";
+            break;
+        }
+        if (!out.empty()) out += ", ";
+        out += std::to_string(ts[i]);
+        if (j > i) out += "-" + std::to_string(ts[j]);
+        i = j + 1;
+    }
+    return out;
+}
+
+inline std::string deadlock_report() {
+    Scheduler& s = sched();
+    std::vector<std::pair<std::string, std::vector<int>>> groups;
+    for (int t = 0; t < s.nthreads; ++t) {
+        const Fiber& f = s.fibers[t];
+        if (f.state == DONE) continue;
+        std::string what = (f.state == AT_BARRIER ? "__syncthreads at " : "warp shuffle/__syncwarp at ") +
+                           site(f.file, f.line);
+        auto it = std::find_if(groups.begin(), groups.end(), [&](auto& g) { return g.first == what; });
+        if (it == groups.end()) {
+            groups.push_back({what, {t}});
+        } else {
+            it->second.push_back(t);
+        }
+    }
+    std::string msg = "deadlock: no thread can make progress;";
+    for (auto& g : groups) msg += " threads [" + describe_ranges(g.second) + "] wait at " + g.first + ";";
+    int exited = 0;
+    for (int t = 0; t < s.nthreads; ++t) exited += s.fibers[t].state == DONE;
+    msg += " " + std::to_string(exited) + " threads exited";
+    return msg;
+}
+
+// Run one block to completion; returns false (with sched().error) on deadlock or fault.
+inline bool run_block() {
+    Scheduler& s = sched();
+    for (int t = 0; t < s.nthreads; ++t) {
+        Fiber& f = s.fibers[t];
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = f.stack_size;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_entry, 0);
+        f.state = RUNNABLE;
+        f.fake_stack = nullptr;
+    }
+    for (;;) {
+        bool ran = false;
+        for (int t = 0; t < s.nthreads; ++t) {
+            Fiber& f = s.fibers[t];
+            if (f.state != RUNNABLE) continue;
+            ran = true;
+            s.current = t;
+            threadIdx = f.tid;
+#if CUDA_EMU_ASAN
+            __sanitizer_start_switch_fiber(&s.home_fake_stack, f.stack, f.stack_size);
+#endif
+            swapcontext(&s.home, &f.ctx);
+#if CUDA_EMU_ASAN
+            __sanitizer_finish_switch_fiber(s.home_fake_stack, nullptr, nullptr);
+#endif
+            s.current = -1;
+            if (!s.error.empty()) return false;
+        }
+        if (ran) continue;
+        const char* file = nullptr;
+        int line = 0;
+        bool live = false, uniform = true;
+        for (int t = 0; t < s.nthreads; ++t) {
+            const Fiber& f = s.fibers[t];
+            if (f.state == DONE) continue;
+            if (f.state != AT_BARRIER) {
+                uniform = false;
+                break;
+            }
+            if (!live) {
+                file = f.file;
+                line = f.line;
+                live = true;
+            } else if (f.line != line || strcmp(f.file, file) != 0) {
+                uniform = false;
+                break;
+            }
+        }
+        if (uniform && !live) return true;  // every thread exited
+        if (!uniform) {
+            s.error = deadlock_report();
+            return false;
+        }
+        for (int t = 0; t < s.nthreads; ++t)
+            if (s.fibers[t].state == AT_BARRIER) s.fibers[t].state = RUNNABLE;
+    }
+}
+
+struct DynSmem {
+    unsigned char* base;
+    size_t capacity;
+};
+
+inline int run_grid(void (*body)(void*), void* ctx, const long long* dims, unsigned long long shmem,
+                    const DynSmem* dyn, int ndyn, char* err, int errlen) {
+    Scheduler& s = sched();
+    const dim3 grid((unsigned)dims[0], (unsigned)dims[1], (unsigned)dims[2]);
+    const dim3 block((unsigned)dims[3], (unsigned)dims[4], (unsigned)dims[5]);
+    const int nt = (int)(block.x * block.y * block.z);
+    if (s.fibers.size() < (size_t)nt) s.fibers.resize(nt);
+    for (int t = 0; t < nt; ++t) {
+        Fiber& f = s.fibers[t];
+        if (!f.stack) {
+            void* p = mmap(nullptr, s.stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                           -1, 0);
+            if (p == MAP_FAILED) {
+                snprintf(err, errlen, "emulator: cannot allocate a fiber stack");
+                return 1;
+            }
+            mprotect(p, 4096, PROT_NONE);  // guard page against stack overflow
+            f.stack = (char*)p + 4096;
+            f.stack_size = s.stack_size - 4096;
+        }
+        f.tid.x = t % block.x;
+        f.tid.y = (t / block.x) % block.y;
+        f.tid.z = t / (block.x * block.y);
+    }
+    s.nthreads = nt;
+    s.body = body;
+    s.body_ctx = ctx;
+    s.error.clear();
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = uint3{bx, by, bz};
+                for (int d = 0; d < ndyn; ++d) {
+#if CUDA_EMU_ASAN
+                    ASAN_UNPOISON_MEMORY_REGION(dyn[d].base, dyn[d].capacity);
+#endif
+                    memset(dyn[d].base, 0xff, dyn[d].capacity);
+#if CUDA_EMU_ASAN
+                    ASAN_POISON_MEMORY_REGION(dyn[d].base + shmem, dyn[d].capacity - shmem);
+#endif
+                }
+                const bool ok = run_block();
+                if (!ok) {
+                    snprintf(err, errlen, "block (%u,%u,%u): %s", bx, by, bz, s.error.c_str());
+                    s.error.clear();
+                    return 2;
+                }
+            }
+#if CUDA_EMU_ASAN
+    for (int d = 0; d < ndyn; ++d) ASAN_UNPOISON_MEMORY_REGION(dyn[d].base, dyn[d].capacity);
+#endif
+    return 0;
+}
+
+// ----------------------------------------------------------------- typed launch shims
+template <class T>
+inline std::string param_code() {
+    using U = std::remove_cv_t<T>;
+    if constexpr (std::is_pointer<U>::value) {
+        using P = std::remove_cv_t<std::remove_pointer_t<U>>;
+        if constexpr (std::is_void<P>::value) {
+            return "p0";
+        } else {
+            return "p" + std::to_string(sizeof(P));
+        }
+    } else if constexpr (std::is_floating_point<U>::value) {
+        return "f" + std::to_string(sizeof(U));
+    } else if constexpr (std::is_same<U, bool>::value) {
+        return "b1";
+    } else if constexpr (std::is_integral<U>::value && std::is_signed<U>::value) {
+        return "i" + std::to_string(sizeof(U));
+    } else if constexpr (std::is_integral<U>::value) {
+        return "u" + std::to_string(sizeof(U));
+    } else {
+        return "s" + std::to_string(sizeof(U));  // other trivially copyable struct (e.g. __half)
+    }
+}
+
+template <class... A>
+inline const char* signature(void (*)(A...)) {
+    static const std::string sig = [] {
+        std::string out;
+        ((out += (out.empty() ? "" : ",") + param_code<A>()), ...);
+        return out;
+    }();
+    return sig.c_str();
+}
+
+template <class... A, size_t... I>
+inline int launch_impl(void (*k)(A...), std::index_sequence<I...>, const long long* dims, unsigned long long shmem,
+                       void** args, const DynSmem* dyn, int ndyn, char* err, int errlen) {
+    struct Closure {
+        void (*k)(A...);
+        std::tuple<std::decay_t<A>...> vals;
+    } c{k, std::tuple<std::decay_t<A>...>{*static_cast<std::decay_t<A>*>(args[I])...}};
+    auto body = [](void* p) {
+        Closure* cl = static_cast<Closure*>(p);
+        cl->k(std::get<I>(cl->vals)...);
+    };
+    return run_grid(body, &c, dims, shmem, dyn, ndyn, err, errlen);
+}
+
+template <class... A>
+inline int launch(void (*k)(A...), const long long* dims, unsigned long long shmem, void** args, const DynSmem* dyn,
+                  int ndyn, char* err, int errlen) {
+    return launch_impl(k, std::index_sequence_for<A...>{}, dims, shmem, args, dyn, ndyn, err, errlen);
+}
+
+}  // namespace cuda_emu
+
+#endif  // FASTCONV_CUDA_EMU_H
+#endif  // __CUDACC__

@@ -1,0 +1,77 @@
+"""conv_transpose2d against torch.nn.functional.conv_transpose2d."""
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import fastconv.functional as F
+from helpers import assert_close, grads, leaf
+
+# (N, Cin, H, W, Cout, kH, kW, groups)
+SHAPES = [
+    (1, 1, 5, 5, 1, 3, 3, 1),
+    (2, 3, 6, 7, 5, 3, 3, 1),
+    (2, 4, 5, 4, 6, 2, 3, 2),
+    (3, 5, 4, 5, 5, 3, 3, 5),    # depthwise
+]
+GEOMETRY = [  # stride, padding, output_padding, dilation
+    (1, 0, 0, 1), (2, 1, 1, 1), (3, 2, 2, 1), (2, 0, 1, 2), ((2, 3), (1, 0), (1, 2), (1, 1)),
+    (1, 1, 1, 2), (2, 2, 0, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("stride,padding,output_padding,dilation", GEOMETRY)
+@pytest.mark.parametrize("layout", [None, "channels_last"])
+def test_conv_transpose2d_grid(device, dtype, shape, stride, padding, output_padding, dilation, layout):
+    n, c, h, w, o, kh, kw, g = shape
+    x = leaf(torch.randn(n, c, h, w), device, dtype, channels_last=layout == "channels_last")
+    wt = leaf(torch.randn(c, o // g, kh, kw), device, dtype)
+    b = leaf(torch.randn(o), device, dtype)
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=g, dilation=dilation)
+    try:
+        expected = TF.conv_transpose2d(x, wt, b, **kwargs)
+    except RuntimeError:
+        with pytest.raises((RuntimeError, ValueError)):
+            F.conv_transpose2d(x, wt, b, **kwargs)
+        return
+    out = F.conv_transpose2d(x, wt, b, **kwargs)
+    assert out.shape == expected.shape and out.is_contiguous()
+    assert_close(out, expected)
+    seed = torch.randn_like(expected)
+    for got, ref in zip(grads(out, (x, wt, b), seed), grads(expected, (x, wt, b), seed)):
+        assert_close(got, ref)
+
+
+def test_conv_transpose2d_unbatched_and_no_bias(device):
+    x = torch.randn(3, 5, 4, dtype=torch.float64, device=device)
+    wt = torch.randn(3, 2, 3, 3, dtype=torch.float64, device=device)
+    assert_close(F.conv_transpose2d(x, wt, stride=2), TF.conv_transpose2d(x, wt, stride=2))
+
+
+def test_conv_transpose2d_output_padding_below_dilation():
+    """output_padding >= stride is legal when it is below dilation (torch's rule)."""
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    kwargs = dict(stride=1, output_padding=2, dilation=3)
+    out, ref = F.conv_transpose2d(x, wt, **kwargs), TF.conv_transpose2d(x, wt, **kwargs)
+    assert_close(out, ref)
+    seed = torch.randn_like(ref)
+    for got, exp in zip(grads(out, (x, wt), seed), grads(ref, (x, wt), seed)):
+        assert_close(got, exp)
+
+
+@pytest.mark.parametrize("stride,padding,output_padding,groups", [(2, 1, 1, 1), (3, 0, 2, 2)])
+def test_conv_transpose2d_gradcheck(stride, padding, output_padding, groups):
+    x = torch.randn(2, 4, 4, 3, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(4, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, wt, b))
+    assert torch.autograd.gradgradcheck(fn, (x, wt, b))
+
+
+def test_conv_transpose2d_empty_batch(device):
+    x = torch.randn(0, 2, 4, 4, device=device)
+    wt = torch.randn(2, 3, 3, 3, device=device)
+    assert F.conv_transpose2d(x, wt, stride=2).shape == (0, 3, 9, 9)

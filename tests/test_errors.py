@@ -1,0 +1,79 @@
+"""Bad input raises clear errors (as torch does), never garbage or a crash."""
+import pytest
+import torch
+
+import fastconv._backend as backend
+import fastconv.functional as F
+
+x4 = torch.randn(2, 4, 8, 8)
+w4 = torch.randn(6, 4, 3, 3)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: F.conv2d(torch.randn(8, 8), w4), ValueError, "3D \\(unbatched\\) or 4D"),
+    (lambda: F.conv2d(torch.randn(1, 2, 4, 8, 8), w4), ValueError, "got input of size"),
+    (lambda: F.conv2d(x4, torch.randn(6, 4, 3)), ValueError, "4D weight"),
+    (lambda: F.conv2d(x4, torch.randn(6, 2, 3, 3), groups=3), RuntimeError, "not divisible by groups=3"),
+    (lambda: F.conv2d(x4, torch.randn(5, 2, 3, 3), groups=2), RuntimeError, "divisible by 2 at dimension 0"),
+    (lambda: F.conv2d(x4, torch.randn(6, 3, 3, 3)), RuntimeError, "to have 3 channels, but got 4"),
+    (lambda: F.conv2d(x4, torch.randn(6, 4, 11, 3)), RuntimeError, "Kernel size can't be greater"),
+    (lambda: F.conv2d(x4, w4, dilation=5), RuntimeError, "Kernel size can't be greater"),
+    (lambda: F.conv2d(x4, w4, stride=0), ValueError, "stride must be positive"),
+    (lambda: F.conv2d(x4, w4, stride=(1, -1)), ValueError, "stride must be positive"),
+    (lambda: F.conv2d(x4, w4, padding=-1), ValueError, "negative padding"),
+    (lambda: F.conv2d(x4, w4, dilation=0), ValueError, "dilation must be positive"),
+    (lambda: F.conv2d(x4, w4, padding="same", stride=2), ValueError, "not supported for strided"),
+    (lambda: F.conv2d(x4, w4, padding="full"), ValueError, "invalid padding string"),
+    (lambda: F.conv2d(x4, w4, groups=0), ValueError, "groups must be a positive"),
+    (lambda: F.conv2d(x4, w4, torch.randn(5)), RuntimeError, "expected bias of shape \\[6\\]"),
+    (lambda: F.conv2d(x4, w4.double()), TypeError, "same dtype"),
+    (lambda: F.conv2d(x4, w4, torch.randn(6, dtype=torch.float64)), TypeError, "same dtype"),
+    (lambda: F.conv2d(x4.half(), w4.half()), TypeError, "torch.float32 and torch.float64"),
+    (lambda: F.conv2d(x4.to(torch.int32), w4.to(torch.int32)), TypeError, "unsupported dtype torch.int32"),
+    (lambda: F.conv_transpose2d(x4, torch.randn(3, 2, 3, 3)), RuntimeError, "to have 3 channels"),
+    (lambda: F.conv_transpose2d(x4, torch.randn(4, 2, 3, 3), stride=2, output_padding=2), ValueError,
+     "output padding must be smaller"),
+    (lambda: F.conv_transpose2d(x4, torch.randn(4, 2, 3, 3), padding=9), RuntimeError, "Output size is too small"),
+    (lambda: F.conv_transpose2d(x4, torch.randn(4, 2, 3, 3), stride=0), ValueError, "stride must be positive"),
+    (lambda: F.max_pool2d(x4, 3, padding=2), ValueError, "pad should be at most half"),
+    (lambda: F.max_pool2d(x4, 2, padding=2, dilation=2), ValueError, "pad should be at most half of effective"),
+    (lambda: F.avg_pool2d(x4, 2, padding=2), ValueError, "pad should be at most half"),
+    (lambda: F.max_pool2d(x4, 0), ValueError, "kernel_size must be positive"),
+    (lambda: F.max_pool2d(x4, 2, stride=0), ValueError, "stride must be positive"),
+    (lambda: F.max_pool2d(x4, 9), RuntimeError, "Output size is too small"),
+    (lambda: F.avg_pool2d(x4, 2, divisor_override=0), RuntimeError, "divisor must be not zero"),
+    (lambda: F.avg_pool2d(torch.randn(8), 2), ValueError, "3D \\(unbatched\\) or 4D"),
+    (lambda: F.max_pool2d(torch.randn(2, 0, 4, 4), 2), RuntimeError, "non-zero channel and spatial"),
+    (lambda: F.max_pool2d(x4.to(torch.int64), 2), TypeError, "supported dtypes are torch.float32"),
+    (lambda: F.adaptive_avg_pool2d(x4, (1, 2, 3)), ValueError, "output_size must be an int or a pair"),
+    (lambda: F.adaptive_avg_pool2d(x4, -1), ValueError, "non-negative"),
+])
+def test_bad_input_raises(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_mismatched_devices_raise():
+    with pytest.raises(RuntimeError, match="same device"):
+        F.conv2d(x4, w4.to("meta"))
+
+
+def test_cuda_tensor_without_cupy(monkeypatch):
+    """A CUDA tensor on a machine without CuPy gets an error that says how to install the backend."""
+    import builtins
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    with pytest.raises(RuntimeError, match=r"pip install 'fastconv\[cuda\]'"):
+        backend.kernels("conv2d", torch.device("cuda", 0))
+    assert not backend.cuda_available()
+
+
+def test_unknown_device_type():
+    with pytest.raises(RuntimeError, match="no backend for device type 'meta'"):
+        backend.kernels("conv2d", torch.device("meta"))
