@@ -15,7 +15,7 @@ MAX_GEOMETRY = [  # kernel, stride, padding, dilation, ceil_mode
 AVG_GEOMETRY = [  # kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
     (2, None, 0, False, True, None), (3, 2, 1, False, True, None), (3, 2, 1, True, True, None),
     (3, 2, 1, True, False, None), (3, 2, 1, True, False, 4), ((3, 2), (1, 2), (1, 0), False, False, None),
-    (2, 3, 1, True, True, None), (4, 3, 2, True, False, None), (3, 3, 1, False, True, 7),
+    (2, 3, 1, True, True, None), (4, 3, 2, True, False, None), (3, 3, 1, False, True, 7), (2, 1, 1, False, True, -2),
 ]
 
 
@@ -110,3 +110,15 @@ def test_pool_gradcheck(fn):
     x = (torch.randperm(2 * 2 * 7 * 6, dtype=torch.float64) / 10).reshape(2, 2, 7, 6).requires_grad_()
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.slow
+def test_pools_more_than_2_31_elements():
+    """A plane of more than 2**31 float32 elements: flat indices and offsets are int64."""
+    h, w = (1 << 16) + 1, (1 << 15) + 1
+    x = torch.zeros(1, 1, h, w)
+    x[0, 0, -1, -1] = 7.0
+    out, idx = F.max_pool2d(x, 1, stride=(1 << 14, 1 << 13), return_indices=True)
+    assert out[0, 0, -1, -1].item() == 7.0 and idx[0, 0, -1, -1].item() == h * w - 1
+    avg = F.avg_pool2d(x, 1, stride=(1 << 14, 1 << 13))
+    assert avg[0, 0, -1, -1].item() == 7.0 and avg.sum().item() == 7.0

@@ -13,6 +13,7 @@ Padding is ``(top, left)`` plus explicit output sizes, so asymmetric padding
 """
 from __future__ import annotations
 
+import threading
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -20,7 +21,19 @@ import torch
 from numba import njit, prange
 
 #: Largest column buffer (in elements) one chunk may allocate.
-COLS_BUDGET = 1 << 23
+COLS_BUDGET = 1 << 24
+
+
+@njit(cache=True)
+def _valid_range(off, stride, size, n_out):  # pragma: no cover - numba
+    """Output positions [lo, hi) whose tap ``o*stride + off`` lands inside [0, size)."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = 0 if size - 1 - off < 0 else (size - 1 - off) // stride + 1
+    if hi > n_out:
+        hi = n_out
+    if lo > hi:
+        lo = hi
+    return lo, hi
 
 
 @njit(parallel=True, cache=True)
@@ -36,27 +49,23 @@ def _im2col(x, cols, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pra
         n = n0 + nl
         for i in range(kh):
             for j in range(kw):
-                r = (c * kh + i) * kw + j
+                dst = cols[(c * kh + i) * kw + j]
                 off = j * dw - pl
-                lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                hi = 0 if W - 1 - off < 0 else (W - 1 - off) // sw + 1
-                if hi > ow:
-                    hi = ow
-                if lo > hi:
-                    lo = hi
+                lo, hi = _valid_range(off, sw, W, ow)
                 for yl in range(ny):
                     iy = (y0 + yl) * sh - pt + i * dh
                     base = nl * span + yl * ow
                     if iy < 0 or iy >= H:
-                        for xo in range(ow):
-                            cols[r, base + xo] = 0
+                        dst[base:base + ow] = 0
+                        continue
+                    src = x[n, c, iy]
+                    dst[base:base + lo] = 0
+                    if sw == 1:
+                        dst[base + lo:base + hi] = src[lo + off:hi + off]
                     else:
-                        for xo in range(lo):
-                            cols[r, base + xo] = 0
                         for xo in range(lo, hi):
-                            cols[r, base + xo] = x[n, c, iy, xo * sw + off]
-                        for xo in range(hi, ow):
-                            cols[r, base + xo] = 0
+                            dst[base + xo] = src[xo * sw + off]
+                    dst[base + hi:base + ow] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -72,19 +81,20 @@ def _col2im(cols, g, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pra
         n = n0 + nl
         for i in range(kh):
             for j in range(kw):
-                r = (c * kh + i) * kw + j
+                src = cols[(c * kh + i) * kw + j]
                 off = j * dw - pl
-                lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                hi = 0 if W - 1 - off < 0 else (W - 1 - off) // sw + 1
-                if hi > ow:
-                    hi = ow
+                lo, hi = _valid_range(off, sw, W, ow)
                 for yl in range(ny):
                     iy = (y0 + yl) * sh - pt + i * dh
                     if iy < 0 or iy >= H:
                         continue
                     base = nl * span + yl * ow
-                    for xo in range(lo, hi):
-                        g[n, c, iy, xo * sw + off] += cols[r, base + xo]
+                    dst = g[n, c, iy]
+                    if sw == 1:
+                        dst[lo + off:hi + off] += src[base + lo:base + hi]
+                    else:
+                        for xo in range(lo, hi):
+                            dst[xo * sw + off] += src[base + xo]
 
 
 @njit(parallel=True, cache=True)
@@ -141,6 +151,27 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+_workspace = threading.local()
+
+
+def _buffer(slot: str, shape: Tuple[int, int], dtype) -> np.ndarray:
+    """A reusable per-thread scratch array (fresh pages cost more than the im2col itself)."""
+    size = shape[0] * shape[1]
+    key = (slot, np.dtype(dtype).str)
+    buf = getattr(_workspace, "bufs", None)
+    if buf is None:
+        buf = _workspace.bufs = {}
+    arr = buf.get(key)
+    if arr is None or arr.size < size:
+        arr = buf[key] = np.empty(size, dtype=dtype)
+    return arr[:size].reshape(shape)
+
+
+def clear_workspace() -> None:
+    """Release this thread's cached im2col buffers."""
+    _workspace.bufs = {}
+
+
 def _chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
     """Yield (n0, nb, y0, ny) chunks whose column matrix stays within COLS_BUDGET elements."""
     per_sample = k_rows * rows_out * ow
@@ -177,9 +208,10 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     ba = _np(bias) if bias is not None else np.zeros(o, dtype=xa.dtype)
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _chunks(n, oh, ow, c * kh * kw):
-        cols = np.empty((c * kh * kw, nb * ny * ow), dtype=xa.dtype)
+        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
         _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
-        prod = np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1)).reshape(o, -1)
+        prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
+        np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1), out=prod.reshape(groups, o // groups, -1))
         _scatter_rows(prod, ba, outa, n0, nb, y0, ny)
     return out
 
@@ -200,9 +232,10 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[in
     wt = _np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
-        g = np.empty((o, nb * ny * ow), dtype=ga.dtype)
+        g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
         _gather_rows(ga, g, n0, nb, y0, ny)
-        cols = np.matmul(wt, g.reshape(groups, o // groups, -1)).reshape(c * kh * kw, -1)
+        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
+        np.matmul(wt, g.reshape(groups, o // groups, -1), out=cols.reshape(groups, cg * kh * kw, -1))
         _col2im(cols, gxa, n0, nb, y0, ny, *geom, ow)
     return gx
 
@@ -215,16 +248,18 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[in
     kh, kw = kernel_hw
     cg = c // groups
     gw = np.zeros((groups, o // groups, cg * kh * kw), dtype=_np(x).dtype)
+    part = np.empty_like(gw)
     if grad_out.numel() and x.numel():
         xa, ga = _np(x), _np(grad_out)
         geom = _geom(stride, padding, dilation, (kh, kw))
         for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
-            cols = np.empty((c * kh * kw, nb * ny * ow), dtype=xa.dtype)
+            cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
             _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
-            g = np.empty((o, nb * ny * ow), dtype=ga.dtype)
+            g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
             _gather_rows(ga, g, n0, nb, y0, ny)
-            gw += np.matmul(g.reshape(groups, o // groups, -1),
-                            cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1))
+            np.matmul(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1),
+                      out=part)
+            gw += part
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))
 
 

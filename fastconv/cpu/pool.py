@@ -8,7 +8,7 @@ scatters never race.  Semantics are torch's, bit for bit where torch is exact:
   replaces the running max).  Indices are flat ``h*W + w`` within the plane.
 * avg: ``hend = min(hstart + kH, H + pad)``; the window area before clipping to
   the input is the divisor when ``count_include_pad``, else the clipped area;
-  ``divisor_override`` (0 = none) replaces both.
+  ``divisor_override`` (0 = none, negative allowed as in torch) replaces both.
 * adaptive avg: window ``[floor(o*H/OH), ceil((o+1)*H/OH))``.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: n
                 for iy in range(y0, y1):
                     for ix in range(x0, x1):
                         acc += x[n, c, iy, ix]
-                if divisor > 0:
+                if divisor != 0:
                     d = divisor
                 elif include_pad:
                     d = ly * lx
@@ -109,7 +109,7 @@ def _avg_bwd(g, gin, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: n
             y0, y1, ly = _avg_window(oy, sh, ph, kh, H)
             for ox in range(OW):
                 x0, x1, lx = _avg_window(ox, sw, pw, kw, W)
-                if divisor > 0:
+                if divisor != 0:
                     d = divisor
                 elif include_pad:
                     d = ly * lx

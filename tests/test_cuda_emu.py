@@ -1,0 +1,508 @@
+"""The CUDA backend without a GPU: the emulator itself, every kernel under it, ASan, nvcc and NVRTC.
+
+Kernel tests run the production launchers of :mod:`fastconv.cuda` (grid, block and
+shared-memory computation included) on CPU tensors through
+:class:`fastconv.testing.emulator.EmulatorRuntime` and compare with torch's CPU ops.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastconv.cuda import _runtime
+from fastconv.cuda import conv2d as cuda_conv
+from fastconv.cuda import pool as cuda_pool
+from fastconv.testing import compile_check
+from fastconv.testing.emulator import EmuModule, EmulatorError, EmulatorRuntime
+
+pytestmark = pytest.mark.cuda_emu
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+# (rtol, atol) against a float64 reference computed from the dtype-rounded inputs
+TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-5), torch.float16: (4e-3, 4e-3),
+       torch.bfloat16: (2e-2, 2e-2)}
+
+PRIMITIVES = r"""
+template <typename T>
+__global__ void reverse_block(const T* __restrict__ x, T* __restrict__ y, long long n, int sync) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    T* s = reinterpret_cast<T*>(smem);
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    s[threadIdx.x] = i < n ? x[i] : T(0);
+    if (sync) __syncthreads();
+    if (i < n) y[i] = s[blockDim.x - 1 - threadIdx.x];
+}
+
+template <typename T>
+__global__ void static_shift(const T* __restrict__ x, T* __restrict__ y, int sync) {
+    __shared__ T s[64];
+    s[threadIdx.x] = x[blockIdx.x * 64 + threadIdx.x];
+    if (sync) __syncthreads();
+    y[blockIdx.x * 64 + threadIdx.x] = s[(threadIdx.x + 1) % 64];
+}
+
+template <typename T>
+__global__ void block_reduce(const T* __restrict__ x, T* __restrict__ y) {
+    __shared__ T red[32];
+    T v = x[(long long)blockIdx.x * blockDim.x + threadIdx.x];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T s = 0;
+        for (unsigned w = 0; w < blockDim.x / 32; ++w) s += red[w];
+        y[blockIdx.x] = s;
+    }
+}
+
+__global__ void shuffles(const int* __restrict__ x, int* __restrict__ y, int arg, int width) {
+    const int t = threadIdx.x, v = x[t];
+    y[0 * 64 + t] = __shfl_down_sync(0xffffffffu, v, arg, width);
+    y[1 * 64 + t] = __shfl_up_sync(0xffffffffu, v, arg, width);
+    y[2 * 64 + t] = __shfl_xor_sync(0xffffffffu, v, arg, width);
+    y[3 * 64 + t] = __shfl_sync(0xffffffffu, v, arg, width);
+}
+
+__global__ void divergent_barrier(int* y) {
+    if (threadIdx.x < 16) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    y[threadIdx.x] = 1;
+}
+
+__global__ void early_exit_barrier(int* y) {
+    if (threadIdx.x % 3 == 0) return;
+    y[threadIdx.x] = 1;
+    __syncthreads();
+    y[threadIdx.x] += y[(threadIdx.x + 1) % blockDim.x];
+}
+
+__global__ void shuffle_after_exit(float* y) {
+    if (threadIdx.x == 5) return;
+    y[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 1);
+}
+
+__global__ void shuffle_vs_barrier(float* y) {
+    if (threadIdx.x >= 16) {
+        y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+    } else {
+        __syncthreads();
+    }
+}
+
+__global__ void read_dynamic(const float* __restrict__ x, float* __restrict__ y, long long n) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    float* s = reinterpret_cast<float*>(smem);
+    y[threadIdx.x] = s[threadIdx.x + n];  // reads past what the launch requested when n is large
+}
+
+__global__ void sizes(const double* __restrict__ x, double* __restrict__ y, long long n, float a, int b) {
+    if (threadIdx.x == 0) y[0] = x[0] * a + (double)n + b;
+}
+
+__global__ void out_of_bounds(const float* __restrict__ x, float* __restrict__ y) {
+    y[threadIdx.x] = x[threadIdx.x + blockDim.x];
+}
+
+__global__ void to_half(const float* __restrict__ x, fc_half* __restrict__ h, fc_bf16* __restrict__ b,
+                        float* __restrict__ back, long long n) {
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+        h[i] = store<fc_half>(x[i]);
+        b[i] = store<fc_bf16>(x[i]);
+        back[2 * i] = load(h[i]);
+        back[2 * i + 1] = load(b[i]);
+    }
+}
+"""
+NAMES = ["reverse_block<float>", "static_shift<float>", "block_reduce<float>", "block_reduce<double>", "shuffles",
+         "divergent_barrier", "early_exit_barrier", "shuffle_after_exit", "shuffle_vs_barrier", "read_dynamic",
+         "sizes", "out_of_bounds", "to_half"]
+
+
+def primitives_source() -> str:
+    return (_runtime.kernels_dir() / "fc_common.cuh").read_text() + PRIMITIVES
+
+
+@pytest.fixture(scope="module")
+def prims():
+    return EmuModule(primitives_source(), _runtime.COMPILE_OPTIONS, NAMES, source_name="primitives.cu")
+
+
+@pytest.fixture(scope="module")
+def emu():
+    rt = EmulatorRuntime()
+    with _runtime.use_runtime(rt):
+        yield rt
+
+
+# --------------------------------------------------------------------------- the emulator itself
+
+
+def test_missing_syncthreads_gives_wrong_result(prims):
+    x = np.arange(100, dtype=np.float32)
+    k = prims.get_function("reverse_block<float>")
+    y = np.zeros_like(x)
+    k((4,), (32,), (x, y, np.int64(100), np.int32(1)), shared_mem=32 * 4)
+    i = np.arange(100)
+    src = i // 32 * 32 + 31 - i % 32
+    np.testing.assert_array_equal(y, np.where(src < 100, src, 0).astype(np.float32))
+    y2 = np.zeros_like(x)
+    k((4,), (32,), (x, y2, np.int64(100), np.int32(0)), shared_mem=32 * 4)
+    assert np.isnan(y2[:16]).all(), "without the barrier, early threads must read unwritten (NaN) shared memory"
+    assert not np.array_equal(np.nan_to_num(y2), y)
+
+
+def test_missing_syncthreads_static_shared(prims):
+    x = np.random.default_rng(0).standard_normal(3 * 64).astype(np.float32)
+    k = prims.get_function("static_shift<float>")
+    y, y2 = np.zeros_like(x), np.zeros_like(x)
+    k((3,), (64,), (x, y, np.int32(1)))
+    np.testing.assert_array_equal(y, np.roll(x.reshape(3, 64), -1, axis=1).ravel())
+    k((3,), (64,), (x, y2, np.int32(0)))
+    assert not np.array_equal(y2, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shuffle_block_reduction_is_exact(prims, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-1000, 1000, size=8 * 256).astype(dtype)  # integer values: any order sums exactly
+    y = np.zeros(8, dtype=dtype)
+    name = "block_reduce<float>" if dtype == np.float32 else "block_reduce<double>"
+    prims.get_function(name)((8,), (256,), (x, y))
+    np.testing.assert_array_equal(y, x.reshape(8, 256).sum(1))
+
+
+@pytest.mark.parametrize("arg,width", [(1, 32), (5, 32), (3, 8), (17, 32), (2, 4)])
+def test_shuffle_variants(prims, arg, width):
+    x = (np.arange(64, dtype=np.int32) * 7 + 3)
+    y = np.zeros(4 * 64, dtype=np.int32)
+    prims.get_function("shuffles")((1,), (64,), (x, y, np.int32(arg), np.int32(width)))
+    lane = np.arange(64) % 32
+    warp = np.arange(64) // 32 * 32
+    seg = lane // width * width
+    down = np.where(lane % width + arg < width, np.arange(64) + arg, np.arange(64))
+    up = np.where(lane % width - arg >= 0, np.arange(64) - arg, np.arange(64))
+    xo = lane ^ arg
+    xo = np.where(xo < seg + width, warp + xo, np.arange(64))
+    idx = warp + seg + arg % width
+    for row, src in enumerate((down, up, xo, idx)):
+        np.testing.assert_array_equal(y[row * 64:(row + 1) * 64], x[src], err_msg=f"variant {row}")
+
+
+def test_divergent_barrier_is_reported_as_deadlock(prims):
+    with pytest.raises(EmulatorError, match=r"deadlock.*\[0-15\].*__syncthreads.*\[16-31\].*__syncthreads"):
+        prims.get_function("divergent_barrier")((1,), (32,), (np.zeros(32, np.int32),))
+
+
+def test_exited_threads_do_not_count_at_barriers(prims):
+    y = np.zeros(30, np.int32)
+    prims.get_function("early_exit_barrier")((1,), (30,), (y,))
+    t = np.arange(30)
+    live = t % 3 != 0
+    expect = np.where(live, 1 + live[(t + 1) % 30].astype(np.int32), 0)
+    np.testing.assert_array_equal(y, expect)
+
+
+def test_shuffle_waiting_for_an_exited_lane_is_a_deadlock(prims):
+    with pytest.raises(EmulatorError, match="deadlock"):
+        prims.get_function("shuffle_after_exit")((1,), (32,), (np.zeros(32, np.float32),))
+
+
+def test_shuffle_and_barrier_mix_is_a_deadlock(prims):
+    with pytest.raises(EmulatorError, match=r"deadlock.*\[0-15\].*__syncthreads.*\[16-31\].*shuffle"):
+        prims.get_function("shuffle_vs_barrier")((1,), (32,), (np.zeros(32, np.float32),))
+
+
+def test_full_mask_shuffle_in_partial_warp_is_rejected(prims):
+    with pytest.raises(EmulatorError, match="does not exist"):
+        prims.get_function("block_reduce<float>")((1,), (48,), (np.zeros(48, np.float32), np.zeros(1, np.float32)))
+
+
+def test_dynamic_shared_memory_is_nan_filled(prims):
+    y = np.zeros(32, np.float32)
+    prims.get_function("read_dynamic")((1,), (32,), (np.zeros(1, np.float32), y, np.int64(0)), shared_mem=128)
+    assert np.isnan(y).all()
+
+
+def test_scalar_arguments_are_type_checked(prims):
+    k = prims.get_function("sizes")
+    x, y = np.array([2.0]), np.zeros(1)
+    k((1,), (1,), (x, y, np.int64(3), np.float32(0.5), np.int32(4)))
+    assert y[0] == 8.0
+    with pytest.raises(EmulatorError, match="typed NumPy scalar"):
+        k((1,), (1,), (x, y, 3, np.float32(0.5), np.int32(4)))
+    with pytest.raises(EmulatorError, match="i8"):
+        k((1,), (1,), (x, y, np.int32(3), np.float32(0.5), np.int32(4)))
+    with pytest.raises(EmulatorError, match="f4"):
+        k((1,), (1,), (x, y, np.int64(3), np.float64(0.5), np.int32(4)))
+    with pytest.raises(EmulatorError, match="8-byte"):
+        k((1,), (1,), (x.astype(np.float32), y, np.int64(3), np.float32(0.5), np.int32(4)))
+    with pytest.raises(EmulatorError, match="expected 5 arguments"):
+        k((1,), (1,), (x, y))
+
+
+def test_launch_limits(prims):
+    k = prims.get_function("sizes")
+    args = (np.zeros(1), np.zeros(1), np.int64(0), np.float32(0), np.int32(0))
+    with pytest.raises(EmulatorError, match="block"):
+        k((1,), (1025,), args)
+    with pytest.raises(EmulatorError, match="grid"):
+        k((1, 65536), (1,), args)
+    with pytest.raises(EmulatorError, match="shared memory"):
+        k((1,), (1,), args, shared_mem=48 * 1024 + 1)
+
+
+def test_half_and_bfloat16_round_to_nearest_even(prims):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.standard_normal(300) * 10.0 ** rng.integers(-9, 6, 300),
+                        [0.0, -0.0, 65504.0, 65519.0, 65520.0, 1e-8, 6e-8, 3e-8, 2.98e-8, np.inf, -np.inf, np.nan,
+                         1 + 2 ** -11, 1 + 3 * 2 ** -11, 3.0e38]]).astype(np.float32)
+    n = x.size
+    h = np.zeros(n, np.float16)
+    b = np.zeros(n, np.int16)
+    back = np.zeros(2 * n, np.float32)
+    prims.get_function("to_half")((1,), (64,), (x, h, b, back, np.int64(n)))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(h, x.astype(np.float16))
+    tb = torch.from_numpy(x).to(torch.bfloat16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(b[~nan], tb.view(torch.int16).numpy()[~nan])
+    assert torch.isnan(torch.from_numpy(b).view(torch.bfloat16)[torch.from_numpy(nan)]).all()
+    np.testing.assert_array_equal(back[0::2], x.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(back[1::2], tb.float().numpy())
+
+
+# --------------------------------------------------------------------------- conv2d kernels
+
+# (N, C, H, W, O, groups, (kh, kw), stride, padding4, dilation)
+CONV_CASES = [
+    (2, 3, 7, 9, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 4, 10, 13, 6, 2, (3, 2), (2, 1), (1, 1, 2, 2), (1, 2)),
+    (2, 6, 9, 8, 6, 6, (3, 3), (2, 2), (0, 0, 1, 1), (2, 1)),   # depthwise
+    (1, 2, 37, 35, 3, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # several edge tiles
+    (1, 2, 6, 5, 10, 1, (5, 4), (1, 3), (2, 1, 0, 3), (1, 1)),   # asymmetric padding, O > 8 chunks
+]
+
+
+def _conv_ref(x, w, b, stride, pad4, dil, groups):
+    xp = F.pad(x, (pad4[2], pad4[3], pad4[0], pad4[1]))
+    return F.conv2d(xp, w, b, stride, 0, dil, groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv2d_kernels(emu, case, dtype):
+    n, c, h, wd, o, g, k, s, p, d = CONV_CASES[case]
+    x = torch.randn(n, c, h, wd, dtype=torch.float64).to(dtype).double()
+    w = torch.randn(o, c // g, *k, dtype=torch.float64).to(dtype).double()
+    b = torch.randn(o, dtype=torch.float64).to(dtype).double()
+    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+    ref = _conv_ref(xr, wr, br, s, p, d, g)
+    go = torch.randn_like(ref).to(dtype).double()
+    ref.backward(go)
+    rtol, atol = TOL[dtype]
+    y = cuda_conv.forward(x.to(dtype), w.to(dtype), b.to(dtype), s, p, d, g, tuple(ref.shape[2:]))
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol * 10)
+    gx = cuda_conv.backward_input(go.to(dtype), w.to(dtype), (h, wd), s, p, d, g)
+    torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol * 10)
+    gw = cuda_conv.backward_weight(x.to(dtype), go.to(dtype), k, s, p, d, g)
+    torch.testing.assert_close(gw.double(), wr.grad, rtol=rtol, atol=atol * 30)
+    gb = cuda_conv.bias_grad(go.to(dtype))
+    torch.testing.assert_close(gb.double(), br.grad, rtol=rtol, atol=atol * 30)
+
+
+def test_conv_transpose_uses_backward_input_with_bias(emu):
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    ref = F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)
+    out = cuda_conv.backward_input(x, w, tuple(ref.shape[2:]), (2, 2), (1, 0, 1, 0), (1, 1), 1, bias=b)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_launch_shapes(emu):
+    """The launch contract: tile shrinks to fit shared memory; grid covers the output."""
+    grid, block, shared, tiles_w, obc = cuda_conv.forward_launch(3, 4, 12, (40, 70), (3, 3), (1, 1), (1, 1), 1,
+                                                                 torch.float32)
+    assert block == (32, 8, 1) and tiles_w == 3 and grid == (3 * 5, 2, 3) and obc == 8
+    assert shared == (8 * (31 + 2 + 1) + 8 * 3) * 4
+    grid, block, shared, _, _ = cuda_conv.forward_launch(1, 1, 1, (64, 64), (1, 200), (1, 1), (1, 5), 1,
+                                                         torch.float64)
+    assert shared <= _runtime.MAX_DYNAMIC_SHARED and block == (1, 4, 1)
+    with pytest.raises(ValueError, match="shared memory"):
+        cuda_conv.forward_launch(1, 1, 1, (64, 64), (1, 400), (1, 1), (1, 9), 1, torch.float64)
+
+
+def test_conv2d_deterministic(emu):
+    x = torch.randn(2, 3, 11, 9)
+    go = torch.randn(2, 5, 9, 7)
+    a = cuda_conv.backward_weight(x, go, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    b = cuda_conv.backward_weight(x, go, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- pooling kernels
+
+POOL_CASES = [  # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+    (2, 3, 9, 11, (3, 2), (2, 1), (1, 1), (1, 2), False),
+    (1, 2, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1), True),
+    (1, 2, 13, 7, (3, 3), (1, 2), (1, 0), (2, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", range(len(POOL_CASES)))
+def test_max_pool_kernels(emu, case, dtype):
+    n, c, h, w, k, s, p, d, cm = POOL_CASES[case]
+    x = torch.randn(n, c, h, w, dtype=torch.float64).to(dtype).double()
+    x[0, 0, 1, 1] = float("nan")
+    x[-1, -1, :3, :3] = 0.5  # ties pick the first maximum
+    ref, ridx = F.max_pool2d(x, k, s, p, d, ceil_mode=cm, return_indices=True)
+    y, idx = cuda_pool.max_pool2d_forward(x.to(dtype), k, s, p, d, tuple(ref.shape[2:]))
+    assert torch.equal(idx, ridx)
+    torch.testing.assert_close(y.double(), ref, equal_nan=True, rtol=0, atol=0)
+    go = torch.randn_like(ref).to(dtype).double()
+    xr = x.clone().requires_grad_()
+    F.max_pool2d(xr, k, s, p, d, ceil_mode=cm).backward(go)
+    gx = cuda_pool.max_pool2d_backward(go.to(dtype), ridx, (h, w))
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cip,div", [(True, 0), (False, 0), (True, 5)])
+@pytest.mark.parametrize("case", range(len(POOL_CASES)))
+def test_avg_pool_kernels(emu, case, cip, div, dtype):
+    n, c, h, w, k, s, _, _, cm = POOL_CASES[case]
+    p = (k[0] // 2, k[1] // 2)
+    x = torch.randn(n, c, h, w, dtype=torch.float64).to(dtype).double()
+    xr = x.clone().requires_grad_()
+    ref = F.avg_pool2d(xr, k, s, p, ceil_mode=cm, count_include_pad=cip, divisor_override=div or None)
+    go = torch.randn_like(ref).to(dtype).double()
+    ref.backward(go)
+    rtol, atol = TOL[dtype]
+    y = cuda_pool.avg_pool2d_forward(x.to(dtype), k, s, p, tuple(ref.shape[2:]), cip, div)
+    torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol)
+    gx = cuda_pool.avg_pool2d_backward(go.to(dtype), (h, w), k, s, p, cip, div)
+    torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("in_hw,out_hw", [((9, 11), (4, 5)), ((7, 7), (7, 3)), ((5, 6), (8, 9))])
+def test_adaptive_avg_pool_kernels(emu, in_hw, out_hw, dtype):
+    x = torch.randn(2, 3, *in_hw, dtype=torch.float64).to(dtype).double()
+    xr = x.clone().requires_grad_()
+    ref = F.adaptive_avg_pool2d(xr, out_hw)
+    go = torch.randn_like(ref).to(dtype).double()
+    ref.backward(go)
+    rtol, atol = TOL[dtype]
+    y = cuda_pool.adaptive_avg_pool2d_forward(x.to(dtype), out_hw)
+    torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol)
+    gx = cuda_pool.adaptive_avg_pool2d_backward(go.to(dtype), in_hw)
+    torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol)
+
+
+# --------------------------------------------------------------------------- AddressSanitizer
+
+ASAN_SCRIPT = r"""
+import numpy as np, torch
+import torch.nn.functional as F
+from fastconv.cuda import _runtime, conv2d as cc, pool as pc
+from fastconv.testing.emulator import EmuModule, EmulatorRuntime
+import sys
+src, names = sys.argv[1], sys.argv[2].split(",")
+if sys.argv[3] == "oob":
+    m = EmuModule(open(src).read(), _runtime.COMPILE_OPTIONS, names, asan=True)
+    x = np.zeros(32, np.float32); y = np.zeros(32, np.float32)
+    m.get_function("out_of_bounds")((1,), (32,), (x, y))
+    print("NO ERROR")
+    sys.exit(0)
+with _runtime.use_runtime(EmulatorRuntime(asan=True)):
+    for dt in (torch.float32, torch.float16):
+        x = torch.randn(2, 4, 9, 10).to(dt); w = torch.randn(6, 2, 3, 2).to(dt); b = torch.randn(6).to(dt)
+        y = cc.forward(x, w, b, (2, 1), (1, 1, 2, 2), (1, 2), 2, (5, 12))
+        ref = F.conv2d(x.double(), w.double(), b.double(), (2, 1), (1, 2), (1, 2), 2)
+        assert (y.double() - ref).abs().max() < 0.05
+        gx = cc.backward_input(y, w, (9, 10), (2, 1), (1, 1, 2, 2), (1, 2), 2)
+        gw = cc.backward_weight(x, y, (3, 2), (2, 1), (1, 1, 2, 2), (1, 2), 2)
+        gb = cc.bias_grad(y)
+        v, i = pc.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5))
+        pc.max_pool2d_backward(v, i, (9, 10))
+        a = pc.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (5, 5), False, 0)
+        pc.avg_pool2d_backward(a, (9, 10), (3, 3), (2, 2), (1, 1), False, 0)
+        q = pc.adaptive_avg_pool2d_forward(x, (4, 3))
+        pc.adaptive_avg_pool2d_backward(q, (9, 10))
+print("ASAN CLEAN")
+"""
+
+
+def _run_asan(tmp_path, mode):
+    from fastconv.testing.emulator import asan_runtime, libstdcxx_runtime
+
+    lib = asan_runtime()
+    if not os.path.isabs(lib):
+        pytest.skip("g++ has no AddressSanitizer runtime")
+    # libstdc++ is preloaded too, so ASan's __cxa_throw interceptor finds the real one (torch throws).
+    lib = f"{lib} {libstdcxx_runtime()}"
+    src = tmp_path / "prims.cu"
+    src.write_text(primitives_source())
+    script = tmp_path / "asan_run.py"
+    script.write_text(ASAN_SCRIPT)
+    env = dict(os.environ, LD_PRELOAD=lib, ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1",
+               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(script), str(src), ",".join(NAMES), mode], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_asan_catches_out_of_bounds(tmp_path):
+    proc = _run_asan(tmp_path, "oob")
+    assert proc.returncode != 0 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_asan_all_kernels_clean(tmp_path):
+    proc = _run_asan(tmp_path, "kernels")
+    assert proc.returncode == 0 and "ASAN CLEAN" in proc.stdout, (proc.stdout + proc.stderr)[-5000:]
+
+
+# --------------------------------------------------------------------------- nvcc and NVRTC
+
+FAMILIES = sorted(f for f in _runtime.FAMILIES if _runtime.kernel_path(f).is_file())
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nvcc_compiles(family, arch):
+    if compile_check.nvcc_path() is None:
+        pytest.skip("nvcc not found (install the CUDA toolkit or set CUDA_HOME)")
+    symbols = compile_check.nvcc_compile(family, arch)
+    lowered = set()
+    if compile_check.nvrtc_library() is not None:
+        lowered = set(compile_check.nvrtc_compile(family, arch).values())
+        assert lowered <= set(symbols), sorted(lowered - set(symbols))
+    assert len(symbols) == len(_runtime.name_expressions(family))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "compute_90"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nvrtc_compiles_like_the_launchers(family, arch):
+    if compile_check.nvrtc_library() is None:
+        pytest.skip("libnvrtc not found: pip install 'nvidia-cuda-nvrtc>=13,<14'")
+    lowered = compile_check.nvrtc_compile(family, arch)
+    assert set(lowered) == set(_runtime.name_expressions(family))
+    assert all(v.startswith("_Z") for v in lowered.values())
+
+
+def test_kernel_sources_found_and_self_contained():
+    for fam in FAMILIES:
+        src = _runtime.kernel_source(fam)
+        assert '#include "' not in src.replace('#include "fc_common.cuh"', "")
+        assert "Launch contract" in src
