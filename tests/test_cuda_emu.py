@@ -276,7 +276,8 @@ def test_half_and_bfloat16_round_to_nearest_even(prims):
     nan = np.isnan(x)
     np.testing.assert_array_equal(b[~nan], tb.view(torch.int16).numpy()[~nan])
     assert torch.isnan(torch.from_numpy(b).view(torch.bfloat16)[torch.from_numpy(nan)]).all()
-    np.testing.assert_array_equal(back[0::2], x.astype(np.float16).astype(np.float32))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(back[0::2], x.astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(back[1::2], tb.float().numpy())
 
 
@@ -416,7 +417,7 @@ def test_adaptive_avg_pool_kernels(emu, in_hw, out_hw, dtype):
 ASAN_SCRIPT = r"""
 import numpy as np, torch
 import torch.nn.functional as F
-from fastconv.cuda import _runtime, conv2d as cc, pool as pc
+from fastconv.cuda import _runtime, conv2d as cc, pool as pc, ssim as sc
 from fastconv.testing.emulator import EmuModule, EmulatorRuntime
 import sys
 src, names = sys.argv[1], sys.argv[2].split(",")
@@ -441,6 +442,9 @@ with _runtime.use_runtime(EmulatorRuntime(asan=True)):
         pc.avg_pool2d_backward(a, (9, 10), (3, 3), (2, 2), (1, 1), False, 0)
         q = pc.adaptive_avg_pool2d_forward(x, (4, 3))
         pc.adaptive_avg_pool2d_backward(q, (9, 10))
+        xs, ys = x.float().sigmoid().to(dt), x.float().cos().to(dt)
+        s, c = sc.stats(xs, ys, 7, 1.5, 1e-4, 9e-4)
+        sc.stats_backward(s, c, xs, ys, 7, 1.5, 1e-4, 9e-4)
 print("ASAN CLEAN")
 """
 
@@ -468,6 +472,7 @@ def test_asan_catches_out_of_bounds(tmp_path):
     assert proc.returncode != 0 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_asan_all_kernels_clean(tmp_path):
     proc = _run_asan(tmp_path, "kernels")
     assert proc.returncode == 0 and "ASAN CLEAN" in proc.stdout, (proc.stdout + proc.stderr)[-5000:]

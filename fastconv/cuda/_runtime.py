@@ -37,8 +37,8 @@ COMPILE_OPTIONS: Tuple[str, ...] = ("--std=c++17",)
 CTYPES: Dict[torch.dtype, str] = {
     torch.float32: "float",
     torch.float64: "double",
-    torch.float16: "__half",
-    torch.bfloat16: "__nv_bfloat16",
+    torch.float16: "fc_half",  # raw binary16 storage, see kernels/fc_common.cuh
+    torch.bfloat16: "fc_bf16",
 }
 
 #: Kernel templates of every family; each is instantiated for every dtype in :data:`CTYPES`.
@@ -46,7 +46,7 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
     "conv2d": ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"),
     "pool": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
              "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"),
-    "ssim": ("ssim_forward", "ssim_backward"),
+    "ssim": ("ssim_forward", "ssim_reduce", "ssim_backward_maps", "ssim_backward"),
 }
 
 #: Default dynamic shared memory a launch may request without an opt-in attribute.

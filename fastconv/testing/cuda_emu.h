@@ -140,7 +140,7 @@ inline __half __float2half(float f) {  // round to nearest even
             return h;
         }
         unsigned int m = (a & 0x7fffffu) | 0x800000u;
-        const int s = shift + 13 - 1;  // bits to drop
+        const int s = shift;  // bits to drop
         unsigned int q = m >> s, rem = m & ((1u << s) - 1), halfway = 1u << (s - 1);
         if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
         h.x = (unsigned short)(sign | q);
@@ -174,6 +174,22 @@ inline __nv_bfloat16 __float2bfloat16(float f) {  // round to nearest even
     return b;
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+
+inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
+inline int __float_as_int(float f) {
+    int i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+inline double __longlong_as_double(long long i) {
+    double d;
+    memcpy(&d, &i, 8);
+    return d;
+}
 
 // ----------------------------------------------------------------- atomics (no interleaving)
 template <class T>

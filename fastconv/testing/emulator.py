@@ -76,6 +76,12 @@ def asan_runtime() -> str:
     return out.stdout.strip()
 
 
+def libstdcxx_runtime() -> str:
+    """Path of the libstdc++ matching :func:`cxx`; preload it with libasan so C++ exceptions work."""
+    out = subprocess.run([cxx(), "-print-file-name=libstdc++.so"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def _translate_options(options: Sequence[str]) -> List[str]:
     """Keep the NVRTC options that mean something to g++ (-D, -I, -U, -std)."""
     out = []

@@ -1,0 +1,108 @@
+"""CUDA launchers for max / average / adaptive-average pooling (``kernels/pool.cu``).
+
+Same entry points, arguments and results as :mod:`fastconv.cpu.pool`, over tensors
+on a CUDA device (or CPU tensors under the emulator runtime).  The grid and block
+sizes computed here are the launch contracts stated in ``pool.cu``.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from . import _runtime as rt
+from ._runtime import i32, i64
+
+FAMILY = "pool"
+THREADS = 256
+BWD_MAX_THREADS = 128
+MAX_BLOCKS = 65535 * 32
+
+
+def elementwise_grid(total: int) -> Tuple[int, int, int]:
+    """Grid of a grid-stride kernel over ``total`` elements with :data:`THREADS` threads per block."""
+    return (max(1, min(-(-total // THREADS), MAX_BLOCKS)), 1, 1)
+
+
+def _launch(name: str, dtype: torch.dtype, total: int, args: tuple) -> None:
+    rt.current().launch(FAMILY, rt.kernel_name(name, dtype), elementwise_grid(total), (THREADS, 1, 1), args, 0)
+
+
+def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                       padding: Tuple[int, int], dilation: Tuple[int, int],
+                       out_hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling of contiguous NCHW ``x``: (values, int64 flat ``h*W+w`` indices within each plane)."""
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
+    idx = torch.empty((n, c, oh, ow), dtype=torch.int64, device=x.device)
+    if y.numel():
+        _launch("max_pool2d_forward", x.dtype, y.numel(),
+                (x, y, idx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
+                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i64(dilation[0]),
+                 i64(dilation[1])))
+    return y, idx
+
+
+def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw: Tuple[int, int]) -> torch.Tensor:
+    """Route ``grad_out`` back to the argmax positions ``indices`` (summing where windows share one)."""
+    n, c, oh, ow = grad_out.shape
+    h, w = in_hw
+    gx = torch.zeros((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    if gx.numel() and grad_out.numel():
+        warps = BWD_MAX_THREADS // 32
+        grid = (max(1, min(-(-(n * c) // warps), MAX_BLOCKS)), 1, 1)
+        rt.current().launch(FAMILY, rt.kernel_name("max_pool2d_backward", grad_out.dtype), grid,
+                            (BWD_MAX_THREADS, 1, 1),
+                            (grad_out.contiguous(), indices.contiguous(), gx, i64(n * c), i64(h * w), i64(oh * ow)), 0)
+    return gx
+
+
+def avg_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                       out_hw: Tuple[int, int], count_include_pad: bool, divisor_override: int) -> torch.Tensor:
+    """Average pooling with torch's divisor rules (``divisor_override`` 0 means none)."""
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
+    if y.numel():
+        _launch("avg_pool2d_forward", x.dtype, y.numel(),
+                (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
+                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
+                 i64(divisor_override or 0)))
+    return y
+
+
+def avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int], kernel: Tuple[int, int],
+                        stride: Tuple[int, int], padding: Tuple[int, int], count_include_pad: bool,
+                        divisor_override: int) -> torch.Tensor:
+    """Gradient of :func:`avg_pool2d_forward` w.r.t. its input (a gather over covering windows)."""
+    n, c, oh, ow = grad_out.shape
+    h, w = in_hw
+    gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    if gx.numel():
+        _launch("avg_pool2d_backward", grad_out.dtype, gx.numel(),
+                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
+                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
+                 i64(divisor_override or 0)))
+    return gx
+
+
+def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling to ``out_hw`` (windows floor(o*H/OH) .. ceil((o+1)*H/OH))."""
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
+    if y.numel():
+        _launch("adaptive_avg_pool2d_forward", x.dtype, y.numel(), (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int]) -> torch.Tensor:
+    """Gradient of :func:`adaptive_avg_pool2d_forward` w.r.t. its input."""
+    n, c, oh, ow = grad_out.shape
+    h, w = in_hw
+    gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    if gx.numel():
+        _launch("adaptive_avg_pool2d_backward", grad_out.dtype, gx.numel(),
+                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+    return gx

@@ -1,0 +1,134 @@
+// fastconv kernel helpers shared by every kernels/*.cu file.
+//
+// Storage types: float, double, fc_half (IEEE binary16) and fc_bf16 (bfloat16), the
+// latter two as raw 16-bit patterns with conversions written here in plain C++, so
+// the kernels need neither <cuda_fp16.h> nor <cuda_bf16.h> (NVRTC does not ship
+// them) and run unchanged under the emulator.  Arithmetic happens in Acc<T>::type
+// (double for double, float otherwise); load() widens a stored value, store<T>()
+// narrows with round-to-nearest-even.  The runtime inlines this file into each
+// kernel source (fastconv.cuda._runtime.kernel_source), so NVRTC receives one
+// self-contained translation unit.
+#ifndef FASTCONV_FC_COMMON_CUH
+#define FASTCONV_FC_COMMON_CUH
+
+#define FC_FULL_MASK 0xffffffffu
+
+template <typename T>
+struct Acc {
+    typedef float type;
+};
+template <>
+struct Acc<double> {
+    typedef double type;
+};
+
+__device__ __forceinline__ float load(float v) { return v; }
+__device__ __forceinline__ double load(double v) { return v; }
+struct fc_half {
+    unsigned short x;
+};
+struct fc_bf16 {
+    unsigned short x;
+};
+
+__device__ __forceinline__ float fc_bits_to_float(unsigned int b) { return __int_as_float((int)b); }
+__device__ __forceinline__ unsigned int fc_float_to_bits(float f) { return (unsigned int)__float_as_int(f); }
+
+__device__ __forceinline__ float load(fc_half h) {
+    const unsigned int sign = (unsigned int)(h.x & 0x8000u) << 16, ex = (h.x >> 10) & 0x1fu, man = h.x & 0x3ffu;
+    if (ex == 0x1f) return fc_bits_to_float(sign | 0x7f800000u | (man << 13));
+    if (ex != 0) return fc_bits_to_float(sign | ((ex + 112u) << 23) | (man << 13));
+    const float mag = (float)man * 5.9604644775390625e-08f;  // subnormal: man * 2^-24 (exact)
+    return sign ? -mag : mag;
+}
+__device__ __forceinline__ float load(fc_bf16 b) { return fc_bits_to_float((unsigned int)b.x << 16); }
+
+__device__ __forceinline__ fc_half fc_float_to_half(float f) {  // round to nearest even
+    const unsigned int u = fc_float_to_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    fc_half h;
+    if (a > 0x7f800000u) {
+        h.x = (unsigned short)(sign | 0x7e00u);
+    } else if (a >= 0x477ff000u) {  // rounds to >= 65520: infinity
+        h.x = (unsigned short)(sign | 0x7c00u);
+    } else if (a < 0x38800000u) {  // below 2^-14: subnormal or zero
+        const int shift = 126 - (int)(a >> 23);
+        if (shift > 24) {
+            h.x = (unsigned short)sign;
+        } else {
+            const unsigned int m = (a & 0x7fffffu) | 0x800000u;
+            const int s = shift;  // bits to drop
+            unsigned int q = m >> s;
+            const unsigned int rem = m & ((1u << s) - 1), halfway = 1u << (s - 1);
+            if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+            h.x = (unsigned short)(sign | q);
+        }
+    } else {
+        unsigned int q = a - 0x38000000u;
+        const unsigned int rem = q & 0x1fffu;
+        q >>= 13;
+        if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) ++q;
+        h.x = (unsigned short)(sign | q);
+    }
+    return h;
+}
+__device__ __forceinline__ fc_bf16 fc_float_to_bf16(float f) {  // round to nearest even
+    unsigned int u = fc_float_to_bits(f);
+    fc_bf16 b;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        b.x = (unsigned short)((u >> 16) | 0x40u);
+    } else {
+        u += 0x7fffu + ((u >> 16) & 1u);
+        b.x = (unsigned short)(u >> 16);
+    }
+    return b;
+}
+
+template <typename T>
+__device__ __forceinline__ T store(typename Acc<T>::type v);
+template <>
+__device__ __forceinline__ float store<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ double store<double>(double v) { return v; }
+template <>
+__device__ __forceinline__ fc_half store<fc_half>(float v) { return fc_float_to_half(v); }
+template <>
+__device__ __forceinline__ fc_bf16 store<fc_bf16>(float v) { return fc_float_to_bf16(v); }
+
+template <typename A>
+__device__ __forceinline__ A fc_neg_inf();
+template <>
+__device__ __forceinline__ float fc_neg_inf<float>() { return __int_as_float(0xff800000); }
+template <>
+__device__ __forceinline__ double fc_neg_inf<double>() { return __longlong_as_double((long long)0xfff0000000000000ULL); }
+
+__device__ __forceinline__ long long fc_min(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ long long fc_max(long long a, long long b) { return a > b ? a : b; }
+
+// Sum over the 32 lanes of a full warp, in a fixed butterfly order (lane 0 gets the total).
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FC_FULL_MASK, v, off);
+    return v;
+}
+
+// Deterministic block sum (blockDim.x * blockDim.y a multiple of 32, <= 1024 threads):
+// warp shuffles, then warp 0 reduces the per-warp partials from `red` (>= 32 slots).
+// Every thread must call it; thread 0 receives the total.  Ends with a barrier, so
+// `red` may be reused immediately.
+template <typename A>
+__device__ __forceinline__ A block_sum(A v, A* red) {
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int nwarps = (blockDim.x * blockDim.y) >> 5;
+    v = warp_sum(v);
+    if ((tid & 31) == 0) red[tid >> 5] = v;
+    __syncthreads();
+    A total = 0;
+    if (tid < 32) {
+        total = tid < nwarps ? red[tid] : A(0);
+        total = warp_sum(total);
+    }
+    __syncthreads();
+    return total;
+}
+
+#endif  // FASTCONV_FC_COMMON_CUH
