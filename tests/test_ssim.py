@@ -23,6 +23,13 @@ def _pair(shape, dtype=torch.float64, seed=0, noise=0.1):
     return x, y
 
 
+def _pm_win(channels, win_size=11, sigma=1.5):
+    """pytorch-msssim's window argument, built in float64 (its default is computed in float32)."""
+    t = torch.arange(win_size, dtype=torch.float64) - win_size // 2
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    return (g / g.sum()).view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+
+
 def _ref_stats(x, y, win_size=11, sigma=1.5, data_range=1.0, K=(0.01, 0.03)):
     """Independent pure-torch SSIM: per-(n, c) mean SSIM and cs over valid positions."""
     c = x.shape[1]
@@ -57,6 +64,8 @@ def test_ssim_matches_pytorch_msssim(shape, win, size_average):
     want = pytorch_msssim.ssim(x, y, data_range=1.0, size_average=size_average, win_size=win)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    exact = pytorch_msssim.ssim(x, y, data_range=1.0, size_average=size_average, win=_pm_win(shape[1], win))
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-12)
 
 
 def test_ssim_options_match_pytorch_msssim():
@@ -114,6 +123,8 @@ def test_ms_ssim_matches_pytorch_msssim(shape):
     got = ms_ssim(x, y, size_average=False)
     want = pytorch_msssim.ms_ssim(x, y, data_range=1.0, size_average=False)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    exact = pytorch_msssim.ms_ssim(x, y, data_range=1.0, size_average=False, win=_pm_win(shape[1]))
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-12)
     w = [0.2, 0.3, 0.5]
     torch.testing.assert_close(ms_ssim(x, y, weights=w, win_size=7),
                                pytorch_msssim.ms_ssim(x, y, data_range=1.0, weights=w, win_size=7),
@@ -170,10 +181,10 @@ def test_ms_ssim_gradients_match_pytorch_msssim():
     xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
     ms_ssim(xa, ya).backward()
     xb, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
-    pytorch_msssim.ms_ssim(xb, yb, data_range=1.0).backward()
+    pytorch_msssim.ms_ssim(xb, yb, data_range=1.0, win=_pm_win(1)).backward()
     scale = xb.grad.abs().max().item()
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-5 * scale)
-    torch.testing.assert_close(ya.grad, yb.grad, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(ya.grad, yb.grad, rtol=0, atol=1e-6 * scale)
 
 
 def test_ssim_gradcheck():
@@ -284,3 +295,14 @@ def test_nan_propagates():
     ssim(xr, y, size_average=False)[1].backward()
     assert torch.isfinite(xr.grad[1]).all()
     assert torch.isnan(psnr(x, y, reduction="none")[0])
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    x, y = _pair((2, 1, 170, 170), dtype=torch.float32, seed=14)
+    xa = x.clone().requires_grad_()
+    fn = torch.compile(lambda a, b: 1 - ssim(a, b) + (1 - ms_ssim(a, b)), fullgraph=True)
+    fn(xa, y).backward()
+    xb = x.clone().requires_grad_()
+    (1 - ssim(xb, y) + (1 - ms_ssim(xb, y))).backward()
+    torch.testing.assert_close(xa.grad, xb.grad)

@@ -26,10 +26,12 @@ Both backends expose the same three functions over torch tensors:
 
 Algorithm
 ---------
-Each (n, c) plane is one parallel task.  The forward pass filters the five maps
-``x, y, x*x, y*y, x*y`` horizontally in one sweep over the plane (five
-accumulators per column), then vertically, and evaluates the SSIM/cs maps on the
-fly, accumulating them per column in float64 (a per-column vector sum keeps the
+Each (n, c) plane is streamed row by row through ring buffers of ``win_size`` rows
+(so the working set stays in cache); ranges of planes run on threads through
+:mod:`fastconv.cpu._threads` (``nogil`` kernels, no ``prange``: see there why).
+The forward pass filters the five maps ``x, y, x*x, y*y, x*y`` horizontally in one
+sweep per row (five accumulators per column), then vertically, and evaluates the
+SSIM/cs maps on the fly, accumulating them per column in float64 (a per-column vector sum keeps the
 loops vectorisable without fastmath).  The backward pass recomputes the moments,
 forms ``dL/d(mu_x, mu_y, E[x^2]=E[y^2] coefficient, E[xy])`` at every valid
 position, applies the transposed separable filter (vertical scatter then
@@ -42,47 +44,74 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
+
+from ._threads import num_threads, parallel_ranges
 
 
-@njit(cache=True)
-def _moments(xp, yp, g, hb, out):  # pragma: no cover - numba
-    """Valid-position local moments of one plane: out[k, i, j] for k = mu_x, mu_y, E[xx], E[yy], E[xy].
+@njit(cache=True, nogil=True, inline="always")
+def _hrow(xr, yr, g, hb, slot):  # pragma: no cover - numba
+    """Horizontal pass of one image row into ring slot ``slot`` of ``hb`` (5, R, Wv)."""
+    Wv = hb.shape[2]
+    h0 = hb[0, slot]
+    h1 = hb[1, slot]
+    h2 = hb[2, slot]
+    h3 = hb[3, slot]
+    h4 = hb[4, slot]
+    h0[:] = 0
+    h1[:] = 0
+    h2[:] = 0
+    h3[:] = 0
+    h4[:] = 0
+    for t in range(g.shape[0]):
+        wt = g[t]
+        xs = xr[t:]
+        ys = yr[t:]
+        for j in range(Wv):
+            xv = xs[j]
+            yv = ys[j]
+            h0[j] += wt * xv
+            h1[j] += wt * yv
+            h2[j] += wt * (xv * xv)
+            h3[j] += wt * (yv * yv)
+            h4[j] += wt * (xv * yv)
 
-    ``hb`` is (5, H, Wv) scratch for the horizontal pass.
+
+@njit(cache=True, nogil=True, inline="always")
+def _vrow(hb, g, i, m):  # pragma: no cover - numba
+    """Vertical pass: moments m (5, Wv) of valid row ``i`` from ring rows i .. i+win-1 of ``hb``."""
+    R = hb.shape[1]
+    Wv = hb.shape[2]
+    m0 = m[0]
+    m1 = m[1]
+    m2 = m[2]
+    m3 = m[3]
+    m4 = m[4]
+    m[:] = 0
+    for t in range(g.shape[0]):
+        wt = g[t]
+        slot = (i + t) % R
+        b0 = hb[0, slot]
+        b1 = hb[1, slot]
+        b2 = hb[2, slot]
+        b3 = hb[3, slot]
+        b4 = hb[4, slot]
+        for j in range(Wv):
+            m0[j] += wt * b0[j]
+            m1[j] += wt * b1[j]
+            m2[j] += wt * b2[j]
+            m3[j] += wt * b3[j]
+            m4[j] += wt * b4[j]
+
+
+@njit(cache=True, nogil=True)
+def _ssim_stats(x, y, g, c1, c2, ssim_out, cs_out, p0, p1):  # pragma: no cover - numba
+    """ssim_out[p], cs_out[p] = mean over valid positions of the SSIM and cs maps of plane p, p0 <= p < p1.
+
+    Streams the plane row by row: horizontal moments go to a ring of ``win`` rows, each
+    valid output row is filtered vertically from the ring and reduced at once, so the
+    working set stays in cache.
     """
-    H, W = xp.shape
-    win = g.shape[0]
-    Wv = W - win + 1
-    Hv = H - win + 1
-    for r in range(H):
-        for k in range(5):
-            for j in range(Wv):
-                hb[k, r, j] = 0
-        for t in range(win):
-            wt = g[t]
-            for j in range(Wv):
-                xv = xp[r, j + t]
-                yv = yp[r, j + t]
-                hb[0, r, j] += wt * xv
-                hb[1, r, j] += wt * yv
-                hb[2, r, j] += wt * (xv * xv)
-                hb[3, r, j] += wt * (yv * yv)
-                hb[4, r, j] += wt * (xv * yv)
-    for i in range(Hv):
-        for k in range(5):
-            for j in range(Wv):
-                out[k, i, j] = 0
-        for t in range(win):
-            wt = g[t]
-            for k in range(5):
-                for j in range(Wv):
-                    out[k, i, j] += wt * hb[k, i + t, j]
-
-
-@njit(parallel=True, cache=True)
-def _ssim_stats(x, y, g, c1, c2, ssim_out, cs_out):  # pragma: no cover - numba
-    """ssim_out[p], cs_out[p] = mean over valid positions of the SSIM and cs maps of plane p."""
     P, H, W = x.shape
     win = g.shape[0]
     Hv = H - win + 1
@@ -90,23 +119,30 @@ def _ssim_stats(x, y, g, c1, c2, ssim_out, cs_out):  # pragma: no cover - numba
     C1 = x.dtype.type(c1)
     C2 = x.dtype.type(c2)
     two = x.dtype.type(2)
-    for p in prange(P):
-        hb = np.empty((5, H, Wv), dtype=x.dtype)
-        m = np.empty((5, Hv, Wv), dtype=x.dtype)
-        _moments(x[p], y[p], g, hb, m)
-        s_col = np.zeros(Wv, dtype=np.float64)
-        c_col = np.zeros(Wv, dtype=np.float64)
-        for i in range(Hv):
+    hb = np.empty((5, win, Wv), dtype=x.dtype)
+    m = np.empty((5, Wv), dtype=x.dtype)
+    s_col = np.empty(Wv, dtype=np.float64)
+    c_col = np.empty(Wv, dtype=np.float64)
+    for p in range(p0, p1):
+        s_col[:] = 0
+        c_col[:] = 0
+        for r in range(H):
+            _hrow(x[p, r], y[p, r], g, hb, r % win)
+            if r < win - 1:
+                continue
+            _vrow(hb, g, r - win + 1, m)
+            mx_ = m[0]
+            my_ = m[1]
+            exx = m[2]
+            eyy = m[3]
+            exy = m[4]
             for j in range(Wv):
-                mx = m[0, i, j]
-                my = m[1, i, j]
+                mx = mx_[j]
+                my = my_[j]
                 mxx = mx * mx
                 myy = my * my
                 mxy = mx * my
-                sxx = m[2, i, j] - mxx
-                syy = m[3, i, j] - myy
-                sxy = m[4, i, j] - mxy
-                cs = (two * sxy + C2) / (sxx + syy + C2)
+                cs = (two * (exy[j] - mxy) + C2) / ((exx[j] - mxx) + (eyy[j] - myy) + C2)
                 lum = (two * mxy + C1) / (mxx + myy + C1)
                 s_col[j] += lum * cs
                 c_col[j] += cs
@@ -115,9 +151,17 @@ def _ssim_stats(x, y, g, c1, c2, ssim_out, cs_out):  # pragma: no cover - numba
         cs_out[p] = c_col.sum() / count
 
 
-@njit(parallel=True, cache=True)
-def _ssim_stats_backward(x, y, g, c1, c2, g_ssim, g_cs, gx, gy):  # pragma: no cover - numba
-    """gx, gy = d/dx, d/dy of sum_p g_ssim[p] * ssim[p] + g_cs[p] * cs[p] (means over valid positions)."""
+@njit(cache=True, nogil=True)
+def _ssim_stats_backward(x, y, g, c1, c2, g_ssim, g_cs, gx, gy, p0, p1):  # pragma: no cover - numba
+    """gx, gy = d/dx, d/dy of sum_p g_ssim[p] * ssim[p] + g_cs[p] * cs[p] (means over valid positions),
+    for planes p0 <= p < p1.
+
+    One streaming sweep per plane: moments of valid row i (as in the forward pass) give
+    the four maps G = dL/d(mu_x, mu_y, E[x^2] (= dL/dE[y^2]), E[xy]) of row i, scattered at
+    once through the transposed vertical filter into a ring U of ``win`` rows; U's row i is
+    then complete, goes through the transposed horizontal filter, and yields rows i of
+    grad_x = A_mx + 2 x A_e + y A_xy and grad_y = A_my + 2 y A_e + x A_xy.
+    """
     P, H, W = x.shape
     win = g.shape[0]
     Hv = H - win + 1
@@ -127,63 +171,83 @@ def _ssim_stats_backward(x, y, g, c1, c2, g_ssim, g_cs, gx, gy):  # pragma: no c
     one = x.dtype.type(1)
     two = x.dtype.type(2)
     count = Hv * Wv
-    for p in prange(P):
-        xp = x[p]
-        yp = y[p]
+    hb = np.empty((5, win, Wv), dtype=x.dtype)
+    m = np.empty((5, Wv), dtype=x.dtype)
+    G = np.empty((4, Wv), dtype=x.dtype)
+    U = np.zeros((4, win, Wv), dtype=x.dtype)
+    A = np.empty((4, W), dtype=x.dtype)
+    for p in range(p0, p1):
         a = x.dtype.type(g_ssim[p] / count)
         b = x.dtype.type(g_cs[p] / count)
-        hb = np.empty((5, H, Wv), dtype=x.dtype)
-        m = np.empty((5, Hv, Wv), dtype=x.dtype)
-        _moments(xp, yp, g, hb, m)
-        # dL/d(moments) at valid positions, overwriting m[0..3]:
-        # 0: d/d mu_x, 1: d/d mu_y, 2: d/d E[xx] (= d/d E[yy]), 3: d/d E[xy]
-        for i in range(Hv):
-            for j in range(Wv):
-                mx = m[0, i, j]
-                my = m[1, i, j]
-                mxx = mx * mx
-                myy = my * my
-                mxy = mx * my
-                sxx = m[2, i, j] - mxx
-                syy = m[3, i, j] - myy
-                sxy = m[4, i, j] - mxy
-                ib1 = one / (mxx + myy + C1)
-                ib2 = one / (sxx + syy + C2)
-                lum = (two * mxy + C1) * ib1
-                cs = (two * sxy + C2) * ib2
-                wl = a * cs * two * ib1           # weight on dl/d(.) times B1/2 factored
-                wc = (a * lum + b) * ib2          # weight on dcs/d(.) over B2
-                m[0, i, j] = wl * (my - lum * mx) + two * wc * (cs * mx - my)
-                m[1, i, j] = wl * (mx - lum * my) + two * wc * (cs * my - mx)
-                m[2, i, j] = -wc * cs
-                m[3, i, j] = two * wc
-        # transposed vertical filter: hb[k, r, j] = sum_t m[k, r - t, j] * g[t]
-        for r in range(H):
-            for k in range(4):
+        U[:] = 0
+        for r in range(H + win - 1):
+            if r < H:
+                _hrow(x[p, r], y[p, r], g, hb, r % win)
+            i = r - win + 1          # U row i becomes complete at this step
+            if i < 0:
+                continue
+            if i < Hv:
+                _vrow(hb, g, i, m)
+                mx_ = m[0]
+                my_ = m[1]
+                exx = m[2]
+                eyy = m[3]
+                exy = m[4]
+                g0 = G[0]
+                g1 = G[1]
+                g2 = G[2]
+                g3 = G[3]
                 for j in range(Wv):
-                    hb[k, r, j] = 0
-        for i in range(Hv):
-            for t in range(win):
-                wt = g[t]
-                for k in range(4):
-                    for j in range(Wv):
-                        hb[k, i + t, j] += wt * m[k, i, j]
-        # transposed horizontal filter, then combine into the input gradients
-        acc = np.empty((4, W), dtype=x.dtype)
-        for r in range(H):
+                    mx = mx_[j]
+                    my = my_[j]
+                    mxx = mx * mx
+                    myy = my * my
+                    mxy = mx * my
+                    ib1 = one / (mxx + myy + C1)
+                    ib2 = one / ((exx[j] - mxx) + (eyy[j] - myy) + C2)
+                    lum = (two * mxy + C1) * ib1
+                    cs = (two * (exy[j] - mxy) + C2) * ib2
+                    wl = a * cs * two * ib1          # weight of d(lum): a * cs, times 2 / B1
+                    wc = (a * lum + b) * ib2         # weight of d(cs): a * lum + b, over B2
+                    g0[j] = wl * (my - lum * mx) + two * wc * (cs * mx - my)
+                    g1[j] = wl * (mx - lum * my) + two * wc * (cs * my - mx)
+                    g2[j] = -wc * cs
+                    g3[j] = two * wc
+                for t in range(win):
+                    wt = g[t]
+                    slot = (i + t) % win
+                    for k in range(4):
+                        u = U[k, slot]
+                        gk = G[k]
+                        for j in range(Wv):
+                            u[j] += wt * gk[j]
+            if i >= H:
+                continue
+            # row i of U is final: transposed horizontal filter, combine, recycle the slot
+            slot = i % win
+            A[:] = 0
             for k in range(4):
-                for q in range(W):
-                    acc[k, q] = 0
-            for t in range(win):
-                wt = g[t]
-                for k in range(4):
+                ak = A[k]
+                u = U[k, slot]
+                for t in range(win):
+                    wt = g[t]
+                    at = ak[t:]
                     for j in range(Wv):
-                        acc[k, j + t] += wt * hb[k, r, j]
+                        at[j] += wt * u[j]
+                u[:] = 0
+            xr = x[p, i]
+            yr = y[p, i]
+            gxr = gx[p, i]
+            gyr = gy[p, i]
+            a0 = A[0]
+            a1 = A[1]
+            a2 = A[2]
+            a3 = A[3]
             for q in range(W):
-                xv = xp[r, q]
-                yv = yp[r, q]
-                gx[p, r, q] = acc[0, q] + two * xv * acc[2, q] + yv * acc[3, q]
-                gy[p, r, q] = acc[1, q] + two * yv * acc[2, q] + xv * acc[3, q]
+                xv = xr[q]
+                yv = yr[q]
+                gxr[q] = a0[q] + two * xv * a2[q] + yv * a3[q]
+                gyr[q] = a1[q] + two * yv * a2[q] + xv * a3[q]
 
 
 # --------------------------------------------------------------------------- entry points
@@ -195,6 +259,14 @@ def gaussian_window(win_size: int, win_sigma: float, dtype: torch.dtype) -> torc
     g = np.exp(-(t * t) / (2.0 * float(win_sigma) ** 2))
     g /= g.sum()
     return torch.from_numpy(g).to(dtype)
+
+
+#: Planes x pixels below which a call stays on one thread (thread hand-off costs ~0.1 ms).
+PARALLEL_MIN_PIXELS = 1 << 16
+
+
+def _chunks(x: torch.Tensor) -> int:
+    return num_threads() if x.numel() >= PARALLEL_MIN_PIXELS else 1
 
 
 def _planes(t: torch.Tensor) -> np.ndarray:
@@ -210,8 +282,9 @@ def stats(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1:
     cs = torch.empty((n, c), dtype=x.dtype)
     if n * c:
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
-        _ssim_stats(_planes(x), _planes(y), g, float(c1), float(c2),
-                    s.numpy().reshape(-1), cs.numpy().reshape(-1))
+        xa, ya, sa, ca = _planes(x), _planes(y), s.numpy().reshape(-1), cs.numpy().reshape(-1)
+        parallel_ranges(lambda p0, p1: _ssim_stats(xa, ya, g, float(c1), float(c2), sa, ca, p0, p1),
+                        n * c, _chunks(x))
     return s, cs
 
 
@@ -222,8 +295,10 @@ def stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y:
     gy = torch.empty_like(y, memory_format=torch.contiguous_format)
     if x.numel():
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
-        _ssim_stats_backward(_planes(x), _planes(y), g, float(c1), float(c2),
-                             g_ssim.detach().numpy().reshape(-1).astype(np.float64),
-                             g_cs.detach().numpy().reshape(-1).astype(np.float64),
-                             _planes(gx), _planes(gy))
+        xa, ya, gxa, gya = _planes(x), _planes(y), _planes(gx), _planes(gy)
+        gs = g_ssim.detach().numpy().reshape(-1).astype(np.float64)
+        gc = g_cs.detach().numpy().reshape(-1).astype(np.float64)
+        parallel_ranges(lambda p0, p1: _ssim_stats_backward(xa, ya, g, float(c1), float(c2), gs, gc, gxa, gya,
+                                                            p0, p1),
+                        xa.shape[0], _chunks(x))
     return gx, gy

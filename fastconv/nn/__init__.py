@@ -1,4 +1,5 @@
-"""``fastconv.nn``: torch.nn-compatible layers running fastconv kernels."""
+"""``fastconv.nn``: torch.nn-compatible layers running fastconv kernels, and SSIM modules."""
 from .modules import AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d
+from .ssim import MS_SSIM, SSIM, SSIMLoss
 
-__all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "SSIM", "MS_SSIM", "SSIMLoss"]

@@ -31,11 +31,11 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _shapes as S
 from .._backend import kernels
+from .pool import avg_pool2d
 
 #: pytorch-msssim's (and Wang et al. 2003's) default MS-SSIM scale weights.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -204,7 +204,7 @@ def ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average:
 
 def _downsample(t: Tensor) -> Tensor:
     """2x2 average pooling with zero padding ``(H % 2, W % 2)``, count_include_pad (as pytorch-msssim)."""
-    return F.avg_pool2d(t, kernel_size=2, padding=[t.shape[2] % 2, t.shape[3] % 2])
+    return avg_pool2d(t, kernel_size=2, padding=(t.shape[2] % 2, t.shape[3] % 2))
 
 
 def ms_ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average: bool = True,

@@ -1,0 +1,1 @@
+"""fastconv asv benchmarks (see ../README.md)."""

@@ -1,0 +1,226 @@
+"""fastconv.signal.convolve2d / correlate2d against scipy.signal, including SciPy's error cases."""
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+
+from fastconv import signal as fs
+
+MODES = ("full", "same", "valid")
+BOUNDARIES = ("fill", "wrap", "symm")
+FUNCS = ("convolve2d", "correlate2d")
+# (image shape, kernel shape): odd/even kernels, kernel larger than the image, 1-wide, in2 larger (valid swap)
+SHAPES = [((7, 9), (3, 3)), ((6, 5), (2, 4)), ((3, 4), (8, 9)), ((5, 6), (5, 6)), ((1, 7), (1, 3)),
+          ((4, 3), (6, 2)), ((2, 2), (5, 5))]
+
+
+def _rand(rng, shape, dtype):
+    dt = np.dtype(dtype)
+    if dt.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return rng.integers(max(info.min, -50), min(info.max, 50), size=shape, endpoint=True).astype(dt)
+    return rng.standard_normal(shape).astype(dt)
+
+
+def _call(mod, func, *args, **kw):
+    try:
+        return getattr(mod, func)(*args, **kw)
+    except Exception as exc:  # noqa: BLE001 - the exception itself is compared
+        return exc
+
+
+def _assert_same_result(got, want, a, k):
+    if isinstance(want, Exception):
+        assert type(got) is type(want), (got, want)
+        assert str(got) == str(want)
+        return
+    assert not isinstance(got, Exception), got
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype
+    if want.dtype.kind in "iu":
+        np.testing.assert_array_equal(got, want)
+    else:
+        single = want.dtype in (np.float32, np.complex64)
+        scale = float(np.abs(a).max(initial=0) * np.abs(k).sum()) + 1.0
+        np.testing.assert_allclose(got, want, rtol=1e-5 if single else 1e-12,
+                                   atol=(5e-6 if single else 1e-13) * scale)
+
+
+@pytest.mark.parametrize("dtypes", [("float64", "float64"), ("float32", "float32"), ("complex128", "complex128"),
+                                    ("int64", "int64"), ("uint8", "int8"), ("int16", "float32"),
+                                    ("float32", "complex64"), ("int32", "complex128")])
+@pytest.mark.parametrize("func", FUNCS)
+def test_matches_scipy_grid(dtypes, func):
+    rng = np.random.default_rng(zlib.crc32(repr(dtypes).encode()))
+    for (ashape, kshape), mode, boundary in itertools.product(SHAPES, MODES, BOUNDARIES):
+        a = _rand(rng, ashape, dtypes[0])
+        k = _rand(rng, kshape, dtypes[1])
+        for fill in (0, 2):
+            want = _call(ss, func, a, k, mode, boundary, fill)
+            got = _call(fs, func, a, k, mode, boundary, fill)
+            _assert_same_result(got, want, a, k)
+
+
+def test_hand_computed_values():
+    a = [[1, 2], [3, 4]]
+    np.testing.assert_array_equal(fs.convolve2d(a, [[1, 1], [1, 1]]), [[1, 3, 2], [4, 10, 6], [3, 7, 4]])
+    # convolution flips the kernel, correlation does not
+    np.testing.assert_array_equal(fs.convolve2d([[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[1, 2], [3, 4]], "same"),
+                                  [[0, 0, 0], [0, 1, 2], [0, 3, 4]])
+    np.testing.assert_array_equal(fs.correlate2d([[0, 0, 0], [0, 1, 0], [0, 0, 0]], [[1, 2], [3, 4]], "same"),
+                                  [[4, 3, 0], [2, 1, 0], [0, 0, 0]])
+    # SciPy's documented complex behaviour: correlate2d conjugates in2
+    assert fs.correlate2d([[1]], [[2j]])[0, 0] == -2j
+    assert fs.correlate2d([[2j]], [[3j]])[0, 0] == 6
+    assert fs.correlate2d([[3j]], [[4]])[0, 0] == 12j
+    # wrap / symm with a 1x1 image: every extended sample is that pixel
+    np.testing.assert_array_equal(fs.convolve2d([[2.0]], np.ones((3, 3)), "same", "wrap"), [[18.0]])
+    np.testing.assert_array_equal(fs.convolve2d([[2.0]], np.ones((3, 3)), "full", "symm"), np.full((3, 3), 18.0))
+    # fill value enters 'full' mode outputs
+    assert fs.convolve2d([[1.0]], [[1.0, 1.0]], fillvalue=5)[0, 0] == 6.0
+
+
+def test_1d_consistency_with_numpy():
+    a, b = np.arange(5), np.array([3.2, 1.4, 3])
+    for mode in MODES:
+        np.testing.assert_allclose(fs.correlate2d([a], [b], mode)[0], np.correlate(a, b, mode), rtol=1e-14)
+        np.testing.assert_allclose(fs.convolve2d([a], [b], mode)[0], np.convolve(a, b, mode), rtol=1e-14)
+    # in2 larger than in1 in 'valid' mode: SciPy swaps the inputs (and correlation flips back)
+    np.testing.assert_allclose(fs.correlate2d([b], [a], "valid")[0], np.correlate(b, a, "valid"), rtol=1e-14)
+    np.testing.assert_allclose(fs.convolve2d([b], [a], "valid")[0], np.convolve(b, a, "valid"), rtol=1e-14)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+def test_large_problem_uses_threads_and_matches(func):
+    rng = np.random.default_rng(1)
+    for dtype in (np.float64, np.float32):
+        a = rng.standard_normal((150, 170)).astype(dtype)
+        k = rng.standard_normal((13, 14)).astype(dtype)
+        assert a.size * k.size >= fs._k.PARALLEL_MIN_MACS  # the multi-threaded path
+        for boundary in BOUNDARIES:
+            _assert_same_result(getattr(fs, func)(a, k, "same", boundary),
+                                getattr(ss, func)(a, k, "same", boundary), a, k)
+
+
+def test_integer_wraparound_matches_scipy():
+    a = np.full((4, 5), 100, np.int8)
+    k = np.full((3, 2), 100, np.int8)
+    for func in FUNCS:
+        want = getattr(ss, func)(a, k)
+        got = getattr(fs, func)(a, k)
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, want)
+    big = np.full((3, 3), 2 ** 62, np.int64)
+    np.testing.assert_array_equal(fs.convolve2d(big, [[3]]), ss.convolve2d(big, [[3]]))
+    u = np.array([[2 ** 63 + 5]], np.uint64)
+    np.testing.assert_array_equal(fs.convolve2d(u, np.array([[3]], np.uint64)),
+                                  ss.convolve2d(u, np.array([[3]], np.uint64)))
+
+
+def test_long_double_fallback():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((6, 7)).astype(np.longdouble)
+    k = rng.standard_normal((3, 2))
+    for func, mode, boundary in itertools.product(FUNCS, MODES, BOUNDARIES):
+        got = getattr(fs, func)(a, k, mode, boundary, 1.5)
+        want = getattr(ss, func)(a, k, mode, boundary, 1.5)
+        assert got.dtype == want.dtype == np.longdouble
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-12, atol=1e-12)
+    c = (a + 1j).astype(np.clongdouble)
+    np.testing.assert_allclose(fs.correlate2d(c, k, "same", "wrap").astype(np.complex128),
+                               ss.correlate2d(c, k, "same", "wrap").astype(np.complex128), rtol=1e-12)
+
+
+def test_layouts_and_array_likes():
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((20, 30))
+    views = [base[::2, ::3], np.asfortranarray(base), base.T, base[5:12, 7:19]]
+    k = rng.standard_normal((4, 3))[::-1]
+    for a in views:
+        np.testing.assert_allclose(fs.convolve2d(a, k, "same", "symm"), ss.convolve2d(a, k, "same", "symm"),
+                                   rtol=1e-12, atol=1e-12)
+    lst = [[1, 2, 3], [4, 5, 6]]
+    got = fs.correlate2d(lst, [[1, 0], [0, -1]])
+    assert got.dtype == ss.correlate2d(lst, [[1, 0], [0, -1]]).dtype
+    np.testing.assert_array_equal(got, ss.correlate2d(lst, [[1, 0], [0, -1]]))
+
+
+def test_empty_inputs_match_scipy():
+    for a, k, mode in [(np.ones((0, 3)), np.ones((2, 2)), "full"), (np.ones((3, 3)), np.ones((0, 2)), "full"),
+                       (np.ones((3, 3)), np.ones((0, 2)), "same")]:
+        got, want = fs.convolve2d(a, k, mode), ss.convolve2d(a, k, mode)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_nan_and_inf_propagate_like_scipy():
+    a = np.arange(20.0).reshape(4, 5)
+    a[1, 2] = np.nan
+    a[3, 4] = np.inf
+    k = np.ones((2, 2))
+    for boundary in BOUNDARIES:
+        np.testing.assert_array_equal(fs.convolve2d(a, k, "same", boundary), ss.convolve2d(a, k, "same", boundary))
+
+
+ERROR_CASES = [
+    ((3, 4), {}),
+    (([3], [4]), {}),
+    (([[[3]]], [[[4]]]), {}),
+    ((np.ones((3, 3)), np.ones((2, 2)), "bad"), {}),
+    ((np.ones((3, 3)), np.ones((2, 2)), "full", "bad"), {}),
+    ((np.ones((3, 3)), np.ones((2, 2)), "same", "reflect"), {}),
+    ((np.arange(1, 7).reshape(2, 3), np.arange(-6, 0).reshape(3, 2), "valid"), {}),
+    ((np.arange(-6, 0).reshape(3, 2), np.arange(1, 7).reshape(2, 3), "valid"), {}),
+    (([[1]], [[1, 2]]), {"fillvalue": 1j}),
+    (([[1.0]], [[1, 2]]), {"fillvalue": 1 + 2j}),
+    (([[1]], [[1, 2]]), {"fillvalue": [1, 2]}),
+    (([[1]], [[1, 2]]), {"fillvalue": []}),
+    ((np.ones((2, 2), np.int8), np.ones((2, 2), np.int8)), {"fillvalue": 300}),
+    ((np.ones((2, 2), np.int8), np.ones((2, 2), np.int8)), {"fillvalue": np.nan}),
+    ((np.ones((2, 2), bool), np.ones((2, 2), bool)), {}),
+    ((np.ones((2, 2), np.float16), np.ones((2, 2), np.float16)), {}),
+    ((np.ones((2, 2), object), np.ones((2, 2), object)), {}),
+]
+
+
+@pytest.mark.filterwarnings("ignore")  # SciPy warns (ComplexWarning, invalid cast) before raising
+@pytest.mark.parametrize("func", FUNCS)
+@pytest.mark.parametrize("args,kwargs", ERROR_CASES)
+def test_error_cases_match_scipy(func, args, kwargs):
+    want = _call(ss, func, *args, **kwargs)
+    assert isinstance(want, ValueError), want  # the case list only holds SciPy errors
+    got = _call(fs, func, *args, **kwargs)
+    assert type(got) is ValueError
+    assert str(got) == str(want)
+
+
+FILL_VALUES = [1.5, "3", np.int64(300), np.float64(300), 300.0, -1, 255, 2 + 0j, np.complex128(2), 1 + 2j,
+               np.array(2.0), np.array([3], np.int8), np.nan, None, "abc", [[5]], True, np.uint64(2 ** 63), 1e300]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("fill", FILL_VALUES, ids=repr)
+def test_fillvalue_conversion_matches_scipy(fill):
+    for dtype in (np.int8, np.uint8, np.int64, np.uint64, np.float32, np.float64, np.complex64):
+        a, k = np.ones((1, 2), dtype), np.ones((2, 2), dtype)
+        want = _call(ss, "convolve2d", a, k, fillvalue=fill)
+        got = _call(fs, "convolve2d", a, k, fillvalue=fill)
+        if isinstance(want, Exception):
+            assert type(got) is type(want) and str(got) == str(want)
+        else:
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_boundary_aliases():
+    a, k = np.arange(12.0).reshape(3, 4), np.arange(6.0).reshape(2, 3)
+    for alias, name in (("circular", "wrap"), ("symmetric", "symm"), ("pad", "fill")):
+        np.testing.assert_array_equal(fs.convolve2d(a, k, "same", alias), fs.convolve2d(a, k, "same", name))
+        np.testing.assert_allclose(fs.convolve2d(a, k, "same", alias), ss.convolve2d(a, k, "same", alias),
+                                   rtol=1e-14)
