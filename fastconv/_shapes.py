@@ -103,6 +103,15 @@ def conv_padding(padding: Union[str, IntPair], kernel: Tuple[int, int], stride: 
     return ph, ph, pw, pw
 
 
+def _check_conv_args(op: str, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                     groups: int) -> None:
+    check_positive(op, "stride", stride)
+    check_positive(op, "dilation", dilation)
+    check_nonnegative(op, "padding", padding)
+    if groups <= 0:
+        raise ValueError(f"fastconv.{op}: groups must be a positive integer, got {groups}")
+
+
 def conv_out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
     """Output length of a cross-correlation along one axis (floor division, as torch)."""
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
@@ -116,11 +125,7 @@ def conv2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequence[int], st
         raise ValueError(f"fastconv.{op}: expected 4D weight (out_channels, in_channels/groups, kH, kW), "
                          f"but got weight of size {list(w_shape)}")
     oc, icg, kh, kw = w_shape
-    check_positive(op, "stride", stride)
-    check_positive(op, "dilation", dilation)
-    check_nonnegative(op, "padding", padding)
-    if groups <= 0:
-        raise ValueError(f"fastconv.{op}: groups must be a positive integer, got {groups}")
+    _check_conv_args(op, stride, padding, dilation, groups)
     if oc % groups != 0:
         raise RuntimeError(f"fastconv.{op}: given groups={groups}, expected weight to be divisible by "
                            f"{groups} at dimension 0, but got weight of size {list(w_shape)} instead")
@@ -149,12 +154,8 @@ def conv_transpose2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequenc
         raise ValueError(f"fastconv.{op}: expected 4D weight (in_channels, out_channels/groups, kH, kW), "
                          f"but got weight of size {list(w_shape)}")
     ic, ocg, kh, kw = w_shape
-    check_positive(op, "stride", stride)
-    check_positive(op, "dilation", dilation)
-    check_nonnegative(op, "padding", padding)
+    _check_conv_args(op, stride, padding, dilation, groups)
     check_nonnegative(op, "output_padding", output_padding)
-    if groups <= 0:
-        raise ValueError(f"fastconv.{op}: groups must be a positive integer, got {groups}")
     if c % groups != 0:
         raise RuntimeError(f"fastconv.{op}: in_channels={c} is not divisible by groups={groups}")
     if ic != c:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numba
+import numpy as np
 
 _lock = threading.Lock()
 _executor: Optional[ThreadPoolExecutor] = None
@@ -56,3 +57,62 @@ def parallel_ranges(fn: Callable[[int, int], None], n: int, chunks: int) -> None
     finally:
         for f in futures:
             f.result()
+
+
+#: Below this many inner-loop iterations a kernel runs on the calling thread only.
+PARALLEL_MIN_WORK = 1 << 16
+
+
+def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0) -> None:
+    """Run ``kernel(*args, lo, hi)`` over ``range(n_tasks)`` split across the pool.
+
+    ``kernel`` is a ``nogil`` Numba function that loops ``for task in range(lo, hi)``;
+    ``work`` (total inner iterations, default ``n_tasks``) decides whether threading pays.
+    """
+    if n_tasks <= 0:
+        return
+    chunks = num_threads() if max(work, n_tasks) >= PARALLEL_MIN_WORK else 1
+    parallel_ranges(lambda lo, hi: kernel(*args, lo, hi), n_tasks, chunks)
+
+
+_blas = None
+
+
+def _single_threaded_blas():
+    """Context that limits BLAS to one thread while our pool threads call it (one pool, none spinning)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a @ b`` (stacked over a leading group axis), columns split across the pool.
+
+    BLAS runs single-threaded inside each pool thread: OpenBLAS's own threads keep
+    spinning after a call and then starve the Numba kernels that follow (measured:
+    im2col 15 ms -> 9 ms, bias scatter 9 ms -> 3.6 ms on a 128x32x16x16 conv).
+    """
+    n = b.shape[-1]
+    chunks = num_threads() if a.shape[-2] * a.shape[-1] * n >= PARALLEL_MIN_WORK * 16 else 1
+    with _single_threaded_blas():
+        parallel_ranges(lambda lo, hi: np.matmul(a, b[..., lo:hi], out=out[..., lo:hi]), n, chunks)
+
+
+def matmul_nt_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out += a @ b.swapaxes(-1, -2)``, the long contraction axis split across the pool."""
+    n = a.shape[-1]
+    chunks = num_threads() if out.size * n >= PARALLEL_MIN_WORK * 16 else 1
+    bounds = [n * c // chunks for c in range(chunks + 1)]
+    parts = [np.empty_like(out) for _ in range(chunks)]
+
+    def run(lo: int, hi: int) -> None:
+        for c in range(lo, hi):
+            s = slice(bounds[c], bounds[c + 1])
+            np.matmul(a[..., s], b[..., s].swapaxes(-1, -2), out=parts[c])
+
+    with _single_threaded_blas():
+        parallel_ranges(run, chunks, chunks)
+    for p in parts:
+        out += p

@@ -1,15 +1,17 @@
 """Numba kernels for 2D cross-correlation (torch's ``conv2d``) and its gradients.
 
 Layout: NCHW input, OIHW weight (``(out, in/groups, kH, kW)``), contiguous.  The
-kernels lower the convolution onto matrix products: :func:`_im2col` gathers
+kernels lower the convolution onto matrix products: :func:`_unfold` (im2col) gathers
 the receptive fields of a chunk of the batch into a column matrix of shape
 ``(C*kH*kW, L)``, ``L = samples * rows * W_out``; the per-group products run
-through BLAS; :func:`_col2im` scatters columns back (the gradient w.r.t. the
+through BLAS; its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
 input, and conv_transpose2d's forward).  Chunks bound the column buffer to
 :data:`COLS_BUDGET` elements, splitting a single huge image by output rows.
 
 Padding is ``(top, left)`` plus explicit output sizes, so asymmetric padding
 (``'same'`` with even kernels) needs no copy.  All index arithmetic is int64.
+The kernels are ``nogil`` loops over a task range, split across threads by
+:func:`fastconv.cpu._threads.parallel_for` (see there why not ``prange``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
+
+from ._threads import matmul, matmul_nt_add, parallel_for
 
 #: Largest column buffer (in elements) one chunk may allocate.
 COLS_BUDGET = 1 << 24
@@ -36,106 +40,97 @@ def _valid_range(off, stride, size, n_out):  # pragma: no cover - numba
     return lo, hi
 
 
-@njit(parallel=True, cache=True)
-def _im2col(x, cols, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pragma: no cover - numba
-    """cols[(c*kh+i)*kw+j, (n-n0)*ny*ow + (y-y0)*ow + xo] = x[n, c, y*sh-pt+i*dh, xo*sw-pl+j*dw] (0 outside)."""
+@njit(cache=True, nogil=True)
+def _unfold(x, cols, fold, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow, t0, t1):  # pragma: no cover
+    """im2col, or with ``fold`` its adjoint col2im, for the (sample, channel) tasks [t0, t1).
+
+    im2col: ``cols[(c*kh+i)*kw+j, (n-n0)*ny*ow + (y-y0)*ow + xo] = x[n, c, y*sh-pt+i*dh, xo*sw-pl+j*dw]``
+    (0 where the tap falls in the padding).  col2im: ``x[n, c, iy, ix] += cols[...]``
+    for every tap that read ``(iy, ix)``; tasks own whole planes, so nothing races.
+    """
     C = x.shape[1]
     H = x.shape[2]
     W = x.shape[3]
     span = ny * ow
-    for task in prange(nb * C):
+    for task in range(t0, t1):
         nl = task // C
         c = task - nl * C
         n = n0 + nl
         for i in range(kh):
             for j in range(kw):
-                dst = cols[(c * kh + i) * kw + j]
+                row = cols[(c * kh + i) * kw + j]
                 off = j * dw - pl
                 lo, hi = _valid_range(off, sw, W, ow)
                 for yl in range(ny):
                     iy = (y0 + yl) * sh - pt + i * dh
                     base = nl * span + yl * ow
-                    if iy < 0 or iy >= H:
-                        dst[base:base + ow] = 0
-                        continue
-                    src = x[n, c, iy]
-                    dst[base:base + lo] = 0
-                    if sw == 1:
-                        dst[base + lo:base + hi] = src[lo + off:hi + off]
+                    inside = 0 <= iy < H
+                    if fold:
+                        if not inside:
+                            continue
+                        dst = x[n, c, iy]
+                        if sw == 1:
+                            for xo in range(lo, hi):
+                                dst[xo + off] += row[base + xo]
+                        else:
+                            for xo in range(lo, hi):
+                                dst[xo * sw + off] += row[base + xo]
+                    elif not inside:
+                        row[base:base + ow] = 0
                     else:
-                        for xo in range(lo, hi):
-                            dst[base + xo] = src[xo * sw + off]
-                    dst[base + hi:base + ow] = 0
+                        src = x[n, c, iy]
+                        row[base:base + lo] = 0
+                        if sw == 1:
+                            row[base + lo:base + hi] = src[lo + off:hi + off]
+                        else:
+                            for xo in range(lo, hi):
+                                row[base + xo] = src[xo * sw + off]
+                        row[base + hi:base + ow] = 0
 
 
-@njit(parallel=True, cache=True)
-def _col2im(cols, g, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow):  # pragma: no cover - numba
-    """Adjoint of :func:`_im2col`: g[n, c, iy, ix] += cols[...] for every tap that read (iy, ix)."""
-    C = g.shape[1]
-    H = g.shape[2]
-    W = g.shape[3]
-    span = ny * ow
-    for task in prange(nb * C):
-        nl = task // C
-        c = task - nl * C
-        n = n0 + nl
-        for i in range(kh):
-            for j in range(kw):
-                src = cols[(c * kh + i) * kw + j]
-                off = j * dw - pl
-                lo, hi = _valid_range(off, sw, W, ow)
-                for yl in range(ny):
-                    iy = (y0 + yl) * sh - pt + i * dh
-                    if iy < 0 or iy >= H:
-                        continue
-                    base = nl * span + yl * ow
-                    dst = g[n, c, iy]
-                    if sw == 1:
-                        dst[lo + off:hi + off] += src[base + lo:base + hi]
-                    else:
-                        for xo in range(lo, hi):
-                            dst[xo * sw + off] += src[base + xo]
-
-
-@njit(parallel=True, cache=True)
-def _scatter_rows(src, bias, out, n0, nb, y0, ny):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _scatter_rows(src, bias, out, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
     """out[n, o, y, :] = src[o, (n-n0)*ny*ow + (y-y0)*ow + :] + bias[o]  (chunk -> NCHW)."""
     O = out.shape[1]
     ow = out.shape[3]
     span = ny * ow
-    for task in prange(nb * O):
-        nl = task // O
-        o = task - nl * O
+    for task in range(t0, t1):
+        o = task // nb
+        nl = task - o * nb
         b = bias[o]
+        srow = src[o]
         for yl in range(ny):
             base = nl * span + yl * ow
+            drow = out[n0 + nl, o, y0 + yl]
             for xo in range(ow):
-                out[n0 + nl, o, y0 + yl, xo] = src[o, base + xo] + b
+                drow[xo] = srow[base + xo] + b
 
 
-@njit(parallel=True, cache=True)
-def _gather_rows(src, dst, n0, nb, y0, ny):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _gather_rows(src, dst, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
     """Inverse of :func:`_scatter_rows` without bias: dst[o, col] = src[n, o, y, x] (NCHW -> chunk)."""
     O = src.shape[1]
     ow = src.shape[3]
     span = ny * ow
-    for task in prange(nb * O):
-        nl = task // O
-        o = task - nl * O
+    for task in range(t0, t1):
+        o = task // nb
+        nl = task - o * nb
+        drow = dst[o]
         for yl in range(ny):
             base = nl * span + yl * ow
+            srow = src[n0 + nl, o, y0 + yl]
             for xo in range(ow):
-                dst[o, base + xo] = src[n0 + nl, o, y0 + yl, xo]
+                drow[base + xo] = srow[xo]
 
 
-@njit(parallel=True, cache=True)
-def _channel_sum(g, out):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _channel_sum(g, out, t0, t1):  # pragma: no cover - numba
     """out[c] = sum over n, y, x of g[n, c, y, x], accumulated in float64 (the bias gradient)."""
     N = g.shape[0]
     C = g.shape[1]
     H = g.shape[2]
     W = g.shape[3]
-    for c in prange(C):
+    for c in range(t0, t1):
         acc = 0.0
         for n in range(N):
             for y in range(H):
@@ -209,10 +204,10 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _chunks(n, oh, ow, c * kh * kw):
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
-        _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
+        parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
         prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
-        np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1), out=prod.reshape(groups, o // groups, -1))
-        _scatter_rows(prod, ba, outa, n0, nb, y0, ny)
+        matmul(wa, cols.reshape(groups, cg * kh * kw, -1), prod.reshape(groups, o // groups, -1))
+        parallel_for(_scatter_rows, nb * o, prod, ba, outa, n0, nb, y0, ny, work=prod.size)
     return out
 
 
@@ -229,14 +224,14 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[in
     if gx.numel() == 0 or grad_out.numel() == 0:
         return gx
     ga, gxa = _np(grad_out), _np(gx)
-    wt = _np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    wt = np.ascontiguousarray(_np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
         g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
-        _gather_rows(ga, g, n0, nb, y0, ny)
+        parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
-        np.matmul(wt, g.reshape(groups, o // groups, -1), out=cols.reshape(groups, cg * kh * kw, -1))
-        _col2im(cols, gxa, n0, nb, y0, ny, *geom, ow)
+        matmul(wt, g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1))
+        parallel_for(_unfold, nb * c, gxa, cols, True, n0, nb, y0, ny, *geom, ow, work=cols.size)
     return gx
 
 
@@ -248,18 +243,15 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[in
     kh, kw = kernel_hw
     cg = c // groups
     gw = np.zeros((groups, o // groups, cg * kh * kw), dtype=_np(x).dtype)
-    part = np.empty_like(gw)
     if grad_out.numel() and x.numel():
         xa, ga = _np(x), _np(grad_out)
         geom = _geom(stride, padding, dilation, (kh, kw))
         for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
             cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
-            _im2col(xa, cols, n0, nb, y0, ny, *geom, ow)
+            parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
             g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
-            _gather_rows(ga, g, n0, nb, y0, ny)
-            np.matmul(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1),
-                      out=part)
-            gw += part
+            parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
+            matmul_nt_add(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1), gw)
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))
 
 
@@ -267,5 +259,5 @@ def bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
     acc = np.empty(grad_out.shape[1], dtype=np.float64)
     if grad_out.shape[1]:
-        _channel_sum(_np(grad_out), acc)
+        parallel_for(_channel_sum, grad_out.shape[1], _np(grad_out), acc, work=grad_out.numel())
     return torch.from_numpy(acc.astype(_np(grad_out).dtype, copy=False))

@@ -1,7 +1,8 @@
 """Numba kernels for 2D max, average and adaptive-average pooling and their gradients.
 
-Every kernel runs in parallel over (sample, channel) planes, so the backward
-scatters never race.  Semantics are torch's, bit for bit where torch is exact:
+Every kernel loops over a range of (sample, channel) planes and releases the GIL;
+:func:`fastconv.cpu._threads.parallel_for` splits the planes across threads, so the
+backward scatters never race.  Semantics are torch's, bit for bit where torch is exact:
 
 * max: windows start at ``o*stride - pad``, taps step by ``dilation``; padding
   never wins; the first maximum wins ties; NaN propagates (a NaN tap always
@@ -17,15 +18,17 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
+
+from ._threads import parallel_for
 
 
-@njit(parallel=True, cache=True)
-def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  # pragma: no cover - numba
     N, C, H, W = x.shape
     OH = out.shape[2]
     OW = out.shape[3]
-    for task in prange(N * C):
+    for task in range(t0, t1):
         n = task // C
         c = task - n * C
         for oy in range(OH):
@@ -50,11 +53,11 @@ def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw):  # pragma: no cover -
                 idx[n, c, oy, ox] = arg
 
 
-@njit(parallel=True, cache=True)
-def _max_bwd(g, idx, gin):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _max_bwd(g, idx, gin, t0, t1):  # pragma: no cover - numba
     N, C, OH, OW = g.shape
     W = gin.shape[3]
-    for task in prange(N * C):
+    for task in range(t0, t1):
         n = task // C
         c = task - n * C
         for oy in range(OH):
@@ -63,7 +66,7 @@ def _max_bwd(g, idx, gin):  # pragma: no cover - numba
                 gin[n, c, k // W, k % W] += g[n, c, oy, ox]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _avg_window(o, s, p, k, size):  # pragma: no cover - numba
     """(clipped start, clipped end, unclipped length) of one avg-pool window along an axis."""
     start = o * s - p
@@ -72,37 +75,16 @@ def _avg_window(o, s, p, k, size):  # pragma: no cover - numba
     return max(start, 0), min(end, size), length
 
 
-@njit(parallel=True, cache=True)
-def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: no cover - numba
-    N, C, H, W = x.shape
+@njit(cache=True, nogil=True)
+def _avg(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, backward, t0, t1):  # pragma: no cover - numba
+    """Average pooling of planes [t0, t1): out = window means of x, or with ``backward``
+    x += out[o] / divisor over each window (x is then the input gradient)."""
+    H = x.shape[2]
+    W = x.shape[3]
+    C = x.shape[1]
     OH = out.shape[2]
     OW = out.shape[3]
-    for task in prange(N * C):
-        n = task // C
-        c = task - n * C
-        for oy in range(OH):
-            y0, y1, ly = _avg_window(oy, sh, ph, kh, H)
-            for ox in range(OW):
-                x0, x1, lx = _avg_window(ox, sw, pw, kw, W)
-                acc = 0.0
-                for iy in range(y0, y1):
-                    for ix in range(x0, x1):
-                        acc += x[n, c, iy, ix]
-                if divisor != 0:
-                    d = divisor
-                elif include_pad:
-                    d = ly * lx
-                else:
-                    d = (y1 - y0) * (x1 - x0)
-                out[n, c, oy, ox] = acc / d
-
-
-@njit(parallel=True, cache=True)
-def _avg_bwd(g, gin, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: no cover - numba
-    N, C, OH, OW = g.shape
-    H = gin.shape[2]
-    W = gin.shape[3]
-    for task in prange(N * C):
+    for task in range(t0, t1):
         n = task // C
         c = task - n * C
         for oy in range(OH):
@@ -115,19 +97,26 @@ def _avg_bwd(g, gin, kh, kw, sh, sw, ph, pw, include_pad, divisor):  # pragma: n
                     d = ly * lx
                 else:
                     d = (y1 - y0) * (x1 - x0)
-                v = g[n, c, oy, ox] / d
-                for iy in range(y0, y1):
-                    for ix in range(x0, x1):
-                        gin[n, c, iy, ix] += v
+                if backward:
+                    v = out[n, c, oy, ox] / d
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            x[n, c, iy, ix] += v
+                else:
+                    acc = 0.0
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            acc += x[n, c, iy, ix]
+                    out[n, c, oy, ox] = acc / d
 
 
-@njit(parallel=True, cache=True)
-def _adaptive_fwd(x, out, backward):  # pragma: no cover - numba
+@njit(cache=True, nogil=True)
+def _adaptive_fwd(x, out, backward, t0, t1):  # pragma: no cover - numba
     """Forward (backward=False): out = mean over windows of x.  Backward: x += out[o]/area over each window."""
     N, C = x.shape[0], x.shape[1]
     H, W = x.shape[2], x.shape[3]
     OH, OW = out.shape[2], out.shape[3]
-    for task in prange(N * C):
+    for task in range(t0, t1):
         n = task // C
         c = task - n * C
         for oy in range(OH):
@@ -156,6 +145,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _planes(t: torch.Tensor) -> int:
+    return t.shape[0] * t.shape[1]
+
+
 def _empty(x: torch.Tensor, hw: Tuple[int, int], dtype=None) -> torch.Tensor:
     return torch.empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype=dtype or x.dtype)
 
@@ -168,14 +161,15 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
     out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
     if out.numel():
-        _max_fwd(_np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation)
+        parallel_for(_max_fwd, _planes(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation,
+                     work=out.numel() * kernel[0] * kernel[1])
     return out, idx
 
 
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        _max_bwd(_np(grad_out), _np(indices), _np(gin))
+        parallel_for(_max_bwd, _planes(gin), _np(grad_out), _np(indices), _np(gin), work=grad_out.numel())
     return gin
 
 
@@ -183,7 +177,8 @@ def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, out_hw, count_i
                        divisor_override: int) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        _avg_fwd(_np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad), int(divisor_override))
+        parallel_for(_avg, _planes(x), _np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad),
+                     int(divisor_override), False, work=out.numel() * kernel[0] * kernel[1])
     return out
 
 
@@ -191,20 +186,20 @@ def avg_pool2d_backward(grad_out: torch.Tensor, in_hw, kernel, stride, padding, 
                         divisor_override: int) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        _avg_bwd(_np(grad_out), _np(gin), *kernel, *stride, *padding, bool(count_include_pad),
-                 int(divisor_override))
+        parallel_for(_avg, _planes(gin), _np(gin), _np(grad_out), *kernel, *stride, *padding,
+                     bool(count_include_pad), int(divisor_override), True, work=grad_out.numel() * kernel[0] * kernel[1])
     return gin
 
 
 def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        _adaptive_fwd(_np(x), _np(out), False)
+        parallel_for(_adaptive_fwd, _planes(x), _np(x), _np(out), False, work=x.numel())
     return out
 
 
 def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        _adaptive_fwd(_np(gin), _np(grad_out), True)
+        parallel_for(_adaptive_fwd, _planes(gin), _np(gin), _np(grad_out), True, work=gin.numel())
     return gin
