@@ -77,3 +77,12 @@ def test_cuda_tensor_without_cupy(monkeypatch):
 def test_unknown_device_type():
     with pytest.raises(RuntimeError, match="no backend for device type 'meta'"):
         backend.kernels("conv2d", torch.device("meta"))
+
+
+def test_max_pool_backward_rejects_bad_indices():
+    """The backward op, reachable through torch.ops, never scatters outside the input."""
+    grad = torch.ones(1, 1, 2, 2)
+    with pytest.raises(RuntimeError, match="indices must lie in"):
+        torch.ops.fastconv.max_pool2d_backward(grad, torch.full((1, 1, 2, 2), 16, dtype=torch.int64), [4, 4])
+    with pytest.raises(RuntimeError, match="expected int64 indices"):
+        torch.ops.fastconv.max_pool2d_backward(grad, torch.zeros(1, 1, 2, 3, dtype=torch.int64), [4, 4])

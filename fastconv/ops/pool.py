@@ -60,6 +60,13 @@ def _(x, kernel, stride, padding, dilation, ceil_mode):
 
 @torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
 def max_pool2d_backward(grad: Tensor, indices: Tensor, in_hw: List[int]) -> Tensor:
+    if indices.shape != grad.shape or indices.dtype != torch.int64:
+        raise RuntimeError(f"fastconv.max_pool2d_backward: expected int64 indices of the gradient's shape "
+                           f"{list(grad.shape)}, got {indices.dtype} {list(indices.shape)}")
+    # A range check on the CPU (on CUDA it would cost a device sync per call).
+    if indices.device.type == "cpu" and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= in_hw[0] * in_hw[1]):
+        raise RuntimeError(f"fastconv.max_pool2d_backward: indices must lie in [0, {in_hw[0] * in_hw[1]}) "
+                           f"for an input of spatial size {tuple(in_hw)}")
     return _be(grad).max_pool2d_backward(_c(grad), _c(indices), tuple(in_hw))
 
 
