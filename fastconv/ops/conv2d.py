@@ -72,7 +72,7 @@ def _(grad_out, weight, bias, in_hw, stride, padding, dilation, groups):
 def conv2d_backward_weight(x: Tensor, grad_out: Tensor, kernel_hw: List[int], stride: List[int],
                            padding: List[int], dilation: List[int], groups: int) -> Tensor:
     return _be(x).backward_weight(x.contiguous(), grad_out.contiguous(), tuple(kernel_hw), stride, padding,
-                                  dilation, groups).to(x.device)
+                                  dilation, groups)
 
 
 @conv2d_backward_weight.register_fake
@@ -82,7 +82,7 @@ def _(x, grad_out, kernel_hw, stride, padding, dilation, groups):
 
 @torch.library.custom_op("fastconv::channel_sum", mutates_args=())
 def channel_sum(g: Tensor) -> Tensor:
-    return _be(g).bias_grad(g.contiguous()).to(g.device)
+    return _be(g).bias_grad(g.contiguous())
 
 
 @channel_sum.register_fake
