@@ -97,12 +97,14 @@ def test_1d_consistency_with_numpy():
 
 
 @pytest.mark.parametrize("func", FUNCS)
-def test_large_problem_uses_threads_and_matches(func):
+def test_large_problem_uses_threads_and_matches(func, monkeypatch):
     rng = np.random.default_rng(1)
+    monkeypatch.setattr(fs._k, "PARALLEL_MIN_MACS", 1_000_000)  # the row-split, multi-threaded path
+    monkeypatch.setattr(fs._k, "num_threads", lambda: 3)  # uneven row ranges, even on one core
     for dtype in (np.float64, np.float32):
         a = rng.standard_normal((150, 170)).astype(dtype)
         k = rng.standard_normal((13, 14)).astype(dtype)
-        assert a.size * k.size >= fs._k.PARALLEL_MIN_MACS  # the multi-threaded path
+        assert a.size * k.size >= fs._k.PARALLEL_MIN_MACS
         for boundary in BOUNDARIES:
             _assert_same_result(getattr(fs, func)(a, k, "same", boundary),
                                 getattr(ss, func)(a, k, "same", boundary), a, k)
@@ -224,3 +226,39 @@ def test_boundary_aliases():
         np.testing.assert_array_equal(fs.convolve2d(a, k, "same", alias), fs.convolve2d(a, k, "same", name))
         np.testing.assert_allclose(fs.convolve2d(a, k, "same", alias), ss.convolve2d(a, k, "same", alias),
                                    rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.complex128])
+def test_flat_and_row_correlation_kernels_agree(dtype):
+    """Both inner kernels (flat strips, even/odd row pairs) on every tap-block remainder
+    (P, Q mod 3), odd heights and strips that end mid-image."""
+    rng = np.random.default_rng(5)
+    for (h, w) in [(1, 1), (5, 9), (33, 40), (700, 7), (9, 2100)]:
+        for (p, q) in [(1, 1), (2, 3), (3, 2), (4, 5), (5, 4), (6, 7), (7, 6), (8, 8)]:
+            ext = (rng.standard_normal((h + p - 1, w + q - 1)) * 8).astype(dtype)
+            k = (rng.standard_normal((p, q)) * 8).astype(dtype)
+            if np.dtype(dtype).kind == "c":
+                ext = ext + 1j * rng.standard_normal(ext.shape)
+                k = k - 2j * rng.standard_normal(k.shape)
+            want = sum(ext[i:i + h, j:j + w] * k[i, j] for i in range(p) for j in range(q))
+            for kern in (fs._k._correlate_flat, fs._k._correlate_pairs):
+                out = np.full((h, w), np.nan if dtype != np.int64 else -1).astype(dtype)
+                kern(ext, k, out)
+                tol = 1e-4 if dtype == np.float32 else 1e-12
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10, err_msg=kern.__name__)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (7, 4), (3, 3), (2, 2)])
+def test_infinities_propagate_like_scipy(shape):
+    """Only genuine taps touch each output: an inf just outside a window leaves it finite."""
+    a = np.zeros((12, 11))
+    a[6, 5] = np.inf
+    a[0, 10] = -np.inf
+    k = np.arange(1, shape[0] * shape[1] + 1, dtype=float).reshape(shape)
+    for mode in ("full", "same", "valid"):
+        for func in FUNCS:
+            with np.errstate(invalid="ignore"):
+                want = getattr(ss, func)(a, k, mode)
+            got = getattr(fs, func)(a, k, mode)
+            np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+            np.testing.assert_array_equal(got[~np.isfinite(got)], want[~np.isfinite(want)])
