@@ -55,10 +55,14 @@ METHODS = ("direct", "separable", "fft")
 # {3, 5, 7, 11, 15, 21, 31} where fft beat direct), second of two calibration runs:
 #   float64: 64 px none up to 31, 128 px 21, 256 px 15, 512 px 15, 1024 px 21;
 #   float32: 64 px none up to 31, 128 px 31, 256 px 21, 512 px 21, 1024 px 31;
-# the fitted model below predicts 21 from 128 px up (31 at 64 px).  Separable filtering
+# (the model then predicted 21 from 128 px up, 31 at 64 px).  Separable filtering
 # of rank-1 kernels ties direct at 3x3, wins from 5x5 up, and beat fft at every size.
+# Re-measured after the flat/row-pair direct kernels (``--quick`` grid, 64/256/512 px x
+# 3/7/15/31 taps): direct got 1.4-1.5x faster per multiply-add; fft now first beats direct
+# at 31 taps from 256 px up in both dtypes and never at 64 px.  The model predicts 31
+# at every size, so at 64 px with 31 taps it picks fft where direct is ~2x faster.
 #: ns per multiply-add of the direct kernel (complex64 runs in complex128).
-DIRECT_NS = {"float32": 0.064, "float64": 0.125, "complex64": 0.399, "complex128": 0.399}
+DIRECT_NS = {"float32": 0.045, "float64": 0.084, "complex64": 0.351, "complex128": 0.351}
 #: ns per (pixel x (P + Q)) of the separable kernel.
 SEPARABLE_NS = {"float32": 0.112, "float64": 0.248, "complex64": 0.585, "complex128": 0.585}
 #: ns per (n log2 n) of the FFT path, n = product of the padded transform sizes.
