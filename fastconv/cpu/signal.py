@@ -228,34 +228,6 @@ def _pair2x1(ae, ao, x, y, k, s, q, n):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _pair1x3(ae, ao, x, k, s, q, n):  # pragma: no cover - numba
-    """:func:`_pair2x3` for the single source row s."""
-    e0 = k[s, q]
-    e1 = k[s, q + 1]
-    e2 = k[s, q + 2]
-    d0 = k[s - 1, q]
-    d1 = k[s - 1, q + 1]
-    d2 = k[s - 1, q + 2]
-    for j in range(n):
-        x0 = x[j]
-        x1 = x[j + 1]
-        x2 = x[j + 2]
-        ae[j] = ae[j] + (x0 * e0 + x1 * e1 + x2 * e2)
-        ao[j] = ao[j] + (x0 * d0 + x1 * d1 + x2 * d2)
-
-
-@njit(cache=True, nogil=True)
-def _pair1x1(ae, ao, x, k, s, q, n):  # pragma: no cover - numba
-    """:func:`_pair2x3` for the single source row s and tap q."""
-    e0 = k[s, q]
-    d0 = k[s - 1, q]
-    for j in range(n):
-        x0 = x[j]
-        ae[j] += x0 * e0
-        ao[j] += x0 * d0
-
-
-@njit(cache=True, nogil=True)
 def _split_rows(ext, even, odd, t0, rows):  # pragma: no cover - numba
     """even[t] = ext[2 (t0 + t)] and odd[t] = ext[2 (t0 + t) + 1] as flat rows (zeros past the end)."""
     He, We = ext.shape
@@ -322,12 +294,14 @@ def _correlate_pairs(ext, k, out):  # pragma: no cover - numba
             for q in range(Q3, Q):
                 _pair2x1(ae, ao, x[q:], y[q:], k, s, q, n)
             s += 2
-        if s <= P - 1:
+        if s <= P - 1:  # even P: one source row left, applied to each output separately
             x = (odd if s % 2 == 1 else even)[(s // 2) * We:]
             for q in range(0, Q3, 3):
-                _pair1x3(ae, ao, x[q:], k, s, q, n)
+                _block13(ae, x[q:], k, s, q, n)
+                _block13(ao, x[q:], k, s - 1, q, n)
             for q in range(Q3, Q):
-                _pair1x1(ae, ao, x[q:], k, s, q, n)
+                _block11(ae, x[q:], k, s, q, n)
+                _block11(ao, x[q:], k, s - 1, q, n)
         x = (odd if P % 2 == 1 else even)[(P // 2) * We:]
         for q in range(0, Q3, 3):
             _block13(ao, x[q:], k, P - 1, q, n)
