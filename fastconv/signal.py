@@ -170,14 +170,7 @@ def _filter_numpy(a, kk, top, left, boundary, fill, oh, ow):
 
 def _conv_geometry(mode: int, shape1: Tuple[int, int], shape2: Tuple[int, int], flip: bool):
     """Output size and (top, left) extension offsets for convolution (flip) or correlation."""
-    (M, N), (P, Q) = shape1, shape2
-    if mode == 2:
-        return M + P - 1, N + Q - 1, P - 1, Q - 1
-    if mode == 0:
-        return M - P + 1, N - Q + 1, 0, 0
-    if flip:
-        return M, N, P // 2, Q // 2
-    return M, N, (P - 1) // 2, (Q - 1) // 2
+    return _k.conv_geometry(mode, shape1[0], shape1[1], shape2[0], shape2[1], flip)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -197,10 +190,9 @@ def _run_fast(in1, in2, mode: str, flip: bool):
     mcode = _MODES.get(mode) if type(mode) is str else None
     if mcode is None or in1.size == 0 or in2.size == 0:
         return None
-    oh, ow, top, left = _conv_geometry(mcode, in1.shape, in2.shape, flip)
-    if oh <= 0 or ow <= 0:  # includes every 'valid' case that SciPy swaps or rejects
-        return None
-    return _k.correlate_valid_ext(in1, in2, top, left, 0, dt.type(0), oh, ow, flip)
+    if mcode == 0 and (in1.shape[0] < in2.shape[0] or in1.shape[1] < in2.shape[1]):
+        return None  # SciPy swaps the inputs or rejects them: the generic path decides
+    return _k.correlate_zero_fill(in1, in2, mcode, flip)
 
 
 def _run(name: str, in1: ArrayLike, in2: ArrayLike, mode: str, boundary: str, fillvalue, flip: bool) -> np.ndarray:

@@ -230,18 +230,21 @@ def test_boundary_aliases():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.complex128])
 def test_flat_and_row_correlation_kernels_agree(dtype):
-    """Both inner kernels (flat strips, even/odd row pairs) on every tap-block remainder
-    (P, Q mod 3), odd heights and strips that end mid-image."""
+    """Every inner kernel (flat strips, even/odd row pairs, the fused 3x3) on every tap-block
+    remainder (P, Q mod 3), odd heights and strips that end mid-image."""
     rng = np.random.default_rng(5)
     for (h, w) in [(1, 1), (5, 9), (33, 40), (700, 7), (9, 2100)]:
-        for (p, q) in [(1, 1), (2, 3), (3, 2), (4, 5), (5, 4), (6, 7), (7, 6), (8, 8)]:
+        for (p, q) in [(1, 1), (2, 3), (3, 2), (3, 3), (4, 5), (5, 4), (6, 7), (7, 6), (8, 8)]:
             ext = (rng.standard_normal((h + p - 1, w + q - 1)) * 8).astype(dtype)
             k = (rng.standard_normal((p, q)) * 8).astype(dtype)
             if np.dtype(dtype).kind == "c":
                 ext = ext + 1j * rng.standard_normal(ext.shape)
                 k = k - 2j * rng.standard_normal(k.shape)
             want = sum(ext[i:i + h, j:j + w] * k[i, j] for i in range(p) for j in range(q))
-            for kern in (fs._k._correlate_flat, fs._k._correlate_pairs):
+            kernels = [fs._k._correlate_flat, fs._k._correlate_pairs]
+            if (p, q) == (3, 3):
+                kernels.append(fs._k._correlate33)
+            for kern in kernels:
                 out = np.full((h, w), np.nan if dtype != np.int64 else -1).astype(dtype)
                 kern(ext, k, out)
                 tol = 1e-4 if dtype == np.float32 else 1e-12

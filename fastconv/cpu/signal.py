@@ -15,7 +15,8 @@ kernel.
 The correlation treats the rows of the extension as one flat signal and applies the taps
 in blocks (3 kernel rows x 3 taps) as long unit-stride loops that LLVM vectorises; for
 kernels of five or more rows two output rows are produced per pass, so that each loaded
-input element feeds both (:func:`_correlate_pairs`).  Only genuine taps are multiplied
+input element feeds both (:func:`_correlate_pairs`); a 3x3 kernel is one fused pass per
+pair of output rows (:func:`_correlate33`).  Only genuine taps are multiplied
 (no zero padding), so infinities and NaNs propagate exactly as in SciPy's direct sum.
 Accumulation happens in the array dtype, as SciPy's ``convolve2d`` does (float32 sums in
 float32; integers are handled in int64, whose wrap-around arithmetic equals SciPy's
@@ -314,6 +315,50 @@ def _correlate_pairs(ext, k, out):  # pragma: no cover - numba
                 _copy_row(out[i + 1], ao_buf[t * We:], OW)
 
 
+@njit(cache=True, nogil=True)
+def _correlate33(ext, k, out):  # pragma: no cover - numba
+    """:func:`_correlate` for a 3x3 kernel, fused: output rows in pairs, all nine taps of both rows
+    in one unit-stride pass straight into ``out`` (12 loads, 18 multiply-adds, 2 stores per
+    column; no accumulator strip, no copy).  1.6-1.9x faster than :func:`_correlate_flat` on
+    64-256 px images.  2-D indexing of one C-contiguous ``ext`` keeps LLVM's alias checks to one
+    pair of arrays, so the loop vectorises."""
+    OH, OW = out.shape
+    w00 = k[0, 0]
+    w01 = k[0, 1]
+    w02 = k[0, 2]
+    w10 = k[1, 0]
+    w11 = k[1, 1]
+    w12 = k[1, 2]
+    w20 = k[2, 0]
+    w21 = k[2, 1]
+    w22 = k[2, 2]
+    i = 0
+    while i + 2 <= OH:
+        for j in range(OW):
+            a0 = ext[i, j]
+            a1 = ext[i, j + 1]
+            a2 = ext[i, j + 2]
+            b0 = ext[i + 1, j]
+            b1 = ext[i + 1, j + 1]
+            b2 = ext[i + 1, j + 2]
+            c0 = ext[i + 2, j]
+            c1 = ext[i + 2, j + 1]
+            c2 = ext[i + 2, j + 2]
+            d0 = ext[i + 3, j]
+            d1 = ext[i + 3, j + 1]
+            d2 = ext[i + 3, j + 2]
+            out[i, j] = (a0 * w00 + a1 * w01 + a2 * w02) + (
+                (b0 * w10 + b1 * w11 + b2 * w12) + (c0 * w20 + c1 * w21 + c2 * w22))
+            out[i + 1, j] = (b0 * w00 + b1 * w01 + b2 * w02) + (
+                (c0 * w10 + c1 * w11 + c2 * w12) + (d0 * w20 + d1 * w21 + d2 * w22))
+        i += 2
+    if i < OH:
+        for j in range(OW):
+            out[i, j] = (ext[i, j] * w00 + ext[i, j + 1] * w01 + ext[i, j + 2] * w02) + (
+                (ext[i + 1, j] * w10 + ext[i + 1, j + 1] * w11 + ext[i + 1, j + 2] * w12)
+                + (ext[i + 2, j] * w20 + ext[i + 2, j + 1] * w21 + ext[i + 2, j + 2] * w22))
+
+
 #: Kernels with at least this many rows use :func:`_correlate_pairs` (measured crossover).
 PAIR_MIN_ROWS = 5
 
@@ -321,7 +366,9 @@ PAIR_MIN_ROWS = 5
 @njit(cache=True, nogil=True)
 def _correlate(ext, k, out):  # pragma: no cover - numba
     """out = valid cross-correlation of ``ext`` (C-contiguous) with ``k``."""
-    if k.shape[0] >= PAIR_MIN_ROWS:
+    if k.shape[0] == 3 and k.shape[1] == 3:
+        _correlate33(ext, k, out)
+    elif k.shape[0] >= PAIR_MIN_ROWS:
         _correlate_pairs(ext, k, out)
     else:
         _correlate_flat(ext, k, out)
@@ -335,13 +382,42 @@ def _filter(a, k, top, left, boundary, fill, ext, out):  # pragma: no cover - nu
 
 
 @njit(cache=True, nogil=True)
-def _filter_small(a, k, flip, top, left, boundary, fill, out):  # pragma: no cover - numba
-    """:func:`_filter` for small problems, with the per-call work moved out of Python: the
-    extension buffer is allocated here and ``flip`` (convolution) reverses ``k`` here."""
+def _filter_small(a, k, flip, top, left, boundary, fill, oh, ow):  # pragma: no cover - numba
+    """:func:`_filter` for small problems into a new (oh, ow) array, with the per-call work moved
+    out of Python: the output and the extension are allocated here and ``flip`` (convolution)
+    reverses ``k`` here."""
     P, Q = k.shape
     kk = k[::-1, ::-1].copy() if flip else k
-    ext = np.empty((out.shape[0] + P - 1, out.shape[1] + Q - 1), dtype=a.dtype)
+    out = np.empty((oh, ow), dtype=a.dtype)
+    ext = np.empty((oh + P - 1, ow + Q - 1), dtype=a.dtype)
     _filter(a, kk, top, left, boundary, fill, ext, out)
+    return out
+
+
+@njit(cache=True)
+def conv_geometry(mode, M, N, P, Q, flip):  # pragma: no cover - numba
+    """(oh, ow, top, left): output size and extension offsets of an (M, N) image filtered by a
+    (P, Q) kernel in ``mode`` 0 = 'valid', 1 = 'same', 2 = 'full' (SciPy's conventions).
+
+    'same' is centred on the full output as SciPy does: convolution (``flip``) starts at
+    offset P // 2, correlation at (P - 1) // 2 (they differ for even kernels).
+    """
+    if mode == 2:
+        return M + P - 1, N + Q - 1, P - 1, Q - 1
+    if mode == 0:
+        return M - P + 1, N - Q + 1, 0, 0
+    if flip:
+        return M, N, P // 2, Q // 2
+    return M, N, (P - 1) // 2, (Q - 1) // 2
+
+
+@njit(cache=True, nogil=True)
+def _zero_fill_small(a, k, flip, mode):  # pragma: no cover - numba
+    """``scipy.signal`` convolution (``flip``) or correlation in ``mode`` with zero fill, for small
+    problems: the whole call in one Numba entry (64-px images spend a third of the time in Python
+    otherwise)."""
+    oh, ow, top, left = conv_geometry(mode, a.shape[0], a.shape[1], k.shape[0], k.shape[1], flip)
+    return _filter_small(a, k, flip, top, left, 0, np.zeros(1, dtype=a.dtype)[0], oh, ow)
 
 
 @njit(cache=True, nogil=True)
@@ -415,11 +491,10 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
     (oh, ow) array of that dtype.
     """
     P, Q = k.shape
-    out = np.empty((oh, ow), dtype=a.dtype)
     chunks = _chunks(oh, oh * ow * P * Q)
     if chunks == 1 and (oh + P - 1) * (ow + Q - 1) * a.itemsize < SCRATCH_MIN_BYTES:
-        _filter_small(a, k, flip, top, left, boundary, fill, out)
-        return out
+        return _filter_small(a, k, flip, top, left, boundary, fill, oh, ow)
+    out = np.empty((oh, ow), dtype=a.dtype)
     if flip:
         k = np.ascontiguousarray(k[::-1, ::-1])
     if chunks == 1:
@@ -432,6 +507,19 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
 
     parallel_ranges(run, oh, chunks)
     return out
+
+
+def correlate_zero_fill(a: np.ndarray, k: np.ndarray, mode: int, flip: bool) -> np.ndarray:
+    """``scipy.signal.convolve2d`` (``flip``) or ``correlate2d`` of real ``a`` and ``k`` with
+    ``boundary='fill', fillvalue=0`` in ``mode`` (0 valid, needing ``a`` at least as large as
+    ``k``; 1 same; 2 full).  Both arrays C-contiguous, non-empty, of one dtype."""
+    M, N = a.shape
+    P, Q = k.shape
+    # bounds on the extension and the work for every mode, without the exact geometry
+    if (M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS:
+        return _zero_fill_small(a, k, flip, mode)
+    oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
+    return correlate_valid_ext(a, k, top, left, 0, a.dtype.type(0), oh, ow, flip)
 
 
 def correlate_separable(a: np.ndarray, u: np.ndarray, v: np.ndarray, top: int, left: int, boundary: int,
