@@ -444,12 +444,13 @@ def _filter_separable(a, u, v, top, left, boundary, fill, ext, tmp, out):  # pra
                 dst[j] += seg[j] * w
 
 
-#: Below this many multiply-adds a call runs on one thread.  On the 2-vCPU machine class
-#: (two SMT siblings sharing one core's vector units) a second thread first pays off near
-#: 50M multiply-adds: 512x512 with a 15x15 kernel ran 1.2x faster on two threads, while
-#: 512/7 and 256/15 (13-15M) ran 1.25x *slower* (handing a range to a sleeping thread costs
-#: 30-300 us here; measured in interleaved rounds, float32 and float64).
-PARALLEL_MIN_MACS = 32_000_000
+#: Below this many multiply-adds a call runs on one thread.  Measured on the 2-vCPU machine
+#: class (two SMT siblings of one core) in interleaved rounds, one image per call, two
+#: threads against one: 0.83-0.97x at 2.4-3.7M (128/15, 256/7, 512/3), 0.95-1.3x at
+#: 4.5-5.8M, 1.2-1.85x at 6.6-15M (512/5, 512/7, 256/11, 256/15), float64 and float32.
+#: The crossover moves with load on the sibling vCPU (an earlier session, with the sibling
+#: busy, found two threads slower up to 15M), hence a threshold on the safe side.
+PARALLEL_MIN_MACS = 6_000_000
 
 
 _tls = threading.local()
