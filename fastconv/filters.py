@@ -61,6 +61,8 @@ METHODS = ("direct", "separable", "fft")
 # 3/7/15/31 taps): direct got 1.4-1.5x faster per multiply-add; fft now first beats direct
 # at 31 taps from 256 px up in both dtypes and never at 64 px.  The model predicts 31
 # at every size, so at 64 px with 31 taps it picks fft where direct is ~2x faster.
+# Re-measured after the fused 3x3 kernel and two threads from 6M multiply-adds: the same
+# crossovers (31 taps from 256 px, none at 64 px) in both dtypes, so the constants stand.
 #: ns per multiply-add of the direct kernel (complex64 runs in complex128).
 DIRECT_NS = {"float32": 0.045, "float64": 0.084, "complex64": 0.351, "complex128": 0.351}
 #: ns per (pixel x (P + Q)) of the separable kernel.
