@@ -352,11 +352,8 @@ def _correlate33(ext, k, out):  # pragma: no cover - numba
             out[i + 1, j] = (b0 * w00 + b1 * w01 + b2 * w02) + (
                 (c0 * w10 + c1 * w11 + c2 * w12) + (d0 * w20 + d1 * w21 + d2 * w22))
         i += 2
-    if i < OH:
-        for j in range(OW):
-            out[i, j] = (ext[i, j] * w00 + ext[i, j + 1] * w01 + ext[i, j + 2] * w02) + (
-                (ext[i + 1, j] * w10 + ext[i + 1, j + 1] * w11 + ext[i + 1, j + 2] * w12)
-                + (ext[i + 2, j] * w20 + ext[i + 2, j + 1] * w21 + ext[i + 2, j + 2] * w22))
+    if i < OH:  # odd height: the last row alone
+        _block33(out[i], ext[i], ext[i + 1], ext[i + 2], k, 0, 0, OW, True)
 
 
 #: Kernels with at least this many rows use :func:`_correlate_pairs` (measured crossover).
