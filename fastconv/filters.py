@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike
 
 from . import signal as _sig
 from .cpu import signal as _k
+from .cpu.extend import extend as _extend_image
 from .cpu._threads import num_threads
 
 __all__ = ["gaussian_kernel", "box_kernel", "sobel", "prewitt", "sharpen", "filter2d", "choose_method",
@@ -302,10 +303,10 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
         src = np.ascontiguousarray(img, dtype=cdt)
         he, we = oh + p - 1, ow + q - 1
         if img.ndim == 2:
-            ext = _k.extend(src, top, left, bcode, cdt.type(fill), he, we)
+            ext = _extend_image(src, top, left, bcode, cdt.type(fill), he, we)
         else:
-            ext = np.stack([_k.extend(np.ascontiguousarray(src[:, :, c]), top, left, bcode, cdt.type(fill), he, we)
-                            for c in range(src.shape[2])], axis=2)
+            ext = np.stack([_extend_image(np.ascontiguousarray(src[:, :, c]), top, left, bcode,
+                                          cdt.type(fill), he, we) for c in range(src.shape[2])], axis=2)
         res = _fft_valid(ext, kk.astype(cdt), oh, ow).astype(dt, copy=False)
         return res
     if img.ndim == 2:

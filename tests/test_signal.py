@@ -251,6 +251,38 @@ def test_flat_and_row_correlation_kernels_agree(dtype):
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10, err_msg=kern.__name__)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_register_blocked_tiles_match_scipy(dtype):
+    """The register-blocked kernel (fastconv.cpu.tiles) on both halves of its unrolled tap loop
+    (heights up to 8 and past 8), images wider than a tile and taller than a band, heights not
+    a multiple of its eight register rows, every boundary, convolution and correlation, and
+    output-row slices as the threads use them."""
+    from fastconv.cpu import tiles
+
+    rng = np.random.default_rng(11)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    cases = [((13, 11), (2, 5)), ((70, 300), (5, 1)), ((41, 9), (8, 7)), ((9, 37), (9, 4)), ((100, 530), (16, 21)),
+             ((3, 2), (3, 6))]
+    for (h, w), (p, q) in cases:
+        a = rng.standard_normal((h, w)).astype(dtype)
+        k = rng.standard_normal((p, q)).astype(dtype)
+        kern = tiles.tile_kernel(k.shape, a.dtype)
+        assert kern is not None
+        for boundary, bcode in (("fill", 0), ("symm", 1), ("wrap", 2)):
+            for flip, func in ((True, "convolve2d"), (False, "correlate2d")):
+                want = getattr(ss, func)(a, k, "full", boundary, fillvalue=0.5)
+                out = np.full(want.shape, np.nan, dtype)
+                r0 = want.shape[0] // 3  # a row slice, as one thread's share
+                kern(a, k, flip, p - 1, q - 1, bcode, dtype(0.5), out[:r0])
+                kern(a, k, flip, p - 1 - r0, q - 1, bcode, dtype(0.5), out[r0:])
+                scale = np.abs(want).max()
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol * scale, err_msg=f"{func} {boundary} {p}x{q}")
+    assert tiles.tile_kernel((3, 3), np.dtype(dtype)) is None  # the fused 3x3 kernel is faster
+    assert tiles.tile_kernel((1, 9), np.dtype(dtype)) is None
+    assert tiles.tile_kernel((17, 5), np.dtype(dtype)) is None
+    assert tiles.tile_kernel((5, 5), np.dtype(np.int64)) is None
+
+
 @pytest.mark.parametrize("shape", [(5, 5), (7, 4), (3, 3), (2, 2)])
 def test_infinities_propagate_like_scipy(shape):
     """Only genuine taps touch each output: an inf just outside a window leaves it finite."""

@@ -7,12 +7,12 @@ of a boundary-extended copy of the image with a small kernel,
     ext[r, c] = image[r - top, c - left] extended by the boundary rule,
 
 so the inner loops never test bounds.  The extension is built once per call
-(:func:`_extend`), its interior rows being straight copies; ``boundary`` codes are
-0 = constant ``fill``, 1 = symmetric (``np.pad(mode='symmetric')``, repeated as often
-as needed), 2 = periodic (``np.pad(mode='wrap')``).  Convolution passes the flipped
-kernel.
+(:mod:`fastconv.cpu.extend`; ``boundary`` codes 0 = constant ``fill``, 1 = symmetric,
+2 = periodic).  Convolution passes the flipped kernel.
 
-The correlation treats the rows of the extension as one flat signal and applies the taps
+float32/float64 kernels of 2 to 16 rows (except 3x3) go to the register-blocked kernel
+of :mod:`fastconv.cpu.tiles`, which builds the extension tile by tile itself.  For the
+others, the correlation treats the rows of the extension as one flat signal and applies the taps
 in blocks (3 kernel rows x 3 taps) as long unit-stride loops that LLVM vectorises; for
 kernels of five or more rows two output rows are produced per pass, so that each loaded
 input element feeds both (:func:`_correlate_pairs`); a 3x3 kernel is one fused pass per
@@ -36,52 +36,8 @@ import numpy as np
 from numba import njit
 
 from ._threads import num_threads, parallel_ranges
-
-
-@njit(cache=True, inline="always")
-def _src_index(i, n, boundary):  # pragma: no cover - numba
-    """Source index of extended position ``i`` in a length-``n`` axis; -1 means the fill value."""
-    if 0 <= i < n:
-        return i
-    if boundary == 0:
-        return -1
-    if boundary == 2:
-        return i % n
-    period = 2 * n
-    i = i % period
-    return i if i < n else period - 1 - i
-
-
-@njit(cache=True, nogil=True)
-def _extend(a, ext, top, left, boundary, fill):  # pragma: no cover - numba
-    """ext[r, c] = a[r - top, c - left] with the boundary rule outside ``a``.
-
-    Interior columns of each row are a plain unit-stride copy; only the edge columns
-    (and rows entirely outside ``a``) evaluate the boundary rule.
-    """
-    H, W = a.shape
-    He, We = ext.shape
-    lo = min(max(left, 0), We)              # first column copied straight from a
-    hi = max(min(left + W, We), lo)         # one past the last such column
-    n = hi - lo
-    for r in range(He):
-        dst = ext[r]
-        sr = _src_index(r - top, H, boundary)
-        if sr < 0:
-            for c in range(We):
-                dst[c] = fill
-            continue
-        src = a[sr]
-        for c in range(lo):
-            sc = _src_index(c - left, W, boundary)
-            dst[c] = fill if sc < 0 else src[sc]
-        d = dst[lo:]
-        s = src[lo - left:]
-        for c in range(n):
-            d[c] = s[c]
-        for c in range(hi, We):
-            sc = _src_index(c - left, W, boundary)
-            dst[c] = fill if sc < 0 else src[sc]
+from .extend import _extend
+from .tiles import tile_kernel
 
 
 @njit(cache=True, nogil=True)
@@ -490,6 +446,11 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
     """
     P, Q = k.shape
     chunks = _chunks(oh, oh * ow * P * Q)
+    tiles = tile_kernel(k.shape, a.dtype)
+    if tiles is not None:
+        out = np.empty((oh, ow), dtype=a.dtype)
+        parallel_ranges(lambda r0, r1: tiles(a, k, flip, top - r0, left, boundary, fill, out[r0:r1]), oh, chunks)
+        return out
     if chunks == 1 and (oh + P - 1) * (ow + Q - 1) * a.itemsize < SCRATCH_MIN_BYTES:
         return _filter_small(a, k, flip, top, left, boundary, fill, oh, ow)
     out = np.empty((oh, ow), dtype=a.dtype)
@@ -514,7 +475,9 @@ def correlate_zero_fill(a: np.ndarray, k: np.ndarray, mode: int, flip: bool) -> 
     M, N = a.shape
     P, Q = k.shape
     # bounds on the extension and the work for every mode, without the exact geometry
-    if (M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS:
+    small = ((M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES
+             and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS)
+    if small and tile_kernel(k.shape, a.dtype) is None:
         return _zero_fill_small(a, k, flip, mode)
     oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
     return correlate_valid_ext(a, k, top, left, 0, a.dtype.type(0), oh, ow, flip)
@@ -533,10 +496,3 @@ def correlate_separable(a: np.ndarray, u: np.ndarray, v: np.ndarray, top: int, l
 
     parallel_ranges(run, oh, _chunks(oh, oh * ow * (P + Q)))
     return out
-
-
-def extend(a: np.ndarray, top: int, left: int, boundary: int, fill, he: int, we: int) -> np.ndarray:
-    """The (he, we) boundary extension of ``a`` whose element (top, left) is ``a[0, 0]``."""
-    ext = np.empty((he, we), dtype=a.dtype)
-    _extend(a, ext, top, left, boundary, fill)
-    return ext
