@@ -246,9 +246,25 @@ def test_flat_and_row_correlation_kernels_agree(dtype):
                 kernels.append(fs._k._correlate33)
             for kern in kernels:
                 out = np.full((h, w), np.nan if dtype != np.int64 else -1).astype(dtype)
-                kern(ext, k, out)
+                kern(ext, k, out, w) if kern is fs._k._correlate33 else kern(ext, k, out)
                 tol = 1e-4 if dtype == np.float32 else 1e-12
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10, err_msg=kern.__name__)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_3x3_zero_fill_without_extension(dtype):
+    """The extension-free 3x3 'same' path: its interior view, edge rows and columns, odd and even
+    sizes down to 3x3, small (one Numba call) and large (caller-allocated) images."""
+    rng = np.random.default_rng(12)
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    for shape in [(3, 3), (3, 4), (4, 3), (5, 7), (64, 65), (257, 300)]:
+        a = rng.standard_normal(shape).astype(dtype)
+        k = rng.standard_normal((3, 3)).astype(dtype)
+        for func in FUNCS:
+            want = getattr(ss, func)(a, k, "same")
+            got = getattr(fs, func)(a, k, "same")
+            assert got.dtype == want.dtype
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(), err_msg=f"{func} {shape}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -272,13 +272,13 @@ def _correlate_pairs(ext, k, out):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _correlate33(ext, k, out):  # pragma: no cover - numba
-    """:func:`_correlate` for a 3x3 kernel, fused: output rows in pairs, all nine taps of both rows
-    in one unit-stride pass straight into ``out`` (12 loads, 18 multiply-adds, 2 stores per
-    column; no accumulator strip, no copy).  1.6-1.9x faster than :func:`_correlate_flat` on
-    64-256 px images.  2-D indexing of one C-contiguous ``ext`` keeps LLVM's alias checks to one
-    pair of arrays, so the loop vectorises."""
-    OH, OW = out.shape
+def _correlate33(ext, k, out, OW):  # pragma: no cover - numba
+    """:func:`_correlate` for a 3x3 kernel into the first ``OW`` columns of ``out``, fused:
+    output rows in pairs, all nine taps of both rows in one unit-stride pass straight into
+    ``out`` (12 loads, 18 multiply-adds, 2 stores per column; no accumulator strip, no copy).
+    1.6-1.9x faster than :func:`_correlate_flat` on 64-256 px images.  2-D indexing of one
+    C-contiguous ``ext`` keeps LLVM's alias checks to one pair of arrays, so the loop vectorises."""
+    OH = out.shape[0]
     w00 = k[0, 0]
     w01 = k[0, 1]
     w02 = k[0, 2]
@@ -320,11 +320,45 @@ PAIR_MIN_ROWS = 5
 def _correlate(ext, k, out):  # pragma: no cover - numba
     """out = valid cross-correlation of ``ext`` (C-contiguous) with ``k``."""
     if k.shape[0] == 3 and k.shape[1] == 3:
-        _correlate33(ext, k, out)
+        _correlate33(ext, k, out, out.shape[1])
     elif k.shape[0] >= PAIR_MIN_ROWS:
         _correlate_pairs(ext, k, out)
     else:
         _correlate_flat(ext, k, out)
+
+
+@njit(cache=True, nogil=True)
+def _same33_zero(a, k, flip, out):  # pragma: no cover - numba
+    """'same' 3x3 convolution (``flip``) or correlation of ``a`` (at least 3x3) with zero fill
+    into ``out``, without an extension: the interior straight from ``a`` with
+    :func:`_correlate33` (through a C-contiguous view of ``out`` whose rows start at column 1),
+    the first and last rows and columns with their out-of-image taps left out.  Building and
+    reading the extension was 40% of a 64-px call."""
+    kk = k[::-1, ::-1].copy() if flip else k
+    M, N = a.shape
+    n = N - 2
+    inner = out.reshape(-1)[N + 1:N + 1 + (M - 2) * N].reshape(M - 2, N)
+    _correlate33(a, kk, inner, n)
+    for r, p0, p1 in ((0, 1, 3), (M - 1, 0, 2)):  # kernel rows p0..p1-1 meet the image
+        dst = out[r, 1:]
+        for j in range(n):
+            dst[j] = 0
+        for p in range(p0, p1):
+            _block13(dst, a[r + p - 1], kk, p, 0, n)
+    w00, w01, w02 = kk[0, 0], kk[0, 1], kk[0, 2]
+    w10, w11, w12 = kk[1, 0], kk[1, 1], kk[1, 2]
+    w20, w21, w22 = kk[2, 0], kk[2, 1], kk[2, 2]
+    for r in range(1, M - 1):  # first and last columns: two taps per kernel row
+        x, y, z = a[r - 1], a[r], a[r + 1]
+        out[r, 0] = (x[0] * w01 + x[1] * w02) + ((y[0] * w11 + y[1] * w12) + (z[0] * w21 + z[1] * w22))
+        out[r, N - 1] = (x[N - 2] * w00 + x[N - 1] * w01) + (
+            (y[N - 2] * w10 + y[N - 1] * w11) + (z[N - 2] * w20 + z[N - 1] * w21))
+    x, y = a[0], a[1]  # corners: four taps
+    out[0, 0] = (x[0] * w11 + x[1] * w12) + (y[0] * w21 + y[1] * w22)
+    out[0, N - 1] = (x[N - 2] * w10 + x[N - 1] * w11) + (y[N - 2] * w20 + y[N - 1] * w21)
+    x, y = a[M - 2], a[M - 1]
+    out[M - 1, 0] = (x[0] * w01 + x[1] * w02) + (y[0] * w11 + y[1] * w12)
+    out[M - 1, N - 1] = (x[N - 2] * w00 + x[N - 1] * w01) + (y[N - 2] * w10 + y[N - 1] * w11)
 
 
 @njit(cache=True, nogil=True)
@@ -364,12 +398,22 @@ def conv_geometry(mode, M, N, P, Q, flip):  # pragma: no cover - numba
     return M, N, (P - 1) // 2, (Q - 1) // 2
 
 
+@njit(cache=True)
+def _is_same33(mode, shape, kshape):  # pragma: no cover - numba
+    """Whether :func:`_same33_zero` computes this zero-fill problem."""
+    return mode == 1 and kshape[0] == 3 and kshape[1] == 3 and shape[0] >= 3 and shape[1] >= 3
+
+
 @njit(cache=True, nogil=True)
 def _zero_fill_small(a, k, flip, mode):  # pragma: no cover - numba
     """``scipy.signal`` convolution (``flip``) or correlation in ``mode`` with zero fill, for small
     problems: the whole call in one Numba entry (64-px images spend a third of the time in Python
     otherwise)."""
     oh, ow, top, left = conv_geometry(mode, a.shape[0], a.shape[1], k.shape[0], k.shape[1], flip)
+    if _is_same33(mode, a.shape, k.shape):
+        out = np.empty((oh, ow), dtype=a.dtype)
+        _same33_zero(a, k, flip, out)
+        return out
     return _filter_small(a, k, flip, top, left, 0, np.zeros(1, dtype=a.dtype)[0], oh, ow)
 
 
@@ -479,6 +523,10 @@ def correlate_zero_fill(a: np.ndarray, k: np.ndarray, mode: int, flip: bool) -> 
              and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS)
     if small and tile_kernel(k.shape, a.dtype) is None:
         return _zero_fill_small(a, k, flip, mode)
+    if M * N * 9 < PARALLEL_MIN_MACS and _is_same33(mode, a.shape, k.shape):
+        out = np.empty((M, N), dtype=a.dtype)
+        _same33_zero(a, k, flip, out)
+        return out
     oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
     return correlate_valid_ext(a, k, top, left, 0, a.dtype.type(0), oh, ow, flip)
 
