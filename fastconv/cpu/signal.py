@@ -34,6 +34,7 @@ import threading
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from ._threads import num_threads, parallel_ranges
 from .extend import _extend
@@ -383,8 +384,8 @@ def _filter_small(a, k, flip, top, left, boundary, fill, oh, ow):  # pragma: no 
     return out
 
 
-@njit(cache=True)
-def conv_geometry(mode, M, N, P, Q, flip):  # pragma: no cover - numba
+@register_jitable
+def conv_geometry(mode: int, M: int, N: int, P: int, Q: int, flip: bool):
     """(oh, ow, top, left): output size and extension offsets of an (M, N) image filtered by a
     (P, Q) kernel in ``mode`` 0 = 'valid', 1 = 'same', 2 = 'full' (SciPy's conventions).
 
@@ -471,6 +472,17 @@ def _chunks(rows: int, macs: int) -> int:
     return num_threads()
 
 
+def _run_tiles(tiles, a, k, flip, top, left, boundary, fill, oh, ow) -> np.ndarray:
+    """:func:`correlate_valid_ext` through the register-blocked kernel ``tiles``."""
+    out = np.empty((oh, ow), dtype=a.dtype)
+    chunks = _chunks(oh, oh * ow * k.size)
+    if chunks == 1:
+        tiles(a, k, flip, top, left, boundary, fill, out)
+    else:
+        parallel_ranges(lambda r0, r1: tiles(a, k, flip, top - r0, left, boundary, fill, out[r0:r1]), oh, chunks)
+    return out
+
+
 def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, boundary: int, fill,
                         oh: int, ow: int, flip: bool = False) -> np.ndarray:
     """``out[i, j] = sum ext[i + p, j + q] * kk[p, q]`` with ``ext[r, c] = a[r - top, c - left]`` extended.
@@ -480,13 +492,11 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
     that dtype; ``boundary`` is 0 (fill), 1 (symmetric) or 2 (wrap).  Returns a new
     (oh, ow) array of that dtype.
     """
-    P, Q = k.shape
-    chunks = _chunks(oh, oh * ow * P * Q)
     tiles = tile_kernel(k.shape, a.dtype)
     if tiles is not None:
-        out = np.empty((oh, ow), dtype=a.dtype)
-        parallel_ranges(lambda r0, r1: tiles(a, k, flip, top - r0, left, boundary, fill, out[r0:r1]), oh, chunks)
-        return out
+        return _run_tiles(tiles, a, k, flip, top, left, boundary, fill, oh, ow)
+    P, Q = k.shape
+    chunks = _chunks(oh, oh * ow * P * Q)
     if chunks == 1 and (oh + P - 1) * (ow + Q - 1) * a.itemsize < SCRATCH_MIN_BYTES:
         return _filter_small(a, k, flip, top, left, boundary, fill, oh, ow)
     out = np.empty((oh, ow), dtype=a.dtype)
@@ -504,16 +514,22 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
     return out
 
 
+_ZEROS = {np.dtype(t): np.dtype(t).type(0) for t in (np.float32, np.float64)}
+
+
 def correlate_zero_fill(a: np.ndarray, k: np.ndarray, mode: int, flip: bool) -> np.ndarray:
     """``scipy.signal.convolve2d`` (``flip``) or ``correlate2d`` of real ``a`` and ``k`` with
     ``boundary='fill', fillvalue=0`` in ``mode`` (0 valid, needing ``a`` at least as large as
     ``k``; 1 same; 2 full).  Both arrays C-contiguous, non-empty, of one dtype."""
     M, N = a.shape
     P, Q = k.shape
+    tiles = tile_kernel(k.shape, a.dtype)
+    if tiles is not None:
+        oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
+        return _run_tiles(tiles, a, k, flip, top, left, 0, _ZEROS[a.dtype], oh, ow)
     # bounds on the extension and the work for every mode, without the exact geometry
-    small = ((M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES
-             and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS)
-    if small and tile_kernel(k.shape, a.dtype) is None:
+    if ((M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES
+            and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS):
         return _zero_fill_small(a, k, flip, mode)
     if mode == 1 and P == 3 and Q == 3 and M >= 3 and N >= 3 and M * N * 9 < PARALLEL_MIN_MACS:
         out = np.empty((M, N), dtype=a.dtype)
