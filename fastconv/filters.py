@@ -64,6 +64,11 @@ METHODS = ("direct", "separable", "fft")
 # at every size, so at 64 px with 31 taps it picks fft where direct is ~2x faster.
 # Re-measured after the fused 3x3 kernel and two threads from 6M multiply-adds: the same
 # crossovers (31 taps from 256 px, none at 64 px) in both dtypes, so the constants stand.
+# Re-measured after the register-blocked kernel for 2-16 rows (fastconv.cpu.tiles): direct
+# costs 0.03 (float32) / 0.05 (float64) ns per multiply-add up to 15 taps, but still
+# 0.05 / 0.09 at 31 taps (strip kernel), where the decision lies; crossovers: float32 31
+# taps from 256 px, float64 none up to 31 (fft and direct within 2-5% at 31 taps from
+# 256 px), none at 64 px.  The constants stay fitted to the large kernels.
 #: ns per multiply-add of the direct kernel (complex64 runs in complex128).
 DIRECT_NS = {"float32": 0.045, "float64": 0.084, "complex64": 0.351, "complex128": 0.351}
 #: ns per (pixel x (P + Q)) of the separable kernel.
