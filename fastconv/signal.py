@@ -173,7 +173,6 @@ def _conv_geometry(mode: int, shape1: Tuple[int, int], shape2: Tuple[int, int], 
     return _k.conv_geometry(mode, shape1[0], shape1[1], shape2[0], shape2[1], flip)
 
 
-
 def _run_fast(in1, in2, mode: str, flip: bool):
     """The common call -- two C-contiguous, non-empty float32/float64 images of one dtype,
     zero fill, no 'valid'-mode swap -- with the generic checks skipped; None if not applicable.
