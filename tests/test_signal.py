@@ -253,11 +253,13 @@ def test_flat_and_row_correlation_kernels_agree(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_same_3x3_zero_fill_without_extension(dtype):
-    """3x3 'same' with zero fill: small images (extension path) down to 3x3, and images past the
-    small-problem path (extension-free path: interior view, edge rows, columns and corners)."""
+    """The extension-free 3x3 'same' zero-fill path: heights around the switch between its
+    N-wide and (N - 2)-wide interior rows, down to 3x3, small (one Numba call) and large images;
+    edge rows, columns and corners."""
     rng = np.random.default_rng(12)
     tol = 2e-6 if dtype == np.float32 else 1e-14
-    for shape in [(3, 3), (3, 4), (4, 3), (5, 7), (64, 65), (257, 300), (300, 257), (403, 3)]:
+    for shape in [(3, 3), (3, 4), (4, 3), (5, 7), (6, 3), (7, 8), (8, 5), (64, 64), (64, 65), (257, 300),
+                  (300, 257), (403, 3)]:
         a = rng.standard_normal(shape).astype(dtype)
         k = rng.standard_normal((3, 3)).astype(dtype)
         for func in FUNCS:
