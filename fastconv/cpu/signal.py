@@ -338,7 +338,7 @@ def _same33_zero(a, k, flip, out):  # pragma: no cover - numba
     as are the first and last rows, without their out-of-image taps.  Only the last rows,
     whose overrun would pass the end of ``a``, run N - 2 wide.  1.1-1.2x the extension path
     at 64 px, 1.2-1.4x at 256 px."""
-    kk = k[::-1, ::-1].copy() if flip else k
+    kk = k[::-1, ::-1] if flip else k  # a view: only its nine weights are read
     M, N = a.shape
     n = N - 2
     flat = out.reshape(-1)
@@ -411,13 +411,7 @@ def _zero_fill_small(a, k, flip, mode):  # pragma: no cover - numba
     """``scipy.signal`` convolution (``flip``) or correlation in ``mode`` with zero fill, for small
     problems: the whole call in one Numba entry (64-px images spend a third of the time in Python
     otherwise)."""
-    M, N = a.shape
-    P, Q = k.shape
-    oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
-    if mode == 1 and P == 3 and Q == 3 and M >= 3 and N >= 3:
-        out = np.empty((M, N), dtype=a.dtype)
-        _same33_zero(a, k, flip, out)
-        return out
+    oh, ow, top, left = conv_geometry(mode, a.shape[0], a.shape[1], k.shape[0], k.shape[1], flip)
     return _filter_small(a, k, flip, top, left, 0, np.zeros(1, dtype=a.dtype)[0], oh, ow)
 
 
@@ -538,14 +532,14 @@ def correlate_zero_fill(a: np.ndarray, k: np.ndarray, mode: int, flip: bool) -> 
     if tiles is not None:
         oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
         return _run_tiles(tiles, a, k, flip, top, left, 0, _ZEROS[a.dtype], oh, ow)
+    if mode == 1 and P == 3 and Q == 3 and M >= 3 and N >= 3 and M * N * 9 < PARALLEL_MIN_MACS:
+        out = np.empty((M, N), dtype=a.dtype)  # NumPy's allocation: cheaper than returning Numba's
+        _same33_zero(a, k, flip, out)
+        return out
     # bounds on the extension and the work for every mode, without the exact geometry
     if ((M + 2 * P) * (N + 2 * Q) * a.itemsize < SCRATCH_MIN_BYTES
             and (M + P) * (N + Q) * P * Q < PARALLEL_MIN_MACS):
         return _zero_fill_small(a, k, flip, mode)
-    if mode == 1 and P == 3 and Q == 3 and M >= 3 and N >= 3 and M * N * 9 < PARALLEL_MIN_MACS:
-        out = np.empty((M, N), dtype=a.dtype)
-        _same33_zero(a, k, flip, out)
-        return out
     oh, ow, top, left = conv_geometry(mode, M, N, P, Q, flip)
     return correlate_valid_ext(a, k, top, left, 0, a.dtype.type(0), oh, ow, flip)
 
