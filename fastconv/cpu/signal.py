@@ -41,19 +41,18 @@ from .extend import _extend
 from .tiles import tile_kernel
 
 
+@njit(cache=True, inline="always")
+def _taps33(k, p, q):  # pragma: no cover - numba
+    """The nine weights k[p:p+3, q:q+3], row by row."""
+    return (k[p, q], k[p, q + 1], k[p, q + 2], k[p + 1, q], k[p + 1, q + 1], k[p + 1, q + 2],
+            k[p + 2, q], k[p + 2, q + 1], k[p + 2, q + 2])
+
+
 @njit(cache=True, nogil=True)
 def _block33(acc, s0, s1, s2, k, p, q, n, init):  # pragma: no cover - numba
     """acc[:n] += taps k[p:p+3, q:q+3] applied to the flat rows s0, s1, s2 (nine per load/store
     of acc); ``init`` overwrites acc instead (the first block of a strip: no zeroing pass)."""
-    w00 = k[p, q]
-    w01 = k[p, q + 1]
-    w02 = k[p, q + 2]
-    w10 = k[p + 1, q]
-    w11 = k[p + 1, q + 1]
-    w12 = k[p + 1, q + 2]
-    w20 = k[p + 2, q]
-    w21 = k[p + 2, q + 1]
-    w22 = k[p + 2, q + 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps33(k, p, q)
     if init:
         for j in range(n):
             t0 = s0[j] * w00 + s0[j + 1] * w01 + s0[j + 2] * w02
@@ -280,15 +279,7 @@ def _correlate33(ext, k, out, OW):  # pragma: no cover - numba
     1.6-1.9x faster than :func:`_correlate_flat` on 64-256 px images.  2-D indexing of one
     C-contiguous ``ext`` keeps LLVM's alias checks to one pair of arrays, so the loop vectorises."""
     OH = out.shape[0]
-    w00 = k[0, 0]
-    w01 = k[0, 1]
-    w02 = k[0, 2]
-    w10 = k[1, 0]
-    w11 = k[1, 1]
-    w12 = k[1, 2]
-    w20 = k[2, 0]
-    w21 = k[2, 1]
-    w22 = k[2, 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps33(k, 0, 0)
     i = 0
     while i + 2 <= OH:
         for j in range(OW):
@@ -353,9 +344,7 @@ def _same33_zero(a, k, flip, out):  # pragma: no cover - numba
             dst[j] = 0
         for p in range(p0, p1):
             _block13(dst, a[r + p - 1], kk, p, 0, n)
-    w00, w01, w02 = kk[0, 0], kk[0, 1], kk[0, 2]
-    w10, w11, w12 = kk[1, 0], kk[1, 1], kk[1, 2]
-    w20, w21, w22 = kk[2, 0], kk[2, 1], kk[2, 2]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps33(kk, 0, 0)
     for r in range(1, M - 1):  # first and last columns: two taps per kernel row
         x, y, z = a[r - 1], a[r], a[r + 1]
         out[r, 0] = (x[0] * w01 + x[1] * w02) + ((y[0] * w11 + y[1] * w12) + (z[0] * w21 + z[1] * w22))
