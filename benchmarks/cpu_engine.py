@@ -1,0 +1,199 @@
+"""CPU engine figures against torch/oneDNN in one process: layers, train steps, tiny calls.
+
+The shapes are the ones the CPU-engine issue measures (float32, ``torch.set_num_threads(2)``
+on the 2-core machine).  Each figure is the median of ``--repeat`` interleaved samples
+(fastconv, then torch, then fastconv...), so both sides see the same machine state.
+Run it on a quiet machine (``../shared/bin/quiet python benchmarks/cpu_engine.py``).
+
+    python benchmarks/cpu_engine.py                 # everything
+    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny
+    python benchmarks/cpu_engine.py --json out.json
+
+The ``asv`` benchmarks ``bench_layers``/``bench_train`` time the same things as ``track_``
+ratios; this script prints the whole table at once for the issue notes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as TF
+
+import fastconv
+import fastconv.functional as F
+from fastconv import models
+
+#: (name, N, C, H, O, k, stride, padding) -- the issue's eight layers.
+LAYERS: List[Tuple[str, int, int, int, int, int, int, int]] = [
+    ("128x3x32^2->32 3x3", 128, 3, 32, 32, 3, 1, 1),
+    ("128x32x16^2->64 3x3", 128, 32, 16, 64, 3, 1, 1),
+    ("128x64x8^2->128 3x3", 128, 64, 8, 128, 3, 1, 1),
+    ("64x3x32^2->64 5x5", 64, 3, 32, 64, 5, 1, 0),
+    ("64x64x14^2->32 5x5", 64, 64, 14, 32, 5, 1, 0),
+    ("4x16x128^2->16 3x3", 4, 16, 128, 16, 3, 1, 1),
+    ("4x128x16^2->128 3x3", 4, 128, 16, 128, 3, 1, 1),
+    ("128x32x14^2->16 3x3 s2", 128, 32, 14, 16, 3, 2, 1),
+]
+
+#: (name, model factory kwargs, input shape, loss)
+TRAIN = [
+    ("classifier b128 3x32^2", "Classifier", dict(in_channels=3, image_size=32), (128, 3, 32, 32), "ce"),
+    ("cifarnet b64", "CifarNet", dict(), (64, 3, 32, 32), "ce"),
+    ("unet c16 b4 3x128^2", "UNet", dict(in_channels=3, base=16), (4, 3, 128, 128), "bce"),
+    ("denoiser b128 1x32^2", "Denoiser", dict(in_channels=1), (128, 1, 32, 32), "mse"),
+]
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], repeat: int, warmup: int = 2) -> Dict[str, float]:
+    """Median seconds per call of each function, sampled alternately ``repeat`` times."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _tiny_loop(fn: Callable[[], object], n: int = 200) -> Callable[[], None]:
+    def run():
+        for _ in range(n):
+            fn()
+    return run
+
+
+def bench_layers(repeat: int) -> List[dict]:
+    rows = []
+    for name, n, c, h, o, k, s, p in LAYERS:
+        torch.manual_seed(0)
+        x = torch.randn(n, c, h, h, requires_grad=True)
+        w = torch.randn(o, c, k, k, requires_grad=True)
+        b = torch.randn(o, requires_grad=True)
+
+        def make(conv):
+            def fwd():
+                with torch.no_grad():
+                    conv(x, w, b, stride=s, padding=p)
+
+            def fwd_bwd():
+                x.grad = w.grad = b.grad = None
+                y = conv(x, w, b, stride=s, padding=p)
+                y.backward(torch.ones_like(y))
+            return fwd, fwd_bwd
+
+        ff, fb = make(F.conv2d)
+        tf, tb = make(TF.conv2d)
+        fwd = interleaved({"fastconv": ff, "torch": tf}, repeat)
+        both = interleaved({"fastconv": fb, "torch": tb}, repeat)
+        plan = None
+        try:
+            from fastconv.cpu import conv2d as C
+            plan = C.plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32)
+        except Exception:  # older engines have no planner
+            pass
+        rows.append(dict(layer=name, plan=plan, torch_fwd_ms=fwd["torch"] * 1e3, fastconv_fwd_ms=fwd["fastconv"] * 1e3,
+                         torch_fb_ms=both["torch"] * 1e3, fastconv_fb_ms=both["fastconv"] * 1e3,
+                         ratio_fwd=fwd["fastconv"] / fwd["torch"], ratio_fb=both["fastconv"] / both["torch"]))
+    return rows
+
+
+def _step(model_name: str, kwargs: dict, shape, loss: str, backend: str):
+    torch.manual_seed(0)
+    model = getattr(models, model_name)(backend=backend, **kwargs).train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g)
+    if loss == "ce":
+        target = torch.randint(0, 10, (shape[0],), generator=g)
+        loss_fn = TF.cross_entropy
+    elif loss == "bce":
+        target = (torch.rand(shape[0], 1, *shape[2:], generator=g) > 0.5).float()
+        loss_fn = TF.binary_cross_entropy_with_logits
+    else:
+        target = torch.rand(*shape, generator=g)
+        loss_fn = TF.mse_loss
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        opt.step()
+    return step
+
+
+def bench_train(repeat: int) -> List[dict]:
+    rows = []
+    for name, model_name, kwargs, shape, loss in TRAIN:
+        fns = {b: _step(model_name, kwargs, shape, loss, b) for b in ("fastconv", "torch")}
+        t = interleaved(fns, repeat)
+        rows.append(dict(model=name, torch_ms=t["torch"] * 1e3, fastconv_ms=t["fastconv"] * 1e3,
+                         ratio=t["fastconv"] / t["torch"]))
+    return rows
+
+
+def bench_tiny(repeat: int) -> List[dict]:
+    x = torch.randn(1, 1, 4, 4)
+    w = torch.randn(1, 1, 3, 3)
+    xg = x.clone().requires_grad_(True)
+    cases = {
+        "conv2d fwd 1x1x4x4": (lambda: F.conv2d(x, w, padding=1), lambda: TF.conv2d(x, w, padding=1)),
+        "conv2d fwd+bwd 1x1x4x4": (lambda: F.conv2d(xg, w, padding=1).sum().backward(),
+                                   lambda: TF.conv2d(xg, w, padding=1).sum().backward()),
+        "max_pool2d fwd 1x1x4x4": (lambda: F.max_pool2d(x, 2), lambda: TF.max_pool2d(x, 2)),
+        "avg_pool2d fwd 1x1x4x4": (lambda: F.avg_pool2d(x, 2), lambda: TF.avg_pool2d(x, 2)),
+    }
+    rows = []
+    for name, (f, t) in cases.items():
+        r = interleaved({"fastconv": _tiny_loop(f), "torch": _tiny_loop(t)}, repeat)
+        rows.append(dict(call=name, torch_us=r["torch"] / 200 * 1e6, fastconv_us=r["fastconv"] / 200 * 1e6,
+                         ratio=r["fastconv"] / r["torch"]))
+    return rows
+
+
+def _print(title: str, rows: List[dict]) -> None:
+    print(f"\n## {title}")
+    if not rows:
+        return
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["layers", "train", "tiny"], action="append")
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    parts = a.only or ["layers", "train", "tiny"]
+    out = {"fastconv": fastconv.__version__, "torch": torch.__version__, "threads": a.threads}
+    print(f"fastconv {fastconv.__version__}, torch {torch.__version__}, {a.threads} threads, median of {a.repeat}",
+          flush=True)
+    if "tiny" in parts:
+        out["tiny"] = bench_tiny(a.repeat)
+        _print("tiny calls (us per call)", out["tiny"])
+    if "layers" in parts:
+        out["layers"] = bench_layers(a.repeat)
+        _print("conv layers, float32 (fastconv/torch time ratio; < 1 is faster)", out["layers"])
+    if "train" in parts:
+        out["train"] = bench_train(a.repeat)
+        _print("train steps (fastconv/torch)", out["train"])
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
