@@ -12,7 +12,7 @@ images of 64..1024 px and square kernels of 3..31 taps, then
   an 8x8 image with a 3x3 kernel);
 * prints the measured crossovers (smallest kernel size where fft beats direct, per image
   size) next to the ones the fitted model predicts, and the constants to paste into
-  ``fastconv/filters.py``.
+  ``fastconv/image/plan.py`` (record the run in ``benchmarks/CALIBRATION.md``).
 
 Timings are best-of-3 wall clock; keep the machine otherwise idle.
 """
@@ -22,18 +22,11 @@ import argparse
 import math
 import sys
 import time
-import types
-from pathlib import Path
 
 import numpy as np
 
-try:
-    from fastconv import filters as F
-except ImportError:  # package __init__ not importable yet: load the submodule without it
-    pkg = types.ModuleType("fastconv")
-    pkg.__path__ = [str(Path(__file__).resolve().parents[1] / "fastconv")]
-    sys.modules["fastconv"] = pkg
-    from fastconv import filters as F
+from fastconv import filters as F
+from fastconv.image import plan
 
 
 def best(fn, repeats: int = 3) -> float:
@@ -56,7 +49,7 @@ def work(method: str, s: int, k: int) -> float:
         return s * s * k * k
     if method == "separable":
         return s * s * 2 * k
-    n = math.prod(F._fft_shape(s, s, k, k))
+    n = math.prod(plan.fft_shape(s, s, k, k))
     return n * math.log2(n) * 2  # image + kernel transforms (the model's channels + 1)
 
 
@@ -67,8 +60,8 @@ def main() -> None:
     sizes = (64, 256, 512) if args.quick else (64, 128, 256, 512, 1024)
     ksizes = (3, 7, 15, 31) if args.quick else (3, 5, 7, 11, 15, 21, 31)
     rng = np.random.default_rng(0)
-    consts = {m: {} for m in F.METHODS}
-    overheads = {m: [] for m in F.METHODS}
+    consts = {m: {} for m in plan.METHODS}
+    overheads = {m: [] for m in plan.METHODS}
     for dtname in ("float32", "float64", "complex128"):
         dt = np.dtype(dtname)
         grid_s = sizes if dt.kind == "f" else sizes[:3]
@@ -85,9 +78,9 @@ def main() -> None:
         oh = {"direct": best(lambda: F.filter2d(tiny, tk, method="direct")),
               "separable": best(lambda: F.filter2d(tiny, tsep, method="separable")),
               "fft": best(lambda: F.filter2d(tiny, tk, method="fft"))}
-        for m in F.METHODS:
+        for m in plan.METHODS:
             overheads[m].append(oh[m])
-        ratios = {m: [] for m in F.METHODS}
+        ratios = {m: [] for m in plan.METHODS}
         times = {}
         print(f"\n{dtname}: time per call in us (direct / separable / fft)")
         for s in grid_s:
@@ -99,11 +92,11 @@ def main() -> None:
                      "separable": best(lambda: F.filter2d(img, sep, method="separable")),
                      "fft": best(lambda: F.filter2d(img, ker, method="fft"))}
                 times[s, k] = t
-                for m in F.METHODS:
+                for m in plan.METHODS:
                     ratios[m].append(max(t[m] - oh[m], 0.0) / work(m, s, k))
                 print(f"  {s:5d} px  k={k:2d}: {t['direct'] * 1e6:10.1f} {t['separable'] * 1e6:10.1f} "
                       f"{t['fft'] * 1e6:10.1f}")
-        for m in F.METHODS:
+        for m in plan.METHODS:
             consts[m][dtname] = float(np.median(ratios[m]) * 1e9)
         print(f"  measured crossover (smallest kernel where fft < direct), per image size:")
         for s in grid_s:

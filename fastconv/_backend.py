@@ -1,9 +1,14 @@
 """The single device dispatch point.
 
-Every op asks :func:`kernels` for the backend module that implements it on the
-device of its input; the CPU modules live in :mod:`fastconv.cpu`, the CUDA ones
-in :mod:`fastconv.cuda`.  Both expose the same functions over torch tensors, so
-the ops, their autograd formulas and their fake (meta) kernels are shared.
+Every op asks :func:`kernels` for the backend module that implements its family on the
+device of its input; the CPU modules live in :mod:`fastconv.cpu`, the CUDA ones in
+:mod:`fastconv.cuda`, one file per family in each.  What a backend module must provide is
+the family's ``Backend`` protocol in ``fastconv/ops/<family>.py`` (:func:`contract`), so the
+ops, their autograd formulas and their fake (meta) kernels are shared by every device.
+
+Names: the custom op ``fastconv::X`` is computed by the backend function, the Numba kernel
+(``_X``) and the CUDA kernel all named ``X``, or ``X_forward`` when ``X`` is a forward op
+(``fastconv::conv2d`` -> ``conv2d_forward``).
 """
 from __future__ import annotations
 
@@ -16,6 +21,18 @@ CUDA_INSTALL_HINT = (
     "fastconv's CUDA backend needs CuPy. Install it with `pip install 'fastconv[cuda]'` "
     "(or `pip install cupy-cuda13x` matching your CUDA toolkit)."
 )
+
+
+#: The op families; each has ``fastconv/ops/<family>.py``, ``fastconv/cpu/<family>.py`` and
+#: ``fastconv/cuda/<family>.py`` (+ ``kernels/<family>.cu``).
+FAMILIES = ("conv2d", "pool", "ssim")
+
+
+def contract(family: str) -> type:
+    """The ``typing.Protocol`` that every backend module of ``family`` implements."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown op family {family!r}; families are {FAMILIES}")
+    return importlib.import_module(f"fastconv.ops.{family}").Backend
 
 
 def cuda_available() -> bool:

@@ -5,18 +5,17 @@ semantics (same ``mode``/``boundary``/``fillvalue`` meaning and output dtype), a
 a 2-D image or to each channel of an (H, W, C) image.  Three algorithms give the same
 result up to floating-point rounding:
 
-* ``'direct'``: the Numba kernel of :mod:`fastconv.signal` (exact integer arithmetic for
+* ``'direct'``: the direct kernels of the image engine (exact integer arithmetic for
   integer inputs);
-* ``'separable'``: two 1-D passes, used only when the kernel is exactly rank 1 -- the SVD
-  must report rank 1 *and* the factorisation must reproduce the kernel to within
-  ``8 * max(P, Q) * eps`` (relative to its largest entry);
+* ``'separable'``: two 1-D passes, used only when the kernel is exactly rank 1 (see
+  :func:`separable_factors`);
 * ``'fft'``: a ``scipy.fft`` product over the boundary-extended image.
 
-``method='auto'`` picks the cheapest according to :func:`estimate_costs`, a linear cost
-model whose constants were measured on the development machine (see the constants below
-and ``benchmarks/calibrate_filter2d.py``).  :func:`choose_method` returns the choice
-without filtering.  Integer results always use ``'direct'`` (forcing another method on
-them is an error).
+``method='auto'`` picks the cheapest according to a linear cost model measured on the
+development machine (:mod:`fastconv.image.plan`; ``benchmarks/calibrate_filter2d.py``
+re-measures it).  :func:`choose_method` returns the choice without filtering, from the
+same plan the filtering uses.  Integer results always use ``'direct'`` (forcing another
+method on them is an error).
 
 Kernel builders return *convolution* kernels, so for odd sizes
 ``filter2d(img, sobel(0), boundary='symm')`` equals ``scipy.ndimage.sobel(img, 0, mode='reflect')``
@@ -25,58 +24,23 @@ and ``filter2d(img, gaussian_kernel(2r + 1, s), boundary='symm')`` equals
 """
 from __future__ import annotations
 
-import functools
-import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.typing import ArrayLike
 
-from . import signal as _sig
-from .cpu import signal as _k
-from .cpu.extend import extend as _extend_image
-from .cpu._threads import num_threads
+from ._window import gaussian_1d
+from .image import conventions as conv
+from .image import engine, plan
+from .image import separable as _separable
+from .image.boundary import parse_boundary
 
 __all__ = ["gaussian_kernel", "box_kernel", "sobel", "prewitt", "sharpen", "filter2d", "choose_method",
-           "estimate_costs", "separable_factors"]
+           "estimate_costs", "separable_factors", "METHODS"]
 
 IntPair = Union[int, Sequence[int]]
-METHODS = ("direct", "separable", "fft")
-
-# --------------------------------------------------------------------------- cost model
-# Measured with ``PYTHONPATH=. python benchmarks/calibrate_filter2d.py`` on the development
-# machine (2 vCPUs, AMD EPYC znver4; Numba 0.68, SciPy 1.17; note: the machine was shared
-# with other jobs, load average ~5-7, so absolute times are noisy).  Each constant is the
-# median over square images of 64..1024 px and square kernels of 3..31 taps of
-# (time - overhead) / work, where work = output pixels x kernel taps (direct), output
-# pixels x (P + Q) (separable), and n log2 n x 2 transforms with n the padded FFT size
-# (fft); overheads are the times on an 8x8 image with a 3x3 kernel.
-# Measured crossovers ('same' mode, square image and kernel; smallest kernel size of
-# {3, 5, 7, 11, 15, 21, 31} where fft beat direct), second of two calibration runs:
-#   float64: 64 px none up to 31, 128 px 21, 256 px 15, 512 px 15, 1024 px 21;
-#   float32: 64 px none up to 31, 128 px 31, 256 px 21, 512 px 21, 1024 px 31;
-# (the model then predicted 21 from 128 px up, 31 at 64 px).  Separable filtering
-# of rank-1 kernels ties direct at 3x3, wins from 5x5 up, and beat fft at every size.
-# Re-measured after the flat/row-pair direct kernels (``--quick`` grid, 64/256/512 px x
-# 3/7/15/31 taps): direct got 1.4-1.5x faster per multiply-add; fft now first beats direct
-# at 31 taps from 256 px up in both dtypes and never at 64 px.  The model predicts 31
-# at every size, so at 64 px with 31 taps it picks fft where direct is ~2x faster.
-# Re-measured after the fused 3x3 kernel and two threads from 6M multiply-adds: the same
-# crossovers (31 taps from 256 px, none at 64 px) in both dtypes, so the constants stand.
-# Re-measured after the register-blocked kernel for 2-16 rows (fastconv.cpu.tiles): direct
-# costs 0.03 (float32) / 0.05 (float64) ns per multiply-add up to 15 taps, but still
-# 0.05 / 0.09 at 31 taps (strip kernel), where the decision lies; crossovers: float32 31
-# taps from 256 px, float64 none up to 31 (fft and direct within 2-5% at 31 taps from
-# 256 px), none at 64 px.  The constants stay fitted to the large kernels.
-#: ns per multiply-add of the direct kernel (complex64 runs in complex128).
-DIRECT_NS = {"float32": 0.045, "float64": 0.084, "complex64": 0.351, "complex128": 0.351}
-#: ns per (pixel x (P + Q)) of the separable kernel.
-SEPARABLE_NS = {"float32": 0.112, "float64": 0.248, "complex64": 0.585, "complex128": 0.585}
-#: ns per (n log2 n) of the FFT path, n = product of the padded transform sizes.
-FFT_NS = {"float32": 0.573, "float64": 1.053, "complex64": 0.9, "complex128": 1.337}
-#: Fixed cost per call in ns (Python, dispatch, factorisation, FFT plans).
-OVERHEAD_NS = {"direct": 6_000.0, "separable": 10_000.0, "fft": 68_100.0}
+#: The algorithms of :func:`filter2d` (besides ``'auto'``).
+METHODS = plan.METHODS
 
 
 # --------------------------------------------------------------------------- kernel builders
@@ -99,24 +63,58 @@ def _sizes(size: IntPair) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-def _gauss1d(n: int, sigma: float) -> np.ndarray:
-    if not float(sigma) > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    g = np.exp(-(t * t) / (2.0 * float(sigma) ** 2))
-    return g / g.sum()
-
-
 def gaussian_kernel(size: IntPair, sigma: Union[float, Sequence[float]]) -> np.ndarray:
-    """Normalised (sum 1) float64 Gaussian of ``size`` (int or (h, w)) and ``sigma`` (scalar or (sy, sx)),
-    centred on ``(size - 1) / 2`` -- the outer product of two 1-D Gaussians, hence rank 1."""
+    """Normalised Gaussian convolution kernel.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Kernel size (h, w); an int gives a square kernel.
+    sigma : float or (float, float)
+        Standard deviation (sy, sx) in pixels; must be positive.
+
+    Returns
+    -------
+    ndarray
+        float64 (h, w) kernel summing to 1, centred on ``(size - 1) / 2``: the outer
+        product of two 1-D Gaussians, hence rank 1 (``filter2d`` filters it separably).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive size or sigma.
+
+    Examples
+    --------
+    >>> from fastconv.filters import gaussian_kernel
+    >>> k = gaussian_kernel(5, 1.0)
+    >>> k.shape, round(float(k.sum()), 12), bool(k[2, 2] == k.max())
+    ((5, 5), 1.0, True)
+    """
     h, w = _sizes(size)
     sy, sx = _pair(sigma, "sigma")
-    return np.outer(_gauss1d(h, sy), _gauss1d(w, sx))
+    return np.outer(gaussian_1d(h, sy), gaussian_1d(w, sx))
 
 
 def box_kernel(size: IntPair) -> np.ndarray:
-    """Mean filter: a float64 (h, w) kernel of ones / (h * w)."""
+    """Mean filter: a float64 (h, w) kernel of ``1 / (h * w)``.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Kernel size.
+
+    Returns
+    -------
+    ndarray
+        The kernel.
+
+    Examples
+    --------
+    >>> from fastconv.filters import box_kernel
+    >>> box_kernel((1, 4))
+    array([[0.25, 0.25, 0.25, 0.25]])
+    """
     h, w = _sizes(size)
     return np.full((h, w), 1.0 / (h * w))
 
@@ -134,18 +132,66 @@ def _derivative(axis: int, smooth: Sequence[float]) -> np.ndarray:
 
 
 def sobel(axis: int = 0) -> np.ndarray:
-    """3x3 Sobel derivative along ``axis`` (0: d/drow, 1: d/dcol) as a convolution kernel (rank 1);
-    ``filter2d(img, sobel(a), boundary='symm')`` equals ``scipy.ndimage.sobel(img, a, mode='reflect')``."""
+    """3x3 Sobel derivative as a convolution kernel (rank 1).
+
+    Parameters
+    ----------
+    axis : {0, 1}
+        0 differentiates along rows (d/drow, horizontal edges), 1 along columns.
+
+    Returns
+    -------
+    ndarray
+        float64 (3, 3) kernel; ``filter2d(img, sobel(a), boundary='symm')`` equals
+        ``scipy.ndimage.sobel(img, a, mode='reflect')``.
+
+    Examples
+    --------
+    >>> from fastconv.filters import sobel
+    >>> sobel(0)
+    array([[ 1.,  2.,  1.],
+           [ 0.,  0.,  0.],
+           [-1., -2., -1.]])
+    """
     return _derivative(axis, [1.0, 2.0, 1.0])
 
 
 def prewitt(axis: int = 0) -> np.ndarray:
-    """3x3 Prewitt derivative along ``axis`` as a convolution kernel (rank 1), like ``scipy.ndimage.prewitt``."""
+    """3x3 Prewitt derivative as a convolution kernel (rank 1), like ``scipy.ndimage.prewitt``.
+
+    Parameters
+    ----------
+    axis : {0, 1}
+        0 differentiates along rows, 1 along columns.
+
+    Returns
+    -------
+    ndarray
+        float64 (3, 3) kernel.
+
+    Examples
+    --------
+    >>> from fastconv.filters import prewitt
+    >>> prewitt(1)[1]
+    array([ 1.,  0., -1.])
+    """
     return _derivative(axis, [1.0, 1.0, 1.0])
 
 
 def sharpen() -> np.ndarray:
-    """The classic 3x3 sharpening kernel ``5*center - 4-neighbours`` (rank 2, symmetric)."""
+    """The classic 3x3 sharpening kernel ``5 * centre - 4-neighbours`` (rank 2, symmetric).
+
+    Returns
+    -------
+    ndarray
+        float64 (3, 3) kernel summing to 1.
+
+    Examples
+    --------
+    >>> from fastconv.filters import sharpen
+    >>> float(sharpen().sum())
+    1.0
+    """
     return np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
 
 
@@ -162,97 +208,101 @@ def _kernel2d(kernel: ArrayLike) -> np.ndarray:
 
 
 def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """``(u, v)`` with ``outer(u, v) == kernel`` to tight tolerance when the kernel is exactly rank 1, else None.
+    """Factors of an exactly rank-1 kernel.
 
-    The factors come from the row and column of the largest entry (exact for
-    integer-valued kernels such as Sobel); the reconstruction must match,
-    ``max|outer(u, v) - k| <= tol * max|k|`` with ``tol = 8 * max(P, Q) * eps`` of the
-    kernel's precision, and the SVD must confirm rank 1 (``s[1] <= tol * s[0]``).  Kernels
-    failing the cheap reconstruction test skip the SVD.  Results are cached per kernel
-    (bytes, shape, dtype), so repeated filtering with one kernel pays this once.
+    Parameters
+    ----------
+    kernel : array_like
+        2-D kernel.
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        ``(u, v)`` with ``outer(u, v) == kernel`` to within ``8 * max(P, Q) * eps`` of the
+        largest entry, confirmed rank 1 by the SVD; None when the kernel is not exactly
+        rank 1.  Results are cached per kernel.
+
+    Examples
+    --------
+    >>> from fastconv.filters import separable_factors, sobel, sharpen
+    >>> u, v = separable_factors(sobel(0))
+    >>> u, v
+    (array([ 1.,  0., -1.]), array([0.5, 1. , 0.5]))
+    >>> separable_factors(sharpen()) is None
+    True
     """
+    return _separable.separable_factors(_kernel2d(kernel))
+
+
+def _plan_args(image_shape: Sequence[int], kernel: ArrayLike, mode: str, dtype: Optional[np.dtype]):
     k = _kernel2d(kernel)
-    if k.dtype.kind not in "iufc":
-        return None
-    factors = _separable_cached(np.ascontiguousarray(k).tobytes(), k.shape, k.dtype.str)
-    return None if factors is None else (factors[0].copy(), factors[1].copy())
-
-
-@functools.lru_cache(maxsize=256)
-def _separable_cached(data: bytes, shape: Tuple[int, int], dtype: str):
-    k = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
-    kf = k.astype(np.complex128 if k.dtype.kind == "c" else np.float64)
-    eps = np.finfo(k.dtype).eps if k.dtype.kind in "fc" else np.finfo(np.float64).eps
-    tol = 8 * max(shape) * eps
-    amax = np.abs(kf).max()
-    if amax == 0 or not np.isfinite(amax):
-        return None
-    i, j = np.unravel_index(np.argmax(np.abs(kf)), kf.shape)
-    u = kf[:, j].copy()
-    v = kf[i, :] / kf[i, j]
-    if np.abs(np.outer(u, v) - kf).max() > tol * amax:
-        return None
-    if min(shape) > 1:
-        s = np.linalg.svd(kf, compute_uv=False)
-        if s[1] > tol * s[0]:
-            return None
-    return u, v
-
-
-def _fft_shape(oh: int, ow: int, p: int, q: int) -> Tuple[int, int]:
-    return sfft.next_fast_len(oh + p - 1, True), sfft.next_fast_len(ow + q - 1, True)
+    if len(image_shape) not in (2, 3):
+        raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {tuple(image_shape)}")
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(np.float64, k.dtype)
+    dt = np.result_type(dt, k.dtype)
+    separable = dt.kind not in "iub" and _separable.separable_factors(k) is not None
+    return tuple(image_shape), k.shape, conv.parse_mode(mode), dt, separable
 
 
 def estimate_costs(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "same",
                    dtype: Optional[np.dtype] = None) -> Dict[str, float]:
-    """Predicted run time in ns of each applicable method (``'separable'`` only for rank-1 kernels)."""
-    k = _kernel2d(kernel)
-    if len(image_shape) not in (2, 3):
-        raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {tuple(image_shape)}")
-    h, w = int(image_shape[0]), int(image_shape[1])
-    channels = int(image_shape[2]) if len(image_shape) == 3 else 1
-    dt = np.dtype(dtype) if dtype is not None else np.result_type(np.float64, k.dtype)
-    dt = np.result_type(dt, k.dtype)
-    p, q = k.shape
-    oh, ow, _, _ = _sig._conv_geometry(_sig._mode_code(mode), (h, w), (p, q), True)
-    oh, ow = max(oh, 0), max(ow, 0)
-    if dt.kind in "iub":
-        return {"direct": OVERHEAD_NS["direct"] + DIRECT_NS["float64"] * oh * ow * p * q * channels}
-    name = dt.name if dt.name in DIRECT_NS else ("complex128" if dt.kind == "c" else "float64")
-    costs = {"direct": OVERHEAD_NS["direct"] + DIRECT_NS[name] * oh * ow * p * q * channels}
-    if separable_factors(k) is not None:
-        costs["separable"] = OVERHEAD_NS["separable"] + SEPARABLE_NS[name] * oh * ow * (p + q) * channels
-    n = math.prod(_fft_shape(oh, ow, p, q))
-    costs["fft"] = OVERHEAD_NS["fft"] + FFT_NS[name] * n * math.log2(max(n, 2)) * (channels + 1)
-    return costs
+    """Predicted run time of each applicable :func:`filter2d` method.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        (H, W) or (H, W, C).
+    kernel : array_like
+        The 2-D kernel.
+    mode : {'same', 'full', 'valid'}, optional
+        As in :func:`filter2d`.
+    dtype : numpy.dtype, optional
+        The image dtype (default float64); combined with the kernel's.
+
+    Returns
+    -------
+    dict
+        Method name -> predicted ns; ``'separable'`` only for exactly rank-1 kernels and
+        only ``'direct'`` for integer results.
+
+    Examples
+    --------
+    >>> from fastconv.filters import estimate_costs, gaussian_kernel
+    >>> sorted(estimate_costs((512, 512), gaussian_kernel(9, 2.0)))
+    ['direct', 'fft', 'separable']
+    """
+    return plan.estimate_costs(*_plan_args(image_shape, kernel, mode, dtype))
 
 
 def choose_method(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "same",
                   dtype: Optional[np.dtype] = None) -> str:
-    """The method ``filter2d(..., method='auto')`` uses for this problem: the cheapest of
-    :func:`estimate_costs` (``'direct'`` for integer results)."""
-    costs = estimate_costs(image_shape, kernel, mode, dtype)
-    return min(costs, key=costs.get)
+    """The method ``filter2d(..., method='auto')`` uses for this problem.
+
+    Parameters
+    ----------
+    image_shape, kernel, mode, dtype
+        As in :func:`estimate_costs`.
+
+    Returns
+    -------
+    {'direct', 'separable', 'fft'}
+        The cheapest method of :func:`estimate_costs` -- the very plan ``filter2d`` follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.filters import choose_method, gaussian_kernel, sharpen
+    >>> choose_method((512, 512), gaussian_kernel(15, 3.0))
+    'separable'
+    >>> choose_method((256, 256), sharpen())
+    'direct'
+    >>> choose_method((1024, 1024), np.random.default_rng(0).standard_normal((63, 63)))
+    'fft'
+    """
+    return plan.choose_method(*_plan_args(image_shape, kernel, mode, dtype))
 
 
 # --------------------------------------------------------------------------- filtering
-
-
-def _fft_valid(ext: np.ndarray, kk: np.ndarray, oh: int, ow: int) -> np.ndarray:
-    """Valid correlation of ``ext`` ((oh+P-1, ow+Q-1[, C])) with ``kk`` via a circular FFT product."""
-    p, q = kk.shape
-    s = _fft_shape(oh, ow, p, q)
-    kflip = kk[::-1, ::-1]
-    if ext.ndim == 3:
-        kflip = kflip[:, :, None]
-    workers = num_threads()
-    if ext.dtype.kind == "c":
-        prod = sfft.fft2(ext, s, axes=(0, 1), workers=workers) * sfft.fft2(kflip, s, axes=(0, 1), workers=workers)
-        full = sfft.ifft2(prod, s, axes=(0, 1), workers=workers)
-    else:
-        prod = sfft.rfft2(ext, s, axes=(0, 1), workers=workers) * sfft.rfft2(kflip, s, axes=(0, 1), workers=workers)
-        full = sfft.irfft2(prod, s, axes=(0, 1), workers=workers)
-    return np.ascontiguousarray(full[p - 1:p - 1 + oh, q - 1:q - 1 + ow]).astype(ext.dtype, copy=False)
 
 
 def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: str = "fill", fillvalue=0,
@@ -260,10 +310,44 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
     """Convolve a 2-D image, or each channel of an (H, W, C) image, with a 2-D kernel.
 
     Per channel the result equals ``scipy.signal.convolve2d(channel, kernel, mode, boundary,
-    fillvalue)`` (true convolution; ``mode`` 'same' (default), 'full' or 'valid'; ``boundary``
-    'fill', 'wrap' or 'symm'), with SciPy's output dtype.  ``method`` is 'auto' (see
-    :func:`choose_method`), 'direct', 'separable' (rank-1 kernels only) or 'fft'.
-    In 'valid' mode the kernel must not be larger than the image.
+    fillvalue)``: a true convolution (the kernel is flipped), with SciPy's output dtype.
+
+    Parameters
+    ----------
+    image : array_like
+        (H, W) or (H, W, C) image.
+    kernel : array_like
+        Non-empty 2-D convolution kernel (see :func:`gaussian_kernel`, :func:`sobel`...).
+    mode : {'same', 'full', 'valid'}, optional
+        Output size, as ``scipy.signal.convolve2d``.  In ``'valid'`` mode the kernel must
+        not be larger than the image.
+    boundary : {'fill', 'wrap', 'symm'}, optional
+        How the image continues past its edges (SciPy's names and aliases).
+    fillvalue : scalar, optional
+        The constant of ``boundary='fill'``.
+    method : {'auto', 'direct', 'separable', 'fft'}, optional
+        The algorithm; ``'auto'`` is :func:`choose_method`'s choice.  ``'separable'`` needs an
+        exactly rank-1 kernel; integer results need ``'direct'`` (exact arithmetic).
+
+    Returns
+    -------
+    ndarray
+        (oh, ow) or (oh, ow, C) array of dtype ``numpy.result_type(image, kernel)``.
+
+    Raises
+    ------
+    ValueError
+        For images that are not 2-D or 3-D, empty or non-2-D kernels, unknown mode, boundary
+        or method, a kernel larger than the image in 'valid' mode, a non-separable kernel
+        with ``method='separable'``, and a non-direct method on integer results.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.filters import filter2d, sobel
+    >>> img = np.zeros((5, 6)); img[:, 3:] = 1.0         # a vertical edge
+    >>> filter2d(img, sobel(1), boundary="symm")[2]
+    array([0., 0., 4., 4., 0., 0.])
     """
     img = np.asarray(image)
     k = _kernel2d(kernel)
@@ -271,49 +355,21 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {img.shape}")
     if method not in METHODS + ("auto",):
         raise ValueError(f"method must be one of 'auto', 'direct', 'separable', 'fft', got {method!r}")
-    mcode = _sig._mode_code(mode)
-    bcode = _sig._boundary_code(boundary)
-    dt = _sig.result_dtype("filter2d", img, k)
-    fill = _sig.cast_fill(fillvalue, dt)
+    mcode = conv.parse_mode(mode)
+    bcode = parse_boundary(boundary)
+    dt = conv.result_dtype("filter2d", img, k)
+    fill = conv.cast_fill(fillvalue, dt)
     h, w = img.shape[:2]
     p, q = k.shape
     if mcode == 0 and (p > h or q > w):
         raise ValueError(f"filter2d: in 'valid' mode the kernel {k.shape} must not be larger than the "
                          f"image {(h, w)}")
-    oh, ow, top, left = _sig._conv_geometry(mcode, (h, w), (p, q), True)
+    oh, ow, top, left = conv.conv_geometry(mcode, h, w, p, q, True)
     if method == "auto":
-        method = choose_method(img.shape, k, mode, dt)
+        method = plan.choose_method(img.shape, k.shape, mcode, dt,
+                                    dt.kind not in "iub" and _separable.separable_factors(k) is not None)
     elif method != "direct" and dt.kind in "iu":
         raise ValueError(f"filter2d: method={method!r} needs a floating-point or complex result, but the "
                          f"inputs give {dt}; use method='direct' for exact integer filtering")
     kk = np.ascontiguousarray(k[::-1, ::-1])
-    chans = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
-    if method == "direct" or img.size == 0 or oh <= 0 or ow <= 0:
-        outs = [_sig.filter_valid(c, kk, top, left, bcode, fill, oh, ow, dt) for c in chans]
-    elif method == "separable":
-        factors = separable_factors(kk)
-        if factors is None:
-            raise ValueError("filter2d: method='separable' needs a rank-1 kernel (outer product of two "
-                             "vectors); this kernel is not separable")
-        cdt = _sig.compute_dtype(dt)
-        if cdt is None:  # long double: no Numba kernel
-            outs = [_sig.filter_valid(c, kk, top, left, bcode, fill, oh, ow, dt) for c in chans]
-        else:
-            u, v = (np.ascontiguousarray(f, dtype=cdt) for f in factors)
-            outs = [_k.correlate_separable(np.ascontiguousarray(c, dtype=cdt), u, v, top, left, bcode,
-                                           cdt.type(fill), oh, ow).astype(dt, copy=False) for c in chans]
-    else:
-        cdt = dt if dt in (np.float32, np.float64, np.complex64, np.complex128) else (
-            np.dtype(np.complex128) if dt.kind == "c" else np.dtype(np.float64))
-        src = np.ascontiguousarray(img, dtype=cdt)
-        he, we = oh + p - 1, ow + q - 1
-        if img.ndim == 2:
-            ext = _extend_image(src, top, left, bcode, cdt.type(fill), he, we)
-        else:
-            ext = np.stack([_extend_image(np.ascontiguousarray(src[:, :, c]), top, left, bcode,
-                                          cdt.type(fill), he, we) for c in range(src.shape[2])], axis=2)
-        res = _fft_valid(ext, kk.astype(cdt), oh, ow).astype(dt, copy=False)
-        return res
-    if img.ndim == 2:
-        return outs[0]
-    return np.stack(outs, axis=2)
+    return engine.filter_image(img, kk, top, left, bcode, fill, oh, ow, dt, method)

@@ -9,13 +9,13 @@
 // SSIM / cs maps are accumulated in double.  Every index is 64-bit.
 //
 // Deterministic: no atomics anywhere.  The forward pass writes one partial sum per (plane, tile)
-// block (a fixed-order block reduction), and ssim_reduce sums the partials of each plane in a fixed
+// block (a fixed-order block reduction), and ssim_stats_reduce sums the partials of each plane in a fixed
 // order.  The backward pass first writes dL/d(mu_x, mu_y, E[xx] (= E[yy] coefficient), E[xy]) at
-// every valid position (ssim_backward_maps), then ssim_backward applies the transposed separable
+// every valid position (ssim_stats_backward_maps), then ssim_stats_backward applies the transposed separable
 // Gaussian as a gather: each input pixel sums over the windows that cover it.
 // Launchers: fastconv/cuda/ssim.py.
 //
-// Launch contract of the tiled kernels (ssim_forward, ssim_backward_maps, ssim_backward):
+// Launch contract of the tiled kernels (ssim_stats_forward, ssim_stats_backward_maps, ssim_stats_backward):
 //   block  = (TW, TH, 1) with TH * TW a multiple of 32 (<= 1024): one thread per output position
 //            (forward, maps) or input pixel (backward) of a TH x TW tile.
 //   grid   = (tiles_h * tiles_w, min(P, 65535), 1); blockIdx.x = tile (row-major, tiles_w per row)
@@ -24,10 +24,10 @@
 //   shared = forward / maps: (win + 2 * IH * IW + 5 * IH * TW) * sizeof(A), IH = TH + win - 1,
 //            IW = TW + win - 1 (window, the x and y input tile, the horizontally filtered moments);
 //            backward: (win + 4 * IH * IW + 4 * TH * IW) * sizeof(A) (window, the four dL/dmoment
-//            maps over the covering windows, their vertical transposed pass).  ssim_forward also has
+//            maps over the covering windows, their vertical transposed pass).  ssim_stats_forward also has
 //            256 bytes of static shared memory (the block reduction).
 //   The backward launcher may run the planes in chunks (contiguous views), P being the chunk's count.
-// ssim_reduce: block = (B, 1, 1), B a multiple of 32 (<= 1024); grid = (min(P, 65535 * 32), 1, 1),
+// ssim_stats_reduce: block = (B, 1, 1), B a multiple of 32 (<= 1024); grid = (min(P, 65535 * 32), 1, 1),
 //   a grid-stride loop over the planes; shared = 0.
 #include "fc_common.cuh"
 
@@ -107,7 +107,7 @@ __device__ __forceinline__ void load_window(const A* __restrict__ g, A* gs, long
 // partials[(p * ntiles + tile) * 2 + {0, 1}] = sum over this tile's valid positions of the SSIM / cs maps
 // of plane p.  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_forward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void ssim_stats_forward(const T* __restrict__ x, const T* __restrict__ y,
                              const typename Acc<T>::type* __restrict__ g,
                              double* __restrict__ partials, long long P, long long H, long long W, long long win,
                              double c1, double c2, long long tiles_w) {
@@ -147,7 +147,7 @@ __global__ void ssim_forward(const T* __restrict__ x, const T* __restrict__ y,
 // ssim_out[p], cs_out[p] = (sum over the ntiles partials of plane p, in tile order per thread, then a
 // fixed block reduction) / count.
 template <typename T>
-__global__ void ssim_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
+__global__ void ssim_stats_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
                             long long P, long long ntiles, double count) {
     typedef typename Acc<T>::type A;
     __shared__ double red[32];
@@ -169,9 +169,9 @@ __global__ void ssim_reduce(const double* __restrict__ partials, T* __restrict__
 
 // d[((p * 4 + k) * Hv + i) * Wv + j] = dL/d(moment k) at valid position (i, j) of plane p, for
 // L = sum_p g_ssim[p] * mean(ssim map) + g_cs[p] * mean(cs map); k = mu_x, mu_y, E[xx] (which is also the
-// E[yy] coefficient), E[xy].  Same tiling, shared memory and launch contract as ssim_forward.
+// E[yy] coefficient), E[xy].  Same tiling, shared memory and launch contract as ssim_stats_forward.
 template <typename T>
-__global__ void ssim_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
                                    const typename Acc<T>::type* __restrict__ g, const T* __restrict__ g_ssim,
                                    const T* __restrict__ g_cs, typename Acc<T>::type* __restrict__ d, long long P,
                                    long long H, long long W, long long win, double c1, double c2, long long tiles_w) {
@@ -214,7 +214,7 @@ __global__ void ssim_backward_maps(const T* __restrict__ x, const T* __restrict_
 // Gxk[r, q] = sum over the valid windows (i, j) covering (r, q) of g[r - i] g[q - j] d[p, k, i, j]: a gather
 // (vertical transposed pass into shared memory, then horizontal).  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_backward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void ssim_stats_backward(const T* __restrict__ x, const T* __restrict__ y,
                               const typename Acc<T>::type* __restrict__ g, const typename Acc<T>::type* __restrict__ d,
                               T* __restrict__ gx, T* __restrict__ gy, long long P, long long H, long long W,
                               long long win, long long tiles_w) {

@@ -310,14 +310,14 @@ def test_conv2d_kernels(emu, case, dtype):
     go = torch.randn_like(ref).to(dtype).double()
     ref.backward(go)
     rtol, atol = TOL[dtype]
-    y = cuda_conv.forward(x.to(dtype), w.to(dtype), b.to(dtype), s, p, d, g, tuple(ref.shape[2:]))
+    y = cuda_conv.conv2d_forward(x.to(dtype), w.to(dtype), b.to(dtype), s, p, d, g, tuple(ref.shape[2:]))
     assert y.dtype == dtype
     torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol * 10)
-    gx = cuda_conv.backward_input(go.to(dtype), w.to(dtype), (h, wd), s, p, d, g)
+    gx = cuda_conv.conv2d_backward_input(go.to(dtype), w.to(dtype), None, s, p, d, g, (h, wd))
     torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol * 10)
-    gw = cuda_conv.backward_weight(x.to(dtype), go.to(dtype), k, s, p, d, g)
+    gw = cuda_conv.conv2d_backward_weight(x.to(dtype), go.to(dtype), s, p, d, g, k)
     torch.testing.assert_close(gw.double(), wr.grad, rtol=rtol, atol=atol * 30)
-    gb = cuda_conv.bias_grad(go.to(dtype))
+    gb = cuda_conv.conv2d_bias_grad(go.to(dtype))
     torch.testing.assert_close(gb.double(), br.grad, rtol=rtol, atol=atol * 30)
 
 
@@ -326,7 +326,7 @@ def test_conv_transpose_uses_backward_input_with_bias(emu):
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64)
     ref = F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)
-    out = cuda_conv.backward_input(x, w, tuple(ref.shape[2:]), (2, 2), (1, 0, 1, 0), (1, 1), 1, bias=b)
+    out = cuda_conv.conv2d_backward_input(x, w, b, (2, 2), (1, 0, 1, 0), (1, 1), 1, tuple(ref.shape[2:]))
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -346,8 +346,8 @@ def test_conv2d_launch_shapes(emu):
 def test_conv2d_deterministic(emu):
     x = torch.randn(2, 3, 11, 9)
     go = torch.randn(2, 5, 9, 7)
-    a = cuda_conv.backward_weight(x, go, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
-    b = cuda_conv.backward_weight(x, go, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    a = cuda_conv.conv2d_backward_weight(x, go, (1, 1), (0, 0, 0, 0), (1, 1), 1, (3, 3))
+    b = cuda_conv.conv2d_backward_weight(x, go, (1, 1), (0, 0, 0, 0), (1, 1), 1, (3, 3))
     assert torch.equal(a, b)
 
 
@@ -391,9 +391,9 @@ def test_avg_pool_kernels(emu, case, cip, div, dtype):
     go = torch.randn_like(ref).to(dtype).double()
     ref.backward(go)
     rtol, atol = TOL[dtype]
-    y = cuda_pool.avg_pool2d_forward(x.to(dtype), k, s, p, tuple(ref.shape[2:]), cip, div)
+    y = cuda_pool.avg_pool2d_forward(x.to(dtype), k, s, p, cip, div, tuple(ref.shape[2:]))
     torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol)
-    gx = cuda_pool.avg_pool2d_backward(go.to(dtype), (h, w), k, s, p, cip, div)
+    gx = cuda_pool.avg_pool2d_backward(go.to(dtype), k, s, p, cip, div, (h, w))
     torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol)
 
 
@@ -430,21 +430,21 @@ if sys.argv[3] == "oob":
 with _runtime.use_runtime(EmulatorRuntime(asan=True)):
     for dt in (torch.float32, torch.float16):
         x = torch.randn(2, 4, 9, 10).to(dt); w = torch.randn(6, 2, 3, 2).to(dt); b = torch.randn(6).to(dt)
-        y = cc.forward(x, w, b, (2, 1), (1, 1, 2, 2), (1, 2), 2, (5, 12))
+        y = cc.conv2d_forward(x, w, b, (2, 1), (1, 1, 2, 2), (1, 2), 2, (5, 12))
         ref = F.conv2d(x.double(), w.double(), b.double(), (2, 1), (1, 2), (1, 2), 2)
         assert (y.double() - ref).abs().max() < 0.05
-        gx = cc.backward_input(y, w, (9, 10), (2, 1), (1, 1, 2, 2), (1, 2), 2)
-        gw = cc.backward_weight(x, y, (3, 2), (2, 1), (1, 1, 2, 2), (1, 2), 2)
-        gb = cc.bias_grad(y)
+        gx = cc.conv2d_backward_input(y, w, None, (2, 1), (1, 1, 2, 2), (1, 2), 2, (9, 10))
+        gw = cc.conv2d_backward_weight(x, y, (2, 1), (1, 1, 2, 2), (1, 2), 2, (3, 2))
+        gb = cc.conv2d_bias_grad(y)
         v, i = pc.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5))
         pc.max_pool2d_backward(v, i, (9, 10))
-        a = pc.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (5, 5), False, 0)
-        pc.avg_pool2d_backward(a, (9, 10), (3, 3), (2, 2), (1, 1), False, 0)
+        a = pc.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), False, 0, (5, 5))
+        pc.avg_pool2d_backward(a, (3, 3), (2, 2), (1, 1), False, 0, (9, 10))
         q = pc.adaptive_avg_pool2d_forward(x, (4, 3))
         pc.adaptive_avg_pool2d_backward(q, (9, 10))
         xs, ys = x.float().sigmoid().to(dt), x.float().cos().to(dt)
-        s, c = sc.stats(xs, ys, 7, 1.5, 1e-4, 9e-4)
-        sc.stats_backward(s, c, xs, ys, 7, 1.5, 1e-4, 9e-4)
+        s, c = sc.ssim_stats_forward(xs, ys, 7, 1.5, 1e-4, 9e-4)
+        sc.ssim_stats_backward(s, c, xs, ys, 7, 1.5, 1e-4, 9e-4)
 print("ASAN CLEAN")
 """
 

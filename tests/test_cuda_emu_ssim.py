@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastconv._window import gaussian_window
 from fastconv.cpu import ssim as cpu_ssim
 from fastconv.cuda import _runtime
 from fastconv.cuda import ssim as cuda_ssim
@@ -46,7 +47,7 @@ def emu():
 
 def ref_stats(x, y, win, sigma, c1=C1, c2=C2):
     """Pure-torch float64 SSIM / cs means over valid positions (separable Gaussian, population variances)."""
-    g = cpu_ssim.gaussian_window(win, sigma, torch.float64)
+    g = gaussian_window(win, sigma, torch.float64)
     c = x.shape[1]
     gh, gv = g.view(1, 1, 1, -1).expand(c, 1, 1, win), g.view(1, 1, -1, 1).expand(c, 1, win, 1)
 
@@ -83,9 +84,9 @@ def test_ssim_stats_and_gradients(emu, case, dtype):
     g_ssim = torch.randn(n, c, dtype=torch.float64, generator=gen).to(dtype)
     g_cs = torch.randn(n, c, dtype=torch.float64, generator=gen).to(dtype)
 
-    s, cs = cuda_ssim.stats(x, y, win, sigma, C1, C2)
+    s, cs = cuda_ssim.ssim_stats_forward(x, y, win, sigma, C1, C2)
     assert s.shape == cs.shape == (n, c) and s.dtype == cs.dtype == dtype
-    gx, gy = cuda_ssim.stats_backward(g_ssim, g_cs, x, y, win, sigma, C1, C2)
+    gx, gy = cuda_ssim.ssim_stats_backward(g_ssim, g_cs, x, y, win, sigma, C1, C2)
     assert gx.shape == gy.shape == x.shape and gx.dtype == gy.dtype == dtype
 
     # against autograd through the pure-torch float64 reference on the same (rounded) inputs
@@ -100,10 +101,10 @@ def test_ssim_stats_and_gradients(emu, case, dtype):
     # against the CPU backend, which computes float32 / float64 in the same precision
     if dtype in (torch.float32, torch.float64):
         tol = 1e-12 if dtype == torch.float64 else 1e-5
-        cs_, ccs = cpu_ssim.stats(x, y, win, sigma, C1, C2)
+        cs_, ccs = cpu_ssim.ssim_stats_forward(x, y, win, sigma, C1, C2)
         torch.testing.assert_close(s, cs_, rtol=tol, atol=tol)
         torch.testing.assert_close(cs, ccs, rtol=tol, atol=tol)
-        cgx, cgy = cpu_ssim.stats_backward(g_ssim, g_cs, x, y, win, sigma, C1, C2)
+        cgx, cgy = cpu_ssim.ssim_stats_backward(g_ssim, g_cs, x, y, win, sigma, C1, C2)
         mag = float(cgx.abs().max())
         torch.testing.assert_close(gx, cgx, rtol=tol, atol=tol * mag)
         torch.testing.assert_close(gy, cgy, rtol=tol, atol=tol * mag)
@@ -112,12 +113,12 @@ def test_ssim_stats_and_gradients(emu, case, dtype):
 def test_identical_images_and_data_range(emu):
     """SSIM(x, x) == 1 with zero gradient w.r.t. y when only ssim is differentiated; other constants work."""
     x, _ = _inputs(1, 2, 15, 16, torch.float64)
-    s, cs = cuda_ssim.stats(x, x, 11, 1.5, C1, C2)
+    s, cs = cuda_ssim.ssim_stats_forward(x, x, 11, 1.5, C1, C2)
     torch.testing.assert_close(s, torch.ones(1, 2, dtype=torch.float64), rtol=0, atol=1e-14)
     torch.testing.assert_close(cs, torch.ones(1, 2, dtype=torch.float64), rtol=0, atol=1e-14)
     x255, y255 = (t * 255 for t in _inputs(1, 2, 15, 16, torch.float64, seed=3))
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s, cs = cuda_ssim.stats(x255, y255, 7, 1.5, c1, c2)
+    s, cs = cuda_ssim.ssim_stats_forward(x255, y255, 7, 1.5, c1, c2)
     rs, rcs = ref_stats(x255, y255, 7, 1.5, c1, c2)
     torch.testing.assert_close(s, rs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(cs, rcs, rtol=1e-12, atol=1e-12)
@@ -132,14 +133,14 @@ def test_plane_striding_and_backward_chunks(emu, monkeypatch):
     x, y = _inputs(5, 1, 9, 10, torch.float64, seed=7)
     g_ssim, g_cs = torch.randn(5, 1, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
     del emu.launches[:]
-    s, cs = cuda_ssim.stats(x, y, 7, 1.5, C1, C2)
-    gx, gy = cuda_ssim.stats_backward(g_ssim, g_cs, x, y, 7, 1.5, C1, C2)
+    s, cs = cuda_ssim.ssim_stats_forward(x, y, 7, 1.5, C1, C2)
+    gx, gy = cuda_ssim.ssim_stats_backward(g_ssim, g_cs, x, y, 7, 1.5, C1, C2)
     names = [n.split("<")[0] for n, _, _, _ in emu.launches]
-    assert names == ["ssim_forward", "ssim_reduce"] + ["ssim_backward_maps", "ssim_backward"] * 3
-    strided = [grid[0] if name.startswith("ssim_reduce") else grid[1] for name, grid, _, _ in emu.launches]
+    assert names == ["ssim_stats_forward", "ssim_stats_reduce"] + ["ssim_stats_backward_maps", "ssim_stats_backward"] * 3
+    strided = [grid[0] if name.startswith("ssim_stats_reduce") else grid[1] for name, grid, _, _ in emu.launches]
     assert strided == [2, 2, 2, 2, 2, 2, 1, 1]  # 5 planes on 2 blocks; backward chunks of 2, 2, 1 planes
-    cs_, ccs = cpu_ssim.stats(x, y, 7, 1.5, C1, C2)
-    cgx, cgy = cpu_ssim.stats_backward(g_ssim, g_cs, x, y, 7, 1.5, C1, C2)
+    cs_, ccs = cpu_ssim.ssim_stats_forward(x, y, 7, 1.5, C1, C2)
+    cgx, cgy = cpu_ssim.ssim_stats_backward(g_ssim, g_cs, x, y, 7, 1.5, C1, C2)
     for a, b in ((s, cs_), (cs, ccs), (gx, cgx), (gy, cgy)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
@@ -147,8 +148,8 @@ def test_plane_striding_and_backward_chunks(emu, monkeypatch):
 def test_ssim_deterministic(emu):
     x, y = _inputs(2, 2, 30, 37, torch.float32, seed=11)
     g = torch.randn(2, 2)
-    a = cuda_ssim.stats(x, y, 11, 1.5, C1, C2) + cuda_ssim.stats_backward(g, -g, x, y, 11, 1.5, C1, C2)
-    b = cuda_ssim.stats(x, y, 11, 1.5, C1, C2) + cuda_ssim.stats_backward(g, -g, x, y, 11, 1.5, C1, C2)
+    a = cuda_ssim.ssim_stats_forward(x, y, 11, 1.5, C1, C2) + cuda_ssim.ssim_stats_backward(g, -g, x, y, 11, 1.5, C1, C2)
+    b = cuda_ssim.ssim_stats_forward(x, y, 11, 1.5, C1, C2) + cuda_ssim.ssim_stats_backward(g, -g, x, y, 11, 1.5, C1, C2)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
@@ -156,15 +157,15 @@ def test_ssim_launch_contract(emu):
     """Blocks are multiples of 32 threads, shared memory fits, the grid covers the valid area / the image."""
     x, y = _inputs(1, 3, 50, 70, torch.float64, seed=5)
     del emu.launches[:]
-    cuda_ssim.stats(x, y, 11, 1.5, C1, C2)
-    cuda_ssim.stats_backward(torch.ones(1, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64), x, y,
+    cuda_ssim.ssim_stats_forward(x, y, 11, 1.5, C1, C2)
+    cuda_ssim.ssim_stats_backward(torch.ones(1, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64), x, y,
                              11, 1.5, C1, C2)
     names = [n.split("<")[0] for n, _, _, _ in emu.launches]
-    assert names == ["ssim_forward", "ssim_reduce", "ssim_backward_maps", "ssim_backward"]
+    assert names == ["ssim_stats_forward", "ssim_stats_reduce", "ssim_stats_backward_maps", "ssim_stats_backward"]
     for name, grid, block, shared in emu.launches:
         assert (block[0] * block[1]) % 32 == 0 and shared <= _runtime.MAX_DYNAMIC_SHARED
-        if name.startswith(("ssim_forward", "ssim_backward")):
-            rows, cols = (40, 60) if not name.startswith("ssim_backward<") else (50, 70)
+        if name.startswith(("ssim_stats_forward", "ssim_stats_backward")):
+            rows, cols = (40, 60) if not name.startswith("ssim_stats_backward<") else (50, 70)
             assert grid[0] == -(-rows // block[1]) * -(-cols // block[0]) and grid[1] == 3
     for dt in (torch.float32, torch.float64):
         for kind in ("forward", "backward"):
@@ -174,6 +175,7 @@ def test_ssim_launch_contract(emu):
         cuda_ssim.tile_shape("backward", 500, 500, 61, torch.float64)
 
 
-def test_gaussian_window_is_the_cpu_one():
-    for dt in (torch.float32, torch.float64):
-        assert torch.equal(cuda_ssim.gaussian_window(11, 1.5, dt), cpu_ssim.gaussian_window(11, 1.5, dt))
+def test_backends_share_one_gaussian_window():
+    from fastconv import _window
+    from fastconv.cpu import ssim as cpu_mod
+    assert cuda_ssim.gaussian_window is _window.gaussian_window is cpu_mod.gaussian_window

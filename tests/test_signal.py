@@ -9,6 +9,7 @@ import pytest
 import scipy.signal as ss
 
 from fastconv import signal as fs
+from fastconv.image import direct, plan
 
 MODES = ("full", "same", "valid")
 BOUNDARIES = ("fill", "wrap", "symm")
@@ -99,12 +100,12 @@ def test_1d_consistency_with_numpy():
 @pytest.mark.parametrize("func", FUNCS)
 def test_large_problem_uses_threads_and_matches(func, monkeypatch):
     rng = np.random.default_rng(1)
-    monkeypatch.setattr(fs._k, "PARALLEL_MIN_MACS", 1_000_000)  # the row-split, multi-threaded path
-    monkeypatch.setattr(fs._k, "num_threads", lambda: 3)  # uneven row ranges, even on one core
+    monkeypatch.setattr(plan, "PARALLEL_MIN_MACS", 1_000_000)  # the row-split, multi-threaded path
+    monkeypatch.setattr(plan, "num_threads", lambda: 3)  # uneven row ranges, even on one core
     for dtype in (np.float64, np.float32):
         a = rng.standard_normal((150, 170)).astype(dtype)
         k = rng.standard_normal((13, 14)).astype(dtype)
-        assert a.size * k.size >= fs._k.PARALLEL_MIN_MACS
+        assert a.size * k.size >= plan.PARALLEL_MIN_MACS
         for boundary in BOUNDARIES:
             _assert_same_result(getattr(fs, func)(a, k, "same", boundary),
                                 getattr(ss, func)(a, k, "same", boundary), a, k)
@@ -241,12 +242,12 @@ def test_flat_and_row_correlation_kernels_agree(dtype):
                 ext = ext + 1j * rng.standard_normal(ext.shape)
                 k = k - 2j * rng.standard_normal(k.shape)
             want = sum(ext[i:i + h, j:j + w] * k[i, j] for i in range(p) for j in range(q))
-            kernels = [fs._k._correlate_flat, fs._k._correlate_pairs]
+            kernels = [direct.correlate_flat, direct.correlate_pairs]
             if (p, q) == (3, 3):
-                kernels.append(fs._k._correlate33)
+                kernels.append(direct.correlate33)
             for kern in kernels:
                 out = np.full((h, w), np.nan if dtype != np.int64 else -1).astype(dtype)
-                kern(ext, k, out, w) if kern is fs._k._correlate33 else kern(ext, k, out)
+                kern(ext, k, out, w) if kern is direct.correlate33 else kern(ext, k, out)
                 tol = 1e-4 if dtype == np.float32 else 1e-12
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10, err_msg=kern.__name__)
 
@@ -271,11 +272,11 @@ def test_same_3x3_zero_fill_without_extension(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_register_blocked_tiles_match_scipy(dtype):
-    """The register-blocked kernel (fastconv.cpu.tiles) on both halves of its unrolled tap loop
+    """The register-blocked kernel (fastconv.image.tiles) on both halves of its unrolled tap loop
     (heights up to 8 and past 8), images wider than a tile and taller than a band, heights not
     a multiple of its eight register rows, every boundary, convolution and correlation, and
     output-row slices as the threads use them."""
-    from fastconv.cpu import tiles
+    from fastconv.image import tiles
 
     rng = np.random.default_rng(11)
     tol = 2e-5 if dtype == np.float32 else 1e-12

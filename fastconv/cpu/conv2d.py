@@ -11,7 +11,7 @@ input, and conv_transpose2d's forward).  Chunks bound the column buffer to
 Padding is ``(top, left)`` plus explicit output sizes, so asymmetric padding
 (``'same'`` with even kernels) needs no copy.  All index arithmetic is int64.
 The kernels are ``nogil`` loops over a task range, split across threads by
-:func:`fastconv.cpu._threads.parallel_for` (see there why not ``prange``).
+:func:`fastconv._threads.parallel_for` (see there why not ``prange``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ import numpy as np
 import torch
 from numba import njit
 
-from ._threads import matmul, matmul_nt_add, parallel_for
+from .._threads import matmul, matmul_nt_add, parallel_for
+
+#: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
+__all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
 
 #: Largest column buffer (in elements) one chunk may allocate.
 COLS_BUDGET = 1 << 24
@@ -124,7 +127,7 @@ def _gather_rows(src, dst, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _channel_sum(g, out, t0, t1):  # pragma: no cover - numba
+def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
     """out[c] = sum over n, y, x of g[n, c, y, x], accumulated in float64 (the bias gradient)."""
     N = g.shape[0]
     C = g.shape[1]
@@ -162,12 +165,7 @@ def _buffer(slot: str, shape: Tuple[int, int], dtype) -> np.ndarray:
     return arr[:size].reshape(shape)
 
 
-def clear_workspace() -> None:
-    """Release this thread's cached im2col buffers."""
-    _workspace.bufs = {}
-
-
-def _chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
+def _batch_chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
     """Yield (n0, nb, y0, ny) chunks whose column matrix stays within COLS_BUDGET elements."""
     per_sample = k_rows * rows_out * ow
     if per_sample <= COLS_BUDGET:
@@ -190,8 +188,8 @@ def _geom(stride, padding, dilation, kernel):
 # --------------------------------------------------------------------------- entry points
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
-            groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
+def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
+                   groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
     """y = conv2d(x, weight) + bias for contiguous NCHW ``x`` and OIHW ``weight``."""
     n, c, _, _ = x.shape
     o, cg, kh, kw = weight.shape
@@ -202,7 +200,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     xa, wa, outa = _np(x), _np(weight).reshape(groups, o // groups, cg * kh * kw), _np(out)
     ba = _np(bias) if bias is not None else np.zeros(o, dtype=xa.dtype)
     geom = _geom(stride, padding, dilation, (kh, kw))
-    for n0, nb, y0, ny in _chunks(n, oh, ow, c * kh * kw):
+    for n0, nb, y0, ny in _batch_chunks(n, oh, ow, c * kh * kw):
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
         parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
         prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
@@ -211,8 +209,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     return out
 
 
-def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[int, int], stride, padding,
-                   dilation, groups: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride,
+                          padding, dilation, groups: int, in_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw`` (+ ``bias`` per channel, for conv_transpose2d)."""
     n, o, oh, ow = grad_out.shape
     _, cg, kh, kw = weight.shape
@@ -226,7 +224,7 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[in
     ga, gxa = _np(grad_out), _np(gx)
     wt = np.ascontiguousarray(_np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
     geom = _geom(stride, padding, dilation, (kh, kw))
-    for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
+    for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
         g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
         parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
@@ -235,8 +233,8 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[in
     return gx
 
 
-def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[int, int], stride, padding,
-                    dilation, groups: int) -> torch.Tensor:
+def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, dilation, groups: int,
+                           kernel_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
     n, c, _, _ = x.shape
     _, o, oh, ow = grad_out.shape
@@ -246,7 +244,7 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[in
     if grad_out.numel() and x.numel():
         xa, ga = _np(x), _np(grad_out)
         geom = _geom(stride, padding, dilation, (kh, kw))
-        for n0, nb, y0, ny in _chunks(n, oh, ow, max(c * kh * kw, o)):
+        for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
             cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
             parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
             g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
@@ -255,9 +253,9 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[in
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))
 
 
-def bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
+def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
     acc = np.empty(grad_out.shape[1], dtype=np.float64)
     if grad_out.shape[1]:
-        parallel_for(_channel_sum, grad_out.shape[1], _np(grad_out), acc, work=grad_out.numel())
+        parallel_for(_conv2d_bias_grad, grad_out.shape[1], _np(grad_out), acc, work=grad_out.numel())
     return torch.from_numpy(acc.astype(_np(grad_out).dtype, copy=False))

@@ -1,7 +1,7 @@
 """Numba kernels for 2D max, average and adaptive-average pooling and their gradients.
 
 Every kernel loops over a range of (sample, channel) planes and releases the GIL;
-:func:`fastconv.cpu._threads.parallel_for` splits the planes across threads, so the
+:func:`fastconv._threads.parallel_for` splits the planes across threads, so the
 backward scatters never race.  Semantics are torch's, bit for bit where torch is exact:
 
 * max: windows start at ``o*stride - pad``, taps step by ``dilation``; padding
@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from numba import njit
 
-from ._threads import parallel_for
+from .._threads import parallel_for
+
+#: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 
 @njit(cache=True, nogil=True)
-def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  # pragma: no cover - numba
+def _max_pool2d_forward(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  # pragma: no cover - numba
     N, C, H, W = x.shape
     OH = out.shape[2]
     OW = out.shape[3]
@@ -54,7 +58,7 @@ def _max_fwd(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  # pragma: no
 
 
 @njit(cache=True, nogil=True)
-def _max_bwd(g, idx, gin, t0, t1):  # pragma: no cover - numba
+def _max_pool2d_backward(g, idx, gin, t0, t1):  # pragma: no cover - numba
     N, C, OH, OW = g.shape
     W = gin.shape[3]
     for task in range(t0, t1):
@@ -76,7 +80,7 @@ def _avg_window(o, s, p, k, size):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _avg(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, backward, t0, t1):  # pragma: no cover - numba
+def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, backward, t0, t1):  # pragma: no cover - numba
     """Average pooling of planes [t0, t1): out = window means of x, or with ``backward``
     x += out[o] / divisor over each window (x is then the input gradient)."""
     H = x.shape[2]
@@ -111,7 +115,7 @@ def _avg(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, backward, t0, t1)
 
 
 @njit(cache=True, nogil=True)
-def _adaptive_fwd(x, out, backward, t0, t1):  # pragma: no cover - numba
+def _adaptive_avg_pool2d(x, out, backward, t0, t1):  # pragma: no cover - numba
     """Forward (backward=False): out = mean over windows of x.  Backward: x += out[o]/area over each window."""
     N, C = x.shape[0], x.shape[1]
     H, W = x.shape[2], x.shape[3]
@@ -145,7 +149,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _planes(t: torch.Tensor) -> int:
+def _plane_count(t: torch.Tensor) -> int:
     return t.shape[0] * t.shape[1]
 
 
@@ -161,7 +165,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
     out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
     if out.numel():
-        parallel_for(_max_fwd, _planes(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation,
+        parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation,
                      work=out.numel() * kernel[0] * kernel[1])
     return out, idx
 
@@ -169,37 +173,37 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        parallel_for(_max_bwd, _planes(gin), _np(grad_out), _np(indices), _np(gin), work=grad_out.numel())
+        parallel_for(_max_pool2d_backward, _plane_count(gin), _np(grad_out), _np(indices), _np(gin), work=grad_out.numel())
     return gin
 
 
-def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, out_hw, count_include_pad: bool,
-                       divisor_override: int) -> torch.Tensor:
+def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, count_include_pad: bool, divisor: int,
+                       out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        parallel_for(_avg, _planes(x), _np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad),
-                     int(divisor_override), False, work=out.numel() * kernel[0] * kernel[1])
+        parallel_for(_avg_pool2d, _plane_count(x), _np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad),
+                     int(divisor), False, work=out.numel() * kernel[0] * kernel[1])
     return out
 
 
-def avg_pool2d_backward(grad_out: torch.Tensor, in_hw, kernel, stride, padding, count_include_pad: bool,
-                        divisor_override: int) -> torch.Tensor:
+def avg_pool2d_backward(grad_out: torch.Tensor, kernel, stride, padding, count_include_pad: bool, divisor: int,
+                        in_hw) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        parallel_for(_avg, _planes(gin), _np(gin), _np(grad_out), *kernel, *stride, *padding,
-                     bool(count_include_pad), int(divisor_override), True, work=grad_out.numel() * kernel[0] * kernel[1])
+        parallel_for(_avg_pool2d, _plane_count(gin), _np(gin), _np(grad_out), *kernel, *stride, *padding,
+                     bool(count_include_pad), int(divisor), True, work=grad_out.numel() * kernel[0] * kernel[1])
     return gin
 
 
 def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        parallel_for(_adaptive_fwd, _planes(x), _np(x), _np(out), False, work=x.numel())
+        parallel_for(_adaptive_avg_pool2d, _plane_count(x), _np(x), _np(out), False, work=x.numel())
     return out
 
 
 def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw) -> torch.Tensor:
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
-        parallel_for(_adaptive_fwd, _planes(gin), _np(gin), _np(grad_out), True, work=gin.numel())
+        parallel_for(_adaptive_avg_pool2d, _plane_count(gin), _np(gin), _np(grad_out), True, work=gin.numel())
     return gin

@@ -1,34 +1,15 @@
 """Fused Numba kernels for SSIM statistics and their gradient (CPU backend).
 
-Backend contract (shared with ``fastconv.cuda.ssim``)
------------------------------------------------------
-Both backends expose the same three functions over torch tensors:
-
-``gaussian_window(win_size, win_sigma, dtype) -> Tensor``
-    The normalised 1-D Gaussian, ``g[t] ∝ exp(-(t - win_size//2)**2 / (2 sigma**2))``,
-    computed in float64 and cast to ``dtype`` (on the CPU; move it if needed).
-
-``stats(x, y, win_size, win_sigma, c1, c2) -> (ssim_pc, cs_pc)``
-    ``x``, ``y``: contiguous NCHW tensors of one float dtype (float32/float64),
-    same shape, ``H >= win_size`` and ``W >= win_size`` (validated by the caller).
-    ``c1 = (K1 * data_range)**2`` and ``c2 = (K2 * data_range)**2`` are Python floats.
-    Returns two ``(N, C)`` tensors of the input dtype: the mean over the valid
-    positions (those whose whole window lies inside the image; no padding) of the
-    SSIM map and of the contrast-structure map ``cs``.  Local moments use the
-    separable Gaussian above and population (biased) variances, as
-    pytorch-msssim and ``skimage.metrics.structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False)``.
-
-``stats_backward(g_ssim, g_cs, x, y, win_size, win_sigma, c1, c2) -> (grad_x, grad_y)``
-    ``g_ssim``, ``g_cs``: contiguous ``(N, C)`` upstream gradients of the two outputs
-    of ``stats`` (same dtype as ``x``).  Returns the gradients w.r.t. ``x`` and ``y``
-    (contiguous, shape and dtype of ``x``).
+Backend contract
+----------------
+:class:`fastconv.ops.ssim.Backend`: ``ssim_stats_forward`` and ``ssim_stats_backward``, shared
+with :mod:`fastconv.cuda.ssim`.  The window is :func:`fastconv._window.gaussian_window`.
 
 Algorithm
 ---------
 Each (n, c) plane is streamed row by row through ring buffers of ``win_size`` rows
 (so the working set stays in cache); ranges of planes run on threads through
-:mod:`fastconv.cpu._threads` (``nogil`` kernels, no ``prange``: see there why).
+:mod:`fastconv._threads` (``nogil`` kernels, no ``prange``: see there why).
 The forward pass filters the five maps ``x, y, x*x, y*y, x*y`` horizontally in one
 sweep per row (five accumulators per column), then vertically, and evaluates the
 SSIM/cs maps on the fly, accumulating them per column in float64 (a per-column vector sum keeps the
@@ -46,7 +27,11 @@ import numpy as np
 import torch
 from numba import njit
 
-from ._threads import num_threads, parallel_ranges
+from .._threads import num_threads, parallel_ranges
+from .._window import gaussian_window
+
+#: The backend contract (:class:`fastconv.ops.ssim.Backend`); everything else here is private.
+__all__ = ["ssim_stats_forward", "ssim_stats_backward"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -105,7 +90,7 @@ def _vrow(hb, g, i, m):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _ssim_stats(x, y, g, c1, c2, ssim_out, cs_out, p0, p1):  # pragma: no cover - numba
+def _ssim_stats_forward(x, y, g, c1, c2, ssim_out, cs_out, p0, p1):  # pragma: no cover - numba
     """ssim_out[p], cs_out[p] = mean over valid positions of the SSIM and cs maps of plane p, p0 <= p < p1.
 
     Streams the plane row by row: horizontal moments go to a ring of ``win`` rows, each
@@ -253,52 +238,44 @@ def _ssim_stats_backward(x, y, g, c1, c2, g_ssim, g_cs, gx, gy, p0, p1):  # prag
 # --------------------------------------------------------------------------- entry points
 
 
-def gaussian_window(win_size: int, win_sigma: float, dtype: torch.dtype) -> torch.Tensor:
-    """Normalised 1-D Gaussian of ``win_size`` taps centred on ``win_size // 2`` (float64 math)."""
-    t = np.arange(win_size, dtype=np.float64) - win_size // 2
-    g = np.exp(-(t * t) / (2.0 * float(win_sigma) ** 2))
-    g /= g.sum()
-    return torch.from_numpy(g).to(dtype)
-
-
 #: Planes x pixels below which a call stays on one thread (thread hand-off costs ~0.1 ms).
 PARALLEL_MIN_PIXELS = 1 << 16
 
 
-def _chunks(x: torch.Tensor) -> int:
+def _thread_count(x: torch.Tensor) -> int:
     return num_threads() if x.numel() >= PARALLEL_MIN_PIXELS else 1
 
 
-def _planes(t: torch.Tensor) -> np.ndarray:
+def _plane_views(t: torch.Tensor) -> np.ndarray:
     n, c, h, w = t.shape
     return t.detach().numpy().reshape(n * c, h, w)
 
 
-def stats(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1: float,
-          c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1: float,
+                       c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean SSIM and mean cs over valid positions; see the module contract."""
     n, c = x.shape[0], x.shape[1]
     s = torch.empty((n, c), dtype=x.dtype)
     cs = torch.empty((n, c), dtype=x.dtype)
     if n * c:
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
-        xa, ya, sa, ca = _planes(x), _planes(y), s.numpy().reshape(-1), cs.numpy().reshape(-1)
-        parallel_ranges(lambda p0, p1: _ssim_stats(xa, ya, g, float(c1), float(c2), sa, ca, p0, p1),
-                        n * c, _chunks(x))
+        xa, ya, sa, ca = _plane_views(x), _plane_views(y), s.numpy().reshape(-1), cs.numpy().reshape(-1)
+        parallel_ranges(lambda p0, p1: _ssim_stats_forward(xa, ya, g, float(c1), float(c2), sa, ca, p0, p1),
+                        n * c, _thread_count(x))
     return s, cs
 
 
-def stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, win_size: int,
-                   win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of ``stats`` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
+def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                        win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`ssim_stats_forward` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
     gx = torch.empty_like(x, memory_format=torch.contiguous_format)
     gy = torch.empty_like(y, memory_format=torch.contiguous_format)
     if x.numel():
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
-        xa, ya, gxa, gya = _planes(x), _planes(y), _planes(gx), _planes(gy)
+        xa, ya, gxa, gya = _plane_views(x), _plane_views(y), _plane_views(gx), _plane_views(gy)
         gs = g_ssim.detach().numpy().reshape(-1).astype(np.float64)
         gc = g_cs.detach().numpy().reshape(-1).astype(np.float64)
         parallel_ranges(lambda p0, p1: _ssim_stats_backward(xa, ya, g, float(c1), float(c2), gs, gc, gxa, gya,
                                                             p0, p1),
-                        xa.shape[0], _chunks(x))
+                        xa.shape[0], _thread_count(x))
     return gx, gy

@@ -46,7 +46,7 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
     "conv2d": ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"),
     "pool": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
              "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"),
-    "ssim": ("ssim_forward", "ssim_reduce", "ssim_backward_maps", "ssim_backward"),
+    "ssim": ("ssim_stats_forward", "ssim_stats_reduce", "ssim_stats_backward_maps", "ssim_stats_backward"),
 }
 
 #: Default dynamic shared memory a launch may request without an opt-in attribute.

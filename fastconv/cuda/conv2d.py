@@ -14,6 +14,9 @@ import torch
 from . import _runtime as rt
 from ._runtime import i32, i64
 
+#: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
+__all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
+
 FAMILY = "conv2d"
 OB = 8  # FC_CONV_OB in conv2d.cu
 TAPS = 8  # FC_CONV_TAPS in conv2d.cu
@@ -69,8 +72,8 @@ def forward_launch(n: int, c: int, o: int, out_hw: Tuple[int, int], kernel_hw: T
     return grid, (tw, th, 1), smem(th, tw), tiles_w, obc
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
-            groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
+def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
+                   groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
     """y = conv2d(x, weight) + bias for contiguous NCHW ``x`` and OIHW ``weight``."""
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -91,8 +94,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     return y
 
 
-def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[int, int], stride, padding,
-                   dilation, groups: int, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride,
+                          padding, dilation, groups: int, in_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw`` (+ ``bias`` per channel, for conv_transpose2d)."""
     n, o, oh, ow = grad_out.shape
     _, cg, kh, kw = weight.shape
@@ -121,8 +124,8 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, in_hw: Tuple[in
     return gx
 
 
-def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[int, int], stride, padding,
-                    dilation, groups: int) -> torch.Tensor:
+def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, dilation, groups: int,
+                           kernel_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
     n, c, h, w = x.shape
     _, o, oh, ow = grad_out.shape
@@ -139,7 +142,7 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, kernel_hw: Tuple[in
     return gw
 
 
-def bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
+def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
     n, o = grad_out.shape[:2]
     hw = grad_out.shape[2] * grad_out.shape[3]

@@ -13,6 +13,10 @@ import torch
 from . import _runtime as rt
 from ._runtime import i32, i64
 
+#: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+
 FAMILY = "pool"
 THREADS = 256
 BWD_MAX_THREADS = 128
@@ -59,8 +63,8 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw: Tu
 
 
 def avg_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
-                       out_hw: Tuple[int, int], count_include_pad: bool, divisor_override: int) -> torch.Tensor:
-    """Average pooling with torch's divisor rules (``divisor_override`` 0 means none)."""
+                       count_include_pad: bool, divisor: int, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """Average pooling with torch's divisor rules (``divisor`` 0 means no override)."""
     n, c, h, w = x.shape
     oh, ow = out_hw
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
@@ -68,13 +72,13 @@ def avg_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
         _launch("avg_pool2d_forward", x.dtype, y.numel(),
                 (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
                  i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor_override or 0)))
+                 i64(divisor or 0)))
     return y
 
 
-def avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int], kernel: Tuple[int, int],
-                        stride: Tuple[int, int], padding: Tuple[int, int], count_include_pad: bool,
-                        divisor_override: int) -> torch.Tensor:
+def avg_pool2d_backward(grad_out: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                        padding: Tuple[int, int], count_include_pad: bool, divisor: int,
+                        in_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of :func:`avg_pool2d_forward` w.r.t. its input (a gather over covering windows)."""
     n, c, oh, ow = grad_out.shape
     h, w = in_hw
@@ -83,7 +87,7 @@ def avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int], kernel: 
         _launch("avg_pool2d_backward", grad_out.dtype, gx.numel(),
                 (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
                  i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor_override or 0)))
+                 i64(divisor or 0)))
     return gx
 
 

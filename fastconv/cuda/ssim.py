@@ -1,15 +1,15 @@
 """CUDA launchers for fused SSIM statistics and their gradient (``kernels/ssim.cu``).
 
-Same contract as :mod:`fastconv.cpu.ssim` (see its module docstring): ``gaussian_window``,
-``stats`` and ``stats_backward`` over tensors on a CUDA device (or CPU tensors under the
+Same contract as :mod:`fastconv.cpu.ssim` (:class:`fastconv.ops.ssim.Backend`): ``ssim_stats_forward``
+and ``ssim_stats_backward`` over tensors on a CUDA device (or CPU tensors under the
 emulator runtime).  float32 and float64 compute in their own precision, exactly as the CPU
 backend; float16 and bfloat16 are accepted as storage types and compute in float32.
 
-Forward: ``ssim_forward`` (one block per (tile of valid positions, plane)) writes a float64
-partial sum of the SSIM and cs maps per block, ``ssim_reduce`` adds each plane's partials in
-a fixed order, so results are bitwise reproducible.  Backward: ``ssim_backward_maps`` writes
+Forward: ``ssim_stats_forward`` (one block per (tile of valid positions, plane)) writes a float64
+partial sum of the SSIM and cs maps per block, ``ssim_stats_reduce`` adds each plane's partials in
+a fixed order, so results are bitwise reproducible.  Backward: ``ssim_stats_backward_maps`` writes
 dL/d(moments) at every valid position into a scratch buffer (4 maps per plane, accumulation
-dtype, at most :data:`SCRATCH_BYTES` per launch: more planes run in chunks), ``ssim_backward``
+dtype, at most :data:`SCRATCH_BYTES` per launch: more planes run in chunks), ``ssim_stats_backward``
 gathers them through the transposed Gaussian.  The grid, block and
 shared-memory sizes computed here are the launch contracts stated in ``ssim.cu``.
 """
@@ -20,7 +20,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from ..cpu.ssim import gaussian_window  # the one definition of the window (float64 math)
+from .._window import gaussian_window
 from . import _runtime as rt
 from ._runtime import i64
 
@@ -29,7 +29,8 @@ REDUCE_THREADS = 256
 MAX_GRID_Y = 65535
 MAX_GRID_X = 65535 * 32
 
-__all__ = ["gaussian_window", "stats", "stats_backward", "tile_shape"]
+#: The backend contract (:class:`fastconv.ops.ssim.Backend`); everything else here is private.
+__all__ = ["ssim_stats_forward", "ssim_stats_backward"]
 
 #: Candidate (TH, TW) block shapes, best first: 256 threads, then smaller ones when shared memory is short.
 _SHAPES = ((8, 32), (16, 16), (4, 32), (8, 16), (2, 32), (4, 16), (8, 8), (1, 32), (2, 16), (4, 8), (8, 4),
@@ -41,7 +42,7 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-#: Static shared memory of ssim_forward / ssim_reduce (``double red[32]``), kept out of the dynamic budget.
+#: Static shared memory of ssim_stats_forward / ssim_stats_reduce (``double red[32]``), kept out of the dynamic budget.
 STATIC_SHARED = 32 * 8
 #: Upper bound on the dL/d(moments) scratch of one backward launch; more planes run in chunks.
 SCRATCH_BYTES = 256 << 20
@@ -86,8 +87,8 @@ def _grid(rows: int, cols: int, th: int, tw: int, planes: int) -> Tuple[Tuple[in
     return (tiles_w * -(-rows // th), min(planes, MAX_GRID_Y), 1), tiles_w
 
 
-def stats(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1: float,
-          c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1: float,
+                       c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean SSIM and mean cs over valid positions; see :mod:`fastconv.cpu.ssim`."""
     n, c, h, w = x.shape
     s = torch.empty((n, c), dtype=x.dtype, device=x.device)
@@ -101,17 +102,17 @@ def stats(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1:
     partials = torch.empty((planes, grid[0], 2), dtype=torch.float64, device=x.device)
     g = _window(win_size, win_sigma, x.dtype, x.device)
     runtime = rt.current()
-    runtime.launch(FAMILY, rt.kernel_name("ssim_forward", x.dtype), grid, (tw, th, 1),
+    runtime.launch(FAMILY, rt.kernel_name("ssim_stats_forward", x.dtype), grid, (tw, th, 1),
                    (x, y, g, partials, i64(planes), i64(h), i64(w), i64(win_size), np.float64(c1), np.float64(c2),
                     i64(tiles_w)), shared)
-    runtime.launch(FAMILY, rt.kernel_name("ssim_reduce", x.dtype), (min(planes, MAX_GRID_X), 1, 1),
+    runtime.launch(FAMILY, rt.kernel_name("ssim_stats_reduce", x.dtype), (min(planes, MAX_GRID_X), 1, 1),
                    (REDUCE_THREADS, 1, 1), (partials, s, cs, i64(planes), i64(grid[0]), np.float64(hv * wv)), 0)
     return s, cs
 
 
-def stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, win_size: int,
-                   win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`stats` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
+def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                        win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`ssim_stats_forward` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
     n, c, h, w = x.shape
     gx = torch.empty_like(x, memory_format=torch.contiguous_format)
     gy = torch.empty_like(y, memory_format=torch.contiguous_format)
@@ -133,11 +134,11 @@ def stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y:
     for p0 in range(0, planes, chunk):  # contiguous plane slices: zero-copy views of the same memory
         p1 = min(planes, p0 + chunk)
         grid, tiles_w = _grid(hv, wv, th, tw, p1 - p0)
-        runtime.launch(FAMILY, rt.kernel_name("ssim_backward_maps", x.dtype), grid, (tw, th, 1),
+        runtime.launch(FAMILY, rt.kernel_name("ssim_stats_backward_maps", x.dtype), grid, (tw, th, 1),
                        (xp[p0:p1], yp[p0:p1], g, g_ssim[p0:p1], g_cs[p0:p1], d, i64(p1 - p0), i64(h), i64(w),
                         i64(win_size), np.float64(c1), np.float64(c2), i64(tiles_w)), shared)
         grid, tiles_w = _grid(h, w, bth, btw, p1 - p0)
-        runtime.launch(FAMILY, rt.kernel_name("ssim_backward", x.dtype), grid, (btw, bth, 1),
+        runtime.launch(FAMILY, rt.kernel_name("ssim_stats_backward", x.dtype), grid, (btw, bth, 1),
                        (xp[p0:p1], yp[p0:p1], g, d, gxp[p0:p1], gyp[p0:p1], i64(p1 - p0), i64(h), i64(w),
                         i64(win_size), i64(tiles_w)), bshared)
     return gx, gy

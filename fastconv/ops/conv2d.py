@@ -3,9 +3,10 @@
 Custom ops registered in the ``fastconv`` namespace:
 
 * ``fastconv::conv2d(x, w, b, stride, padding4, dilation, groups)``
-* ``fastconv::conv2d_backward_input(grad_out, w, b, in_hw, ...)`` (also conv_transpose2d's forward)
-* ``fastconv::conv2d_backward_weight(x, grad_out, kernel_hw, ...)``
-* ``fastconv::channel_sum(g)`` (bias gradient)
+* ``fastconv::conv2d_backward_input(grad_out, w, b, stride, padding4, dilation, groups, in_hw)``
+  (also conv_transpose2d's forward)
+* ``fastconv::conv2d_backward_weight(x, grad_out, stride, padding4, dilation, groups, kernel_hw)``
+* ``fastconv::conv2d_bias_grad(grad_out)``
 
 Every one of them has a fake (meta) kernel and an autograd formula; the
 backward ops are linear in their tensor inputs, so their own gradients are
@@ -17,13 +18,40 @@ and the output size; bottom/right fix the output size and may be negative
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .. import _shapes as S
 from .._backend import kernels
+
+
+class Backend(Protocol):
+    """What a conv2d backend module (:mod:`fastconv.cpu.conv2d`, :mod:`fastconv.cuda.conv2d`) provides.
+
+    Tensors are contiguous NCHW / OIHW of one dtype on the backend's device; ``stride`` and
+    ``dilation`` are pairs, ``padding`` is ``(top, bottom, left, right)`` (the kernels read
+    top/left; the explicit size fixes the rest), and the size argument comes last.  Each
+    function returns a new contiguous tensor.
+    """
+
+    def conv2d_forward(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+                       padding: Sequence[int], dilation: Sequence[int], groups: int,
+                       out_hw: Tuple[int, int]) -> Tensor:
+        """``y = conv2d(x, weight) + bias`` of spatial size ``out_hw``."""
+
+    def conv2d_backward_input(self, grad_out: Tensor, weight: Tensor, bias: Optional[Tensor],
+                              stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                              groups: int, in_hw: Tuple[int, int]) -> Tensor:
+        """Gradient w.r.t. the input, of spatial size ``in_hw``, plus ``bias`` per channel (conv_transpose2d)."""
+
+    def conv2d_backward_weight(self, x: Tensor, grad_out: Tensor, stride: Sequence[int], padding: Sequence[int],
+                               dilation: Sequence[int], groups: int, kernel_hw: Tuple[int, int]) -> Tensor:
+        """Gradient w.r.t. the OIHW weight of spatial size ``kernel_hw``."""
+
+    def conv2d_bias_grad(self, grad_out: Tensor) -> Tensor:
+        """Sum of ``grad_out`` over batch and space: the bias gradient."""
 
 
 def _out_hw(x_hw: Sequence[int], k_hw: Sequence[int], stride: Sequence[int], padding: Sequence[int],
@@ -47,7 +75,8 @@ def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
 def conv2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
               dilation: List[int], groups: int) -> Tensor:
     out_hw = _out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    return _be(x).forward(x.contiguous(), weight.contiguous(), _opt(bias), stride, padding, dilation, groups, out_hw)
+    return _be(x).conv2d_forward(x.contiguous(), weight.contiguous(), _opt(bias), stride, padding, dilation, groups,
+                                 out_hw)
 
 
 @conv2d_op.register_fake
@@ -57,37 +86,37 @@ def _(x, weight, bias, stride, padding, dilation, groups):
 
 
 @torch.library.custom_op("fastconv::conv2d_backward_input", mutates_args=())
-def conv2d_backward_input(grad_out: Tensor, weight: Tensor, bias: Optional[Tensor], in_hw: List[int],
-                          stride: List[int], padding: List[int], dilation: List[int], groups: int) -> Tensor:
-    return _be(grad_out).backward_input(grad_out.contiguous(), weight.contiguous(), tuple(in_hw), stride, padding,
-                                        dilation, groups, _opt(bias))
+def conv2d_backward_input(grad_out: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                          padding: List[int], dilation: List[int], groups: int, in_hw: List[int]) -> Tensor:
+    return _be(grad_out).conv2d_backward_input(grad_out.contiguous(), weight.contiguous(), _opt(bias), stride,
+                                               padding, dilation, groups, tuple(in_hw))
 
 
 @conv2d_backward_input.register_fake
-def _(grad_out, weight, bias, in_hw, stride, padding, dilation, groups):
+def _(grad_out, weight, bias, stride, padding, dilation, groups, in_hw):
     return grad_out.new_empty((grad_out.shape[0], weight.shape[1] * groups, in_hw[0], in_hw[1]))
 
 
 @torch.library.custom_op("fastconv::conv2d_backward_weight", mutates_args=())
-def conv2d_backward_weight(x: Tensor, grad_out: Tensor, kernel_hw: List[int], stride: List[int],
-                           padding: List[int], dilation: List[int], groups: int) -> Tensor:
-    return _be(x).backward_weight(x.contiguous(), grad_out.contiguous(), tuple(kernel_hw), stride, padding,
-                                  dilation, groups)
+def conv2d_backward_weight(x: Tensor, grad_out: Tensor, stride: List[int], padding: List[int],
+                           dilation: List[int], groups: int, kernel_hw: List[int]) -> Tensor:
+    return _be(x).conv2d_backward_weight(x.contiguous(), grad_out.contiguous(), stride, padding, dilation, groups,
+                                         tuple(kernel_hw))
 
 
 @conv2d_backward_weight.register_fake
-def _(x, grad_out, kernel_hw, stride, padding, dilation, groups):
+def _(x, grad_out, stride, padding, dilation, groups, kernel_hw):
     return x.new_empty((grad_out.shape[1], x.shape[1] // groups, kernel_hw[0], kernel_hw[1]))
 
 
-@torch.library.custom_op("fastconv::channel_sum", mutates_args=())
-def channel_sum(g: Tensor) -> Tensor:
-    return _be(g).bias_grad(g.contiguous())
+@torch.library.custom_op("fastconv::conv2d_bias_grad", mutates_args=())
+def conv2d_bias_grad(grad_out: Tensor) -> Tensor:
+    return _be(grad_out).conv2d_bias_grad(grad_out.contiguous())
 
 
-@channel_sum.register_fake
-def _(g):
-    return g.new_empty((g.shape[1],))
+@conv2d_bias_grad.register_fake
+def _(grad_out):
+    return grad_out.new_empty((grad_out.shape[1],))
 
 
 # --------------------------------------------------------------------------- autograd
@@ -113,11 +142,11 @@ def _conv2d_backward(ctx, grad):
     geo = _geometry(ctx)
     gx = gw = gb = None
     if ctx.needs_input_grad[0]:
-        gx = conv2d_backward_input(grad, weight, None, list(x.shape[2:]), *geo)
+        gx = conv2d_backward_input(grad, weight, None, *geo, list(x.shape[2:]))
     if ctx.needs_input_grad[1]:
-        gw = conv2d_backward_weight(x, grad, list(weight.shape[2:]), *geo)
+        gw = conv2d_backward_weight(x, grad, *geo, list(weight.shape[2:]))
     if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = channel_sum(grad)
+        gb = conv2d_bias_grad(grad)
     return gx, gw, gb, None, None, None, None
 
 
@@ -125,7 +154,7 @@ conv2d_op.register_autograd(_conv2d_backward, setup_context=_conv2d_setup)
 
 
 def _bwd_input_setup(ctx, inputs, output):
-    grad_out, weight, bias, in_hw, stride, padding, dilation, groups = inputs
+    grad_out, weight, bias, stride, padding, dilation, groups, in_hw = inputs
     ctx.save_for_backward(grad_out, weight)
     ctx.has_bias = bias is not None
     _save_geometry(ctx, stride, padding, dilation, groups)
@@ -138,9 +167,9 @@ def _bwd_input_backward(ctx, gg):
     if ctx.needs_input_grad[0]:
         g_go = conv2d_op(gg, weight, None, *geo)
     if ctx.needs_input_grad[1]:
-        g_w = conv2d_backward_weight(gg, grad_out, list(weight.shape[2:]), *geo)
+        g_w = conv2d_backward_weight(gg, grad_out, *geo, list(weight.shape[2:]))
     if ctx.has_bias and ctx.needs_input_grad[2]:
-        g_b = channel_sum(gg)
+        g_b = conv2d_bias_grad(gg)
     return g_go, g_w, g_b, None, None, None, None, None
 
 
@@ -148,7 +177,7 @@ conv2d_backward_input.register_autograd(_bwd_input_backward, setup_context=_bwd_
 
 
 def _bwd_weight_setup(ctx, inputs, output):
-    x, grad_out, kernel_hw, stride, padding, dilation, groups = inputs
+    x, grad_out, stride, padding, dilation, groups, kernel_hw = inputs
     ctx.save_for_backward(x, grad_out)
     _save_geometry(ctx, stride, padding, dilation, groups)
 
@@ -158,7 +187,7 @@ def _bwd_weight_backward(ctx, gg):
     geo = _geometry(ctx)
     g_x = g_go = None
     if ctx.needs_input_grad[0]:
-        g_x = conv2d_backward_input(grad_out, gg, None, list(x.shape[2:]), *geo)
+        g_x = conv2d_backward_input(grad_out, gg, None, *geo, list(x.shape[2:]))
     if ctx.needs_input_grad[1]:
         g_go = conv2d_op(x, gg, None, *geo)
     return g_x, g_go, None, None, None, None, None
@@ -167,15 +196,15 @@ def _bwd_weight_backward(ctx, gg):
 conv2d_backward_weight.register_autograd(_bwd_weight_backward, setup_context=_bwd_weight_setup)
 
 
-def _channel_sum_setup(ctx, inputs, output):
+def _bias_grad_setup(ctx, inputs, output):
     ctx.shape = inputs[0].shape
 
 
-def _channel_sum_backward(ctx, gg):
+def _bias_grad_backward(ctx, gg):
     return gg.reshape(1, -1, 1, 1).expand(ctx.shape)
 
 
-channel_sum.register_autograd(_channel_sum_backward, setup_context=_channel_sum_setup)
+conv2d_bias_grad.register_autograd(_bias_grad_backward, setup_context=_bias_grad_setup)
 
 
 # --------------------------------------------------------------------------- public function

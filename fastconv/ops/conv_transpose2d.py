@@ -4,7 +4,7 @@
 is a custom op whose forward is conv2d's input-gradient kernel (scatter of
 ``w^T x`` into the output, plus bias), and whose gradients are conv2d's forward
 (w.r.t. ``x``), conv2d's weight gradient with the roles of input and output
-swapped (w.r.t. ``w``) and a channel sum (w.r.t. ``b``).  Weight layout is
+swapped (w.r.t. ``w``) and conv2d's bias gradient (w.r.t. ``b``).  Weight layout is
 torch's ``(in_channels, out_channels/groups, kH, kW)``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _shapes as S
-from .conv2d import channel_sum, conv2d_backward_input, conv2d_backward_weight, conv2d_op, unbatched
+from .conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, unbatched
 
 
 def _pad4(padding: List[int], output_padding: List[int]) -> List[int]:
@@ -32,8 +32,8 @@ def _out_hw(x: Tensor, weight: Tensor, stride, padding, output_padding, dilation
 def conv_transpose2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                         output_padding: List[int], dilation: List[int], groups: int) -> Tensor:
     hw = _out_hw(x, weight, stride, padding, output_padding, dilation, groups)
-    return conv2d_backward_input(x, weight, bias, list(hw), stride, _pad4(padding, output_padding), dilation,
-                                 groups)
+    return conv2d_backward_input(x, weight, bias, stride, _pad4(padding, output_padding), dilation, groups,
+                                 list(hw))
 
 
 @conv_transpose2d_op.register_fake
@@ -55,9 +55,9 @@ def _backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         gx = conv2d_op(grad, weight, None, *ctx.geo)
     if ctx.needs_input_grad[1]:
-        gw = conv2d_backward_weight(grad, x, list(weight.shape[2:]), *ctx.geo)
+        gw = conv2d_backward_weight(grad, x, *ctx.geo, list(weight.shape[2:]))
     if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = channel_sum(grad)
+        gb = conv2d_bias_grad(grad)
     return gx, gw, gb, None, None, None, None, None
 
 

@@ -6,15 +6,15 @@ gradients are exact and double backward works):
 
 * ``max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) -> (out, indices)``
   and ``max_pool2d_backward(grad, indices, in_hw)``
-* ``avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor)``
-  and ``avg_pool2d_backward(grad, in_hw, ...)`` (``divisor`` 0 means no override)
+* ``avg_pool2d(x, kernel, stride, padding, count_include_pad, divisor, ceil_mode)``
+  and ``avg_pool2d_backward(grad, ..., ceil_mode, in_hw)`` (``divisor`` 0 means no override)
 * ``adaptive_avg_pool2d(x, out_hw)`` and ``adaptive_avg_pool2d_backward(grad, in_hw)``
 
 Padding is implicit: max pooling treats it as -inf, average pooling as zeros.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -22,6 +22,39 @@ from torch import Tensor
 from .. import _shapes as S
 from .._backend import kernels
 from .conv2d import unbatched
+
+
+class Backend(Protocol):
+    """What a pooling backend module (:mod:`fastconv.cpu.pool`, :mod:`fastconv.cuda.pool`) provides.
+
+    Tensors are contiguous NCHW; sizes are pairs; the output (forward) or input (backward)
+    spatial size comes last, already validated, so no backend sees ``ceil_mode``.  Each
+    function returns new contiguous tensors.
+    """
+
+    def max_pool2d_forward(self, x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                           padding: Tuple[int, int], dilation: Tuple[int, int],
+                           out_hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """(values, int64 flat ``h*W + w`` argmax indices within each plane); padding is -inf."""
+
+    def max_pool2d_backward(self, grad_out: Tensor, indices: Tensor, in_hw: Tuple[int, int]) -> Tensor:
+        """``grad_out`` routed back to ``indices`` (summed where windows share an argmax)."""
+
+    def avg_pool2d_forward(self, x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                           padding: Tuple[int, int], count_include_pad: bool, divisor: int,
+                           out_hw: Tuple[int, int]) -> Tensor:
+        """Window means (zero padding; ``divisor`` 0 = torch's divisor rule, else the override)."""
+
+    def avg_pool2d_backward(self, grad_out: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
+                            padding: Tuple[int, int], count_include_pad: bool, divisor: int,
+                            in_hw: Tuple[int, int]) -> Tensor:
+        """The adjoint of :meth:`avg_pool2d_forward`."""
+
+    def adaptive_avg_pool2d_forward(self, x: Tensor, out_hw: Tuple[int, int]) -> Tensor:
+        """Means over windows ``[floor(o*H/OH), ceil((o+1)*H/OH))``."""
+
+    def adaptive_avg_pool2d_backward(self, grad_out: Tensor, in_hw: Tuple[int, int]) -> Tensor:
+        """The adjoint of :meth:`adaptive_avg_pool2d_forward`."""
 
 
 def _be(t: Tensor):
@@ -106,27 +139,27 @@ max_pool2d_backward.register_autograd(_max_bwd_backward, setup_context=_max_bwd_
 
 
 @torch.library.custom_op("fastconv::avg_pool2d", mutates_args=())
-def avg_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
-                  count_include_pad: bool, divisor: int) -> Tensor:
+def avg_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], count_include_pad: bool,
+                  divisor: int, ceil_mode: bool) -> Tensor:
     hw = _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d")
-    return _be(x).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), hw,
-                                     count_include_pad, divisor)
+    return _be(x).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), count_include_pad,
+                                     divisor, hw)
 
 
 @avg_pool2d_op.register_fake
-def _(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+def _(x, kernel, stride, padding, count_include_pad, divisor, ceil_mode):
     return _new(x, _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d"))
 
 
 @torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=())
-def avg_pool2d_backward(grad: Tensor, in_hw: List[int], kernel: List[int], stride: List[int], padding: List[int],
-                        ceil_mode: bool, count_include_pad: bool, divisor: int) -> Tensor:
-    return _be(grad).avg_pool2d_backward(_c(grad), tuple(in_hw), tuple(kernel), tuple(stride), tuple(padding),
-                                         count_include_pad, divisor)
+def avg_pool2d_backward(grad: Tensor, kernel: List[int], stride: List[int], padding: List[int],
+                        count_include_pad: bool, divisor: int, ceil_mode: bool, in_hw: List[int]) -> Tensor:
+    return _be(grad).avg_pool2d_backward(_c(grad), tuple(kernel), tuple(stride), tuple(padding),
+                                         count_include_pad, divisor, tuple(in_hw))
 
 
 @avg_pool2d_backward.register_fake
-def _(grad, in_hw, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+def _(grad, kernel, stride, padding, count_include_pad, divisor, ceil_mode, in_hw):
     return _new(grad, in_hw)
 
 
@@ -136,14 +169,14 @@ def _avg_setup(ctx, inputs, output):
 
 
 def _avg_backward(ctx, grad):
-    return (avg_pool2d_backward(grad, ctx.in_hw, *ctx.args),) + (None,) * 6
+    return (avg_pool2d_backward(grad, *ctx.args, ctx.in_hw),) + (None,) * 6
 
 
 avg_pool2d_op.register_autograd(_avg_backward, setup_context=_avg_setup)
 
 
 def _avg_bwd_setup(ctx, inputs, output):
-    ctx.args = inputs[2:]
+    ctx.args = inputs[1:-1]
 
 
 def _avg_bwd_backward(ctx, gg):
@@ -239,8 +272,8 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
     if divisor_override is not None and int(divisor_override) == 0:
         raise RuntimeError("fastconv.avg_pool2d: divisor must be not zero")
     S.pool2d_output_hw("avg_pool2d", x.shape, k, s, p, (1, 1), bool(ceil_mode))
-    out = avg_pool2d_op(x, list(k), list(s), list(p), bool(ceil_mode), bool(count_include_pad),
-                        int(divisor_override or 0))
+    out = avg_pool2d_op(x, list(k), list(s), list(p), bool(count_include_pad), int(divisor_override or 0),
+                        bool(ceil_mode))
     return out.squeeze(0) if squeeze else out
 
 

@@ -6,8 +6,7 @@ Custom ops registered in the ``fastconv`` namespace:
   means over valid positions of the SSIM map and of the contrast-structure map;
 * ``fastconv::ssim_stats_backward(g_ssim, g_cs, x, y, ...) -> (grad_x, grad_y)``.
 
-Both run fused kernels from ``kernels("ssim", device)`` (see ``fastconv/cpu/ssim.py``
-for the backend contract).  The forward op's autograd formula is the backward op,
+Both run fused kernels from ``kernels("ssim", device)``, whose contract is :class:`Backend`.  The forward op's autograd formula is the backward op,
 so SSIM is differentiable w.r.t. both images; double backward is not supported.
 
 Conventions (identical to pytorch-msssim's ``ssim``/``ms_ssim`` and to
@@ -28,7 +27,7 @@ use_sample_covariance=False, data_range=...)`` averaged over channels):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -41,6 +40,29 @@ from .pool import avg_pool2d
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
+class Backend(Protocol):
+    """What an SSIM backend module (:mod:`fastconv.cpu.ssim`, :mod:`fastconv.cuda.ssim`) provides.
+
+    ``x``, ``y`` are contiguous NCHW tensors of one float dtype, same shape, ``H >= win_size``
+    and ``W >= win_size`` (validated by the caller); ``c1 = (K1 * data_range)**2`` and
+    ``c2 = (K2 * data_range)**2`` are Python floats.  The window is the normalised 1-D
+    Gaussian of :func:`fastconv._window.gaussian_window`, applied separably at valid
+    positions (those whose whole window lies inside the image; no padding), with population
+    (biased) variances, as pytorch-msssim and ``skimage.metrics.structural_similarity
+    (gaussian_weights=True, use_sample_covariance=False)``.
+    """
+
+    def ssim_stats_forward(self, x: Tensor, y: Tensor, win_size: int, win_sigma: float, c1: float,
+                           c2: float) -> Tuple[Tensor, Tensor]:
+        """Two ``(N, C)`` tensors of the input dtype: the means over valid positions of the SSIM
+        map and of the contrast-structure map ``cs``."""
+
+    def ssim_stats_backward(self, g_ssim: Tensor, g_cs: Tensor, x: Tensor, y: Tensor, win_size: int,
+                            win_sigma: float, c1: float, c2: float) -> Tuple[Tensor, Tensor]:
+        """Gradients w.r.t. ``x`` and ``y`` (contiguous, shape and dtype of ``x``) given the
+        contiguous ``(N, C)`` upstream gradients of the two outputs of :meth:`ssim_stats_forward`."""
+
+
 def _be(t: Tensor):
     return kernels("ssim", t.device)
 
@@ -50,7 +72,7 @@ def _be(t: Tensor):
 
 @torch.library.custom_op("fastconv::ssim_stats", mutates_args=())
 def ssim_stats(x: Tensor, y: Tensor, win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[Tensor, Tensor]:
-    s, cs = _be(x).stats(x.contiguous(), y.contiguous(), win_size, win_sigma, c1, c2)
+    s, cs = _be(x).ssim_stats_forward(x.contiguous(), y.contiguous(), win_size, win_sigma, c1, c2)
     return s.to(x.device), cs.to(x.device)
 
 
@@ -62,7 +84,7 @@ def _(x, y, win_size, win_sigma, c1, c2):
 @torch.library.custom_op("fastconv::ssim_stats_backward", mutates_args=())
 def ssim_stats_backward(g_ssim: Tensor, g_cs: Tensor, x: Tensor, y: Tensor, win_size: int, win_sigma: float,
                         c1: float, c2: float) -> Tuple[Tensor, Tensor]:
-    return _be(x).stats_backward(g_ssim.contiguous(), g_cs.contiguous(), x.contiguous(), y.contiguous(),
+    return _be(x).ssim_stats_backward(g_ssim.contiguous(), g_cs.contiguous(), x.contiguous(), y.contiguous(),
                                  win_size, win_sigma, c1, c2)
 
 

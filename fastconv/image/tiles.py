@@ -1,8 +1,8 @@
 """Register-blocked direct correlation for float32/float64 kernels of 2 to 16 rows.
 
-Same problem as :func:`fastconv.cpu.signal.correlate_valid_ext`: a valid cross-correlation
+Same problem as :func:`fastconv.image.engine.correlate_valid_ext`: a valid cross-correlation
 of the boundary extension of ``a`` (``ext[r, c] = a[r - top, c - left]``, see
-:mod:`fastconv.cpu.extend`) with ``k`` (reversed along both axes when ``flip``),
+:mod:`fastconv.image.boundary`) with ``k`` (reversed along both axes when ``flip``),
 
     out[i, j] = sum_{p, q} ext[i + p, j + q] * k[p, q],
 
@@ -35,7 +35,8 @@ import numpy as np
 from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-from .extend import _extend_block
+from .boundary import extend_block
+from .plan import tile_applies
 
 #: Row pitch (elements) of the tile buffers: 256 plus one 64-byte line of float64, see above.
 PITCH = 264
@@ -44,14 +45,6 @@ ROWS = 8
 #: Output rows per tile (a multiple of ROWS): the tile buffer stays under glibc's mmap
 #: threshold (fresh mappings would page-fault on every call).
 BAND = 32
-#: Kernel heights handled here (measured: 1.0-1.6x the strip kernels from 2 rows, 0.8-0.95x
-#: for single-row kernels); others, and 3x3 kernels (whose fused kernel in
-#: :mod:`fastconv.cpu.signal` is 1.3-1.5x faster), use the kernels of :mod:`fastconv.cpu.signal`.
-MIN_ROWS, MAX_ROWS = 2, 16
-#: Widest kernel handled (a tile then still spans 200+ output columns).
-MAX_COLS = 64
-#: dtypes handled (integers and complex use the strip kernels).
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _make(P: int):
@@ -70,7 +63,7 @@ def _make(P: int):
             for b0 in range(0, OH, BAND):
                 nb = (min(BAND, OH - b0) + ROWS - 1) // ROWS
                 he, we = nb * ROWS + P - 1, tw + Q - 1
-                _extend_block(a, T, top - b0, left - c0, boundary, fill, he, we)
+                extend_block(a, T, top - b0, left - c0, boundary, fill, he, we)
                 for blk in range(nb):
                     i0 = blk * ROWS
                     for o in range(ROWS):
@@ -134,10 +127,11 @@ _kernels: Dict[int, Callable] = {}
 
 def tile_kernel(shape, dtype) -> Optional[Callable]:
     """The register-blocked kernel for a kernel of ``shape`` (P, Q) and ``dtype``, or None where
-    the strip kernels apply.  Call it as ``kern(a, k, flip, top, left, boundary, fill, out)``
-    with C-contiguous ``a``, ``k`` and ``out`` of ``dtype`` and ``fill`` a scalar of it."""
+    :func:`fastconv.image.plan.tile_applies` says the strip kernels apply.  Call it as
+    ``kern(a, k, flip, top, left, boundary, fill, out)`` with C-contiguous ``a``, ``k`` and
+    ``out`` of ``dtype`` and ``fill`` a scalar of it."""
     P, Q = shape
-    if P < MIN_ROWS or P > MAX_ROWS or Q > MAX_COLS or (P == 3 and Q == 3) or dtype not in DTYPES:
+    if not tile_applies(P, Q, dtype):
         return None
     kern = _kernels.get(P)
     if kern is None:
