@@ -46,6 +46,8 @@ def check_dtype(op: str, *tensors: torch.Tensor | None) -> None:
     for t in tensors:
         if t is None:
             continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"fastconv.{op}: expected Tensor arguments, got {type(t).__name__}")
         if t.dtype not in SUPPORTED_DTYPES and not (t.is_cuda and t.dtype in (torch.float16, torch.bfloat16)):
             raise TypeError(
                 f"fastconv.{op}: unsupported dtype {t.dtype}; supported dtypes are "
@@ -63,6 +65,12 @@ def check_dtype(op: str, *tensors: torch.Tensor | None) -> None:
                 f"fastconv.{op}: expected all tensors to be on the same device, but found "
                 f"{first.device} and {t.device}"
             )
+
+
+def check_tensor(op: str, name: str, value) -> None:
+    """Raise torch's TypeError when ``value`` (argument ``name`` of ``op``) is not a tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"fastconv.{op}: argument '{name}' must be Tensor, not {type(value).__name__}")
 
 
 def check_positive(op: str, name: str, values: Sequence[int]) -> None:
@@ -205,12 +213,3 @@ def pool2d_output_hw(op: str, x_shape: Sequence[int], kernel: Tuple[int, int], s
         raise RuntimeError(f"fastconv.{op}: given input size ({c}x{h}x{w}), calculated output size "
                            f"({c}x{oh}x{ow}). Output size is too small")
     return oh, ow
-
-
-def adaptive_window(index: int, out_size: int, in_size: int) -> Tuple[int, int]:
-    """[start, end) of adaptive pooling window ``index`` (floor start, ceil end), as torch."""
-    start = (index * in_size) // out_size
-    end = -(-((index + 1) * in_size) // out_size)
-    return start, end
-
-

@@ -197,11 +197,11 @@ def test_ssim_gradcheck():
 
 def test_opcheck_custom_ops():
     x, y = _pair((2, 1, 12, 13), seed=11)
-    torch.library.opcheck(ssim_ops.ssim_stats, (x, y, 7, 1.5, 1e-4, 9e-4))
-    torch.library.opcheck(ssim_ops.ssim_stats, (x.clone().requires_grad_(), y.clone().requires_grad_(),
+    torch.library.opcheck(ssim_ops.ssim_stats.custom, (x, y, 7, 1.5, 1e-4, 9e-4))
+    torch.library.opcheck(ssim_ops.ssim_stats.custom, (x.clone().requires_grad_(), y.clone().requires_grad_(),
                                                 7, 1.5, 1e-4, 9e-4))
     g = torch.rand(2, 1, dtype=torch.float64)
-    torch.library.opcheck(ssim_ops.ssim_stats_backward, (g, g.clone(), x, y, 7, 1.5, 1e-4, 9e-4))
+    torch.library.opcheck(ssim_ops.ssim_stats_backward.custom, (g, g.clone(), x, y, 7, 1.5, 1e-4, 9e-4))
 
 
 def test_psnr_gradient():

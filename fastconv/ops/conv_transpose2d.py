@@ -1,21 +1,24 @@
 """``fastconv.conv_transpose2d``: the adjoint of conv2d, built on conv2d's kernels.
 
-``fastconv::conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups)``
-is a custom op whose forward is conv2d's input-gradient kernel (scatter of
-``w^T x`` into the output, plus bias), and whose gradients are conv2d's forward
-(w.r.t. ``x``), conv2d's weight gradient with the roles of input and output
-swapped (w.r.t. ``w``) and conv2d's bias gradient (w.r.t. ``b``).  Weight layout is
-torch's ``(in_channels, out_channels/groups, kH, kW)``.
+``fastconv::conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups)`` is an
+op (see :mod:`fastconv.ops._op`) whose forward is conv2d's input-gradient kernel (scatter of
+``w^T x`` into the output, plus bias), and whose gradients are conv2d's forward (w.r.t. ``x``),
+conv2d's weight gradient with the roles of input and output swapped (w.r.t. ``w``) and
+conv2d's bias gradient (w.r.t. ``b``).  Weight layout is torch's
+``(in_channels, out_channels/groups, kH, kW)``.
 """
 from __future__ import annotations
 
 from typing import List, Optional
 
-import torch
 from torch import Tensor
 
 from .. import _shapes as S
+from . import _batching as B
+from ._op import define
 from .conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, unbatched
+
+__all__ = ["conv_transpose2d"]
 
 
 def _pad4(padding: List[int], output_padding: List[int]) -> List[int]:
@@ -28,16 +31,14 @@ def _out_hw(x: Tensor, weight: Tensor, stride, padding, output_padding, dilation
                                         tuple(output_padding), tuple(dilation), groups)
 
 
-@torch.library.custom_op("fastconv::conv_transpose2d", mutates_args=())
-def conv_transpose2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
-                        output_padding: List[int], dilation: List[int], groups: int) -> Tensor:
+def _conv_transpose2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                      output_padding: List[int], dilation: List[int], groups: int) -> Tensor:
     hw = _out_hw(x, weight, stride, padding, output_padding, dilation, groups)
-    return conv2d_backward_input(x, weight, bias, stride, _pad4(padding, output_padding), dilation, groups,
-                                 list(hw))
+    return conv2d_backward_input.impl(x, weight, bias, stride, _pad4(padding, output_padding), dilation, groups,
+                                      list(hw))
 
 
-@conv_transpose2d_op.register_fake
-def _(x, weight, bias, stride, padding, output_padding, dilation, groups):
+def _fake(x, weight, bias, stride, padding, output_padding, dilation, groups):
     oh, ow = _out_hw(x, weight, stride, padding, output_padding, dilation, groups)
     return x.new_empty((x.shape[0], weight.shape[1] * groups, oh, ow))
 
@@ -45,8 +46,10 @@ def _(x, weight, bias, stride, padding, output_padding, dilation, groups):
 def _setup(ctx, inputs, output):
     x, weight, bias, stride, padding, output_padding, dilation, groups = inputs
     ctx.save_for_backward(x, weight)
+    ctx.save_for_forward(x, weight)
     ctx.has_bias = bias is not None
     ctx.geo = (stride, _pad4(padding, output_padding), dilation, groups)
+    ctx.out_hw = list(output.shape[2:])
 
 
 def _backward(ctx, grad):
@@ -61,20 +64,81 @@ def _backward(ctx, grad):
     return gx, gw, gb, None, None, None, None, None
 
 
-conv_transpose2d_op.register_autograd(_backward, setup_context=_setup)
+def _jvp(ctx, x_t, w_t, b_t, *_):
+    x, weight = ctx.saved_tensors
+    out = None
+    if x_t is not None:
+        out = conv2d_backward_input(x_t, weight, b_t, *ctx.geo, ctx.out_hw)
+        b_t = None
+    if w_t is not None:
+        term = conv2d_backward_input(x, w_t, b_t, *ctx.geo, ctx.out_hw)
+        out = term if out is None else out + term
+        b_t = None
+    if out is None:
+        out = conv2d_backward_input(x.new_zeros(x.shape), weight, b_t, *ctx.geo, ctx.out_hw)
+    return out
+
+
+def _vmap(info, in_dims, x, weight, bias, stride, padding, output_padding, dilation, groups):
+    xd, wd, bd = in_dims[:3]
+    n = info.batch_size
+    if not B.any_batched(wd, bd):
+        out = conv_transpose2d_op(B.fold(x, xd, n), weight, bias, stride, padding, output_padding, dilation, groups)
+        return B.unfold(out, n), 0
+    out = conv_transpose2d_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n),
+                              stride, padding, output_padding, dilation, groups * n)
+    return B.split_channels(out, n), 1
+
+
+conv_transpose2d_op = define("conv_transpose2d", _conv_transpose2d, _fake, setup_context=_setup, backward=_backward,
+                             jvp=_jvp, vmap=_vmap)
 
 
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: S.IntPair = 1,
                      padding: S.IntPair = 0, output_padding: S.IntPair = 0, groups: int = 1,
                      dilation: S.IntPair = 1) -> Tensor:
-    """Transposed 2D convolution with the signature and semantics of ``torch.nn.functional.conv_transpose2d``.
+    """Transposed 2D convolution, as ``torch.nn.functional.conv_transpose2d``.
 
-    It is the gradient of :func:`fastconv.functional.conv2d` w.r.t. its input:
-    ``H_out = (H-1)*stride - 2*padding + dilation*(kH-1) + output_padding + 1``.
-    ``padding`` removes rows/columns from both sides of the full output;
-    ``output_padding`` (< stride or < dilation) adds them back on the bottom/right.
+    It is the gradient of :func:`fastconv.functional.conv2d` w.r.t. its input.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+    weight : Tensor
+        ``(C_in, C_out / groups, kH, kW)`` (torch's transposed layout).
+    bias : Tensor, optional
+        ``(C_out,)``.
+    stride, padding, output_padding, dilation : int or (int, int), optional
+        ``padding`` removes rows/columns from both sides of the full output;
+        ``output_padding`` (smaller than stride or dilation) adds them back at the bottom/right.
+    groups : int, optional
+        Channel groups.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C_out, H_out, W_out)`` with
+        ``H_out = (H - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As torch, for bad arguments, dtypes or shapes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x = torch.ones(1, 1, 2, 2)
+    >>> F.conv_transpose2d(x, torch.ones(1, 1, 2, 2), stride=2)
+    tensor([[[[1., 1., 1., 1.],
+              [1., 1., 1., 1.],
+              [1., 1., 1., 1.],
+              [1., 1., 1., 1.]]]])
     """
     squeeze = unbatched("conv_transpose2d", input)
+    S.check_tensor("conv_transpose2d", "weight", weight)
     S.check_dtype("conv_transpose2d", input, weight, bias)
     x = input.unsqueeze(0) if squeeze else input
     s, p = S.pair(stride, "stride"), S.pair(padding, "padding")

@@ -1,8 +1,8 @@
 """``fastconv`` pooling ops: max_pool2d, avg_pool2d and adaptive_avg_pool2d with autograd.
 
-Custom ops in the ``fastconv`` namespace (each with a fake kernel and an autograd
-formula; the backward ops are linear in the incoming gradient, so their own
-gradients are exact and double backward works):
+Ops in the ``fastconv`` namespace (see :mod:`fastconv.ops._op`; each with a fake kernel,
+an autograd formula, a forward-mode derivative and a batching rule; the backward ops are
+linear in the incoming gradient, so their own gradients are exact and double backward works):
 
 * ``max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) -> (out, indices)``
   and ``max_pool2d_backward(grad, indices, in_hw)``
@@ -21,6 +21,8 @@ from torch import Tensor
 
 from .. import _shapes as S
 from .._backend import kernels
+from . import _batching as B
+from ._op import define
 from .conv2d import unbatched
 
 
@@ -57,10 +59,6 @@ class Backend(Protocol):
         """The adjoint of :meth:`adaptive_avg_pool2d_forward`."""
 
 
-def _be(t: Tensor):
-    return kernels("pool", t.device)
-
-
 def _c(t: Tensor) -> Tensor:
     return t.contiguous()
 
@@ -74,43 +72,37 @@ def _new(x: Tensor, hw: Sequence[int], dtype: Optional[torch.dtype] = None) -> T
     return x.new_empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype=dtype)
 
 
+def _per_plane_vmap(op):
+    """Batching rule of a pooling op: every tensor argument folds its vmapped dimension into N."""
+    def rule(info, in_dims, *args):
+        n = info.batch_size
+        args = tuple(B.fold(a, d, n) if isinstance(a, Tensor) else a for a, d in zip(args, in_dims))
+        out = op(*args)
+        if isinstance(out, tuple):
+            return tuple(B.unfold(o, n) for o in out), (0,) * len(out)
+        return B.unfold(out, n), 0
+    return rule
+
+
 # --------------------------------------------------------------------------- max pooling
 
 
-@torch.library.custom_op("fastconv::max_pool2d", mutates_args=())
-def max_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
-                  ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+def _max_pool2d(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
+                ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     hw = _pool_hw(x, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
-    out, idx = _be(x).max_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), hw)
-    return out, idx
+    return kernels("pool", x.device).max_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding),
+                                                        tuple(dilation), hw)
 
 
-@max_pool2d_op.register_fake
-def _(x, kernel, stride, padding, dilation, ceil_mode):
+def _max_pool2d_fake(x, kernel, stride, padding, dilation, ceil_mode):
     hw = _pool_hw(x, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
     return _new(x, hw), _new(x, hw, torch.int64)
-
-
-@torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=())
-def max_pool2d_backward(grad: Tensor, indices: Tensor, in_hw: List[int]) -> Tensor:
-    if indices.shape != grad.shape or indices.dtype != torch.int64:
-        raise RuntimeError(f"fastconv.max_pool2d_backward: expected int64 indices of the gradient's shape "
-                           f"{list(grad.shape)}, got {indices.dtype} {list(indices.shape)}")
-    # A range check on the CPU (on CUDA it would cost a device sync per call).
-    if indices.device.type == "cpu" and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= in_hw[0] * in_hw[1]):
-        raise RuntimeError(f"fastconv.max_pool2d_backward: indices must lie in [0, {in_hw[0] * in_hw[1]}) "
-                           f"for an input of spatial size {tuple(in_hw)}")
-    return _be(grad).max_pool2d_backward(_c(grad), _c(indices), tuple(in_hw))
-
-
-@max_pool2d_backward.register_fake
-def _(grad, indices, in_hw):
-    return _new(grad, in_hw)
 
 
 def _max_setup(ctx, inputs, output):
     ctx.in_hw = list(inputs[0].shape[2:])
     ctx.save_for_backward(output[1])
+    ctx.save_for_forward(output[1])
     ctx.mark_non_differentiable(output[1])
 
 
@@ -119,48 +111,69 @@ def _max_backward(ctx, grad, _grad_indices):
     return max_pool2d_backward(grad, indices, ctx.in_hw), None, None, None, None, None
 
 
-max_pool2d_op.register_autograd(_max_backward, setup_context=_max_setup)
+def _gather(t: Tensor, indices: Tensor) -> Tensor:
+    """``t`` (N, C, H, W) read at the flat in-plane ``indices`` (N, C, OH, OW)."""
+    return t.flatten(2).gather(2, indices.flatten(2)).view_as(indices)
+
+
+def _max_jvp(ctx, x_t, *_):
+    (indices,) = ctx.saved_tensors
+    return _gather(x_t, indices), None
+
+
+max_pool2d_op = define("max_pool2d", _max_pool2d, _max_pool2d_fake, setup_context=_max_setup,
+                       backward=_max_backward, jvp=_max_jvp, vmap=_per_plane_vmap(lambda *a: max_pool2d_op(*a)))
+
+
+def _max_pool2d_backward(grad: Tensor, indices: Tensor, in_hw: List[int]) -> Tensor:
+    if indices.shape != grad.shape or indices.dtype != torch.int64:
+        raise RuntimeError(f"fastconv.max_pool2d_backward: expected int64 indices of the gradient's shape "
+                           f"{list(grad.shape)}, got {indices.dtype} {list(indices.shape)}")
+    # A range check on the CPU (on CUDA it would cost a device sync per call).
+    if indices.device.type == "cpu" and indices.numel() and (int(indices.min()) < 0
+                                                             or int(indices.max()) >= in_hw[0] * in_hw[1]):
+        raise RuntimeError(f"fastconv.max_pool2d_backward: indices must lie in [0, {in_hw[0] * in_hw[1]}) "
+                           f"for an input of spatial size {tuple(in_hw)}")
+    return kernels("pool", grad.device).max_pool2d_backward(_c(grad), _c(indices), tuple(in_hw))
+
+
+def _max_bwd_fake(grad, indices, in_hw):
+    return _new(grad, in_hw)
 
 
 def _max_bwd_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[1])
+    ctx.save_for_forward(inputs[1])
+    ctx.in_hw = list(inputs[2])
 
 
 def _max_bwd_backward(ctx, gg):
     (indices,) = ctx.saved_tensors
-    flat = gg.flatten(2).gather(2, indices.flatten(2))
-    return flat.view_as(indices), None, None
+    return _gather(gg, indices), None, None
 
 
-max_pool2d_backward.register_autograd(_max_bwd_backward, setup_context=_max_bwd_setup)
+def _max_bwd_jvp(ctx, g_t, *_):
+    (indices,) = ctx.saved_tensors
+    return max_pool2d_backward(g_t, indices, ctx.in_hw)
+
+
+max_pool2d_backward = define("max_pool2d_backward", _max_pool2d_backward, _max_bwd_fake,
+                             setup_context=_max_bwd_setup, backward=_max_bwd_backward, jvp=_max_bwd_jvp,
+                             vmap=_per_plane_vmap(lambda *a: max_pool2d_backward(*a)))
 
 
 # --------------------------------------------------------------------------- average pooling
 
 
-@torch.library.custom_op("fastconv::avg_pool2d", mutates_args=())
-def avg_pool2d_op(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], count_include_pad: bool,
-                  divisor: int, ceil_mode: bool) -> Tensor:
+def _avg_pool2d(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], count_include_pad: bool,
+                divisor: int, ceil_mode: bool) -> Tensor:
     hw = _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d")
-    return _be(x).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding), count_include_pad,
-                                     divisor, hw)
+    return kernels("pool", x.device).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding),
+                                                        count_include_pad, divisor, hw)
 
 
-@avg_pool2d_op.register_fake
-def _(x, kernel, stride, padding, count_include_pad, divisor, ceil_mode):
+def _avg_fake(x, kernel, stride, padding, count_include_pad, divisor, ceil_mode):
     return _new(x, _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d"))
-
-
-@torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=())
-def avg_pool2d_backward(grad: Tensor, kernel: List[int], stride: List[int], padding: List[int],
-                        count_include_pad: bool, divisor: int, ceil_mode: bool, in_hw: List[int]) -> Tensor:
-    return _be(grad).avg_pool2d_backward(_c(grad), tuple(kernel), tuple(stride), tuple(padding),
-                                         count_include_pad, divisor, tuple(in_hw))
-
-
-@avg_pool2d_backward.register_fake
-def _(grad, kernel, stride, padding, count_include_pad, divisor, ceil_mode, in_hw):
-    return _new(grad, in_hw)
 
 
 def _avg_setup(ctx, inputs, output):
@@ -172,45 +185,64 @@ def _avg_backward(ctx, grad):
     return (avg_pool2d_backward(grad, *ctx.args, ctx.in_hw),) + (None,) * 6
 
 
-avg_pool2d_op.register_autograd(_avg_backward, setup_context=_avg_setup)
+def _avg_jvp(ctx, x_t, *_):
+    return avg_pool2d_op(x_t, *ctx.args)
+
+
+avg_pool2d_op = define("avg_pool2d", _avg_pool2d, _avg_fake, setup_context=_avg_setup, backward=_avg_backward,
+                       jvp=_avg_jvp, vmap=_per_plane_vmap(lambda *a: avg_pool2d_op(*a)))
+
+
+def _avg_pool2d_backward(grad: Tensor, kernel: List[int], stride: List[int], padding: List[int],
+                         count_include_pad: bool, divisor: int, ceil_mode: bool, in_hw: List[int]) -> Tensor:
+    return kernels("pool", grad.device).avg_pool2d_backward(_c(grad), tuple(kernel), tuple(stride), tuple(padding),
+                                                            count_include_pad, divisor, tuple(in_hw))
+
+
+def _avg_bwd_fake(grad, kernel, stride, padding, count_include_pad, divisor, ceil_mode, in_hw):
+    return _new(grad, in_hw)
 
 
 def _avg_bwd_setup(ctx, inputs, output):
     ctx.args = inputs[1:-1]
+    ctx.in_hw = list(inputs[-1])
 
 
 def _avg_bwd_backward(ctx, gg):
     return (avg_pool2d_op(gg, *ctx.args),) + (None,) * 7
 
 
-avg_pool2d_backward.register_autograd(_avg_bwd_backward, setup_context=_avg_bwd_setup)
+def _avg_bwd_jvp(ctx, g_t, *_):
+    return avg_pool2d_backward(g_t, *ctx.args, ctx.in_hw)
+
+
+avg_pool2d_backward = define("avg_pool2d_backward", _avg_pool2d_backward, _avg_bwd_fake,
+                             setup_context=_avg_bwd_setup, backward=_avg_bwd_backward, jvp=_avg_bwd_jvp,
+                             vmap=_per_plane_vmap(lambda *a: avg_pool2d_backward(*a)))
 
 
 # --------------------------------------------------------------------------- adaptive average pooling
 
 
-@torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=())
-def adaptive_avg_pool2d_op(x: Tensor, out_hw: List[int]) -> Tensor:
-    return _be(x).adaptive_avg_pool2d_forward(_c(x), tuple(out_hw))
+def _adaptive_avg_pool2d(x: Tensor, out_hw: List[int]) -> Tensor:
+    return kernels("pool", x.device).adaptive_avg_pool2d_forward(_c(x), tuple(out_hw))
 
 
-@adaptive_avg_pool2d_op.register_fake
-def _(x, out_hw):
+def _adaptive_fake(x, out_hw):
     return _new(x, out_hw)
 
 
-@torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=())
-def adaptive_avg_pool2d_backward(grad: Tensor, in_hw: List[int]) -> Tensor:
-    return _be(grad).adaptive_avg_pool2d_backward(_c(grad), tuple(in_hw))
+def _adaptive_backward_impl(grad: Tensor, in_hw: List[int]) -> Tensor:
+    return kernels("pool", grad.device).adaptive_avg_pool2d_backward(_c(grad), tuple(in_hw))
 
 
-@adaptive_avg_pool2d_backward.register_fake
-def _(grad, in_hw):
+def _adaptive_bwd_fake(grad, in_hw):
     return _new(grad, in_hw)
 
 
 def _adaptive_setup(ctx, inputs, output):
     ctx.hw = list(inputs[0].shape[2:])
+    ctx.other_hw = list(inputs[1])
 
 
 def _adaptive_backward(ctx, grad):
@@ -221,8 +253,14 @@ def _adaptive_bwd_backward(ctx, gg):
     return adaptive_avg_pool2d_op(gg, ctx.hw), None
 
 
-adaptive_avg_pool2d_op.register_autograd(_adaptive_backward, setup_context=_adaptive_setup)
-adaptive_avg_pool2d_backward.register_autograd(_adaptive_bwd_backward, setup_context=_adaptive_setup)
+adaptive_avg_pool2d_op = define(
+    "adaptive_avg_pool2d", _adaptive_avg_pool2d, _adaptive_fake, setup_context=_adaptive_setup,
+    backward=_adaptive_backward, jvp=lambda ctx, x_t, *_: adaptive_avg_pool2d_op(x_t, ctx.other_hw),
+    vmap=_per_plane_vmap(lambda *a: adaptive_avg_pool2d_op(*a)))
+adaptive_avg_pool2d_backward = define(
+    "adaptive_avg_pool2d_backward", _adaptive_backward_impl, _adaptive_bwd_fake, setup_context=_adaptive_setup,
+    backward=_adaptive_bwd_backward, jvp=lambda ctx, g_t, *_: adaptive_avg_pool2d_backward(g_t, ctx.other_hw),
+    vmap=_per_plane_vmap(lambda *a: adaptive_avg_pool2d_backward(*a)))
 
 
 # --------------------------------------------------------------------------- public functions

@@ -1,6 +1,6 @@
 """``fastconv.ssim``, ``fastconv.ms_ssim`` and ``fastconv.psnr``: image-quality metrics with autograd.
 
-Custom ops registered in the ``fastconv`` namespace:
+Ops in the ``fastconv`` namespace (see :mod:`fastconv.ops._op`):
 
 * ``fastconv::ssim_stats(x, y, win_size, win_sigma, c1, c2) -> (ssim, cs)``: per-(n, c)
   means over valid positions of the SSIM map and of the contrast-structure map;
@@ -34,6 +34,8 @@ from torch import Tensor
 
 from .. import _shapes as S
 from .._backend import kernels
+from . import _batching as B
+from ._op import define
 from .pool import avg_pool2d
 
 #: pytorch-msssim's (and Wang et al. 2003's) default MS-SSIM scale weights.
@@ -63,40 +65,19 @@ class Backend(Protocol):
         contiguous ``(N, C)`` upstream gradients of the two outputs of :meth:`ssim_stats_forward`."""
 
 
-def _be(t: Tensor):
-    return kernels("ssim", t.device)
-
-
-# --------------------------------------------------------------------------- custom ops
-
-
-@torch.library.custom_op("fastconv::ssim_stats", mutates_args=())
-def ssim_stats(x: Tensor, y: Tensor, win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[Tensor, Tensor]:
-    s, cs = _be(x).ssim_stats_forward(x.contiguous(), y.contiguous(), win_size, win_sigma, c1, c2)
+def _ssim_stats(x: Tensor, y: Tensor, win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[Tensor, Tensor]:
+    s, cs = kernels("ssim", x.device).ssim_stats_forward(x.contiguous(), y.contiguous(), win_size, win_sigma, c1, c2)
     return s.to(x.device), cs.to(x.device)
 
 
-@ssim_stats.register_fake
-def _(x, y, win_size, win_sigma, c1, c2):
+def _stats_fake(x, y, win_size, win_sigma, c1, c2):
     return x.new_empty((x.shape[0], x.shape[1])), x.new_empty((x.shape[0], x.shape[1]))
-
-
-@torch.library.custom_op("fastconv::ssim_stats_backward", mutates_args=())
-def ssim_stats_backward(g_ssim: Tensor, g_cs: Tensor, x: Tensor, y: Tensor, win_size: int, win_sigma: float,
-                        c1: float, c2: float) -> Tuple[Tensor, Tensor]:
-    return _be(x).ssim_stats_backward(g_ssim.contiguous(), g_cs.contiguous(), x.contiguous(), y.contiguous(),
-                                 win_size, win_sigma, c1, c2)
-
-
-@ssim_stats_backward.register_fake
-def _(g_ssim, g_cs, x, y, win_size, win_sigma, c1, c2):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), \
-        torch.empty_like(y, memory_format=torch.contiguous_format)
 
 
 def _stats_setup(ctx, inputs, output):
     x, y, win_size, win_sigma, c1, c2 = inputs
     ctx.save_for_backward(x, y)
+    ctx.save_for_forward(x, y)
     ctx.params = (win_size, win_sigma, c1, c2)
 
 
@@ -111,18 +92,53 @@ def _stats_backward(ctx, g_ssim, g_cs):
         None, None, None, None
 
 
-ssim_stats.register_autograd(_stats_backward, setup_context=_stats_setup)
+def _stats_jvp(ctx, x_t, y_t, *_):
+    # Each plane's statistics depend on that plane only, so one backward pass with an all-ones
+    # upstream gradient gives every plane's gradient at once.
+    x, y = ctx.saved_tensors
+    ones, zeros = x.new_ones((x.shape[0], x.shape[1])), x.new_zeros((x.shape[0], x.shape[1]))
+    tangents = []
+    for g_ssim, g_cs in ((ones, zeros), (zeros, ones)):
+        gx, gy = ssim_stats_backward(g_ssim, g_cs, x, y, *ctx.params)
+        t = 0
+        if x_t is not None:
+            t = t + (gx * x_t).sum((2, 3))
+        if y_t is not None:
+            t = t + (gy * y_t).sum((2, 3))
+        tangents.append(t if isinstance(t, Tensor) else zeros.clone())
+    return tuple(tangents)
+
+
+def _per_plane_vmap(op):
+    def rule(info, in_dims, *args):
+        n = info.batch_size
+        out = op(*(B.fold(a, d, n) if isinstance(a, Tensor) else a for a, d in zip(args, in_dims)))
+        return tuple(B.unfold(o, n) for o in out), (0, 0)
+    return rule
+
+
+ssim_stats = define("ssim_stats", _ssim_stats, _stats_fake, setup_context=_stats_setup, backward=_stats_backward,
+                    jvp=_stats_jvp, vmap=_per_plane_vmap(lambda *a: ssim_stats(*a)))
+
+
+def _ssim_stats_backward(g_ssim: Tensor, g_cs: Tensor, x: Tensor, y: Tensor, win_size: int, win_sigma: float,
+                         c1: float, c2: float) -> Tuple[Tensor, Tensor]:
+    return kernels("ssim", x.device).ssim_stats_backward(g_ssim.contiguous(), g_cs.contiguous(), x.contiguous(),
+                                                         y.contiguous(), win_size, win_sigma, c1, c2)
+
+
+def _stats_bwd_fake(g_ssim, g_cs, x, y, win_size, win_sigma, c1, c2):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), \
+        torch.empty_like(y, memory_format=torch.contiguous_format)
 
 
 def _no_double_backward(ctx, gx, gy):
     raise RuntimeError("fastconv.ssim: double backward (gradient of the SSIM gradient) is not supported")
 
 
-def _bwd_setup(ctx, inputs, output):
-    pass
-
-
-ssim_stats_backward.register_autograd(_no_double_backward, setup_context=_bwd_setup)
+ssim_stats_backward = define("ssim_stats_backward", _ssim_stats_backward, _stats_bwd_fake,
+                             setup_context=lambda ctx, inputs, output: None, backward=_no_double_backward,
+                             vmap=_per_plane_vmap(lambda *a: ssim_stats_backward(*a)))
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,0 +1,148 @@
+"""One implementation per op, two ways in: a ``torch.library`` custom op and an eager ``autograd.Function``.
+
+Every fastconv op is defined once, by :func:`define`, from
+
+* its implementation (validation is the public function's job; the implementation calls
+  the backend of the input's device),
+* its fake (meta) kernel,
+* its autograd formula (``setup_context`` + ``backward``, written with other ops, so double
+  backward works),
+* optionally its forward-mode derivative (``jvp``) and its batching rule (``vmap``).
+
+From these :class:`Op` builds
+
+* the custom op ``fastconv::<name>`` (fake kernel, ``register_autograd``, ``register_vmap``):
+  what ``torch.compile``, ``torch.export``, ``make_fx`` and ``torch.library.opcheck`` see;
+* an ``autograd.Function`` with the very same ``setup_context``/``backward`` (and ``jvp``
+  and ``vmap`` static methods): what eager calls and the ``torch.func`` transforms use.
+
+:meth:`Op.__call__` picks per call.  While torch is tracing -- compiling, a dispatch mode
+is active (``make_fx``, export, FakeTensor, ``FlopCounterMode``), or an input is a tensor
+subclass -- the custom op runs.  Otherwise, eagerly, the ``autograd.Function`` runs when a
+gradient can flow (grad mode on and an input requires grad, or a ``torch.func`` transform
+is active), and the bare implementation when none can: the custom-op machinery costs
+about 45 us per call in Python, which is more than a small convolution.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+__all__ = ["Op", "define", "tracing"]
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+_dispatch_depth = torch._C._len_torch_dispatch_stack
+_functorch_level = torch._C._functorch.peek_interpreter_stack
+_grad_enabled = torch.is_grad_enabled
+
+
+def tracing(args) -> bool:
+    """Whether a call with ``args`` must go through the custom op (torch is tracing it)."""
+    if _is_compiling() or _dispatch_depth():
+        return True
+    for a in args:
+        if isinstance(a, torch.Tensor) and type(a) not in _PLAIN:
+            return True
+    return False
+
+
+def _needs_autograd(args) -> bool:
+    if _functorch_level() is not None:
+        return True
+    if not _grad_enabled():
+        return False
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return True
+    return False
+
+
+class Op:
+    """A fastconv op: callable like its implementation, routed as the module docstring says.
+
+    Attributes
+    ----------
+    name : str
+        The op's name in the ``fastconv`` namespace.
+    impl : callable
+        The implementation on plain tensors.
+    custom : torch._library.custom_ops.CustomOpDef
+        The registered ``torch.library`` custom op (``torch.ops.fastconv.<name>``).
+    function : type
+        The equivalent ``torch.autograd.Function`` subclass.
+    """
+
+    def __init__(self, name: str, impl: Callable, custom: Any, function: type) -> None:
+        self.name = name
+        self.impl = impl
+        self.custom = custom
+        self.function = function
+        self.__doc__ = impl.__doc__
+
+    def __call__(self, *args):
+        if tracing(args):
+            return self.custom(*args)
+        if _needs_autograd(args):
+            return self.function.apply(*args)
+        return self.impl(*args)
+
+    def __repr__(self) -> str:
+        return f"<fastconv op fastconv::{self.name}>"
+
+
+def _function(name: str, impl: Callable, setup_context: Optional[Callable], backward: Optional[Callable],
+              jvp: Optional[Callable], vmap: Optional[Callable]) -> type:
+    body = {"__doc__": f"Eager autograd path of ``fastconv::{name}``.",
+            "forward": staticmethod(lambda *args: impl(*args))}
+    if setup_context is not None:
+        body["setup_context"] = staticmethod(setup_context)
+    else:
+        body["setup_context"] = staticmethod(lambda ctx, inputs, output: None)
+    if backward is not None:
+        body["backward"] = staticmethod(backward)
+    else:
+        def _no_backward(ctx, *grads):
+            raise RuntimeError(f"fastconv::{name} is not differentiable")
+        body["backward"] = staticmethod(_no_backward)
+    if jvp is not None:
+        body["jvp"] = staticmethod(jvp)
+    if vmap is not None:
+        body["vmap"] = staticmethod(vmap)
+    return type(f"{name}_function", (torch.autograd.Function,), body)
+
+
+def define(name: str, impl: Callable, fake: Callable, *, setup_context: Optional[Callable] = None,
+           backward: Optional[Callable] = None, jvp: Optional[Callable] = None,
+           vmap: Optional[Callable] = None) -> Op:
+    """Register ``fastconv::<name>`` and its eager twin from one implementation.
+
+    Parameters
+    ----------
+    name : str
+        Op name in the ``fastconv`` namespace.
+    impl : callable
+        The implementation, with type annotations (the custom op's schema is inferred from
+        them).  It must not return an input or a view of one.
+    fake : callable
+        The fake (meta) kernel: same arguments, returns empty outputs of the right shapes.
+    setup_context, backward : callable, optional
+        The autograd formula, in ``torch.library.register_autograd``'s form.
+    jvp : callable, optional
+        Forward-mode derivative ``jvp(ctx, *tangents)`` (``autograd.Function.jvp``); it reads
+        what ``setup_context`` saved with ``ctx.save_for_forward``.
+    vmap : callable, optional
+        Batching rule ``vmap(info, in_dims, *args) -> (outputs, out_dims)``.
+
+    Returns
+    -------
+    Op
+    """
+    custom = torch.library.custom_op(f"fastconv::{name}", mutates_args=())(impl)
+    custom.register_fake(fake)
+    if backward is not None:
+        custom.register_autograd(backward, setup_context=setup_context)
+    if vmap is not None:
+        custom.register_vmap(vmap)
+    return Op(name, impl, custom, _function(name, impl, setup_context, backward, jvp, vmap))
