@@ -95,8 +95,9 @@ def bench_layers(repeat: int) -> List[dict]:
         both = interleaved({"fastconv": fb, "torch": tb}, repeat)
         plan = None
         try:
-            from fastconv.cpu import conv2d as C
-            plan = C.plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32)
+            from fastconv.cpu.conv_plan import plan_name
+            plan = "/".join(plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32, ps)
+                            for ps in ("forward", "backward_weight"))
         except Exception:  # older engines have no planner
             pass
         rows.append(dict(layer=name, plan=plan, torch_fwd_ms=fwd["torch"] * 1e3, fastconv_fwd_ms=fwd["fastconv"] * 1e3,

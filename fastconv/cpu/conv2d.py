@@ -1,261 +1,410 @@
-"""Numba kernels for 2D cross-correlation (torch's ``conv2d``) and its gradients.
+"""CPU backend of conv2d: direct register-blocked kernels, Winograd and im2col, chosen by a planner.
 
-Layout: NCHW input, OIHW weight (``(out, in/groups, kH, kW)``), contiguous.  The
-kernels lower the convolution onto matrix products: :func:`_unfold` (im2col) gathers
-the receptive fields of a chunk of the batch into a column matrix of shape
-``(C*kH*kW, L)``, ``L = samples * rows * W_out``; the per-group products run
-through BLAS; its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
-input, and conv_transpose2d's forward).  Chunks bound the column buffer to
-:data:`COLS_BUDGET` elements, splitting a single huge image by output rows.
+The backend contract is :class:`fastconv.ops.conv2d.Backend`.  Every pass -- forward,
+gradient w.r.t. the input, gradient w.r.t. the weight -- asks :func:`plan` which algorithm
+and layout to run (see :mod:`fastconv.cpu.conv_plan` for the rules and how they were
+measured), then runs it on the CPU thread pool:
 
-Padding is ``(top, left)`` plus explicit output sizes, so asymmetric padding
-(``'same'`` with even kernels) needs no copy.  All index arithmetic is int64.
-The kernels are ``nogil`` loops over a task range, split across threads by
-:func:`fastconv._threads.parallel_for` (see there why not ``prange``).
+* ``direct/rows`` (:mod:`~fastconv.cpu._rows`): pixels of an output row in the vector lanes;
+* ``direct/lanes`` (:mod:`~fastconv.cpu._lanes`): images (or image blocks) in the lanes;
+* ``winograd/lanes`` (:mod:`~fastconv.cpu._winograd`): F(2x2, 3x3) for 3x3 stride-1 layers;
+* ``im2col`` (:mod:`~fastconv.cpu._im2col`): columns + BLAS.
+
+The direct kernels share one register-blocked micro-kernel (:mod:`~fastconv.cpu._simd`);
+the gradient w.r.t. the input of a stride-1 convolution is a convolution of the output
+gradient with the flipped, transposed weights, and a strided one splits into one such
+convolution per stride phase.  Weight gradients reduce over images and pixels in a fixed
+order per output tile, so every result is deterministic whatever the number of threads.
+Layouts that compute a few throw-away lanes make the weight gradient multiply zeros by
+whatever input those lanes see; when the input holds an infinity or a NaN that would not
+be torch's NaN, so non-finite inputs go to the exact im2col path instead (and Winograd,
+whose transforms mix neighbouring pixels, is never used on them).
 """
 from __future__ import annotations
 
-import threading
-from typing import Iterator, Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from numba import njit
 
-from .._threads import matmul, matmul_nt_add, parallel_for
+from .._threads import parallel_for
+from . import _direct, _im2col, _lanes, _rows, _wgrad, _winograd
+from .conv_plan import Geometry, geometry, plan
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
-
-#: Largest column buffer (in elements) one chunk may allocate.
-COLS_BUDGET = 1 << 24
-
-
-@njit(cache=True)
-def _valid_range(off, stride, size, n_out):  # pragma: no cover - numba
-    """Output positions [lo, hi) whose tap ``o*stride + off`` lands inside [0, size)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
-    hi = 0 if size - 1 - off < 0 else (size - 1 - off) // stride + 1
-    if hi > n_out:
-        hi = n_out
-    if lo > hi:
-        lo = hi
-    return lo, hi
-
-
-@njit(cache=True, nogil=True)
-def _unfold(x, cols, fold, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow, t0, t1):  # pragma: no cover
-    """im2col, or with ``fold`` its adjoint col2im, for the (sample, channel) tasks [t0, t1).
-
-    im2col: ``cols[(c*kh+i)*kw+j, (n-n0)*ny*ow + (y-y0)*ow + xo] = x[n, c, y*sh-pt+i*dh, xo*sw-pl+j*dw]``
-    (0 where the tap falls in the padding).  col2im: ``x[n, c, iy, ix] += cols[...]``
-    for every tap that read ``(iy, ix)``; tasks own whole planes, so nothing races.
-    """
-    C = x.shape[1]
-    H = x.shape[2]
-    W = x.shape[3]
-    span = ny * ow
-    for task in range(t0, t1):
-        nl = task // C
-        c = task - nl * C
-        n = n0 + nl
-        for i in range(kh):
-            for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
-                off = j * dw - pl
-                lo, hi = _valid_range(off, sw, W, ow)
-                for yl in range(ny):
-                    iy = (y0 + yl) * sh - pt + i * dh
-                    base = nl * span + yl * ow
-                    inside = 0 <= iy < H
-                    if fold:
-                        if not inside:
-                            continue
-                        dst = x[n, c, iy]
-                        if sw == 1:
-                            for xo in range(lo, hi):
-                                dst[xo + off] += row[base + xo]
-                        else:
-                            for xo in range(lo, hi):
-                                dst[xo * sw + off] += row[base + xo]
-                    elif not inside:
-                        row[base:base + ow] = 0
-                    else:
-                        src = x[n, c, iy]
-                        row[base:base + lo] = 0
-                        if sw == 1:
-                            row[base + lo:base + hi] = src[lo + off:hi + off]
-                        else:
-                            for xo in range(lo, hi):
-                                row[base + xo] = src[xo * sw + off]
-                        row[base + hi:base + ow] = 0
-
-
-@njit(cache=True, nogil=True)
-def _scatter_rows(src, bias, out, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
-    """out[n, o, y, :] = src[o, (n-n0)*ny*ow + (y-y0)*ow + :] + bias[o]  (chunk -> NCHW)."""
-    O = out.shape[1]
-    ow = out.shape[3]
-    span = ny * ow
-    for task in range(t0, t1):
-        o = task // nb
-        nl = task - o * nb
-        b = bias[o]
-        srow = src[o]
-        for yl in range(ny):
-            base = nl * span + yl * ow
-            drow = out[n0 + nl, o, y0 + yl]
-            for xo in range(ow):
-                drow[xo] = srow[base + xo] + b
-
-
-@njit(cache=True, nogil=True)
-def _gather_rows(src, dst, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
-    """Inverse of :func:`_scatter_rows` without bias: dst[o, col] = src[n, o, y, x] (NCHW -> chunk)."""
-    O = src.shape[1]
-    ow = src.shape[3]
-    span = ny * ow
-    for task in range(t0, t1):
-        o = task // nb
-        nl = task - o * nb
-        drow = dst[o]
-        for yl in range(ny):
-            base = nl * span + yl * ow
-            srow = src[n0 + nl, o, y0 + yl]
-            for xo in range(ow):
-                drow[base + xo] = srow[xo]
-
-
-@njit(cache=True, nogil=True)
-def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
-    """out[c] = sum over n, y, x of g[n, c, y, x], accumulated in float64 (the bias gradient)."""
-    N = g.shape[0]
-    C = g.shape[1]
-    H = g.shape[2]
-    W = g.shape[3]
-    for c in range(t0, t1):
-        acc = 0.0
-        for n in range(N):
-            for y in range(H):
-                for x in range(W):
-                    acc += g[n, c, y, x]
-        out[c] = acc
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-_workspace = threading.local()
+@njit(cache=True, nogil=True)
+def _finite(a):  # pragma: no cover - numba
+    """Whether every element of the flat array ``a`` is finite (one vectorised pass)."""
+    ok = True
+    for i in range(a.shape[0]):
+        v = a[i]
+        ok &= abs(v) <= 3.4e38 if a.itemsize == 4 else abs(v) <= 1.7e308
+    return ok
 
 
-def _buffer(slot: str, shape: Tuple[int, int], dtype) -> np.ndarray:
-    """A reusable per-thread scratch array (fresh pages cost more than the im2col itself)."""
-    size = shape[0] * shape[1]
-    key = (slot, np.dtype(dtype).str)
-    buf = getattr(_workspace, "bufs", None)
-    if buf is None:
-        buf = _workspace.bufs = {}
-    arr = buf.get(key)
-    if arr is None or arr.size < size:
-        arr = buf[key] = np.empty(size, dtype=dtype)
-    return arr[:size].reshape(shape)
+def all_finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no infinity and no NaN."""
+    return bool(_finite(a.reshape(-1)))
 
 
-def _batch_chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
-    """Yield (n0, nb, y0, ny) chunks whose column matrix stays within COLS_BUDGET elements."""
-    per_sample = k_rows * rows_out * ow
-    if per_sample <= COLS_BUDGET:
-        nb = max(1, COLS_BUDGET // max(per_sample, 1))
-        for n0 in range(0, n, nb):
-            yield n0, min(nb, n - n0), 0, rows_out
-    else:
-        ny = max(1, COLS_BUDGET // max(k_rows * ow, 1))
-        for n0 in range(n):
-            for y0 in range(0, rows_out, ny):
-                yield n0, 1, y0, min(ny, rows_out - y0)
+# --------------------------------------------------------------------------- direct forward
 
 
-def _geom(stride, padding, dilation, kernel):
-    """Flatten conv geometry into the kernels' scalar arguments (top/left padding only)."""
-    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[2]),
-            int(dilation[0]), int(dilation[1]), int(kernel[0]), int(kernel[1]))
+def _tile(dtype) -> int:
+    return _direct.NV * (64 // np.dtype(dtype).itemsize)
 
 
-# --------------------------------------------------------------------------- entry points
+def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
+    """Direct convolution in the row layout (see :func:`fastconv.cpu._direct.forward_rows`)."""
+    tw = _tile(xa.dtype)
+    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
+    X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+    offs = _rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation)
+    wp = _direct.pack_weights(wa, geo.groups)
+    bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype)
+    obs = _direct.blocks(geo.og)
+    tasks = geo.n * geo.groups * obs * geo.oh
+    parallel_for(_direct.forward_rows, tasks, X, wp, offs, bp, outa, geo.og, obs, geo.k, rows.img, rows.wq,
+                 work=geo.macs)
 
 
-def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
-                   groups: int, out_hw: Tuple[int, int]) -> torch.Tensor:
-    """y = conv2d(x, weight) + bias for contiguous NCHW ``x`` and OIHW ``weight``."""
-    n, c, _, _ = x.shape
-    o, cg, kh, kw = weight.shape
-    oh, ow = out_hw
-    out = torch.empty((n, o, oh, ow), dtype=x.dtype)
-    if out.numel() == 0:
-        return out
-    xa, wa, outa = _np(x), _np(weight).reshape(groups, o // groups, cg * kh * kw), _np(out)
-    ba = _np(bias) if bias is not None else np.zeros(o, dtype=xa.dtype)
-    geom = _geom(stride, padding, dilation, (kh, kw))
-    for n0, nb, y0, ny in _batch_chunks(n, oh, ow, c * kh * kw):
-        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
-        parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
-        prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
-        matmul(wa, cols.reshape(groups, cg * kh * kw, -1), prod.reshape(groups, o // groups, -1))
-        parallel_for(_scatter_rows, nb * o, prod, ba, outa, n0, nb, y0, ny, work=prod.size)
+def _lane_plan(geo: Geometry, dtype) -> _lanes.Lanes:
+    lanes = 64 // np.dtype(dtype).itemsize
+    return _lanes.plan_lanes(geo.n, geo.oh, geo.ow, _tile(dtype), 2 * lanes)
+
+
+def _lane_region(geo: Geometry, lanes: _lanes.Lanes) -> Tuple[int, int]:
+    """Input rows and columns one lane reads."""
+    return ((lanes.bh - 1) * geo.stride[0] + (geo.kh - 1) * geo.dilation[0] + 1,
+            (lanes.bw - 1) * geo.stride[1] + (geo.kw - 1) * geo.dilation[1] + 1)
+
+
+def _pack_lanes(xa, geo: Geometry, lanes: _lanes.Lanes) -> Tuple[np.ndarray, int, int]:
+    hb, wb = _lane_region(geo, lanes)
+    P = np.empty((geo.c, hb, wb, lanes.width), dtype=xa.dtype)
+    pad = (geo.pad[0], geo.pad[2])
+    parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, hb, wb, geo.stride, pad, P, 0, c0, c1), geo.c,
+                 work=P.size)
+    return P, hb, wb
+
+
+def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
+    """Direct convolution in the lane layout, then unpacked to NCHW."""
+    lanes = _lane_plan(geo, xa.dtype)
+    P, hb, wb = _pack_lanes(xa, geo, lanes)
+    offs = _direct.tap_offsets(geo.groups, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation, lanes.width)
+    wp = _direct.pack_weights(wa, geo.groups)
+    bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype)
+    obs = _direct.blocks(geo.og)
+    npix = lanes.bh * lanes.bw
+    Y = np.empty(geo.groups * obs * npix * _direct.MR * lanes.width, dtype=xa.dtype)
+    tasks = geo.groups * obs * (lanes.width // _tile(xa.dtype))
+    parallel_for(_direct.forward_tiles, tasks, P.reshape(-1), wp, offs, bp, Y, obs, geo.k, npix, lanes.bw,
+                 geo.stride[0], geo.stride[1], wb, lanes.width, work=geo.macs)
+    o = np.arange(geo.o)
+    g, j = o // geo.og, o % geo.og
+    ymap = (((g * obs + j // _direct.MR) * npix * _direct.MR + j % _direct.MR) * lanes.width).astype(np.int64)
+    parallel_for(lambda o0, o1: _lanes.unpack(Y, ymap, _direct.MR * lanes.width, outa, lanes, o0, o1), geo.o,
+                 work=outa.size)
+
+
+def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
+    """A lane plan whose blocks hold whole 2x2 tiles (even sizes)."""
+    lanes = _lane_plan(geo, dtype)
+    bh, bw = lanes.bh + lanes.bh % 2, lanes.bw + lanes.bw % 2
+    by, bx = -(-geo.oh // bh), -(-geo.ow // bw)
+    count = geo.n * by * bx
+    tw = _tile(dtype)
+    return _lanes.Lanes(geo.n, by, bx, bh, bw, count, -(-count // tw) * tw)
+
+
+def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
+    """``xa`` packed in the lane layout with the 4x4-tile halo of each block."""
+    P = np.empty((geo.c, lanes.bh + 2, lanes.bw + 2, lanes.width), dtype=xa.dtype)
+    pad = (geo.pad[0], geo.pad[2])
+    parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, lanes.bh + 2, lanes.bw + 2, (1, 1), pad, P, 0, c0, c1), geo.c,
+                 work=P.size)
+    return P
+
+
+def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
+    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), then unpacked to NCHW."""
+    lanes = _wino_lanes(geo, xa.dtype)
+    P = _wino_pack(xa, geo, lanes)
+    obs = _direct.blocks(geo.o)
+    opad = obs * _direct.MR
+    Up = _winograd.pack_weights(wa, opad)
+    Y = np.empty((geo.o, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
+    tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
+    tasks = ntp * (lanes.width // _tile(xa.dtype))
+    parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, work=geo.macs)
+    ymap = np.arange(geo.o, dtype=np.int64) * (lanes.bh * lanes.bw * lanes.width)
+    parallel_for(lambda o0, o1: _lanes.unpack(Y.reshape(-1), ymap, lanes.width, outa, lanes, o0, o1), geo.o,
+                 work=outa.size)
+
+
+_FORWARD = {"direct/rows": _forward_rows, "direct/lanes": _forward_lanes, "winograd/lanes": _forward_winograd}
+
+
+def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
+             pass_: str) -> None:
+    p = plan(pass_, geo, xa.dtype)
+    if p.name not in _FORWARD or (p.algorithm == "winograd" and not (all_finite(xa) and all_finite(wa))):
+        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col"))
+    _FORWARD[p.name](xa, wa, ba, geo, outa)
+
+
+def _bias_fill(out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    out.zero_()
+    if bias is not None:
+        out += bias.detach().reshape(1, -1, 1, 1)
     return out
 
 
-def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride,
-                          padding, dilation, groups: int, in_hw: Tuple[int, int]) -> torch.Tensor:
-    """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw`` (+ ``bias`` per channel, for conv_transpose2d)."""
-    n, o, oh, ow = grad_out.shape
-    _, cg, kh, kw = weight.shape
-    c = cg * groups
-    if bias is None:
-        gx = torch.zeros((n, c, in_hw[0], in_hw[1]), dtype=grad_out.dtype)
-    else:
-        gx = bias.detach().reshape(1, c, 1, 1).expand(n, c, in_hw[0], in_hw[1]).contiguous()
-    if gx.numel() == 0 or grad_out.numel() == 0:
-        return gx
-    ga, gxa = _np(grad_out), _np(gx)
-    wt = np.ascontiguousarray(_np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
-    geom = _geom(stride, padding, dilation, (kh, kw))
-    for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
-        g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
-        parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
-        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
-        matmul(wt, g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1))
-        parallel_for(_unfold, nb * c, gxa, cols, True, n0, nb, y0, ny, *geom, ow, work=cols.size)
-    return gx
+def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
+                   padding: Sequence[int], dilation: Sequence[int], groups: int,
+                   out_hw: Tuple[int, int]) -> torch.Tensor:
+    """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract)."""
+    n, o = x.shape[0], weight.shape[0]
+    out = torch.empty((n, o, out_hw[0], out_hw[1]), dtype=x.dtype)
+    if out.numel() == 0:
+        return out
+    if x.shape[1] == 0:
+        return _bias_fill(out, bias)
+    geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
+    if plan("forward", geo, _np(x).dtype).name == "im2col":
+        return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
+    _forward(_np(x), _np(weight), None if bias is None else _np(bias), geo, out.numpy(), "forward")
+    return out
 
 
-def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, dilation, groups: int,
-                           kernel_hw: Tuple[int, int]) -> torch.Tensor:
+# --------------------------------------------------------------------------- gradient w.r.t. the input
+
+
+def _transposed(wa: np.ndarray, groups: int) -> np.ndarray:
+    """``wa`` (O, C/g, kh, kw) with the channel roles swapped within each group: (C, O/g, kh, kw)."""
+    o, cg, kh, kw = wa.shape
+    og = o // groups
+    w = wa.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(w).reshape(groups * cg, og, kh, kw)
+
+
+def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
+    """Input gradient of a strided convolution: one stride-1 convolution per stride phase.
+
+    Input row ``iy = a * sy + ry - pt`` collects the taps ``ky`` with ``ky * dy = ry (mod sy)``
+    at output rows ``a - (ky * dy - ry) / sy``; likewise for columns.
+    """
+    (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
+    n, c, h, w = dx.shape
+    tw = _tile(ga.dtype)
+    # the output gradient, padded generously so that every phase's taps read inside it
+    py, px = geo.kh * dy + 1, geo.kw * dx_ + 1
+    rows = _rows.plan_rows(geo.o, geo.oh + 2 * py, geo.ow + 2 * px, (1, 1), 0, 2 * tw)
+    G = _rows.pack_rows(ga, rows, py, px, geo.ow + 2 * px, parallel_for)
+    for ry in range(sy):
+        a0 = -(-(pt - ry) // sy)
+        ha = (h - 1 + pt - ry) // sy - a0 + 1
+        tys = [ky for ky in range(geo.kh) if (ky * dy - ry) % sy == 0]
+        for rx in range(sx):
+            b0 = -(-(pl - rx) // sx)
+            wa_ = (w - 1 + pl - rx) // sx - b0 + 1
+            if ha <= 0 or wa_ <= 0:
+                continue
+            txs = [kx for kx in range(geo.kw) if (kx * dx_ - rx) % sx == 0]
+            view = dx[:, :, a0 * sy + ry - pt::sy, b0 * sx + rx - pl::sx][:, :, :ha, :wa_]
+            if not tys or not txs:
+                view[...] = 0 if ba is None else ba.reshape(1, -1, 1, 1)
+                continue
+            ey = np.array([(ky * dy - ry) // sy for ky in tys], dtype=np.int64)
+            ex = np.array([(kx * dx_ - rx) // sx for kx in txs], dtype=np.int64)
+            # weights of this phase: (C, O/g, |tys|, |txs|); taps read g at (a - ey, b - ex)
+            wt = _transposed(wa[:, :, tys][:, :, :, txs], geo.groups)
+            chan = np.arange(geo.o, dtype=np.int64).reshape(geo.groups, geo.og, 1, 1)
+            offs = ((chan * rows.hq + (a0 + py - ey).reshape(1, 1, -1, 1)) * rows.wq
+                    + (b0 + px - ex).reshape(1, 1, 1, -1)).reshape(-1)
+            phase = np.empty((n, c, ha, wa_), dtype=ga.dtype)
+            wp = _direct.pack_weights(wt, geo.groups)
+            bp = _direct.pack_bias(ba, c, geo.groups, ga.dtype)
+            obs = _direct.blocks(geo.cg)
+            k = geo.og * len(tys) * len(txs)
+            parallel_for(_direct.forward_rows, n * geo.groups * obs * ha, G, wp, offs, bp, phase, geo.cg, obs, k,
+                         rows.img, rows.wq, work=phase.size * k)
+            view[...] = phase
+
+
+def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
+                          in_hw: Tuple[int, int]) -> torch.Tensor:
+    """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw``, plus ``bias`` per channel."""
+    n = grad_out.shape[0]
+    c = weight.shape[1] * groups
+    dx = torch.empty((n, c, in_hw[0], in_hw[1]), dtype=grad_out.dtype)
+    if dx.numel() == 0:
+        return dx
+    if grad_out.numel() == 0 or weight.numel() == 0:
+        return _bias_fill(dx, bias)
+    x_shape = (n, c, in_hw[0], in_hw[1])
+    geo = geometry(x_shape, weight.shape, stride, padding, dilation, groups, grad_out.shape[2:])
+    p = plan("backward_input", geo, _np(grad_out).dtype)
+    if p.name == "im2col":
+        return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
+    ga, wa = _np(grad_out), _np(weight)
+    ba = None if bias is None else _np(bias)
+    if tuple(stride) != (1, 1):
+        _backward_input_phases(ga, wa, ba, geo, dx.numpy())
+        return dx
+    # a stride-1 convolution of the output gradient with the flipped, transposed weights
+    dy, dx_ = dilation
+    kh, kw = weight.shape[2:]
+    top, left = dy * (kh - 1) - padding[0], dx_ * (kw - 1) - padding[2]
+    gt = geometry(grad_out.shape, (c, weight.shape[0] // groups, kh, kw), (1, 1), (top, 0, left, 0), dilation,
+                  groups, in_hw)
+    _forward(ga, _transposed(wa[:, :, ::-1, ::-1], groups), ba, gt, dx.numpy(), "backward_input")
+    return dx
+
+
+# --------------------------------------------------------------------------- gradient w.r.t. the weight
+
+
+def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
+    """Weight gradient in the row layout: steps are (image, output row, vector of columns)."""
+    lanes = 64 // xa.itemsize
+    owp = -(-geo.ow // lanes) * lanes
+    tw = _tile(xa.dtype)
+    ax = (geo.kw - 1) * geo.dilation[1] // geo.stride[1]
+    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, owp + ax, 2 * tw)
+    X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+    ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
+    G = np.zeros((geo.n, geo.groups, ogp, geo.oh, owp), dtype=xa.dtype)
+    G[:, :, :geo.og, :, :geo.ow] = ga.reshape(geo.n, geo.groups, geo.og, geo.oh, geo.ow)
+    offs = _wgrad.pad_offsets(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation),
+                              geo.groups, geo.k)
+    kp = offs.size // geo.groups
+    n_, oy, v = np.meshgrid(np.arange(geo.n), np.arange(geo.oh), np.arange(owp // lanes), indexing="ij")
+    sg = ((n_ * geo.groups * ogp * geo.oh + oy) * owp + v * lanes).reshape(-1).astype(np.int64)
+    sx = (n_ * rows.img + oy * rows.wq + v * lanes).reshape(-1).astype(np.int64)
+    out = np.zeros(geo.groups * ogp * kp, dtype=xa.dtype)
+    tasks = geo.groups * (ogp // _wgrad.MRW)
+    parallel_for(_wgrad.weight_tiles, tasks, G.reshape(-1), geo.oh * owp, X, offs, sg, sx, _wgrad.CHUNK, out, ogp,
+                 kp, work=geo.macs)
+    dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
+
+
+def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
+    """Weight gradient in the lane layout: steps are (output pixel of a block, vector of lanes)."""
+    lanes = _lane_plan(geo, xa.dtype)
+    P, hb, wb = _pack_lanes(xa, geo, lanes)
+    L = 64 // xa.itemsize
+    ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
+    npix = lanes.bh * lanes.bw
+    G = np.empty((geo.groups * ogp, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    for g in range(geo.groups):
+        G[g * ogp + geo.og:(g + 1) * ogp] = 0
+        c0 = g * geo.og  # channels of group g go to g * ogp + (c - c0)
+        parallel_for(lambda a, b, c0=c0, g=g: _lanes.pack(ga, lanes, lanes.bh, lanes.bw, (1, 1), (0, 0), G,
+                                                           g * ogp - c0, c0 + a, c0 + b),
+                     geo.og, work=geo.og * G[0].size)
+    offs = _wgrad.pad_offsets(_direct.tap_offsets(geo.groups, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation,
+                                                  lanes.width), geo.groups, geo.k)
+    kp = offs.size // geo.groups
+    v, p = np.meshgrid(np.arange(lanes.width // L), np.arange(npix), indexing="ij")  # chunks: one vector of lanes
+    oy, ox = p // lanes.bw, p % lanes.bw
+    sg = (p * lanes.width + v * L).reshape(-1).astype(np.int64)
+    sx = ((oy * geo.stride[0] * wb + ox * geo.stride[1]) * lanes.width + v * L).reshape(-1).astype(np.int64)
+    out = np.zeros(geo.groups * ogp * kp, dtype=xa.dtype)
+    tasks = geo.groups * (ogp // _wgrad.MRW)
+    parallel_for(_wgrad.weight_tiles, tasks, G.reshape(-1), npix * lanes.width, P.reshape(-1), offs, sg, sx,
+                 _wgrad.CHUNK, out, ogp, kp, work=geo.macs)
+    dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
+
+
+#: Partial sums of the Winograd weight gradient: a fixed number, so that the summation order
+#: (chunks ``s, s + SLOTS, ...`` per slot, then the slots in order) never depends on the threads.
+WINOGRAD_SLOTS = 8
+
+
+def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
+    """F(2x2, 3x3) weight gradient: dU[xi] = sum over tiles of (A dY A^T)[xi] * (B^T d B)[xi], then G^T dU G."""
+    lanes = _wino_lanes(geo, xa.dtype)
+    P = _wino_pack(xa, geo, lanes)
+    tw = _tile(xa.dtype)
+    opad = _direct.blocks(geo.o) * _direct.MR
+    Gl = np.zeros((opad, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    parallel_for(lambda c0, c1: _lanes.pack(ga, lanes, lanes.bh, lanes.bw, (1, 1), (0, 0), Gl, 0, c0, c1), geo.o,
+                 work=Gl.size)
+    cpad = -(-geo.c // tw) * tw
+    chunks = (lanes.bh // 2) * (lanes.bw // 2) * (lanes.width // tw)
+    slots = min(WINOGRAD_SLOTS, chunks)
+    du = np.empty((slots, 16, opad, cpad), dtype=xa.dtype)
+    parallel_for(_winograd.weight, slots, P, Gl, du, geo.c, slots, work=geo.macs)
+    total = du[0].copy()
+    for s in range(1, slots):
+        total += du[s]
+    _winograd.unpack_weight_grad(total, geo.o, geo.c, dw)
+
+
+_WEIGHT = {"direct/rows": _weight_rows, "direct/lanes": _weight_lanes, "winograd/lanes": _weight_winograd}
+
+
+def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                           dilation: Sequence[int], groups: int, kernel_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
-    n, c, _, _ = x.shape
-    _, o, oh, ow = grad_out.shape
-    kh, kw = kernel_hw
-    cg = c // groups
-    gw = np.zeros((groups, o // groups, cg * kh * kw), dtype=_np(x).dtype)
-    if grad_out.numel() and x.numel():
-        xa, ga = _np(x), _np(grad_out)
-        geom = _geom(stride, padding, dilation, (kh, kw))
-        for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
-            cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
-            parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
-            g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
-            parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
-            matmul_nt_add(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1), gw)
-    return torch.from_numpy(gw.reshape(o, cg, kh, kw))
+    o, c = grad_out.shape[1], x.shape[1]
+    dw = torch.zeros((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)
+    if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:
+        return dw
+    geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
+    xa = _np(x)
+    p = plan("backward_weight", geo, xa.dtype)
+    if p.name == "im2col" or not all_finite(xa):
+        return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
+    _WEIGHT[p.name](xa, _np(grad_out), geo, dw.numpy())
+    return dw
+
+
+# --------------------------------------------------------------------------- bias gradient
+
+
+@njit(cache=True, nogil=True)
+def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
+    """out[c] = sum over n, y, x of g[n, c] (flat planes), in float64: eight running lane sums
+    in a fixed order (vectorisable without reassociation), then the lanes and the tail."""
+    N, C, HW = g.shape
+    m = HW - HW % 8
+    for c in range(t0, t1):
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        tail = 0.0
+        for n in range(N):
+            row = g[n, c]
+            for i in range(0, m, 8):
+                a0 += row[i]
+                a1 += row[i + 1]
+                a2 += row[i + 2]
+                a3 += row[i + 3]
+                a4 += row[i + 4]
+                a5 += row[i + 5]
+                a6 += row[i + 6]
+                a7 += row[i + 7]
+            for i in range(m, HW):
+                tail += row[i]
+        out[c] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + tail
 
 
 def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
-    acc = np.empty(grad_out.shape[1], dtype=np.float64)
-    if grad_out.shape[1]:
-        parallel_for(_conv2d_bias_grad, grad_out.shape[1], _np(grad_out), acc, work=grad_out.numel())
+    n, c = grad_out.shape[:2]
+    acc = np.zeros(c, dtype=np.float64)
+    if grad_out.numel():
+        g = _np(grad_out).reshape(n, c, -1)
+        parallel_for(_conv2d_bias_grad, c, g, acc, work=grad_out.numel())
     return torch.from_numpy(acc.astype(_np(grad_out).dtype, copy=False))

@@ -1,0 +1,209 @@
+"""The lane layout of the CPU convolution engine: images side by side in the vector lanes.
+
+A small image (8x8, 16x16) has too few pixels per row to fill 512-bit vectors, and a
+convolution's output channels are better spent on broadcast weights.  So the engine puts
+*images* in the lanes: a tensor is packed as ``P[c, y, x, lane]`` with the lane innermost,
+and one vector holds the same pixel of 16 (float32) or 8 (float64) images.  Every tap of
+the convolution is then a constant offset, whatever the stride or dilation, and no lane
+is wasted on padding columns.
+
+Batches smaller than a vector, or big images, are split into spatial *blocks*: the output
+of each image is cut into ``BY x BX`` blocks of ``bh x bw`` pixels, each block with the
+input region it reads (its halo) is one lane.  Lane ``l = (n * BY + by) * BX + bx``.
+
+:class:`Lanes` describes such a packing; :func:`pack` and :func:`unpack` convert between
+NCHW and the lane layout.  Lanes past the last image hold zeros.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+from numba import njit
+
+from ._simd import transpose_tile
+
+__all__ = ["Lanes", "plan_lanes", "pack", "unpack"]
+
+_TRANSPOSE = transpose_tile()
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """A lane packing of N images (see the module docstring).
+
+    ``(BY, BX)`` blocks of ``(bh, bw)`` output pixels per image; each lane holds an input
+    region of ``(hb, wb)`` pixels starting at ``(by * bh * sy - py, bx * bw * sx - px)`` of its
+    image; ``count`` real lanes, ``width`` allocated (a multiple of the tile width).
+    """
+
+    n: int
+    BY: int
+    BX: int
+    bh: int
+    bw: int
+    count: int
+    width: int
+
+    @property
+    def blocks(self) -> int:
+        return self.BY * self.BX
+
+
+def plan_lanes(n: int, oh: int, ow: int, tile: int, min_lanes: int) -> Lanes:
+    """A blocking of an ``(n, oh, ow)`` output with at least ``min_lanes`` lanes where possible.
+
+    Blocks are split along the longer side first, never below 4 pixels; the allocated
+    width is ``count`` rounded up to a multiple of ``tile``.
+    """
+    by = bx = 1
+    while n * by * bx < min_lanes:
+        if oh // (by * 2) >= 4 and (oh / by >= ow / bx or ow // (bx * 2) < 4):
+            by *= 2
+        elif ow // (bx * 2) >= 4:
+            bx *= 2
+        else:
+            break
+    bh, bw = -(-oh // by), -(-ow // bx)
+    by, bx = -(-oh // bh), -(-ow // bw)
+    count = n * by * bx
+    return Lanes(n, by, bx, bh, bw, count, -(-count // tile) * tile)
+
+
+@njit(cache=True, nogil=True)
+def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cover - numba
+    """P[c + coff, y, x, l] = x[n, c, by*ry - py + y, bx*rx - px + x] (zero outside x), for channels [c0, c1)."""
+    N, C, H, W = x.shape
+    width = P.shape[3]
+    count = N * BY * BX
+    for c in range(c0, c1):
+        Pc = P[c + coff]
+        for l in range(count):
+            n = l // (BY * BX)
+            b = l - n * (BY * BX)
+            by = b // BX
+            bx = b - by * BX
+            y0 = by * ry - py
+            x0 = bx * rx - px
+            src = x[n, c]
+            for y in range(hb):
+                iy = y0 + y
+                row = Pc[y]
+                if iy < 0 or iy >= H:
+                    for xx in range(wb):
+                        row[xx, l] = 0
+                    continue
+                srow = src[iy]
+                for xx in range(wb):
+                    ix = x0 + xx
+                    row[xx, l] = srow[ix] if 0 <= ix < W else 0
+        for l in range(count, width):
+            for y in range(hb):
+                for xx in range(wb):
+                    Pc[y, xx, l] = 0
+
+
+@njit(cache=True, nogil=True)
+def _pack_planes(x, P, hb, wb, py, px, coff, c0, c1):  # pragma: no cover - numba
+    """:func:`_pack` for unblocked lanes (lane = image, region = the padded image), through
+    L x L transposes of (images x pixels) blocks; zero borders, zero padding lanes."""
+    N, C, H, W = x.shape
+    width = P.shape[3]
+    L = 64 // x.itemsize
+    xf = x.reshape(-1)
+    HW = H * W
+    S = np.empty(L * L, dtype=x.dtype)
+    nfull = N - N % L
+    qfull = HW - HW % L
+    for c in range(c0, c1):
+        Pc = P[c + coff]
+        for y in range(hb):  # borders and padding lanes first
+            iy = y - py
+            row = Pc[y]
+            if iy < 0 or iy >= H:
+                row[:, :] = 0
+                continue
+            for xx in range(wb):
+                ix = xx - px
+                if ix < 0 or ix >= W:
+                    row[xx, :] = 0
+                else:
+                    row[xx, nfull:] = 0
+        Pf = Pc.reshape(-1)
+        for n0 in range(0, nfull, L):
+            for q0 in range(0, qfull, L):
+                _TRANSPOSE(xf, (n0 * C + c) * HW + q0, C * HW, S, 0, L)
+                for j in range(L):
+                    q = q0 + j
+                    iy = q // W
+                    d = ((iy + py) * wb + q - iy * W + px) * width + n0
+                    for i in range(L):
+                        Pf[d + i] = S[j * L + i]
+            for q in range(qfull, HW):
+                iy = q // W
+                d = ((iy + py) * wb + q - iy * W + px) * width
+                for i in range(L):
+                    Pf[d + n0 + i] = xf[((n0 + i) * C + c) * HW + q]
+        for n in range(nfull, N):
+            for q in range(HW):
+                iy = q // W
+                Pf[((iy + py) * wb + q - iy * W + px) * width + n] = xf[(n * C + c) * HW + q]
+
+
+def pack(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, int], pad: Tuple[int, int],
+         P: np.ndarray, coff: int, c0: int, c1: int) -> None:
+    """Pack channels [c0, c1) of NCHW ``x`` into channels ``c + coff`` of ``P`` (channels, hb, wb,
+    width): the input region of each lane starts at ``(by * bh * sy - py, bx * bw * sx - px)``
+    of its image.  Regions that reach past the image are zero-filled."""
+    if lanes.blocks == 1 and pad[0] >= 0 and pad[1] >= 0 and hb >= x.shape[2] + pad[0] and wb >= x.shape[3] + pad[1]:
+        _pack_planes(x, P, hb, wb, pad[0], pad[1], coff, c0, c1)
+    else:
+        _pack(x, P, lanes.BY, lanes.BX, hb, wb, lanes.bh * stride[0], lanes.bw * stride[1], pad[0], pad[1], coff,
+              c0, c1)
+
+
+@njit(cache=True, nogil=True)
+def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover - numba
+    """out[n, o, by*bh + y, bx*bw + x] = Y[ymap[o] + (y*bw + x) * rstride + l] for o in [o0, o1),
+    inside ``out`` (lane ``l`` of block (by, bx) of image n)."""
+    N, O, OH, OW = out.shape
+    L = 64 // out.itemsize
+    count = N * BY * BX
+    of = out.reshape(-1)
+    if BY * BX == 1:
+        HW = OH * OW
+        nfull = N - N % L
+        qfull = HW - HW % L
+        for o in range(o0, o1):
+            base = ymap[o]
+            for n0 in range(0, nfull, L):
+                for q0 in range(0, qfull, L):
+                    _TRANSPOSE(Y, base + q0 * rstride + n0, rstride, of, (n0 * O + o) * HW + q0, O * HW)
+                for q in range(qfull, HW):
+                    for i in range(L):
+                        of[((n0 + i) * O + o) * HW + q] = Y[base + q * rstride + n0 + i]
+            for n in range(nfull, N):
+                for q in range(HW):
+                    of[(n * O + o) * HW + q] = Y[base + q * rstride + n]
+        return
+    for o in range(o0, o1):
+        base = ymap[o]
+        for l in range(count):
+            n = l // (BY * BX)
+            b = l - n * (BY * BX)
+            by = b // BX
+            bx = b - by * BX
+            y0 = by * bh
+            x0 = bx * bw
+            for y in range(min(bh, OH - y0)):
+                drow = ((n * O + o) * OH + y0 + y) * OW + x0
+                srow = base + (y * bw) * rstride + l
+                for xx in range(min(bw, OW - x0)):
+                    of[drow + xx] = Y[srow + xx * rstride]
+
+
+def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:
+    """Write channels [o0, o1) of NCHW ``out`` from the flat lane-layout ``Y``: output channel ``o``,
+    pixel ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``."""
+    _unpack(Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw, o0, o1)

@@ -1,0 +1,396 @@
+"""Register-blocked SIMD micro-kernels, written as LLVM IR and called from Numba.
+
+LLVM's loop vectoriser keeps accumulators in registers only inside one vectorised
+iteration, so a reduction that is long (a convolution over channels and taps) and whose
+vector axis is not innermost cannot be expressed in plain Numba without reloading the
+accumulators every step.  These three kernels are therefore written directly in LLVM IR,
+with explicit vector types, as Numba ``@intrinsic`` functions that inline into the jitted
+kernels calling them (and are cached on disk with them):
+
+* :func:`gemm_tile` -- ``T[tbase + m*tstride + j] = B[bbase + m] + sum_k W[wbase + k*MR + m] *
+  X[xbase + offs[obase + k] + j]`` for ``m < mvalid``, ``j < tvalid`` (masked stores):
+  ``MR`` broadcast weights times ``NV`` vectors of ``L`` lanes, ``MR * NV`` accumulators held in
+  registers for the whole ``k`` loop.  ``offs`` is an offset table (an indirect GEMM: the
+  taps of a convolution, or the channel pitch of a Winograd GEMM).
+* :func:`dot_tile` -- ``acc[abase + (m*NR + r)*L + l] += sum_s G[gbase + m*gstride + sg[s] + l] *
+  X[xbase + offs[r] + sx[s] + l]``: ``MR x NR`` vector accumulators over a reduction whose
+  steps ``(sg, sx)`` come from two tables, kept as vectors across calls (weight gradients);
+  :func:`lane_sums` adds the lanes in a fixed tree order at the end.
+* :func:`transpose_tile` -- an ``L x L`` block transpose through ``shufflevector`` (layout changes).
+* :func:`transform2d` -- ``Y = Lm X Rm^T`` for small constant matrices, on tiles whose elements
+  are vectors of lanes (Winograd transforms): straight-line adds in registers.
+
+``L`` is the number of lanes of a 512-bit vector: 16 for float32, 8 for float64.  Every
+kernel has a fixed operation order, so results do not depend on the caller's threading.
+No kernel checks bounds: the callers size their buffers (see each caller's contract).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["lanes", "gemm_tile", "dot_tile", "lane_sums", "transpose_tile", "transform2d"]
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+def lanes(dtype) -> int:
+    """Lanes of one 512-bit vector of ``dtype`` (float32: 16, float64: 8)."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def _vec(context, nbtype, L: int) -> ir.VectorType:
+    return ir.VectorType(context.get_value_type(nbtype), L)
+
+
+def _data(context, builder, aryty, value):
+    return context.make_array(aryty)(context, builder, value).data
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(_I64, v)
+
+
+def _vload(builder, ptr, vty, align):
+    return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=align)
+
+
+def _vstore(builder, val, ptr, vty, align):
+    builder.store(val, builder.bitcast(ptr, vty.as_pointer()), align=align)
+
+
+def _splat(builder, scalar, vty: ir.VectorType):
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    mask = ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count)
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
+
+
+def _fma(builder, vty: ir.VectorType, bits: int):
+    name = f"llvm.fma.v{vty.count}f{bits}"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]), name)
+
+
+def _masked_store(builder, vty: ir.VectorType, bits: int):
+    mty = ir.VectorType(ir.IntType(1), vty.count)
+    fnty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), _I32, mty])
+    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{vty.count}f{bits}.p0")
+
+
+def _counted_loop(builder, count, carried, body):
+    """``for i in range(count)`` with loop-carried values ``carried``; ``body(i, values) -> values``.
+
+    Returns the final values (the initial ones when ``count <= 0``).
+    """
+    entry = builder.block
+    loop = builder.append_basic_block("simd.loop")
+    done = builder.append_basic_block("simd.done")
+    builder.cbranch(builder.icmp_signed(">", count, _c(0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(_c(0), entry)
+    phis = []
+    for v in carried:
+        p = builder.phi(v.type)
+        p.add_incoming(v, entry)
+        phis.append(p)
+    new = body(i, phis)
+    nxt = builder.add(i, _c(1))
+    tail = builder.block
+    i.add_incoming(nxt, tail)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, tail)
+    builder.cbranch(builder.icmp_signed("<", nxt, count), loop, done)
+    builder.position_at_end(done)
+    out = []
+    for v0, v1 in zip(carried, new):
+        p = builder.phi(v0.type)
+        p.add_incoming(v0, entry)
+        p.add_incoming(v1, tail)
+        out.append(p)
+    return out
+
+
+_GEMM: Dict[Tuple[int, int], object] = {}
+
+
+def _dtype_of(aryty) -> np.dtype:
+    return np.dtype(str(aryty.dtype))
+
+
+def gemm_tile(MR: int, NV: int):
+    """The broadcast-GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
+
+    Call it from Numba as
+    ``kern(X, xbase, W, wbase, offs, obase, K, B, bbase, T, tbase, tstride, mvalid, tvalid, accumulate)``:
+    ``X``, ``W``, ``B`` and ``T`` 1-D arrays of one float dtype (``L`` lanes, see :func:`lanes`),
+    ``offs`` a 1-D int64 array, the rest int64.  It computes ``MR`` rows of ``NV * L``
+    sums, each started from ``B[bbase + m]`` -- or, when ``accumulate`` is nonzero, from the
+    tile already in ``T`` (all ``NV * L`` elements of all ``MR`` rows are then read) -- and
+    stores the first ``tvalid`` elements of the first ``mvalid`` rows at ``T[tbase + m * tstride:]``
+    (masked stores: nothing else is touched).
+    """
+    key = (MR, NV)
+    if key in _GEMM:
+        return _GEMM[key]
+
+    @intrinsic
+    def kern(typingctx, X, xbase, W, wbase, offs, obase, K, B, bbase, T, tbase, tstride, mvalid, tvalid, accumulate):
+        sig = types.void(X, xbase, W, wbase, offs, obase, K, B, bbase, T, tbase, tstride, mvalid, tvalid, accumulate)
+
+        def codegen(context, builder, signature, args):
+            (X_, xbase_, W_, wbase_, offs_, obase_, K_, B_, bbase_, T_, tbase_, tstride_, mvalid_, tvalid_,
+             accumulate_) = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            xp = builder.gep(_data(context, builder, at[0], X_), [xbase_])
+            wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
+            op = builder.gep(_data(context, builder, at[4], offs_), [obase_])
+            bp = builder.gep(_data(context, builder, at[7], B_), [bbase_])
+            tp = builder.gep(_data(context, builder, at[9], T_), [tbase_])
+            init = []
+            acc_in = builder.icmp_signed("!=", accumulate_, _c(0))
+            for m in range(MR):
+                b = _splat(builder, builder.load(builder.gep(bp, [_c(m)])), vty)
+                row = builder.gep(tp, [builder.mul(_c(m), tstride_)])
+                with builder.if_else(acc_in) as (then, otherwise):
+                    with then:
+                        loaded = [_vload(builder, builder.gep(row, [_c(v * L)]), vty, dt.itemsize) for v in range(NV)]
+                        then_end = builder.block
+                    with otherwise:
+                        else_end = builder.block
+                for v in range(NV):
+                    phi = builder.phi(vty)
+                    phi.add_incoming(loaded[v], then_end)
+                    phi.add_incoming(b, else_end)
+                    init.append(phi)
+
+            def body(k, acc):
+                xk = builder.gep(xp, [builder.load(builder.gep(op, [k]))])
+                xv = [_vload(builder, builder.gep(xk, [_c(v * L)]), vty, dt.itemsize) for v in range(NV)]
+                wk = builder.gep(wp, [builder.mul(k, _c(MR))])
+                new = []
+                for m in range(MR):
+                    w = _splat(builder, builder.load(builder.gep(wk, [_c(m)])), vty)
+                    new.extend(builder.call(fma, [w, xv[v], acc[m * NV + v]]) for v in range(NV))
+                return new
+
+            res = _counted_loop(builder, K_, init, body)
+            store = _masked_store(builder, vty, bits)
+            lane = ir.Constant(ir.VectorType(_I64, L), list(range(L)))
+            cols = [builder.icmp_signed("<", builder.add(lane, _splat(builder, _c(v * L), ir.VectorType(_I64, L))),
+                                        _splat(builder, tvalid_, ir.VectorType(_I64, L))) for v in range(NV)]
+            for m in range(MR):
+                row = builder.gep(tp, [builder.mul(_c(m), tstride_)])
+                live = _splat(builder, builder.icmp_signed("<", _c(m), mvalid_), ir.VectorType(ir.IntType(1), L))
+                for v in range(NV):
+                    ptr = builder.bitcast(builder.gep(row, [_c(v * L)]), vty.as_pointer())
+                    builder.call(store, [res[m * NV + v], ptr, ir.Constant(_I32, dt.itemsize),
+                                         builder.and_(cols[v], live)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _GEMM[key] = kern
+    return kern
+
+
+_DOT: Dict[Tuple[int, int], object] = {}
+
+
+def dot_tile(MR: int, NR: int):
+    """The dot-product micro-kernel for an ``MR x NR`` tile.
+
+    Call it from Numba as ``kern(G, gbase, gstride, X, xbase, offs, obase, sg, sx, S, acc, abase)``:
+    ``G``, ``X``, ``acc`` 1-D arrays of one float dtype; ``offs``, ``sg``, ``sx`` 1-D int64 arrays;
+    the rest int64.  For every step ``s < S``, in order, it adds ``G[gbase + m*gstride + sg[s] + l] *
+    X[xbase + offs[obase + r] + sx[s] + l]`` to lane ``l`` of the vector accumulator
+    ``acc[abase + (m*NR + r)*L:]``, which it loads first and stores back.
+    """
+    key = (MR, NR)
+    if key in _DOT:
+        return _DOT[key]
+
+    @intrinsic
+    def kern(typingctx, G, gbase, gstride, X, xbase, offs, obase, sg, sx, S, acc, abase):
+        sig = types.void(G, gbase, gstride, X, xbase, offs, obase, sg, sx, S, acc, abase)
+
+        def codegen(context, builder, signature, args):
+            (G_, gbase_, gstride_, X_, xbase_, offs_, obase_, sg_, sx_, S_, acc_, abase_) = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
+            xp = builder.gep(_data(context, builder, at[3], X_), [xbase_])
+            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
+            sgp = _data(context, builder, at[7], sg_)
+            sxp = _data(context, builder, at[8], sx_)
+            ap = builder.gep(_data(context, builder, at[10], acc_), [abase_])
+            grow = [builder.gep(gp, [builder.mul(_c(m), gstride_)]) for m in range(MR)]
+            xcol = [builder.gep(xp, [builder.load(builder.gep(op, [_c(r)]))]) for r in range(NR)]
+            aptr = [builder.gep(ap, [_c(i * L)]) for i in range(MR * NR)]
+            init = [_vload(builder, a, vty, dt.itemsize) for a in aptr]
+
+            def body(s, acc):
+                gs = builder.load(builder.gep(sgp, [s]))
+                xs = builder.load(builder.gep(sxp, [s]))
+                gv = [_vload(builder, builder.gep(grow[m], [gs]), vty, dt.itemsize) for m in range(MR)]
+                xv = [_vload(builder, builder.gep(xcol[r], [xs]), vty, dt.itemsize) for r in range(NR)]
+                return [builder.call(fma, [gv[m], xv[r], acc[m * NR + r]]) for m in range(MR) for r in range(NR)]
+
+            res = _counted_loop(builder, S_, init, body)
+            for a, v in zip(aptr, res):
+                _vstore(builder, v, a, vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _DOT[key] = kern
+    return kern
+
+
+@njit(cache=True, nogil=True)
+def lane_sums(acc, out):  # pragma: no cover - numba
+    """out[i] += the lanes of ``acc[i*L:(i+1)*L]`` summed pairwise in a fixed tree order."""
+    L = 64 // acc.itemsize
+    for i in range(out.shape[0]):
+        v = acc[i * L:(i + 1) * L].copy()
+        n = L
+        while n > 1:
+            h = n // 2
+            for j in range(h):
+                v[j] = v[j] + v[j + h]
+            n = h
+        out[i] += v[0]
+
+
+_TRANSPOSE: Dict[str, object] = {}
+
+
+def transpose_tile():
+    """The ``L x L`` block transpose.
+
+    Call it from Numba as ``kern(src, sbase, sstride, dst, dbase, dstride)`` (1-D arrays of
+    one float dtype, int64 offsets): ``dst[dbase + j*dstride + i] = src[sbase + i*sstride + j]`` for
+    ``i, j < L``.  Four (float32) or three (float64) levels of off-diagonal block swaps, one
+    two-source shuffle per row and level.
+    """
+    if "t" in _TRANSPOSE:
+        return _TRANSPOSE["t"]
+
+    @intrinsic
+    def kern(typingctx, src, sbase, sstride, dst, dbase, dstride):
+        sig = types.void(src, sbase, sstride, dst, dbase, dstride)
+
+        def codegen(context, builder, signature, args):
+            src_, sbase_, sstride_, dst_, dbase_, dstride_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L = lanes(dt)
+            vty = _vec(context, at[0].dtype, L)
+            sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
+            dp = builder.gep(_data(context, builder, at[3], dst_), [dbase_])
+            rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
+                    for i in range(L)]
+            b = L // 2
+            mty = ir.VectorType(_I32, L)
+            while b >= 1:
+                lo_mask = ir.Constant(mty, [c if c & b == 0 else L + c - b for c in range(L)])
+                hi_mask = ir.Constant(mty, [c + b if c & b == 0 else L + c for c in range(L)])
+                new = list(rows)
+                for i in range(L):
+                    if i & b:
+                        continue
+                    j = i + b
+                    new[i] = builder.shuffle_vector(rows[i], rows[j], lo_mask)
+                    new[j] = builder.shuffle_vector(rows[i], rows[j], hi_mask)
+                rows = new
+                b //= 2
+            for j in range(L):
+                _vstore(builder, rows[j], builder.gep(dp, [builder.mul(_c(j), dstride_)]), vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _TRANSPOSE["t"] = kern
+    return kern
+
+
+_TRANSFORM: Dict[Tuple, object] = {}
+
+
+def _combine(builder, terms, vty):
+    """sum_i c_i * v_i for constant coefficients, skipping zeros (+-1 as adds and subtractions)."""
+    acc = None
+    for c, v in terms:
+        if c == 0:
+            continue
+        if abs(c) != 1:
+            v = builder.fmul(v, ir.Constant(vty, [float(abs(c))] * vty.count))
+        if acc is None:
+            acc = v if c > 0 else builder.fneg(v)
+        else:
+            acc = builder.fadd(acc, v) if c > 0 else builder.fsub(acc, v)
+    return acc if acc is not None else ir.Constant(vty, [0.0] * vty.count)
+
+
+def transform2d(Lm, Rm, NV: int, add: bool = False):
+    """The tile transform ``Y = Lm X Rm^T`` (constant matrices ``Lm`` (p, a), ``Rm`` (q, b)).
+
+    Call it from Numba as ``kern(src, sbase, srow, scol, dst, dbase, drow, dcol, b)``: element
+    ``(i, j)`` of the ``a x b`` input tile is the ``NV`` vectors at ``src[sbase + i*srow + j*scol:]``,
+    element ``(r, s)`` of the ``p x q`` output goes to ``dst[dbase + r*drow + s*dcol:]``; with
+    ``add``, the scalar ``b`` is added to every output (the bias), otherwise ``b`` is ignored.
+    Rows are combined first (``Lm X``), then columns, as written.
+    """
+    Lm = tuple(tuple(float(v) for v in row) for row in np.asarray(Lm))
+    Rm = tuple(tuple(float(v) for v in row) for row in np.asarray(Rm))
+    key = (Lm, Rm, NV, add)
+    if key in _TRANSFORM:
+        return _TRANSFORM[key]
+    p, a = len(Lm), len(Lm[0])
+    q, b = len(Rm), len(Rm[0])
+
+    @intrinsic
+    def kern(typingctx, src, sbase, srow, scol, dst, dbase, drow, dcol, bias):
+        sig = types.void(src, sbase, srow, scol, dst, dbase, drow, dcol, bias)
+
+        def codegen(context, builder, signature, args):
+            src_, sbase_, srow_, scol_, dst_, dbase_, drow_, dcol_, bias_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L = lanes(dt)
+            vty = _vec(context, at[0].dtype, L)
+            sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
+            dp = builder.gep(_data(context, builder, at[4], dst_), [dbase_])
+            bv = _splat(builder, context.cast(builder, bias_, at[8], at[0].dtype), vty) if add else None
+            for v in range(NV):
+                x = [[_vload(builder, builder.gep(sp, [builder.add(builder.add(builder.mul(_c(i), srow_),
+                                                                             builder.mul(_c(j), scol_)), _c(v * L))]),
+                             vty, dt.itemsize) for j in range(b)] for i in range(a)]
+                rows = [[_combine(builder, [(Lm[r][i], x[i][j]) for i in range(a)], vty) for j in range(b)]
+                        for r in range(p)]
+                for r in range(p):
+                    for s_ in range(q):
+                        y = _combine(builder, [(Rm[s_][j], rows[r][j]) for j in range(b)], vty)
+                        if add:
+                            y = builder.fadd(y, bv)
+                        ptr = builder.gep(dp, [builder.add(builder.add(builder.mul(_c(r), drow_),
+                                                                       builder.mul(_c(s_), dcol_)), _c(v * L))])
+                        _vstore(builder, y, ptr, vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _TRANSFORM[key] = kern
+    return kern

@@ -1,0 +1,217 @@
+"""The planner of the CPU convolution engine: which algorithm and layout run each pass.
+
+:func:`plan` is the one place that decides; :func:`plan_name` answers for a layer the way
+``fastconv.filters.choose_method`` does for images, and ``benchmarks/calibrate_conv2d.py``
+re-measures the rules on a machine (``benchmarks/CALIBRATION.md`` keeps the history).
+
+Algorithms (see :mod:`fastconv.cpu.conv2d`):
+
+* ``direct/rows`` -- wide outputs (a row fills at least most of a tile of vectors);
+* ``direct/lanes`` -- narrow outputs: images, or blocks of them, side by side in the lanes;
+* ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
+  sides for its 2.25x fewer multiplications to pay for the transforms;
+* ``im2col`` -- columns and BLAS: for strides that skip input pixels (the direct layouts
+  would copy pixels nobody reads), and the exact path for non-finite weight-gradient inputs.
+
+Passes are ``'forward'``, ``'backward_input'`` (a convolution of the output gradient:
+planned on its own geometry) and ``'backward_weight'``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "ALGORITHMS", "ROWS_MIN_WIDTH"]
+
+#: Every plan name :func:`plan` can return.
+ALGORITHMS = ("direct/rows", "direct/lanes", "winograd/lanes", "im2col")
+
+#: Output rows at least this many tiles-of-vectors wide (as a fraction of one tile) run in the
+#: row layout; narrower ones waste lanes there and run in the lane layout.  Measured on the
+#: 2-vCPU AVX-512 machine, float32: 28-32 px rows are 1.3-2x faster in rows (fewer passes over
+#: big outputs), 8-16 px rows 1.5-3x faster in lanes.
+ROWS_MIN_WIDTH = 0.75
+
+#: Winograd needs this many input and output channels: its transforms cost about as much as
+#: 16 multiply-adds per tile and channel, so thin layers (the 3-channel first layer of an
+#: image model) run direct.
+WINOGRAD_MIN_CHANNELS = 16
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One convolution: input (n, c, h, w), weight (o, cg, kh, kw), ``groups``, stride, padding
+    (top, bottom, left, right), dilation and output (oh, ow)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    cg: int
+    kh: int
+    kw: int
+    groups: int
+    stride: Tuple[int, int]
+    pad: Tuple[int, int, int, int]
+    dilation: Tuple[int, int]
+    oh: int
+    ow: int
+
+    @property
+    def og(self) -> int:
+        """Output channels per group."""
+        return self.o // self.groups
+
+    @property
+    def k(self) -> int:
+        """Taps per output channel: (c, ky, kx) triples of one group."""
+        return self.cg * self.kh * self.kw
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the direct convolution."""
+        return self.n * self.o * self.oh * self.ow * self.k
+
+    @property
+    def rows_read(self) -> int:
+        """Padded input rows the convolution reads."""
+        return (self.oh - 1) * self.stride[0] + (self.kh - 1) * self.dilation[0] + 1
+
+    @property
+    def cols_read(self) -> int:
+        """Padded input columns the convolution reads."""
+        return (self.ow - 1) * self.stride[1] + (self.kw - 1) * self.dilation[1] + 1
+
+
+def geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+             dilation: Sequence[int], groups: int, out_hw: Sequence[int]) -> Geometry:
+    """The :class:`Geometry` of a conv2d call (shapes as torch's; ``padding`` as (top, bottom, left, right))."""
+    n, c, h, w = (int(v) for v in x_shape)
+    o, cg, kh, kw = (int(v) for v in w_shape)
+    return Geometry(n, c, h, w, o, cg, kh, kw, int(groups), (int(stride[0]), int(stride[1])),
+                    tuple(int(p) for p in padding), (int(dilation[0]), int(dilation[1])), int(out_hw[0]),
+                    int(out_hw[1]))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A planner decision: ``algorithm`` ('direct', 'winograd' or 'im2col') and ``layout``
+    ('rows', 'lanes' or '')."""
+
+    algorithm: str
+    layout: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm}/{self.layout}" if self.layout else self.algorithm
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def as_numpy_dtype(dtype) -> np.dtype:
+    """``dtype`` (NumPy, torch or a name) as a NumPy dtype."""
+    return np.dtype(str(dtype).replace("torch.", ""))
+
+
+def _tile(dtype) -> int:
+    from ._direct import NV
+    return NV * 64 // as_numpy_dtype(dtype).itemsize
+
+
+def _direct_layout(geo: Geometry, dtype) -> str:
+    return "rows" if geo.ow >= ROWS_MIN_WIDTH * _tile(dtype) else "lanes"
+
+
+def _skips_pixels(geo: Geometry) -> bool:
+    """Whether the stride steps over input pixels that no tap reads."""
+    return (geo.stride[0] > (geo.kh - 1) * geo.dilation[0] + 1
+            or geo.stride[1] > (geo.kw - 1) * geo.dilation[1] + 1)
+
+
+_forced = threading.local()
+
+
+@contextlib.contextmanager
+def forced(name: Optional[str]) -> Iterator[None]:
+    """Within the block, :func:`plan` returns ``name`` (one of :data:`ALGORITHMS`) wherever it applies.
+
+    For tests and calibration: every algorithm can be run on the same problems.  Winograd
+    applies to 3x3 stride-1 undilated convolutions only; elsewhere the normal plan runs.
+    """
+    if name is not None and name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; algorithms are {ALGORITHMS}")
+    prev = getattr(_forced, "name", None)
+    _forced.name = name
+    try:
+        yield
+    finally:
+        _forced.name = prev
+
+
+def winograd_applies(geo: Geometry) -> bool:
+    """Whether F(2x2, 3x3) computes this convolution (3x3, stride 1, no dilation, no groups)."""
+    return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
+
+
+def _parse(name: str) -> Plan:
+    algorithm, _, layout = name.partition("/")
+    return Plan(algorithm, layout)
+
+
+def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
+    """The algorithm and layout for one pass of the convolution ``geo`` in ``dtype``.
+
+    Parameters
+    ----------
+    pass_ : {'forward', 'backward_input', 'backward_weight'}
+        The pass.  For ``'backward_input'``, ``geo`` is the convolution of the output
+        gradient that computes the input gradient (stride 1) or the original convolution
+        (strided: its phases run direct).
+    geo : Geometry
+        The convolution.
+    dtype : numpy dtype
+        float32 or float64.
+    exclude : sequence of str
+        Algorithms not to choose (the engine excludes Winograd on non-finite inputs).
+
+    Returns
+    -------
+    Plan
+    """
+    if pass_ not in ("forward", "backward_input", "backward_weight"):
+        raise ValueError(f"unknown pass {pass_!r}")
+    name = getattr(_forced, "name", None)
+    if name is not None and name.split("/")[0] not in exclude:
+        if not name.startswith("winograd") or winograd_applies(geo):
+            return _parse(name)
+    if _skips_pixels(geo) and "im2col" not in exclude:
+        return Plan("im2col", "")
+    if ("winograd" not in exclude and winograd_applies(geo) and geo.cg >= WINOGRAD_MIN_CHANNELS
+            and geo.og >= WINOGRAD_MIN_CHANNELS):
+        return Plan("winograd", "lanes")
+    return Plan("direct", _direct_layout(geo, dtype))
+
+
+def plan_name(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+              dilation: Sequence[int], groups: int, dtype, pass_: str = "forward") -> str:
+    """The plan of one pass of ``conv2d`` as a string, for inspection (e.g. ``'winograd/lanes'``).
+
+    ``padding`` is (top, bottom, left, right); ``dtype`` a torch or NumPy float dtype.
+
+    Examples
+    --------
+    >>> from fastconv.cpu.conv_plan import plan_name
+    >>> plan_name((128, 3, 32, 32), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32")
+    'direct/rows'
+    """
+    from .._shapes import conv_out_size
+    dt = as_numpy_dtype(dtype)
+    oh = conv_out_size(x_shape[2], w_shape[2], stride[0], padding[0] + padding[1], dilation[0])
+    ow = conv_out_size(x_shape[3], w_shape[3], stride[1], padding[2] + padding[3], dilation[1])
+    return plan(pass_, geometry(x_shape, w_shape, stride, padding, dilation, groups, (oh, ow)), dt).name
