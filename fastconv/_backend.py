@@ -44,8 +44,21 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+_resolved: dict = {}
+
+
 def kernels(family: str, device: torch.device) -> ModuleType:
     """Return the backend module for op ``family`` (e.g. ``'conv2d'``) on ``device``."""
+    key = (family, device.type)
+    mod = _resolved.get(key)
+    if mod is not None:
+        return mod
+    mod = _resolve(family, device)
+    _resolved[key] = mod
+    return mod
+
+
+def _resolve(family: str, device: torch.device) -> ModuleType:
     if device.type == "cpu":
         return importlib.import_module(f"fastconv.cpu.{family}")
     if device.type == "cuda":

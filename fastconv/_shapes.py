@@ -67,6 +67,40 @@ def check_dtype(op: str, *tensors: torch.Tensor | None) -> None:
             )
 
 
+def _meta(a):
+    if isinstance(a, torch.Tensor):
+        return a.shape, a.dtype, a.device
+    return type(a), a
+
+
+def call_key(*args):
+    """A hashable key for an op call's tensor metadata and arguments, or None (not cacheable).
+
+    Tensors contribute shape, dtype and device, other arguments their type and value (so
+    ``True`` is not ``1``); unhashable arguments (a list) make the call uncacheable.
+    Validation results are cached under the key (:func:`remember`).
+    """
+    key = tuple(map(_meta, args))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+#: Entries kept per validation cache.
+CACHE_ENTRIES = 512
+
+
+def remember(cache: dict, key, value) -> None:
+    """Store ``value`` under ``key`` (not for a None key), dropping everything once the cache is full."""
+    if key is None:
+        return
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
+
+
 def check_tensor(op: str, name: str, value) -> None:
     """Raise torch's TypeError when ``value`` (argument ``name`` of ``op``) is not a tensor."""
     if not isinstance(value, torch.Tensor):

@@ -171,7 +171,7 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover 
     L = 64 // out.itemsize
     count = N * BY * BX
     of = out.reshape(-1)
-    if BY * BX == 1:
+    if BY * BX == 1 and bh == OH and bw == OW:
         HW = OH * OW
         nfull = N - N % L
         qfull = HW - HW % L

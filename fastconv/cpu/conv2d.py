@@ -5,6 +5,7 @@ gradient w.r.t. the input, gradient w.r.t. the weight -- asks :func:`plan` which
 and layout to run (see :mod:`fastconv.cpu.conv_plan` for the rules and how they were
 measured), then runs it on the CPU thread pool:
 
+* ``direct/small`` (:mod:`~fastconv.cpu._small`): tiny problems, plain loops in one call;
 * ``direct/rows`` (:mod:`~fastconv.cpu._rows`): pixels of an output row in the vector lanes;
 * ``direct/lanes`` (:mod:`~fastconv.cpu._lanes`): images (or image blocks) in the lanes;
 * ``winograd/lanes`` (:mod:`~fastconv.cpu._winograd`): F(2x2, 3x3) for 3x3 stride-1 layers;
@@ -29,8 +30,8 @@ import torch
 from numba import njit
 
 from .._threads import parallel_for
-from . import _direct, _im2col, _lanes, _rows, _wgrad, _winograd
-from .conv_plan import Geometry, geometry, plan
+from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd
+from .conv_plan import SMALL_MACS, Geometry, forcing, geometry, plan
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -38,6 +39,10 @@ __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
+
+
+#: The ``bias`` argument of the small kernels when there is none (they read it only with ``has_bias``).
+_NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
 
 
 @njit(cache=True, nogil=True)
@@ -159,7 +164,7 @@ def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geom
              pass_: str) -> None:
     p = plan(pass_, geo, xa.dtype)
     if p.name not in _FORWARD or (p.algorithm == "winograd" and not (all_finite(xa) and all_finite(wa))):
-        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col"))
+        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col", "direct/small"))
     _FORWARD[p.name](xa, wa, ba, geo, outa)
 
 
@@ -180,10 +185,20 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         return out
     if x.shape[1] == 0:
         return _bias_fill(out, bias)
+    xa, wa = _np(x), _np(weight)
+    if out.numel() * wa[0].size < SMALL_MACS and not forcing():  # skip the planner's set-up
+        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if bias is None else _np(bias), bias is not None, stride[0],
+                       stride[1], padding[0], padding[2], dilation[0], dilation[1], groups, out.numpy())
+        return out
     geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
-    if plan("forward", geo, _np(x).dtype).name == "im2col":
+    name = plan("forward", geo, xa.dtype).name
+    if name == "im2col":
         return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
-    _forward(_np(x), _np(weight), None if bias is None else _np(bias), geo, out.numpy(), "forward")
+    if name == "direct/small":
+        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if bias is None else _np(bias), bias is not None, stride[0], stride[1], padding[0],
+                       padding[2], dilation[0], dilation[1], groups, out.numpy())
+        return out
+    _forward(xa, wa, None if bias is None else _np(bias), geo, out.numpy(), "forward")
     return out
 
 
@@ -255,11 +270,15 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         return _bias_fill(dx, bias)
     x_shape = (n, c, in_hw[0], in_hw[1])
     geo = geometry(x_shape, weight.shape, stride, padding, dilation, groups, grad_out.shape[2:])
-    p = plan("backward_input", geo, _np(grad_out).dtype)
+    ga, wa = _np(grad_out), _np(weight)
+    p = plan("backward_input", geo, ga.dtype)
     if p.name == "im2col":
         return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
-    ga, wa = _np(grad_out), _np(weight)
     ba = None if bias is None else _np(bias)
+    if p.name == "direct/small":
+        _small.backward_input(ga, wa, _NO_BIAS[ga.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1], padding[0],
+                              padding[2], dilation[0], dilation[1], groups, dx.numpy())
+        return dx
     if tuple(stride) != (1, 1):
         _backward_input_phases(ga, wa, ba, geo, dx.numpy())
         return dx
@@ -366,6 +385,10 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
     xa = _np(x)
     p = plan("backward_weight", geo, xa.dtype)
+    if p.name == "direct/small":
+        _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],
+                               dilation[1], groups, dw.numpy())
+        return dw
     if p.name == "im2col" or not all_finite(xa):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
     _WEIGHT[p.name](xa, _np(grad_out), geo, dw.numpy())

@@ -6,6 +6,7 @@ re-measures the rules on a machine (``benchmarks/CALIBRATION.md`` keeps the hist
 
 Algorithms (see :mod:`fastconv.cpu.conv2d`):
 
+* ``direct/small`` -- tiny problems: plain loops in one call, no set-up;
 * ``direct/rows`` -- wide outputs (a row fills at least most of a tile of vectors);
 * ``direct/lanes`` -- narrow outputs: images, or blocks of them, side by side in the lanes;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
@@ -28,7 +29,11 @@ import numpy as np
 __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "ALGORITHMS", "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
-ALGORITHMS = ("direct/rows", "direct/lanes", "winograd/lanes", "im2col")
+ALGORITHMS = ("direct/small", "direct/rows", "direct/lanes", "winograd/lanes", "im2col")
+
+#: Below this many multiply-adds a pass runs as plain loops in one Numba call
+#: (:mod:`fastconv.cpu._small`): the engine's set-up would cost more than the arithmetic.
+SMALL_MACS = 32_768
 
 #: Output rows at least this many tiles-of-vectors wide (as a fraction of one tile) run in the
 #: row layout; narrower ones waste lanes there and run in the lane layout.  Measured on the
@@ -154,6 +159,11 @@ def forced(name: Optional[str]) -> Iterator[None]:
         _forced.name = prev
 
 
+def forcing() -> bool:
+    """Whether a :func:`forced` block is active in this thread."""
+    return getattr(_forced, "name", None) is not None
+
+
 def winograd_applies(geo: Geometry) -> bool:
     """Whether F(2x2, 3x3) computes this convolution (3x3, stride 1, no dilation, no groups)."""
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
@@ -178,7 +188,8 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     dtype : numpy dtype
         float32 or float64.
     exclude : sequence of str
-        Algorithms not to choose (the engine excludes Winograd on non-finite inputs).
+        Algorithms ('winograd') or plan names ('direct/small') not to choose (the engine
+        excludes Winograd on non-finite inputs).
 
     Returns
     -------
@@ -187,9 +198,11 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     if pass_ not in ("forward", "backward_input", "backward_weight"):
         raise ValueError(f"unknown pass {pass_!r}")
     name = getattr(_forced, "name", None)
-    if name is not None and name.split("/")[0] not in exclude:
+    if name is not None and name not in exclude and name.split("/")[0] not in exclude:
         if not name.startswith("winograd") or winograd_applies(geo):
             return _parse(name)
+    if geo.macs < SMALL_MACS and "direct/small" not in exclude:
+        return Plan("direct", "small")
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
     if ("winograd" not in exclude and winograd_applies(geo) and geo.cg >= WINOGRAD_MIN_CHANNELS

@@ -142,7 +142,96 @@ def _adaptive_avg_pool2d(x, out, backward, t0, t1):  # pragma: no cover - numba
                     out[n, c, oy, ox] = acc / (y1 - y0) / (x1 - x0)
 
 
+@njit(cache=True, nogil=True)
+def _max_pool2d_forward_2x2(x, out, idx, t0, t1):  # pragma: no cover - numba
+    """:func:`_max_pool2d_forward` for 2x2 windows at stride 2 that all lie inside the plane:
+    flat planes, one unit-stride pass per output row (LLVM vectorises the even/odd loads).
+    Tie and NaN rules as the generic kernel: the taps in row-major order, a later tap wins
+    when greater or NaN."""
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for task in range(t0, t1):
+        n = task // C
+        c = task - n * C
+        xp = x[n, c]
+        op = out[n, c]
+        ip = idx[n, c]
+        for oy in range(OH):
+            r0 = xp[2 * oy]
+            r1 = xp[2 * oy + 1]
+            orow = op[oy]
+            irow = ip[oy]
+            base = 2 * oy * W
+            for ox in range(OW):
+                a = r0[2 * ox]
+                b = r0[2 * ox + 1]
+                c2 = r1[2 * ox]
+                d = r1[2 * ox + 1]
+                best = a
+                arg = 0
+                if b > best or b != b:
+                    best = b
+                    arg = 1
+                if c2 > best or c2 != c2:
+                    best = c2
+                    arg = W
+                if d > best or d != d:
+                    best = d
+                    arg = W + 1
+                orow[ox] = best
+                irow[ox] = base + 2 * ox + arg
+
+
+@njit(cache=True, nogil=True)
+def _avg_pool2d_2x2(x, out, t0, t1):  # pragma: no cover - numba
+    """:func:`_avg_pool2d` forward for 2x2 windows at stride 2 inside the plane (divisor 4):
+    ``((a + b) + c + d) / 4`` summed in torch's order."""
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for task in range(t0, t1):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            r0 = x[n, c, 2 * oy]
+            r1 = x[n, c, 2 * oy + 1]
+            orow = out[n, c, oy]
+            for ox in range(OW):
+                orow[ox] = (((r0[2 * ox] + r0[2 * ox + 1]) + r1[2 * ox]) + r1[2 * ox + 1]) / 4
+
+
+@njit(cache=True, nogil=True)
+def _avg_pool2d_backward_2x2(g, gin, t0, t1):  # pragma: no cover - numba
+    """The adjoint of :func:`_avg_pool2d_2x2`: every input pixel of a window gets ``g / 4``
+    (rows and columns past the last whole window get zero)."""
+    N, C, H, W = gin.shape
+    OH, OW = g.shape[2], g.shape[3]
+    for task in range(t0, t1):
+        n = task // C
+        c = task - n * C
+        for oy in range(OH):
+            grow = g[n, c, oy]
+            r0 = gin[n, c, 2 * oy]
+            r1 = gin[n, c, 2 * oy + 1]
+            for ox in range(OW):
+                v = grow[ox] / 4
+                r0[2 * ox] = v
+                r0[2 * ox + 1] = v
+                r1[2 * ox] = v
+                r1[2 * ox + 1] = v
+            for ix in range(2 * OW, W):
+                r0[ix] = 0
+                r1[ix] = 0
+        for iy in range(2 * OH, H):
+            gin[n, c, iy, :] = 0
+
+
 # --------------------------------------------------------------------------- entry points
+
+
+def _whole_2x2(kernel, stride, padding, in_hw, out_hw, dilation=(1, 1)) -> bool:
+    """Whether a pooling is 2x2 at stride 2 without padding or dilation, every window inside the input."""
+    return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+            and tuple(dilation) == (1, 1) and 2 * out_hw[0] <= in_hw[0] and 2 * out_hw[1] <= in_hw[1])
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -165,8 +254,11 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
     out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
     if out.numel():
-        parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding, *dilation,
-                     work=out.numel() * kernel[0] * kernel[1])
+        if _whole_2x2(kernel, stride, padding, x.shape[2:], out_hw, dilation):
+            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), _np(x), _np(out), _np(idx), work=x.numel())
+        else:
+            parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding,
+                         *dilation, work=out.numel() * kernel[0] * kernel[1])
     return out, idx
 
 
@@ -181,13 +273,20 @@ def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, count_include_p
                        out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        parallel_for(_avg_pool2d, _plane_count(x), _np(x), _np(out), *kernel, *stride, *padding, bool(count_include_pad),
-                     int(divisor), False, work=out.numel() * kernel[0] * kernel[1])
+        if _whole_2x2(kernel, stride, padding, x.shape[2:], out_hw) and divisor in (0, 4):
+            parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), _np(out), work=x.numel())
+        else:
+            parallel_for(_avg_pool2d, _plane_count(x), _np(x), _np(out), *kernel, *stride, *padding,
+                         bool(count_include_pad), int(divisor), False, work=out.numel() * kernel[0] * kernel[1])
     return out
 
 
 def avg_pool2d_backward(grad_out: torch.Tensor, kernel, stride, padding, count_include_pad: bool, divisor: int,
                         in_hw) -> torch.Tensor:
+    if grad_out.numel() and _whole_2x2(kernel, stride, padding, in_hw, grad_out.shape[2:]) and divisor in (0, 4):
+        gin = _empty(grad_out, in_hw)
+        parallel_for(_avg_pool2d_backward_2x2, _plane_count(gin), _np(grad_out), _np(gin), work=gin.numel())
+        return gin
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
         parallel_for(_avg_pool2d, _plane_count(gin), _np(gin), _np(grad_out), *kernel, *stride, *padding,

@@ -79,6 +79,8 @@ def _conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int]
                                                       padding, dilation, groups, hw)
 
 
+
+
 def _conv2d_fake(x, weight, bias, stride, padding, dilation, groups):
     oh, ow = out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     return x.new_empty((x.shape[0], weight.shape[0], oh, ow))
@@ -347,17 +349,32 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     >>> F.conv2d(x, w, padding="same").shape
     torch.Size([1, 1, 4, 4])
     """
+    key = S.call_key(input, weight, bias, stride, padding, dilation, groups)
+    prep = _prepared.get(key)
+    if prep is None:
+        prep = _prepare(input, weight, bias, stride, padding, dilation, groups)
+        S.remember(_prepared, key, prep)
+    squeeze, s, p, d, groups = prep
+    out = conv2d_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, groups)
+    return out.squeeze(0) if squeeze else out
+
+
+#: Validated arguments of recent calls, by :func:`fastconv._shapes.call_key`.
+_prepared: dict = {}
+
+
+def _prepare(input, weight, bias, stride, padding, dilation, groups):
+    """Validate a conv2d call; returns (unbatched, stride, padding4, dilation, groups) as the op takes them."""
     squeeze = unbatched("conv2d", input)
     S.check_tensor("conv2d", "weight", weight)
     S.check_dtype("conv2d", input, weight, bias)
-    x = input.unsqueeze(0) if squeeze else input
+    x_shape = (1, *input.shape) if squeeze else tuple(input.shape)
     s, d = S.pair(stride, "stride"), S.pair(dilation, "dilation")
     if weight.dim() != 4:
         raise ValueError(f"fastconv.conv2d: expected 4D weight (out_channels, in_channels/groups, kH, kW), "
                          f"but got weight of size {list(weight.shape)}")
     p = S.conv_padding(padding, tuple(weight.shape[2:]), s, d)
-    S.conv2d_output_hw("conv2d", x.shape, weight.shape, s, p, d, groups)
+    S.conv2d_output_hw("conv2d", x_shape, weight.shape, s, p, d, groups)
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise RuntimeError(f"fastconv.conv2d: expected bias of shape [{weight.shape[0]}], got {list(bias.shape)}")
-    out = conv2d_op(x, weight, bias, list(s), list(p), list(d), int(groups))
-    return out.squeeze(0) if squeeze else out
+    return squeeze, list(s), list(p), list(d), int(groups)
