@@ -40,14 +40,45 @@ def _skip_reason(module: torch.nn.Module) -> str | None:
     return None
 
 
-def convert_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace, in place, every torch.nn Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d and
-    AdaptiveAvgPool2d in ``model`` (the model itself included) with its :mod:`fastconv.nn` twin.
+def convert_model(model: torch.nn.Module, fuse: bool = False) -> torch.nn.Module:
+    """Run a model's conv and pool layers on fastconv, in place.
 
-    Parameters, buffers, hooks and attributes are kept (the same Parameter objects,
-    so optimizers stay valid).  Returns ``model``.  Emits one warning listing every
-    conv/pool-like layer left alone and why (other 3D/1D layers, subclasses,
-    unsupported dtypes).
+    Every torch.nn ``Conv2d``, ``ConvTranspose2d``, ``MaxPool2d``, ``AvgPool2d`` and
+    ``AdaptiveAvgPool2d`` in ``model`` (the model itself included) becomes its
+    :mod:`fastconv.nn` twin.  Parameters, buffers, hooks and attributes are kept (the same
+    Parameter objects, so optimizers stay valid), and so are the ``state_dict`` keys.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, changed in place.
+    fuse : bool, optional
+        Also fuse ``Conv2d [-> BatchNorm2d] -> ReLU|SiLU|LeakyReLU [-> MaxPool2d]`` runs of
+        layers into single ops (:class:`fastconv.nn.FusedConv2d`): found in ``nn.Sequential``
+        containers, and through ``torch.fx`` where the model traces.  BatchNorm is folded
+        into the convolution in eval mode only.  Values and gradients equal the unfused
+        model's to float rounding; the ``state_dict`` is unchanged.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+
+    Warns
+    -----
+    UserWarning
+        Listing every conv/pool-like layer left on torch and why (3-D/1-D layers,
+        subclasses, unsupported dtypes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    >>> keys = list(net.state_dict())
+    >>> net = fastconv.convert_model(net, fuse=True)
+    >>> type(net[0]).__name__, list(net.state_dict()) == keys
+    ('FusedConv2d', True)
     """
     skipped: List[str] = []
     for name, module in model.named_modules():
@@ -61,4 +92,7 @@ def convert_model(model: torch.nn.Module) -> torch.nn.Module:
     if skipped:
         warnings.warn("fastconv.convert_model left these layers on torch:\n  " + "\n  ".join(skipped),
                       stacklevel=2)
+    if fuse:
+        from .fuse import fuse_model
+        fuse_model(model)
     return model

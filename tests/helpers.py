@@ -1,11 +1,25 @@
-"""Helpers shared by the op tests."""
+"""Helpers shared by the op tests: the one dtype -> tolerance table, gradients, odd layouts."""
 import torch
+
+#: (rtol, atol) per dtype, for results compared with torch on the same inputs.
+TOLERANCE = {
+    torch.float64: (1e-9, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1e-2),
+}
+
+
+def tolerance(dtype: torch.dtype, scale: float = 1.0) -> dict:
+    """``rtol``/``atol`` keyword arguments for ``dtype`` (optionally widened by ``scale``)."""
+    rtol, atol = TOLERANCE[dtype]
+    return dict(rtol=rtol * scale, atol=atol * scale)
 
 
 def assert_close(actual, expected, rtol=None, atol=None):
-    """torch.testing.assert_close with dtype-appropriate tolerances (float64 tight, float32 ~1e-5)."""
+    """torch.testing.assert_close with the dtype's tolerances from :data:`TOLERANCE`."""
     if rtol is None:
-        rtol, atol = (1e-9, 1e-10) if expected.dtype == torch.float64 else (1e-5, 1e-5)
+        rtol, atol = TOLERANCE[expected.dtype]
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
 
 

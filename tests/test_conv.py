@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as TF
 
 import fastconv.functional as F
-from helpers import assert_close, grads, leaf
+from helpers import assert_close, grads
+from optester import OpTester
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -26,40 +27,32 @@ GEOMETRY = [  # stride, padding, dilation
 ]
 
 
-def _check(device, dtype, shape, stride, padding, dilation, layout=None, bias=True):
-    n, c, h, w, o, kh, kw, g = shape
-    x = leaf(torch.randn(n, c, h, w), device, dtype, channels_last=layout == "channels_last",
-             noncontig=layout == "strided")
-    wt = leaf(torch.randn(o, c // g, kh, kw), device, dtype)
-    b = leaf(torch.randn(o), device, dtype) if bias else None
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=g)
-    try:
-        expected = TF.conv2d(x, wt, b, **kwargs)
-    except RuntimeError:
-        with pytest.raises((RuntimeError, ValueError)):
-            F.conv2d(x, wt, b, **kwargs)
-        return
-    out = F.conv2d(x, wt, b, **kwargs)
-    assert out.is_contiguous() and out.shape == expected.shape
-    assert_close(out, expected)
-    seed = torch.randn_like(expected)
-    for got, ref in zip(grads(out, (x, wt, b), seed), grads(expected, (x, wt, b), seed)):
-        assert_close(got, ref)
+class TestConv2d(OpTester):
+    """The standard checks (:mod:`optester`) over the shape x geometry grid."""
 
+    fn = staticmethod(F.conv2d)
+    ref = staticmethod(TF.conv2d)
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("stride,padding,dilation", GEOMETRY)
-def test_conv2d_grid(device, dtype, shape, stride, padding, dilation):
-    if padding == "same" and shape[5] > 1 and (shape[2] < 3 or shape[3] < 3):
-        pytest.skip("input smaller than the dilated kernel")
-    _check(device, dtype, shape, stride, padding, dilation)
+    def samples(self):
+        cases = []
+        for i, ((n, c, h, w, o, kh, kw, g), (stride, padding, dilation)) in enumerate(
+                itertools.product(SHAPES, GEOMETRY)):
+            bias = (o,) if i % 3 else None  # a third of the cases without bias
+            cases.append((((n, c, h, w), (o, c // g, kh, kw), bias),
+                          dict(stride=stride, padding=padding, dilation=dilation, groups=g)))
+        return cases
 
-
-@pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_noncontiguous(device, dtype, layout):
-    _check(device, dtype, (2, 4, 9, 8, 6, 3, 3, 2), 2, 1, 1, layout=layout)
+    def bad_calls(self):
+        x, w = torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3)
+        return [
+            ((x.tolist(), w), {}, TypeError, "must be Tensor, not list"),
+            ((x, w.numpy()), {}, TypeError, "must be Tensor, not ndarray"),
+            ((x.int(), w), {}, TypeError, "unsupported dtype"),
+            ((x, w.double()), {}, TypeError, "same dtype"),
+            ((x, w), dict(stride=0), ValueError, "stride must be positive"),
+            ((x, w), dict(padding="same", stride=2), ValueError, "not supported for strided"),
+            ((x, torch.randn(2, 2, 3, 3)), {}, RuntimeError, "to have 2 channels"),
+        ]
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -1,10 +1,13 @@
 """conv_transpose2d against torch.nn.functional.conv_transpose2d."""
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as TF
 
 import fastconv.functional as F
-from helpers import assert_close, grads, leaf
+from helpers import assert_close, grads
+from optester import OpTester
 
 # (N, Cin, H, W, Cout, kH, kW, groups)
 SHAPES = [
@@ -19,28 +22,23 @@ GEOMETRY = [  # stride, padding, output_padding, dilation
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("stride,padding,output_padding,dilation", GEOMETRY)
-@pytest.mark.parametrize("layout", [None, "channels_last"])
-def test_conv_transpose2d_grid(device, dtype, shape, stride, padding, output_padding, dilation, layout):
-    n, c, h, w, o, kh, kw, g = shape
-    x = leaf(torch.randn(n, c, h, w), device, dtype, channels_last=layout == "channels_last")
-    wt = leaf(torch.randn(c, o // g, kh, kw), device, dtype)
-    b = leaf(torch.randn(o), device, dtype)
-    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=g, dilation=dilation)
-    try:
-        expected = TF.conv_transpose2d(x, wt, b, **kwargs)
-    except RuntimeError:
-        with pytest.raises((RuntimeError, ValueError)):
-            F.conv_transpose2d(x, wt, b, **kwargs)
-        return
-    out = F.conv_transpose2d(x, wt, b, **kwargs)
-    assert out.shape == expected.shape and out.is_contiguous()
-    assert_close(out, expected)
-    seed = torch.randn_like(expected)
-    for got, ref in zip(grads(out, (x, wt, b), seed), grads(expected, (x, wt, b), seed)):
-        assert_close(got, ref)
+class TestConvTranspose2d(OpTester):
+    fn = staticmethod(F.conv_transpose2d)
+    ref = staticmethod(TF.conv_transpose2d)
+
+    def samples(self):
+        cases = []
+        for i, ((n, c, h, w, o, kh, kw, g), (stride, padding, output_padding, dilation)) in enumerate(
+                itertools.product(SHAPES, GEOMETRY)):
+            cases.append((((n, c, h, w), (c, o // g, kh, kw), (o,) if i % 2 else None),
+                          dict(stride=stride, padding=padding, output_padding=output_padding, groups=g,
+                               dilation=dilation)))
+        return cases
+
+    def bad_calls(self):
+        x, w = torch.randn(1, 2, 4, 4), torch.randn(2, 3, 3, 3)
+        return [((x, w), dict(output_padding=2, stride=2), ValueError, "output padding must be smaller"),
+                ((x, torch.randn(3, 3, 3, 3)), {}, RuntimeError, "to have 3 channels")]
 
 
 def test_conv_transpose2d_unbatched_and_no_bias(device):

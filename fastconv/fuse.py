@@ -1,0 +1,132 @@
+"""Finding fusable layer runs in a converted model (``convert_model(model, fuse=True)``).
+
+A run is ``Conv2d [-> BatchNorm2d] -> activation [-> MaxPool2d]`` where the convolution is a
+plain :class:`fastconv.nn.Conv2d`, the BatchNorm normalises its output channels, the
+activation is one of :data:`fastconv.nn.fused.ACTIVATION_MODULES` and the pooling returns
+no indices.  Runs are found
+
+* in every ``nn.Sequential`` (consecutive children), and
+* through ``torch.fx``: in a symbolic trace of the model, module calls chained one into the
+  next, each result used only by the next call and each module called only once (so that
+  absorbing it changes nothing else).  Models that do not trace (data-dependent control
+  flow) keep only their ``Sequential`` fusions.
+
+Each run is fused in place by :func:`fastconv.nn.fused.absorb`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb
+from .nn.modules import Conv2d, MaxPool2d
+
+__all__ = ["fuse_model", "find_runs"]
+
+Run = Tuple[Conv2d, Optional[nn.BatchNorm2d], nn.Module, Optional[nn.MaxPool2d]]
+
+
+def _is_conv(m) -> bool:
+    return type(m) is Conv2d
+
+
+def _is_bn(m, conv) -> bool:
+    return type(m) is nn.BatchNorm2d and m.num_features == conv.out_channels
+
+
+def _is_act(m) -> bool:
+    return type(m) in ACTIVATION_MODULES
+
+
+def _is_pool(m) -> bool:
+    return type(m) in (MaxPool2d, nn.MaxPool2d) and not m.return_indices
+
+
+def _match(seq: List[nn.Module], i: int) -> Optional[Run]:
+    """The run starting at ``seq[i]``, if any."""
+    conv = seq[i]
+    if not _is_conv(conv):
+        return None
+    j = i + 1
+    bn = None
+    if j < len(seq) and _is_bn(seq[j], conv):
+        bn, j = seq[j], j + 1
+    if j >= len(seq) or not _is_act(seq[j]):
+        return None
+    act, j = seq[j], j + 1
+    pool = seq[j] if j < len(seq) and _is_pool(seq[j]) else None
+    return conv, bn, act, pool
+
+
+def _sequential_runs(model: nn.Module) -> List[Run]:
+    runs = []
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.children())
+            for i in range(len(children)):
+                run = _match(children, i)
+                if run is not None:
+                    runs.append(run)
+    return runs
+
+
+class _Tracer(torch.fx.Tracer):
+    """fx tracer whose leaves are torch.nn and fastconv.nn modules (fastconv's twins are not traced into)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__module__.startswith("fastconv.nn") or super().is_leaf_module(m, qualname)
+
+
+def _fx_runs(model: nn.Module) -> List[Run]:
+    try:
+        graph = _Tracer().trace(model)
+    except Exception:  # data-dependent control flow, unsupported calls: no fx fusions
+        return []
+    modules: Dict[str, nn.Module] = dict(model.named_modules())
+    calls: Dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+
+    def next_call(node):
+        users = list(node.users)
+        if len(users) != 1 or users[0].op != "call_module" or calls.get(users[0].target) != 1:
+            return None
+        if len(users[0].args) != 1 or users[0].kwargs:
+            return None
+        return users[0]
+
+    runs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or calls.get(node.target) != 1 or not _is_conv(modules[node.target]):
+            continue
+        chain = [modules[node.target]]
+        cur = node
+        for _ in range(3):
+            cur = next_call(cur)
+            if cur is None:
+                break
+            chain.append(modules[cur.target])
+        run = _match(chain, 0)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+def find_runs(model: nn.Module) -> List[Run]:
+    """Every fusable run in ``model`` (Sequential containers first, then fx), each conv once."""
+    seen, runs = set(), []
+    for run in _sequential_runs(model) + _fx_runs(model):
+        if id(run[0]) not in seen and all(not isinstance(m, FusedConv2d) for m in run if m is not None):
+            seen.add(id(run[0]))
+            runs.append(run)
+    return runs
+
+
+def fuse_model(model: nn.Module) -> nn.Module:
+    """Fuse every run of :func:`find_runs` in place; returns ``model``."""
+    for conv, bn, act, pool in find_runs(model):
+        absorb(conv, act, bn, pool)
+    return model

@@ -1,0 +1,152 @@
+"""Fused conv layers, made by :func:`fastconv.convert_model` with ``fuse=True``.
+
+:class:`FusedConv2d` is a :class:`fastconv.nn.Conv2d` (so a ``torch.nn.Conv2d``, with the same
+parameters and ``state_dict`` keys) that also runs the activation -- and the max pooling --
+that follow it, as one op of :mod:`fastconv.ops.fused`, and folds a ``BatchNorm2d`` between
+them into its weights in eval mode.  The modules it absorbs stay where they are, in the
+model and in its ``state_dict``; they pass their input through while the fusion is active:
+
+* without a BatchNorm, always;
+* with a BatchNorm (conv -> BN -> act), only in eval mode with running statistics: training
+  needs the batch statistics between conv and activation, so then every module runs as usual.
+
+The folded weights are computed at every call from the current parameters and running
+statistics (``w * gamma / sqrt(var + eps)``, ``(b - mean) * gamma / sqrt(var + eps) + beta``),
+so loading a checkpoint, or training further, needs no re-fusing.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..ops.fused import conv2d_act, conv2d_act_max_pool
+from .modules import Conv2d
+
+__all__ = ["FusedConv2d", "ACTIVATION_MODULES", "absorb"]
+
+#: torch.nn activation classes the fusion understands -> (fused name, slope getter).
+ACTIVATION_MODULES = {
+    nn.ReLU: ("relu", lambda m: 0.0),
+    nn.SiLU: ("silu", lambda m: 0.0),
+    nn.LeakyReLU: ("leaky_relu", lambda m: float(m.negative_slope)),
+}
+
+
+class FusedConv2d(Conv2d):
+    """A :class:`fastconv.nn.Conv2d` that runs ``[BatchNorm2d ->] activation [-> MaxPool2d]`` too.
+
+    Made in place from a converted ``Conv2d`` by :func:`fastconv.convert_model` (``fuse=True``);
+    the attributes below say what it absorbed.
+
+    Attributes
+    ----------
+    fused_activation : str
+        'relu', 'leaky_relu' or 'silu'.
+    fused_slope : float
+        LeakyReLU's negative slope (0 for the others).
+    fused_pool : torch.nn.MaxPool2d or None
+        The absorbed max pooling.
+    fused_bn : torch.nn.BatchNorm2d or None
+        The BatchNorm folded in eval mode.
+    """
+
+    fused_activation: str
+    fused_slope: float
+
+    @property
+    def fused_bn(self) -> Optional[nn.BatchNorm2d]:
+        return self._fused[0]
+
+    @property
+    def fused_pool(self) -> Optional[nn.MaxPool2d]:
+        return self._fused[1]
+
+    def fusion_active(self) -> bool:
+        """Whether this call runs fused (see the module docstring)."""
+        bn = self.fused_bn
+        if bn is None:
+            return True
+        return not (self.training or bn.training) and bn.track_running_stats and bn.running_mean is not None
+
+    def _folded(self):
+        w, b = self.weight, self.bias
+        bn = self.fused_bn
+        if bn is None:
+            return w, b
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale if b is None else (b - bn.running_mean) * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        return w * scale.reshape(-1, 1, 1, 1), shift
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self.fusion_active():
+            return super().forward(input)
+        w, b = self._folded()
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        pool = self.fused_pool
+        if pool is None:
+            return conv2d_act(input, w, b, self.stride, padding, self.dilation, self.groups, self.fused_activation,
+                              self.fused_slope)
+        return conv2d_act_max_pool(input, w, b, self.stride, padding, self.dilation, self.groups,
+                                   self.fused_activation, self.fused_slope, pool.kernel_size, pool.stride,
+                                   pool.padding, pool.dilation, pool.ceil_mode)
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr(), f"fused={self.fused_activation}"]
+        if self.fused_bn is not None:
+            parts.append("bn folded in eval")
+        if self.fused_pool is not None:
+            parts.append("max_pool")
+        return ", ".join(parts)
+
+
+def _passthrough_class(cls: type) -> type:
+    """``cls`` with a forward that returns its input while its fused conv runs it (cached per class)."""
+    cached = _PASSTHROUGH.get(cls)
+    if cached is not None:
+        return cached
+
+    def forward(self, *args, **kwargs):
+        if self._fused_into[0].fusion_active():
+            return args[0]
+        return cls.forward(self, *args, **kwargs)
+
+    name = f"Absorbed{cls.__name__}"
+    sub = type(name, (cls,), {"forward": forward, "__module__": __name__, "__doc__": (
+        f"A ``{cls.__name__}`` absorbed by a :class:`FusedConv2d`: the identity while the fusion "
+        f"is active, ``{cls.__name__}`` otherwise.")})
+    _PASSTHROUGH[cls] = sub
+    globals().setdefault(name, sub)  # importable by name, so pickled models load
+    return sub
+
+
+_PASSTHROUGH: dict = {}
+
+
+def absorb(conv: Conv2d, act: nn.Module, bn: Optional[nn.BatchNorm2d] = None,
+           pool: Optional[nn.MaxPool2d] = None) -> FusedConv2d:
+    """Turn ``conv`` into a :class:`FusedConv2d` running ``[bn ->] act [-> pool]``, in place.
+
+    ``act`` (and ``pool``) become pass-through subclasses of their own classes (no parameters
+    or buffers change); ``bn`` keeps running as itself whenever the fusion is not active.
+    Returns ``conv``.
+    """
+    name, slope = ACTIVATION_MODULES[type(act)]
+    conv.__class__ = FusedConv2d
+    conv.fused_activation = name
+    conv.fused_slope = slope(act)
+    object.__setattr__(conv, "_fused", (bn, pool))  # not registered: no new state_dict keys
+    for m in (act, pool) + ((bn,) if bn is not None else ()):
+        if m is None:
+            continue
+        object.__setattr__(m, "_fused_into", (conv,))
+        m.__class__ = _passthrough_class(type(m))
+    return conv

@@ -1,0 +1,283 @@
+"""Fused layers: ``conv2d -> activation`` and ``conv2d -> activation -> max_pool2d`` as single ops.
+
+torch's eager mode runs these as two or three ops, each keeping its whole output alive for
+the backward pass.  The fused ops keep only what their exact backward needs:
+
+* ``fastconv::conv2d_act(x, w, b, stride, padding4, dilation, groups, act, slope) -> (y, z)``:
+  ``y = act(conv2d(x, w, b))``.  ReLU and LeakyReLU (``slope >= 0``) differentiate from ``y``
+  alone; SiLU (and LeakyReLU with a negative slope) also returns the pre-activation ``z``
+  (otherwise ``z`` is an empty tensor).
+* ``fastconv::conv2d_act_pool(x, w, b, ..., act, slope, kernel, stride, padding, dilation,
+  ceil_mode) -> (p, indices, zp)``: ``p, indices = max_pool2d(act(conv2d(x, w, b)))``; the
+  full-size convolution and activation outputs are scratch, freed when the op returns.  ``zp``
+  is the pre-activation at each window's argmax when the activation needs it (SiLU, negative
+  slopes), else empty.
+
+Backward passes are exact: ``dz = dy * act'(z)`` (the same formulas torch's activation
+backward uses; for the pooled op, nonzero only at the argmax positions), then conv2d's
+gradient ops.  They are built from differentiable ops, so double backward works (SiLU's
+second derivative recomputes ``z`` through the graph when a graph is being built).
+Activation names are ``'relu'``, ``'leaky_relu'`` and ``'silu'``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _batching as B
+from ._op import define
+from .conv2d import _conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, out_hw
+from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
+
+__all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "keeps_preactivation"]
+
+#: Activations the fused ops support.
+ACTIVATIONS = ("relu", "leaky_relu", "silu")
+
+
+def keeps_preactivation(act: str, slope: float) -> bool:
+    """Whether ``act``'s derivative needs the pre-activation (it cannot be read off the output)."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"fastconv: unsupported fused activation {act!r}; supported are {ACTIVATIONS}")
+    return act == "silu" or (act == "leaky_relu" and slope < 0)
+
+
+def _activate(z: Tensor, act: str, slope: float) -> Tensor:
+    """act(z) into a new tensor (torch's own elementwise kernels: the same values as the unfused layer)."""
+    if act == "relu":
+        return torch.relu(z)
+    if act == "leaky_relu":
+        return torch.nn.functional.leaky_relu(z, slope)
+    return torch.nn.functional.silu(z)
+
+
+def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float) -> Tensor:
+    """``dy * act'(z)`` exactly as torch's activation backward computes it (``y = act(z)``)."""
+    if act == "relu":
+        return torch.where(y > 0, dy, torch.zeros_like(dy))
+    if act == "leaky_relu":
+        if slope < 0:
+            return torch.where(z > 0, dy, dy * slope)
+        return torch.where(y > 0, dy, dy * slope)
+    s = torch.sigmoid(z)
+    return dy * s * (1 + z * (1 - s))
+
+
+def _empty_like(x: Tensor) -> Tensor:
+    return x.new_empty((0,))
+
+
+# --------------------------------------------------------------------------- conv2d -> activation
+
+
+def _conv2d_act(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                dilation: List[int], groups: int, act: str, slope: float) -> Tuple[Tensor, Tensor]:
+    z = _conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = _activate(z, act, slope)
+    return y, (z if keeps_preactivation(act, slope) else _empty_like(z))
+
+
+def _conv2d_act_fake(x, weight, bias, stride, padding, dilation, groups, act, slope):
+    oh, ow = out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    y = x.new_empty((x.shape[0], weight.shape[0], oh, ow))
+    return y, (torch.empty_like(y) if keeps_preactivation(act, slope) else _empty_like(x))
+
+
+def _conv2d_act_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, act, slope = inputs
+    y, z = output
+    ctx.save_for_backward(x, weight, bias, y, z)
+    ctx.geo = (stride, padding, dilation, groups)
+    ctx.act = (act, slope)
+    ctx.has_bias = bias is not None
+    ctx.mark_non_differentiable(z)
+
+
+def _preactivation(ctx, x, weight, bias, z):
+    """``z`` for the activation derivative: recomputed through the graph when building one (double backward)."""
+    if torch.is_grad_enabled() and keeps_preactivation(*ctx.act):
+        return conv2d_op(x, weight, bias, *ctx.geo)
+    return z
+
+
+def _conv_grads(ctx, dz, x, weight, n_extra):
+    gx = gw = gb = None
+    if ctx.needs_input_grad[0]:
+        gx = conv2d_backward_input(dz, weight, None, *ctx.geo, list(x.shape[2:]))
+    if ctx.needs_input_grad[1]:
+        gw = conv2d_backward_weight(x, dz, *ctx.geo, list(weight.shape[2:]))
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = conv2d_bias_grad(dz)
+    return (gx, gw, gb) + (None,) * n_extra
+
+
+def _conv2d_act_backward(ctx, dy, _dz):
+    x, weight, bias, y, z = ctx.saved_tensors
+    dz = _act_grad(dy, y, _preactivation(ctx, x, weight, bias, z), *ctx.act)
+    return _conv_grads(ctx, dz, x, weight, 6)
+
+
+def _conv2d_act_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups, act, slope):
+    xd, wd, bd = in_dims[:3]
+    n = info.batch_size
+    if not B.any_batched(wd, bd):
+        y, z = conv2d_act_op(B.fold(x, xd, n), weight, bias, stride, padding, dilation, groups, act, slope)
+        return (B.unfold(y, n), B.unfold(z, n) if z.numel() else z), (0, 0 if z.numel() else None)
+    y, z = conv2d_act_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n), stride,
+                         padding, dilation, groups * n, act, slope)
+    return (B.split_channels(y, n), B.split_channels(z, n) if z.numel() else z), (1, 1 if z.numel() else None)
+
+
+conv2d_act_op = define("conv2d_act", _conv2d_act, _conv2d_act_fake, setup_context=_conv2d_act_setup,
+                       backward=_conv2d_act_backward, vmap=_conv2d_act_vmap)
+
+
+# --------------------------------------------------------------------------- conv2d -> activation -> max_pool2d
+
+
+def _conv2d_act_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                     dilation: List[int], groups: int, act: str, slope: float, pool_kernel: List[int],
+                     pool_stride: List[int], pool_padding: List[int], pool_dilation: List[int],
+                     ceil_mode: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    z = _conv2d(x, weight, bias, stride, padding, dilation, groups)
+    a = _activate(z, act, slope)
+    p, idx = _max_pool2d(a, pool_kernel, pool_stride, pool_padding, pool_dilation, ceil_mode)
+    zp = _gather(z, idx) if keeps_preactivation(act, slope) else _empty_like(z)
+    return p, idx, zp
+
+
+def _conv2d_act_pool_fake(x, weight, bias, stride, padding, dilation, groups, act, slope, pool_kernel, pool_stride,
+                          pool_padding, pool_dilation, ceil_mode):
+    oh, ow = out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    z = x.new_empty((x.shape[0], weight.shape[0], oh, ow))
+    hw = _pool_hw(z, pool_kernel, pool_stride, pool_padding, pool_dilation, ceil_mode, "max_pool2d")
+    p = x.new_empty((z.shape[0], z.shape[1], hw[0], hw[1]))
+    return p, torch.empty_like(p, dtype=torch.int64), (torch.empty_like(p) if keeps_preactivation(act, slope)
+                                                       else _empty_like(x))
+
+
+def _conv2d_act_pool_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, act, slope = inputs[:9]
+    p, idx, zp = output
+    ctx.save_for_backward(x, weight, bias, p, idx, zp)
+    ctx.geo = (stride, padding, dilation, groups)
+    ctx.act = (act, slope)
+    ctx.pool = inputs[9:]
+    ctx.has_bias = bias is not None
+    ctx.z_hw = list(out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation))
+    ctx.mark_non_differentiable(idx, zp)
+
+
+def _conv2d_act_pool_backward(ctx, dp, _didx, _dzp):
+    x, weight, bias, p, idx, zp = ctx.saved_tensors
+    if torch.is_grad_enabled() and keeps_preactivation(*ctx.act):
+        zp = _gather(conv2d_op(x, weight, bias, *ctx.geo), idx)
+    dz = max_pool2d_backward(_act_grad(dp, p, zp, *ctx.act), idx, ctx.z_hw)
+    return _conv_grads(ctx, dz, x, weight, 11)
+
+
+def _conv2d_act_pool_vmap(info, in_dims, x, weight, bias, *rest):
+    xd, wd, bd = in_dims[:3]
+    n = info.batch_size
+    if not B.any_batched(wd, bd):
+        outs = conv2d_act_pool_op(B.fold(x, xd, n), weight, bias, *rest)
+        return tuple(B.unfold(o, n) if o.numel() else o for o in outs), tuple(0 if o.numel() else None for o in outs)
+    stride, padding, dilation, groups = rest[:4]
+    outs = conv2d_act_pool_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n),
+                              stride, padding, dilation, groups * n, *rest[4:])
+    return tuple(B.split_channels(o, n) if o.numel() else o for o in outs), tuple(1 if o.numel() else None
+                                                                                 for o in outs)
+
+
+conv2d_act_pool_op = define("conv2d_act_pool", _conv2d_act_pool, _conv2d_act_pool_fake,
+                            setup_context=_conv2d_act_pool_setup, backward=_conv2d_act_pool_backward,
+                            vmap=_conv2d_act_pool_vmap)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def _act_args(activation: str, negative_slope: float) -> Tuple[str, float]:
+    keeps_preactivation(activation, negative_slope)  # validates the name
+    return activation, float(negative_slope) if activation == "leaky_relu" else 0.0
+
+
+def conv2d_act(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
+               groups: int = 1, activation: str = "relu", negative_slope: float = 0.01) -> Tensor:
+    """``activation(conv2d(input, weight, bias, ...))`` as one fused op.
+
+    Parameters
+    ----------
+    input, weight, bias, stride, padding, dilation, groups
+        As :func:`fastconv.functional.conv2d`.
+    activation : {'relu', 'leaky_relu', 'silu'}, optional
+        The activation, with torch's definitions.
+    negative_slope : float, optional
+        LeakyReLU's slope (ignored by the others).
+
+    Returns
+    -------
+    Tensor
+        The activated convolution; values and gradients equal the unfused torch layers'.
+        Only the output (and, for SiLU, the pre-activation) is kept for the backward pass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    >>> y = F.conv2d_act(x, w, padding=1)
+    >>> torch.equal(y, torch.relu(F.conv2d(x, w, padding=1)))
+    True
+    """
+    from .conv2d import _prepare
+    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
+    act, slope = _act_args(activation, negative_slope)
+    y, _ = conv2d_act_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
+    return y.squeeze(0) if squeeze else y
+
+
+def conv2d_act_max_pool(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
+                        dilation=1, groups: int = 1, activation: str = "relu", negative_slope: float = 0.01,
+                        pool_kernel_size=2, pool_stride=None, pool_padding=0, pool_dilation=1,
+                        ceil_mode: bool = False) -> Tensor:
+    """``max_pool2d(activation(conv2d(input, weight, bias, ...)))`` as one fused op.
+
+    Parameters
+    ----------
+    input, weight, bias, stride, padding, dilation, groups, activation, negative_slope
+        As :func:`conv2d_act`.
+    pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode
+        The max pooling, as :func:`fastconv.functional.max_pool2d` (``pool_stride`` defaults
+        to the kernel size).
+
+    Returns
+    -------
+    Tensor
+        The pooled activations.  The full-size convolution output is never kept: the
+        backward pass needs only the pooled values and their argmax indices.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    >>> y = F.conv2d_act_max_pool(x, w, padding=1)
+    >>> torch.equal(y, torch.max_pool2d(torch.relu(F.conv2d(x, w, padding=1)), 2))
+    True
+    """
+    from .. import _shapes as S
+    from .conv2d import _prepare
+    from .pool import _stride
+    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
+    act, slope = _act_args(activation, negative_slope)
+    k = S.pair(pool_kernel_size, "kernel_size")
+    ps, pp, pd = _stride(pool_stride, k), S.pair(pool_padding, "padding"), S.pair(pool_dilation, "dilation")
+    x = input.unsqueeze(0) if squeeze else input
+    z_hw = out_hw(x.shape[2:], weight.shape[2:], s, p, d)
+    S.pool2d_output_hw("max_pool2d", (x.shape[0], weight.shape[0], *z_hw), k, ps, pp, pd, bool(ceil_mode))
+    y, _, _ = conv2d_act_pool_op(x, weight, bias, s, p, d, g, act, slope, list(k), list(ps), list(pp), list(pd),
+                                 bool(ceil_mode))
+    return y.squeeze(0) if squeeze else y
