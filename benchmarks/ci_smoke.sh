@@ -13,7 +13,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # One benchmark (all parameters) from each module, each a few seconds with --quick.
-bench="${ASV_SMOKE_BENCH:-PeakMem|bench_ssim\.SSIMForward\.|bench_train\.TrainStepSpeedup}"
+bench="${ASV_SMOKE_BENCH:-PeakMemConv|bench_ssim\.SSIMForward\.|bench_train\.TrainStepRatio|bench_overhead\.CallOverheadRatio|bench_layers\.WinogradError}"
 
 python - "$here" "$tmp" <<'PY'
 import json, os, sys

@@ -1,20 +1,22 @@
-"""NN layers of the seed models: fastconv against torch (oneDNN on CPU, cuDNN on CUDA).
+"""NN layers: fastconv against torch (oneDNN on CPU, cuDNN on CUDA), forward and forward+backward.
 
-Layers (batch 128, float32), as they appear in ``fastconv.models``:
+The conv layers are the CPU-engine issue's eight (float32, bias, input and weight gradients):
 
-* ``conv1``/``conv2``/``conv3``: the Classifier's 3x3 convolutions 3->32 @ 32x32,
-  32->64 @ 16x16 and 64->128 @ 8x8 (padding 1);
-* ``cifar_conv5``: CifarNet's 5x5 convolution 3->64 @ 32x32;
-* ``maxpool``: ``MaxPool2d(2)`` on 32 channels @ 32x32;
-* ``avgpool``: ``AvgPool2d(2)`` on 32 channels @ 32x32;
-* ``up_convT``: the UNet's ``ConvTranspose2d(64, 32, 2, stride=2)`` @ 16x16;
-* ``gap``: ``AdaptiveAvgPool2d(1)`` on 128 channels @ 8x8.
+* ``c3x32``   128x3x32^2 -> 32, 3x3 pad 1    (the Classifier's first layer)
+* ``c32x16``  128x32x16^2 -> 64, 3x3 pad 1   (Classifier)
+* ``c64x8``   128x64x8^2 -> 128, 3x3 pad 1   (Classifier)
+* ``c5x32``   64x3x32^2 -> 64, 5x5           (CifarNet)
+* ``c5x14``   64x64x14^2 -> 32, 5x5          (CifarNet)
+* ``c16x128`` 4x16x128^2 -> 16, 3x3 pad 1    (UNet, top level)
+* ``c128x16`` 4x128x16^2 -> 128, 3x3 pad 1   (UNet, bottleneck)
+* ``s2x14``   128x32x14^2 -> 16, 3x3 stride 2 pad 1 (Denoiser encoder)
 
-``backend='fastconv'`` uses the :mod:`fastconv.nn` twin of the same torch layer (same
-parameters); ``backend='torch'`` the torch layer.  On CUDA both sides end every timed
-call with ``torch.cuda.synchronize()``, so asv's wall-clock timer sees the whole kernel
-time; ``track_cuda_event_ms`` additionally reports CUDA-event times.  CUDA parameters
-skip (NotImplementedError) on machines without CUDA or without CuPy.
+and the seed models' other layers (pools, transposed conv, global average pooling).
+``LayerRatio.track_ratio_vs_torch`` is **fastconv time / torch time** (below 1: fastconv is
+faster), both timed in the same call; ``WinogradError.track_error_ratio`` is the float32
+error of fastconv's convolution over torch's own float32 error, both against float64 (the
+issue's bar for Winograd: at most 4).  On CUDA every timed call ends with
+``torch.cuda.synchronize()``; CUDA parameters skip on machines without CUDA or CuPy.
 """
 from __future__ import annotations
 
@@ -25,22 +27,26 @@ import fastconv.nn as fnn
 
 from .common import require_device, require_fastconv_device, speedup, sync, torch_seed
 
-BATCH = 128  # the issue's measurement: the seed classifier at batch 128, 32x32 input
-
-#: name -> (torch layer factory, input shape without batch)
+#: name -> (layer factory over an nn namespace, input shape with batch)
 LAYERS = {
-    "conv1": (lambda nn: nn.Conv2d(3, 32, 3, padding=1), (3, 32, 32)),
-    "conv2": (lambda nn: nn.Conv2d(32, 64, 3, padding=1), (32, 16, 16)),
-    "conv3": (lambda nn: nn.Conv2d(64, 128, 3, padding=1), (64, 8, 8)),
-    "cifar_conv5": (lambda nn: nn.Conv2d(3, 64, 5), (3, 32, 32)),
-    "maxpool": (lambda nn: nn.MaxPool2d(2), (32, 32, 32)),
-    "avgpool": (lambda nn: nn.AvgPool2d(2), (32, 32, 32)),
-    "up_convT": (lambda nn: nn.ConvTranspose2d(64, 32, 2, stride=2), (64, 16, 16)),
-    "gap": (lambda nn: nn.AdaptiveAvgPool2d(1), (128, 8, 8)),
+    "c3x32": (lambda nn: nn.Conv2d(3, 32, 3, padding=1), (128, 3, 32, 32)),
+    "c32x16": (lambda nn: nn.Conv2d(32, 64, 3, padding=1), (128, 32, 16, 16)),
+    "c64x8": (lambda nn: nn.Conv2d(64, 128, 3, padding=1), (128, 64, 8, 8)),
+    "c5x32": (lambda nn: nn.Conv2d(3, 64, 5), (64, 3, 32, 32)),
+    "c5x14": (lambda nn: nn.Conv2d(64, 32, 5), (64, 64, 14, 14)),
+    "c16x128": (lambda nn: nn.Conv2d(16, 16, 3, padding=1), (4, 16, 128, 128)),
+    "c128x16": (lambda nn: nn.Conv2d(128, 128, 3, padding=1), (4, 128, 16, 16)),
+    "s2x14": (lambda nn: nn.Conv2d(32, 16, 3, stride=2, padding=1), (128, 32, 14, 14)),
+    "maxpool": (lambda nn: nn.MaxPool2d(2), (128, 32, 32, 32)),
+    "avgpool": (lambda nn: nn.AvgPool2d(2), (128, 32, 32, 32)),
+    "up_convT": (lambda nn: nn.ConvTranspose2d(64, 32, 2, stride=2), (4, 64, 16, 16)),
+    "dec_convT": (lambda nn: nn.ConvTranspose2d(16, 32, 4, stride=2, padding=1), (128, 16, 8, 8)),
+    "gap": (lambda nn: nn.AdaptiveAvgPool2d(1), (128, 128, 8, 8)),
 }
+CONV_LAYERS = [name for name in LAYERS if name[0] in "cs"]
 
 
-def build(layer: str, backend: str, device: str, batch: int = BATCH):
+def build(layer: str, backend: str, device: str):
     """The layer (same initial parameters for both backends), an input and an output gradient."""
     require_device(device)
     if backend == "fastconv":
@@ -49,10 +55,29 @@ def build(layer: str, backend: str, device: str, batch: int = BATCH):
     torch_seed(0)
     mod = factory(fnn if backend == "fastconv" else tnn).to(device)
     torch_seed(1)
-    x = torch.randn(batch, *shape, device=device)
+    x = torch.randn(*shape, device=device)
     with torch.no_grad():
         gy = torch.randn_like(mod(x))
     return mod, x, gy
+
+
+def _fwd_bwd(mod, xg, gy, device):
+    for p in mod.parameters():
+        p.grad = None
+    xg.grad = None
+    mod(xg).backward(gy)
+    sync(device)
+
+
+def _pass_fn(mod, x, gy, pass_, device):
+    if pass_ == "forward":
+        def fn():
+            with torch.no_grad():
+                mod(x)
+            sync(device)
+        return fn
+    xg = x.clone().requires_grad_(True)
+    return lambda: _fwd_bwd(mod, xg, gy, device)
 
 
 class _LayerBase:
@@ -74,14 +99,6 @@ class Forward(_LayerBase):
         with torch.no_grad():
             self.mod(self.x)
         sync(self.device)
-
-
-def _fwd_bwd(mod, xg, gy, device):
-    for p in mod.parameters():
-        p.grad = None
-    xg.grad = None
-    mod(xg).backward(gy)
-    sync(device)
 
 
 class ForwardBackward(_LayerBase):
@@ -113,30 +130,40 @@ class CudaEvents(_LayerBase):
         return sorted(times)[len(times) // 2]
 
 
-class LayerSpeedup:
-    """torch time / fastconv time for the same layer and pass, measured in one call (>1: fastconv faster)."""
+class LayerRatio:
+    """fastconv time / torch time for the same layer and pass, both timed in one call (below 1: faster)."""
     params = [list(LAYERS), ["forward", "forward_backward"], ["cpu", "cuda"]]
     param_names = ["layer", "pass", "device"]
     unit = "ratio"
 
     def setup(self, layer, pass_, device):
-        self.fns = {}
-        for backend in ("fastconv", "torch"):
-            mod, x, gy = build(layer, backend, device)
-            if pass_ == "forward":
-                def fn(mod=mod, x=x):
-                    with torch.no_grad():
-                        mod(x)
-                    sync(device)
-            else:
-                xg = x.clone().requires_grad_(True)
+        self.fns = {b: _pass_fn(*build(layer, b, device), pass_, device) for b in ("fastconv", "torch")}
 
-                def fn(mod=mod, xg=xg, gy=gy):
-                    _fwd_bwd(mod, xg, gy, device)
-            self.fns[backend] = fn
+    def track_ratio_vs_torch(self, layer, pass_, device):
+        return 1.0 / speedup(self.fns["fastconv"], self.fns["torch"], k=3)
 
-    def track_speedup_vs_torch(self, layer, pass_, device):
-        return speedup(self.fns["fastconv"], self.fns["torch"], k=3)
+
+class WinogradError:
+    """float32 error of fastconv's conv over torch's own float32 error, both against a float64 result."""
+    params = [CONV_LAYERS]
+    param_names = ["layer"]
+    unit = "ratio"
+
+    def setup(self, layer):
+        factory, shape = LAYERS[layer]
+        torch_seed(0)
+        self.w = factory(tnn).weight.detach()
+        torch_seed(1)
+        self.x = torch.randn(*shape)
+        conv = factory(tnn)
+        self.kw = dict(stride=conv.stride, padding=conv.padding)
+
+    def track_error_ratio(self, layer):
+        import fastconv.functional as F
+        ref = torch.nn.functional.conv2d(self.x.double(), self.w.double(), **self.kw)
+        ours = (F.conv2d(self.x, self.w, **self.kw).double() - ref).abs().max()
+        theirs = (torch.nn.functional.conv2d(self.x, self.w, **self.kw).double() - ref).abs().max()
+        return float(ours / theirs)
 
 
 class PeakMemConv:
@@ -145,7 +172,7 @@ class PeakMemConv:
     param_names = ["backend"]
 
     def setup(self, backend):
-        self.mod, self.x, self.gy = build("conv1", backend, "cpu", batch=128)
+        self.mod, self.x, self.gy = build("c3x32", backend, "cpu")
         self.xg = self.x.clone().requires_grad_(True)
 
     def peakmem_conv1_forward_backward(self, backend):
