@@ -4,7 +4,8 @@ Layout: NCHW input, OIHW weight (``(out, in/groups, kH, kW)``), contiguous.  The
 kernels lower the convolution onto matrix products: :func:`_unfold` (im2col) gathers
 the receptive fields of a chunk of the batch into a column matrix of shape
 ``(C*kH*kW, L)``, ``L = samples * rows * W_out``; the per-group products run
-through BLAS; its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
+through BLAS (NumPy's, with its own threads: this is the planner's rare path, and it sets no
+process-wide BLAS state); its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
 input, and conv_transpose2d's forward).  Chunks bound the column buffer to
 :data:`COLS_BUDGET` elements, splitting a single huge image by output rows.
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from .._threads import matmul, matmul_nt_add, parallel_for
+from .._threads import parallel_for
 
 __all__ = ["forward", "backward_input", "backward_weight"]
 
@@ -187,7 +188,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
         parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
         prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
-        matmul(wa, cols.reshape(groups, cg * kh * kw, -1), prod.reshape(groups, o // groups, -1))
+        np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1), out=prod.reshape(groups, o // groups, -1))
         parallel_for(_scatter_rows, nb * o, prod, ba, outa, n0, nb, y0, ny, work=prod.size)
     return out
 
@@ -211,7 +212,7 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[
         g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
         parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
-        matmul(wt, g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1))
+        np.matmul(wt, g.reshape(groups, o // groups, -1), out=cols.reshape(groups, cg * kh * kw, -1))
         parallel_for(_unfold, nb * c, gxa, cols, True, n0, nb, y0, ny, *geom, ow, work=cols.size)
     return gx
 
@@ -232,5 +233,5 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, di
             parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
             g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
             parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
-            matmul_nt_add(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1), gw)
+            gw += np.matmul(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1).swapaxes(-1, -2))
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))
