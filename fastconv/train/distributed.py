@@ -64,13 +64,33 @@ def setup(device: str, timeout_s: float) -> Dist:
     dev = torch.device("cuda", local) if device == "cuda" else torch.device("cpu")
     if world <= 1:
         return Dist(device=torch.device("cuda") if device == "cuda" else dev)
-    if device == "cuda":
+    if device == "cpu":
+        share_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+    else:
         torch.cuda.set_device(dev)
         # NCCL reports a dead peer through its watchdog only when asked to fail fast
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     dist.init_process_group("nccl" if device == "cuda" else "gloo",
                             timeout=datetime.timedelta(seconds=timeout_s))
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, device=dev)
+
+
+def share_cpu_threads(processes: int) -> int:
+    """Give each of ``processes`` processes on this host an equal share of its cores for
+    fastconv's kernels (``numba.set_num_threads``) and torch's (``torch.set_num_threads``),
+    unless ``NUMBA_NUM_THREADS`` / ``OMP_NUM_THREADS`` say otherwise; returns the share."""
+    import numba
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - no sched_getaffinity (macOS)
+        cores = os.cpu_count() or 1
+    share = max(1, cores // max(1, processes))
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(share)
+    return share
 
 
 def teardown(info: Dist) -> None:
