@@ -216,12 +216,18 @@ def _outputs(out):
     ("unet", ["--limit", "8", "--base", "4", "--depth", "2", "--patch-size", "16", "--no-skip", "--backend", "torch"],
      {"val_dice"}),
     ("denoiser", ["--limit", "8", "--patch-size", "32"], {"val_psnr", "val_ssim", "noisy_psnr", "noisy_ssim"}),
+    ("segvit", ["--limit", "8", "--patch-size", "16", "--embed-dim", "16", "--depth", "1"], {"val_dice", "val_iou"}),
+    ("vae", ["--limit", "16"], {"train_recon", "train_kl", "val_recon", "val_kl", "val_ssim", "val_psnr"}),
+    ("cvae", ["--limit", "16", "--digits", "3", "7"], {"val_recon", "val_kl", "val_ssim", "val_psnr"}),
 ])
 def test_short_cli_run_writes_outputs(tmp_path, model, extra, keys):
     out = tmp_path / "run"
     assert cli.main(["train", model, "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--quiet",
                      "--out", str(out)] + extra) == 0
-    assert {"metrics.json", "checkpoint_epoch001.pt", "checkpoint_last.pt", "curves.png", "samples.png"} <= _outputs(out)
+    figures = {"unet": {"test_cases.png"}, "segvit": {"test_cases.png"}, "vae": {"traversal.png"},
+               "cvae": {"digits.png"}}.get(model, set())
+    assert {"metrics.json", "checkpoint_epoch001.pt", "checkpoint_last.pt", "curves.png", "samples.png"} | figures \
+        <= _outputs(out)
     metrics = json.loads((out / "metrics.json").read_text())
     (record,) = metrics["epochs"]
     assert metrics["model"] == model
@@ -305,6 +311,23 @@ def test_default_classifier_reaches_95_percent(tmp_path):
 def test_default_unet_reaches_dice_070(tmp_path):
     assert main(["unet", "--quiet", "--out", str(tmp_path)]) == 0
     assert _final(tmp_path)["val_dice"] >= 0.70
+
+
+@pytest.mark.slow
+def test_default_segvit_reaches_dice_060(tmp_path):
+    assert main(["segvit", "--quiet", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["test_dice"] >= 0.60
+
+
+@pytest.mark.slow
+def test_default_cvae_ssim_is_at_least_the_vae_ssim(tmp_path):
+    """The course work's finding: conditioning on the label does not cost reconstruction quality."""
+    for model in ("vae", "cvae"):
+        assert main([model, "--quiet", "--out", str(tmp_path / model)]) == 0
+    vae, cvae = (json.loads((tmp_path / m / "metrics.json").read_text()) for m in ("vae", "cvae"))
+    assert vae["test"]["test_ssim"] >= 0.8
+    assert cvae["test"]["test_ssim"] >= vae["test"]["test_ssim"]
+    assert cvae["epochs"][-1]["val_ssim"] >= vae["epochs"][-1]["val_ssim"]
 
 
 @pytest.mark.slow

@@ -99,4 +99,4 @@ class DenoisingTask(Task):
         clean, noisy = self.split.x_val[:n], self.noisy["val"][:n]
         den = forward(noisy)
         plot_image_grid([("", (clean[i], noisy[i], den[i])) for i in range(n)], out / "samples.png",
-                        columns=("clean", "noisy", "denoised"), size=2.4)
+                        columns=("clean", "noisy", "denoised"), size=2.2)

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 from torch import Tensor
 
 from .checkpoint import atomic_write
@@ -116,29 +117,42 @@ def plot_overlays(rows: Sequence[Tuple[str, Tensor, Tensor, Tensor]], path: Path
     save_figure(fig, path)
 
 
+def montage(rows: Sequence[Sequence[Tensor]], gap: int = 2) -> np.ndarray:
+    """The images of ``rows`` (each (C, H, W) in [0, 1], all of one size) tiled into one
+    (H', W') or (H', W', 3) array with ``gap`` white pixels between them."""
+    first = rows[0][0]
+    c, h, w = first.shape
+    n_cols = max(len(r) for r in rows)
+    out = np.ones(((h + gap) * len(rows) - gap, (w + gap) * n_cols - gap, c), np.float32)
+    for i, images in enumerate(rows):
+        for j, im in enumerate(images):
+            out[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = \
+                im.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    return out[..., 0] if c == 1 else out
+
+
 def plot_image_grid(rows: Sequence[Tuple[str, Sequence[Tensor]]], path: Path, columns: Sequence[str] = (),
-                    title: str = "", size: float = 1.3) -> None:
-    """A grid of images in [0, 1]: one row per ``(label, images)``, the label left of the row and
-    ``columns`` (optional) above the first row."""
+                    title: str = "", size: float = 0.9) -> None:
+    """A grid of images in [0, 1] drawn as one picture: one row per ``(label, images)``, the
+    label left of the row and ``columns`` (optional) above the columns."""
     plt = _plt()
-    n_cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols + 0.8, size * len(rows) + 0.4),
-                             squeeze=False)
-    for i, (label, images) in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i, j]
-            ax.set_xticks([]), ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < len(images):
-                ax.imshow(_img(images[j]), cmap=_cmap(images[j]), vmin=0, vmax=1)
-            if i == 0 and j < len(columns):
-                ax.set_title(columns[j], fontsize=9)
-        axes[i, 0].set_ylabel(label, fontsize=9)
+    images = [list(imgs) for _, imgs in rows]
+    picture = montage(images)
+    h, w = images[0][0].shape[-2:]
+    n_cols = max(len(r) for r in images)
+    fig, ax = plt.subplots(figsize=(size * n_cols + 1.2, size * len(rows) * h / w + 0.6))
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([(h + 2) * i + h / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=9)
+    ax.set_xticks([(w + 2) * j + w / 2 for j in range(len(columns))], list(columns), fontsize=9)
+    ax.tick_params(length=0)
+    if columns:
+        ax.xaxis.tick_top()
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title)
+        ax.set_title(title, fontsize=10, pad=18 if columns else 6)
     fig.tight_layout()
     save_figure(fig, path)
 
 
-__all__ = ["save_figure", "plot_curves", "plot_classification", "plot_overlays", "plot_image_grid"]
+__all__ = ["save_figure", "plot_curves", "plot_classification", "plot_overlays", "montage", "plot_image_grid"]
