@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 FORMAT = "fastconv-train-checkpoint"
 VERSION = 1
@@ -148,11 +148,11 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UsageError(f"--resume: {path} is not a fastconv train checkpoint: it holds Python objects a "
                          f"checkpoint never holds, and is not loaded ({first})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, IndexError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UsageError(f"--resume: {path} is truncated or corrupt ({path.stat().st_size} bytes); "
                          f"torch.load failed: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

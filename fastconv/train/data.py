@@ -499,6 +499,7 @@ def denoising_data(data: Optional[str] = None, seed: int = 0, patch: int = 48, n
     return Split(x, x, xv, xv, xt, xt, in_channels=int(x.shape[1]), source=source)
 
 
-__all__ = ["DataError", "Split", "DEFAULT_FRACTIONS", "split_sizes", "split_indices", "read_idx", "load_idx_folder", "load_image_folder", "load_mask_folder",
+__all__ = ["DataError", "Split", "DEFAULT_FRACTIONS", "split_sizes", "split_indices", "read_idx", "load_idx_folder",
+           "load_image_folder", "load_mask_folder",
            "read_image", "classification_data", "segmentation_data", "denoising_data", "retina_vessels",
            "textured_horse", "load_digits_images", "is_idx_folder"]

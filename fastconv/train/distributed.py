@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .errors import JobError
+from .errors import JobError, first_line
 
 
 @dataclass
@@ -115,25 +115,19 @@ def shard(tensors: Sequence[Tensor], info: Dist) -> List[Tensor]:
 
 
 def all_sum(values: Tensor, info: Dist) -> Tensor:
-    """The sum of ``values`` over all processes (``values`` itself with one process)."""
-    if info.active:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
+    """The sum of the CPU tensor ``values`` over all processes, on the CPU (``values`` itself with
+    one process).  Under NCCL the sum travels through this process's GPU."""
+    if not info.active:
+        return values
+    summed = values.to(info.device, copy=True)
+    dist.all_reduce(summed)
+    return summed.cpu()
 
 
 def barrier(info: Dist) -> None:
+    """Wait for every process (no-op with one)."""
     if info.active:
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, info: Dist) -> bool:
-    """Rank 0's ``flag`` on every process."""
-    if not info.active:
-        return flag
-    t = torch.tensor([int(flag)], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.broadcast(t, 0)
-    return bool(t.item())
 
 
 # --------------------------------------------------------------------------- SyncBatchNorm on the CPU
@@ -197,7 +191,8 @@ class _CPUSync:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)  # type: ignore[attr-defined]
                 momentum = self.momentum  # type: ignore[attr-defined]
-                factor = 1.0 / float(self.num_batches_tracked) if momentum is None else momentum  # type: ignore[attr-defined]
+                tracked = float(self.num_batches_tracked)  # type: ignore[attr-defined]
+                factor = 1.0 / tracked if momentum is None else momentum
                 n = float(count)
                 self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)  # type: ignore[attr-defined]
                 self.running_var.mul_(1 - factor).add_(var.detach() * (n / max(n - 1, 1)),  # type: ignore[attr-defined]
@@ -245,7 +240,7 @@ def wrap_model(model: nn.Module, info: Dist) -> nn.Module:
 
 def failure(exc: BaseException, info: Dist, timeout_s: float) -> JobError:
     """The one-line :class:`JobError` for a collective that failed on this process."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     return JobError(f"process {info.rank} of {info.world_size} lost the job: another process died or did not "
                     f"answer within --dist-timeout {timeout_s:g} s ({type(exc).__name__}: {first[:300]})")
 

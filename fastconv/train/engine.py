@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -187,7 +187,7 @@ class Trainer:
         with torch.no_grad():
             terms = {"loss": loss, **self.task.loss_terms(out, local_target)}
             stats = torch.stack([t.detach().double().cpu() for t in terms.values()]) * n_local
-        stats = dist.all_sum(stats, info) if info.active else stats
+        stats = dist.all_sum(stats, info)
         for name, value in zip(terms, stats.tolist()):
             self.sums[name] = self.sums.get(name, 0.0) + value
         return n_global

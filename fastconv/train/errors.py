@@ -8,3 +8,9 @@ class UsageError(Exception):
 
 class JobError(Exception):
     """A multi-process job that cannot go on: another process died or stopped responding."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
