@@ -247,6 +247,17 @@ def test_classifier_on_idx_data_via_cli(tmp_path):
     assert 0.0 <= record["val_accuracy"] <= 1.0
 
 
+def test_cvae_on_idx_data_via_cli(tmp_path):
+    _mnist_folder(tmp_path / "fm", side=16)
+    out = tmp_path / "run"
+    assert main(["cvae", "--data", str(tmp_path / "fm"), "--epochs", "1", "--batch-size", "8", "--quiet",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"][0]["val_kl"] >= 0 and 0 < m["test"]["test_psnr"] and (out / "digits.png").is_file()
+    code = main(["vae", "--data", str(tmp_path / "fm"), "--image-size", "14", "--out", str(out)])
+    assert code == 2
+
+
 def test_resume_continues_the_same_run(tmp_path):
     common = ["classifier", "--limit", "48", "--batch-size", "8", "--max-steps", "3", "--quiet", "--seed", "3"]
     full, part = tmp_path / "full", tmp_path / "part"
