@@ -12,7 +12,8 @@ from typing import List, Optional
 
 #: subcommand -> (module with ``main(argv)``, one-line help)
 COMMANDS = {
-    "train": ("fastconv.train", "train a seed model (classifier, cifarnet, unet, denoiser) on fastconv kernels"),
+    "train": ("fastconv.train", "train a seed model (classifier, cifarnet, unet, segvit, denoiser, vae, cvae) "
+                                "on fastconv kernels, on one process or many (torchrun)"),
     "bench": ("fastconv.bench", "time fastconv against SciPy, OpenCV and torch and print the speedup table"),
 }
 

@@ -1,4 +1,5 @@
-"""Seed models built on fastconv layers: ``Classifier``, ``CifarNet``, ``UNet`` and ``Denoiser``.
+"""Seed models built on fastconv layers: ``Classifier``, ``CifarNet``, ``UNet``, ``SegViT``,
+``Denoiser``, ``VAE`` and ``CVAE``.
 
 Every model takes ``backend='fastconv'`` (the conv/pool layers are :mod:`fastconv.nn`
 twins) or ``backend='torch'`` (plain :mod:`torch.nn`).  A model is always built from
@@ -8,9 +9,10 @@ same ``state_dict`` keys.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .convert import convert_model
@@ -173,4 +175,140 @@ class Denoiser(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-__all__ = ["BACKENDS", "Classifier", "CifarNet", "UNet", "Denoiser", "double_conv"]
+class SegViT(nn.Module):
+    """Segmentation vision transformer: a patch embedding, transformer blocks, and a transposed
+    convolution back to the pixels.
+
+    * the patch embedding *is* a strided convolution: a linear map of each ``patch_size``-square
+      patch (a patchwise MLP layer) is ``Conv2d(in_channels, dim, patch_size, stride=patch_size)``,
+      a fastconv layer under ``backend='fastconv'``; a learned position embedding (one vector per
+      patch of an ``image_size`` square, bilinearly resized for other sizes) is added;
+    * ``depth`` pre-norm ``torch.nn.TransformerEncoderLayer`` blocks (``heads`` heads, MLP width
+      ``mlp_ratio * dim``, GELU, no dropout) and a final LayerNorm;
+    * ``ConvTranspose2d(dim, out_channels, patch_size, stride=patch_size)``: each token paints
+      its own patch of logits.
+
+    Input sides must be divisible by ``patch_size``.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, image_size: int = 32, patch_size: int = 4,
+                 dim: int = 64, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
+                 backend: str = "fastconv") -> None:
+        super().__init__()
+        _check_backend(backend)
+        if patch_size < 1 or image_size % patch_size:
+            raise ValueError(f"SegViT needs image_size divisible by patch_size, got {image_size} and {patch_size}")
+        if dim % heads:
+            raise ValueError(f"SegViT needs dim divisible by heads, got dim={dim}, heads={heads}")
+        self.backend, self.patch_size = backend, patch_size
+        grid = image_size // patch_size
+        self.embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, dim, grid, grid))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, heads, int(mlp_ratio * dim), dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.ConvTranspose2d(dim, out_channels, patch_size, stride=patch_size)
+        _finish(self, backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.patch_size
+        if x.shape[-1] % p or x.shape[-2] % p:
+            raise ValueError(f"SegViT(patch_size={p}) needs input sides divisible by {p}, got {tuple(x.shape[-2:])}")
+        t = self.embed(x)
+        n, dim, gh, gw = t.shape
+        pos = self.pos
+        if pos.shape[-2:] != (gh, gw):
+            pos = F.interpolate(pos, size=(gh, gw), mode="bilinear", align_corners=False)
+        seq = (t + pos).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            seq = block(seq)
+        t = self.norm(seq).transpose(1, 2).reshape(n, dim, gh, gw)
+        return self.head(t)
+
+
+class VAE(nn.Module):
+    """Convolutional variational autoencoder with a Bernoulli decoder (logits out).
+
+    * encoder: ``Conv2d(in_channels, base, 4, stride 2, padding 1)``, ReLU, ``Conv2d(base, 2 base,
+      4, 2, 1)``, ReLU, flattened, then two Linear maps to the latent mean and log-variance;
+    * the latent is reparameterised, ``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``
+      (``noise`` supplies ``eps``, e.g. from a seeded generator);
+    * decoder: ``Linear(latent_dim, .)``, ReLU, ``ConvTranspose2d(2 base, base, 4, 2, 1)``, ReLU,
+      ``ConvTranspose2d(base, in_channels, 4, 2, 1)``: pixel logits (``sigmoid`` gives images).
+
+    With ``num_classes > 0`` (see :class:`CVAE`) the one-hot label is appended to the
+    encoder's features and to the latent.  ``image_size`` (the square input's side) must be
+    divisible by 4.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 8, base: int = 32,
+                 num_classes: int = 0, backend: str = "fastconv") -> None:
+        super().__init__()
+        _check_backend(backend)
+        if image_size < 4 or image_size % 4:
+            raise ValueError(f"{type(self).__name__} needs image_size divisible by 4, got {image_size}")
+        if latent_dim < 1 or base < 1 or num_classes < 0:
+            raise ValueError(f"{type(self).__name__} needs latent_dim >= 1, base >= 1 and num_classes >= 0, got "
+                             f"{latent_dim}, {base} and {num_classes}")
+        self.backend, self.latent_dim, self.num_classes = backend, latent_dim, num_classes
+        self.image_size, self.in_channels = image_size, in_channels
+        side = image_size // 4
+        features = 2 * base * side * side
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, base, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(base, 2 * base, 4, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten())
+        self.to_mu = nn.Linear(features + num_classes, latent_dim)
+        self.to_logvar = nn.Linear(features + num_classes, latent_dim)
+        self.from_latent = nn.Sequential(nn.Linear(latent_dim + num_classes, features), nn.ReLU(inplace=True),
+                                         nn.Unflatten(1, (2 * base, side, side)))
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(2 * base, base, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(base, in_channels, 4, stride=2, padding=1))
+        _finish(self, backend)
+
+    def _condition(self, h: Tensor, labels: Optional[Tensor]) -> Tensor:
+        if not self.num_classes:
+            return h
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} is conditioned on the class: pass labels")
+        return torch.cat([h, F.one_hot(labels.long(), self.num_classes).to(h.dtype)], 1)
+
+    def encode(self, x: Tensor, labels: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The latent posterior's ``(mu, logvar)`` for images ``x`` (N, C, S, S)."""
+        h = self._condition(self.encoder(x), labels)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Pixel logits for latents ``z`` (N, latent_dim)."""
+        return self.decoder(self.from_latent(self._condition(z, labels)))
+
+    def forward(self, x: Tensor, labels: Optional[Tensor] = None,
+                noise: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(logits, mu, logvar)``: the reconstruction's pixel logits from a sampled latent."""
+        mu, logvar = self.encode(x, labels)
+        eps = torch.randn_like(mu) if noise is None else noise.to(mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return self.decode(z, labels), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Optional[Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` images in [0, 1] decoded from ``z ~ N(0, I)`` (of class ``labels`` for a CVAE)."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        dev = next(self.parameters()).device
+        return torch.sigmoid(self.decode(z.to(dev), None if labels is None else labels.to(dev)))
+
+
+class CVAE(VAE):
+    """Conditional :class:`VAE`: the encoder and the decoder also see the one-hot class label,
+    so ``CVAE.sample(n, labels)`` draws images of chosen classes.  ``forward(x, labels)``."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 8, base: int = 32,
+                 num_classes: int = 10, backend: str = "fastconv") -> None:
+        if num_classes < 1:
+            raise ValueError(f"CVAE needs num_classes >= 1, got {num_classes}")
+        super().__init__(in_channels, image_size, latent_dim, base, num_classes, backend)
+
+
+__all__ = ["BACKENDS", "Classifier", "CifarNet", "UNet", "SegViT", "Denoiser", "VAE", "CVAE", "double_conv"]

@@ -72,9 +72,14 @@ def test_read_idx_rejects_bad_files(tmp_path):
 def test_classification_from_idx_folder(tmp_path, compress):
     arrays = _mnist_folder(tmp_path / "mnist", compress=compress)
     split = D.classification_data(str(tmp_path / "mnist"))
-    assert split.x_train.shape == (40, 1, 12, 12) and split.x_val.shape == (12, 1, 12, 12)
-    np.testing.assert_allclose(split.x_train[:, 0].numpy(), arrays["train"][0] / 255.0, atol=1e-6)
-    np.testing.assert_array_equal(split.y_val.numpy(), arrays["t10k"][1])
+    # t10k is the test set; the 40 train images are split 60:20, i.e. 30 train and 10 val
+    assert split.x_train.shape == (30, 1, 12, 12) and split.x_val.shape == (10, 1, 12, 12)
+    assert split.x_test.shape == (12, 1, 12, 12)
+    np.testing.assert_allclose(split.x_test[:, 0].numpy(), arrays["t10k"][0] / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(split.y_test.numpy(), arrays["t10k"][1])
+    both = torch.cat([split.x_train, split.x_val])[:, 0].numpy()
+    rows = sorted(map(bytes, np.round(both * 255).astype(np.uint8)))
+    assert rows == sorted(map(bytes, arrays["train"][0]))
     assert split.num_classes == 3 and split.in_channels == 1
 
 
@@ -89,8 +94,9 @@ def test_digits_default_split_is_fixed_by_seed():
     a, b, c = (D.classification_data(seed=s) for s in (0, 0, 1))
     assert a.x_train.shape[1:] == (1, 8, 8) and a.num_classes == 10
     assert D.classification_data(image_size=16).x_train.shape[1:] == (1, 16, 16)
-    assert len(a.x_train) + len(a.x_val) == 1797
+    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (1079, 359, 359)
     assert torch.equal(a.y_val, b.y_val) and not torch.equal(a.y_val, c.y_val)
+    assert torch.equal(a.y_test, b.y_test) and not torch.equal(a.y_test, c.y_test)
     assert 0.0 <= float(a.x_train.min()) and float(a.x_train.max()) <= 1.0
 
 
@@ -116,7 +122,7 @@ def test_image_folder_grey_and_rgb(tmp_path):
     assert x.shape == (2, 3, 12, 12)
     np.testing.assert_allclose(x[1].permute(1, 2, 0).numpy(), rgb / 255.0, atol=1e-6)
     split = D.classification_data(str(tmp_path / "grey"), seed=0)
-    assert len(split.x_train) + len(split.x_val) == 6
+    assert len(split.x_train) + len(split.x_val) + len(split.x_test) == 6
 
 
 def test_class_folder_without_images_is_an_error(tmp_path, capsys):
@@ -147,11 +153,12 @@ def _mask_folder(root, n=2, size=(40, 48), mismatch=False):
 
 
 def test_mask_folder_loads_matching_pairs(tmp_path):
-    _mask_folder(tmp_path / "seg")
+    _mask_folder(tmp_path / "seg", size=(60, 48))
     pairs = D.load_mask_folder(tmp_path / "seg")
-    assert len(pairs) == 2 and pairs[0][0].shape == (40, 48, 1) and pairs[0][1].dtype == bool
-    split = D.segmentation_data(str(tmp_path / "seg"), patch=16, n_train=8, n_val=4)
+    assert len(pairs) == 2 and pairs[0][0].shape == (60, 48, 1) and pairs[0][1].dtype == bool
+    split = D.segmentation_data(str(tmp_path / "seg"), patch=16, n_train=8, n_val=4, n_test=3)
     assert split.x_train.shape == (8, 1, 16, 16) and split.y_train.shape == (8, 1, 16, 16)
+    assert split.x_val.shape == (4, 1, 16, 16) and split.x_test.shape == (3, 1, 16, 16)
     assert set(torch.unique(split.y_train).tolist()) <= {0.0, 1.0}
 
 
@@ -173,9 +180,10 @@ def test_mask_folder_missing_mask(tmp_path):
 def test_denoising_from_image_folder(tmp_path):
     rng = np.random.default_rng(2)
     for i in range(2):
-        _save(tmp_path / "imgs" / f"{i}.png", rng.integers(0, 256, (40, 36), dtype=np.uint8))
-    split = D.denoising_data(str(tmp_path / "imgs"), patch=16, n_train=6, n_val=3)
+        _save(tmp_path / "imgs" / f"{i}.png", rng.integers(0, 256, (60, 36), dtype=np.uint8))
+    split = D.denoising_data(str(tmp_path / "imgs"), patch=16, n_train=6, n_val=3, n_test=2)
     assert split.x_train.shape == (6, 1, 16, 16) and split.x_val.shape == (3, 1, 16, 16)
+    assert split.x_test.shape == (2, 1, 16, 16)
     assert torch.equal(split.x_train, split.y_train)
     with pytest.raises(D.DataError, match="smaller than the patch size"):
         D.denoising_data(str(tmp_path / "imgs"), patch=48)
@@ -208,16 +216,25 @@ def _outputs(out):
     ("unet", ["--limit", "8", "--base", "4", "--depth", "2", "--patch-size", "16", "--no-skip", "--backend", "torch"],
      {"val_dice"}),
     ("denoiser", ["--limit", "8", "--patch-size", "32"], {"val_psnr", "val_ssim", "noisy_psnr", "noisy_ssim"}),
+    ("segvit", ["--limit", "8", "--patch-size", "16", "--embed-dim", "16", "--depth", "1"], {"val_dice", "val_iou"}),
+    ("vae", ["--limit", "16"], {"train_recon", "train_kl", "val_recon", "val_kl", "val_ssim", "val_psnr"}),
+    ("cvae", ["--limit", "16", "--digits", "3", "7"], {"val_recon", "val_kl", "val_ssim", "val_psnr"}),
 ])
 def test_short_cli_run_writes_outputs(tmp_path, model, extra, keys):
     out = tmp_path / "run"
     assert cli.main(["train", model, "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--quiet",
                      "--out", str(out)] + extra) == 0
-    assert {"metrics.json", "checkpoint_epoch001.pt", "curves.png", "samples.png"} <= _outputs(out)
-    (record,) = json.loads((out / "metrics.json").read_text())
+    figures = {"unet": {"test_cases.png"}, "segvit": {"test_cases.png"}, "vae": {"traversal.png"},
+               "cvae": {"digits.png"}}.get(model, set())
+    assert {"metrics.json", "checkpoint_epoch001.pt", "checkpoint_last.pt", "curves.png", "samples.png"} | figures \
+        <= _outputs(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    (record,) = metrics["epochs"]
+    assert metrics["model"] == model
     assert {"epoch", "train_loss", "time", "samples_per_s"} | keys <= set(record)
     assert record["epoch"] == 1 and np.isfinite(record["train_loss"])
-    ckpt = torch.load(out / "checkpoint_epoch001.pt", weights_only=False)
+    assert {k.replace("val_", "test_") for k in keys if k.startswith("val_")} <= set(metrics["test"])
+    ckpt = torch.load(out / "checkpoint_epoch001.pt", weights_only=True)
     assert {"model", "optimizer", "epoch", "args", "rng"} <= set(ckpt) and ckpt["epoch"] == 1
 
 
@@ -226,8 +243,19 @@ def test_classifier_on_idx_data_via_cli(tmp_path):
     out = tmp_path / "run"
     assert main(["classifier", "--data", str(tmp_path / "fm"), "--epochs", "1", "--batch-size", "8", "--quiet",
                  "--out", str(out)]) == 0
-    (record,) = json.loads((out / "metrics.json").read_text())
+    (record,) = json.loads((out / "metrics.json").read_text())["epochs"]
     assert 0.0 <= record["val_accuracy"] <= 1.0
+
+
+def test_cvae_on_idx_data_via_cli(tmp_path):
+    _mnist_folder(tmp_path / "fm", side=16)
+    out = tmp_path / "run"
+    assert main(["cvae", "--data", str(tmp_path / "fm"), "--epochs", "1", "--batch-size", "8", "--quiet",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"][0]["val_kl"] >= 0 and 0 < m["test"]["test_psnr"] and (out / "digits.png").is_file()
+    code = main(["vae", "--data", str(tmp_path / "fm"), "--image-size", "14", "--out", str(out)])
+    assert code == 2
 
 
 def test_resume_continues_the_same_run(tmp_path):
@@ -240,7 +268,7 @@ def test_resume_continues_the_same_run(tmp_path):
     b = torch.load(part / "checkpoint_epoch003.pt", weights_only=False)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    ha, hb = (json.loads((d / "metrics.json").read_text()) for d in (full, part))
+    ha, hb = (json.loads((d / "metrics.json").read_text())["epochs"] for d in (full, part))
     assert [r["epoch"] for r in hb] == [1, 2, 3]
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
     assert [r["val_accuracy"] for r in ha] == [r["val_accuracy"] for r in hb]
@@ -273,7 +301,7 @@ def test_denoiser_ssim_weight(tmp_path):
     out = tmp_path / "d"
     assert main(["denoiser", "--limit", "8", "--patch-size", "32", "--batch-size", "4", "--epochs", "1",
                  "--max-steps", "2", "--ssim-weight", "0.5", "--quiet", "--out", str(out)]) == 0
-    (record,) = json.loads((out / "metrics.json").read_text())
+    (record,) = json.loads((out / "metrics.json").read_text())["epochs"]
     assert np.isfinite(record["train_loss"]) and record["val_ssim"] <= 1.0
 
 
@@ -281,7 +309,7 @@ def test_denoiser_ssim_weight(tmp_path):
 
 
 def _final(out):
-    return json.loads((out / "metrics.json").read_text())[-1]
+    return json.loads((out / "metrics.json").read_text())["epochs"][-1]
 
 
 @pytest.mark.slow
@@ -294,6 +322,23 @@ def test_default_classifier_reaches_95_percent(tmp_path):
 def test_default_unet_reaches_dice_070(tmp_path):
     assert main(["unet", "--quiet", "--out", str(tmp_path)]) == 0
     assert _final(tmp_path)["val_dice"] >= 0.70
+
+
+@pytest.mark.slow
+def test_default_segvit_reaches_dice_060(tmp_path):
+    assert main(["segvit", "--quiet", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["test_dice"] >= 0.60
+
+
+@pytest.mark.slow
+def test_default_cvae_ssim_is_at_least_the_vae_ssim(tmp_path):
+    """The course work's finding: conditioning on the label does not cost reconstruction quality."""
+    for model in ("vae", "cvae"):
+        assert main([model, "--quiet", "--out", str(tmp_path / model)]) == 0
+    vae, cvae = (json.loads((tmp_path / m / "metrics.json").read_text()) for m in ("vae", "cvae"))
+    assert vae["test"]["test_ssim"] >= 0.8
+    assert cvae["test"]["test_ssim"] >= vae["test"]["test_ssim"]
+    assert cvae["epochs"][-1]["val_ssim"] >= vae["epochs"][-1]["val_ssim"]
 
 
 @pytest.mark.slow

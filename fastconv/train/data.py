@@ -37,12 +37,14 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Train and validation tensors plus what the model needs to know about them."""
+    """Train, validation and test tensors plus what the model needs to know about them."""
 
     x_train: Tensor
     y_train: Tensor
     x_val: Tensor
     y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
     in_channels: int
     num_classes: int = 0
     classes: List[str] = field(default_factory=list)
@@ -51,6 +53,18 @@ class Split:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
+
+    def part(self, name: str) -> Tuple[Tensor, Tensor]:
+        """``(x, y)`` of the ``'train'``, ``'val'`` or ``'test'`` part."""
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def to(self, device: torch.device) -> "Split":
+        """Move every tensor to ``device`` (in place); returns ``self``."""
+        for name in ("train", "val", "test"):
+            x, y = self.part(name)
+            setattr(self, f"x_{name}", x.to(device))
+            setattr(self, f"y_{name}", y.to(device))
+        return self
 
 
 # --------------------------------------------------------------------------- helpers
@@ -63,13 +77,28 @@ def _existing(path: str | os.PathLike) -> Path:
     return p
 
 
-def _split_indices(n: int, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A fixed random train/val split of ``range(n)`` determined by ``seed``."""
-    if n < 2:
-        raise DataError(f"need at least 2 samples to make a train/val split, got {n}")
+#: the default train/validation/test fractions
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def split_sizes(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Tuple[int, int, int]:
+    """How many of ``n`` items go to train, validation and test for ``fractions`` (which add up to
+    1; a zero fraction gets no items): validation and test get their rounded share, at least 1,
+    and train the rest, which must be at least 1."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three numbers >= 0 adding up to 1, got {tuple(fractions)}")
+    rest = [max(1, int(round(n * f))) if f > 0 else 0 for f in fractions[1:]]
+    n_train = n - sum(rest)
+    if n_train < 1:
+        raise DataError(f"{n} samples are too few for a train/val/test split of {', '.join(map(str, fractions))}")
+    return n_train, rest[0], rest[1]
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fixed random train/val/test split of ``range(n)`` determined by ``seed`` (each part sorted)."""
+    n_train, n_val, _ = split_sizes(n, fractions)
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return (np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_val]), np.sort(perm[n_train + n_val:]))
 
 
 def _to_nchw(images: np.ndarray) -> Tensor:
@@ -244,16 +273,18 @@ def load_digits_images() -> Tuple[np.ndarray, np.ndarray]:
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
 
 
-def classification_data(data: Optional[str] = None, seed: int = 0, val_fraction: float = 0.2,
-                        image_size: Optional[int] = None, limit: Optional[int] = None) -> Split:
-    """Train/val classification data: digits by default, else an idx folder or an image folder.
+def classification_data(data: Optional[str] = None, seed: int = 0,
+                        fractions: Sequence[float] = DEFAULT_FRACTIONS, image_size: Optional[int] = None,
+                        limit: Optional[int] = None) -> Split:
+    """Train/val/test classification data: digits by default, else an idx folder or an image folder.
 
-    Digits are bilinearly resized to ``image_size`` (default 8: as bundled).  For idx folders with a
-    ``t10k`` pair that pair is the validation set; otherwise ``val_fraction`` of the data,
-    chosen by ``seed``, is held out.  ``limit`` caps the number of training samples (and
-    validation samples at ``limit // 4``, at least 1), for quick runs.
+    Images are bilinearly resized to ``image_size`` (digits: default 8, as bundled).  The data
+    are split by ``fractions`` (train, val, test), chosen by ``seed``; an idx folder's ``t10k``
+    pair is the test set, and its train pair is split between train and val in the ratio of
+    the first two fractions.  ``limit`` caps the number of training samples (and validation
+    and test samples at ``limit // 4``, at least 1), for quick runs.
     """
-    x_val = y_val = None
+    test = None
     if data is None:
         images, labels = load_digits_images()
         x, y, classes = _to_nchw(images), torch.from_numpy(labels), [str(i) for i in range(10)]
@@ -265,8 +296,8 @@ def classification_data(data: Optional[str] = None, seed: int = 0, val_fraction:
             tr_x, tr_y, te_x, te_y = load_idx_folder(root)
             x, y = _resize(_to_nchw(tr_x), image_size), torch.from_numpy(tr_y)
             if te_x is not None:
-                x_val, y_val = _resize(_to_nchw(te_x), image_size), torch.from_numpy(te_y)
-            n_cls = int(max(y.max(), y_val.max() if y_val is not None else 0)) + 1
+                test = (_resize(_to_nchw(te_x), image_size), torch.from_numpy(te_y))
+            n_cls = int(max(y.max(), test[1].max() if test is not None else 0)) + 1
             classes, source = [str(i) for i in range(n_cls)], f"idx files in {root}"
         elif root.is_dir():
             x, y, classes = load_image_folder(root, image_size)
@@ -274,13 +305,17 @@ def classification_data(data: Optional[str] = None, seed: int = 0, val_fraction:
         else:
             raise DataError(f"{root}: expected a folder of idx files (train-images-idx3-ubyte[.gz], ...) "
                             f"or of class subfolders, got a file")
-    if x_val is None:
-        tr, va = _split_indices(len(x), val_fraction, seed)
-        x, y, x_val, y_val = x[tr], y[tr], x[va], y[va]
+    if test is None:
+        tr, va, te = split_indices(len(x), fractions, seed)
+        test = (x[te], y[te])
+    else:
+        tr, va, _ = split_indices(len(x), (fractions[0] / (fractions[0] + fractions[1]),
+                                           fractions[1] / (fractions[0] + fractions[1]), 0.0), seed)
+    parts = [(x[tr], y[tr]), (x[va], y[va]), test]
     if limit is not None:
-        x, y = x[:limit], y[:limit]
-        x_val, y_val = x_val[:max(1, limit // 4)], y_val[:max(1, limit // 4)]
-    return Split(x, y, x_val, y_val, in_channels=int(x.shape[1]), num_classes=len(classes),
+        parts = [(px[:n], py[:n]) for (px, py), n in zip(parts, (limit, max(1, limit // 4), max(1, limit // 4)))]
+    (x, y), (x_val, y_val), (x_test, y_test) = parts
+    return Split(x, y, x_val, y_val, x_test, y_test, in_channels=int(x.shape[1]), num_classes=len(classes),
                  classes=classes, source=source)
 
 
@@ -374,26 +409,35 @@ def _patches(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], count: int, patch: 
     return x, y
 
 
-def _split_pairs(pairs: List[Tuple[np.ndarray, np.ndarray]], patch: int, val_fraction: float, seed: int):
-    """Split whole images between train and val when there are at least 5, else split each
-    image by rows (top part train, bottom part val) so no val pixel is seen in training."""
+def _split_pairs(pairs: List[Tuple[np.ndarray, np.ndarray]], patch: int, fractions: Sequence[float],
+                 seed: int) -> List[List[Tuple[np.ndarray, np.ndarray]]]:
+    """Split whole images between train, val and test when there are at least 5, else split
+    each image by rows (top train, middle val, bottom test; each at least ``patch`` rows) so
+    that no val or test pixel is seen in training."""
     for img, _ in pairs:
         if img.shape[0] < patch or img.shape[1] < patch:
             raise DataError(f"an image of size {img.shape[1]}x{img.shape[0]} is smaller than the patch size "
                             f"{patch}; use a smaller --patch-size")
     if len(pairs) >= 5:
-        tr, va = _split_indices(len(pairs), val_fraction, seed)
-        return [pairs[i] for i in tr], [pairs[i] for i in va]
-    train, val = [], []
+        return [[pairs[i] for i in part] for part in split_indices(len(pairs), fractions, seed)]
+    parts: List[List[Tuple[np.ndarray, np.ndarray]]] = [[], [], []]
     for img, mask in pairs:
-        cut = int(round(img.shape[0] * (1 - val_fraction)))
-        cut = min(max(cut, patch), img.shape[0] - patch)
-        if cut < patch:
-            raise DataError(f"an image of height {img.shape[0]} is too small to split into train and val "
+        h = img.shape[0]
+        n_val, n_test = (max(patch, int(round(h * f))) for f in fractions[1:])
+        if h - n_val - n_test < patch:
+            raise DataError(f"an image of height {h} is too small to split into train, val and test "
                             f"patches of size {patch}; use a smaller --patch-size or more images")
-        train.append((img[:cut], mask[:cut]))
-        val.append((img[cut:], mask[cut:]))
-    return train, val
+        cuts = (0, h - n_val - n_test, h - n_test, h)
+        for part, lo, hi in zip(parts, cuts, cuts[1:]):
+            part.append((img[lo:hi], mask[lo:hi]))
+    return parts
+
+
+def _patch_split(pairs: List[Tuple[np.ndarray, np.ndarray]], patch: int, counts: Sequence[int],
+                 fractions: Sequence[float], seed: int) -> List[Tuple[Tensor, Tensor]]:
+    """``counts[i]`` random patches of each of the train/val/test parts of ``pairs``."""
+    rng = np.random.default_rng(seed)
+    return [_patches(part, n, patch, rng) for part, n in zip(_split_pairs(pairs, patch, fractions, seed), counts)]
 
 
 def builtin_segmentation_pairs(seed: int = 0) -> List[Tuple[np.ndarray, np.ndarray]]:
@@ -403,18 +447,15 @@ def builtin_segmentation_pairs(seed: int = 0) -> List[Tuple[np.ndarray, np.ndarr
 
 
 def segmentation_data(data: Optional[str] = None, seed: int = 0, patch: int = 64, n_train: int = 512,
-                      n_val: int = 128, val_fraction: float = 0.25) -> Split:
+                      n_val: int = 128, n_test: int = 128, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Split:
     """Image/mask patches (``y`` is a float (N, 1, H, W) 0/1 mask) from the built-in images or a
-    folder with ``images/`` and ``masks/``; the split is fixed by ``seed``."""
+    folder with ``images/`` and ``masks/``; the train/val/test split is fixed by ``seed``."""
     if data is None:
         pairs, source = builtin_segmentation_pairs(seed), "skimage retina vessels + textured horse"
     else:
         pairs, source = load_mask_folder(data), f"image/mask folder {data}"
-    train, val = _split_pairs(pairs, patch, val_fraction, seed)
-    rng = np.random.default_rng(seed)
-    x, y = _patches(train, n_train, patch, rng)
-    xv, yv = _patches(val, n_val, patch, rng)
-    return Split(x, y, xv, yv, in_channels=int(x.shape[1]), num_classes=1, classes=["foreground"],
+    (x, y), (xv, yv), (xt, yt) = _patch_split(pairs, patch, (n_train, n_val, n_test), fractions, seed)
+    return Split(x, y, xv, yv, xt, yt, in_channels=int(x.shape[1]), num_classes=1, classes=["foreground"],
                  source=source)
 
 
@@ -425,7 +466,7 @@ DENOISE_IMAGES = ("camera", "coins", "moon", "text", "page", "clock", "brick", "
 
 
 def denoising_data(data: Optional[str] = None, seed: int = 0, patch: int = 48, n_train: int = 1024,
-                   n_val: int = 256, val_fraction: float = 0.25) -> Split:
+                   n_val: int = 256, n_test: int = 256, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Split:
     """Clean patches (``y`` is the same as ``x``; noise is added during training/evaluation)
     from skimage's bundled greyscale images, or from an idx / image folder / images folder."""
     if data is None:
@@ -454,13 +495,11 @@ def denoising_data(data: Optional[str] = None, seed: int = 0, patch: int = 48, n
         else:
             raise DataError(f"{root}: expected a folder of images or idx files, got a file")
         source = f"{data}"
-    train, val = _split_pairs(pairs, patch, val_fraction, seed)
-    rng = np.random.default_rng(seed)
-    x, _ = _patches(train, n_train, patch, rng)
-    xv, _ = _patches(val, n_val, patch, rng)
-    return Split(x, x, xv, xv, in_channels=int(x.shape[1]), source=source)
+    (x, _), (xv, _), (xt, _) = _patch_split(pairs, patch, (n_train, n_val, n_test), fractions, seed)
+    return Split(x, x, xv, xv, xt, xt, in_channels=int(x.shape[1]), source=source)
 
 
-__all__ = ["DataError", "Split", "read_idx", "load_idx_folder", "load_image_folder", "load_mask_folder",
+__all__ = ["DataError", "Split", "DEFAULT_FRACTIONS", "split_sizes", "split_indices", "read_idx", "load_idx_folder",
+           "load_image_folder", "load_mask_folder",
            "read_image", "classification_data", "segmentation_data", "denoising_data", "retina_vessels",
            "textured_horse", "load_digits_images", "is_idx_folder"]
