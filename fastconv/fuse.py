@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb
+from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb, release
 from .nn.modules import Conv2d, MaxPool2d
 
-__all__ = ["fuse_model", "find_runs"]
+__all__ = ["fuse_model", "find_runs", "unfuse_batchnorm"]
 
 Run = Tuple[Conv2d, Optional[nn.BatchNorm2d], nn.Module, Optional[nn.MaxPool2d]]
 
@@ -129,4 +129,13 @@ def fuse_model(model: nn.Module) -> nn.Module:
     """Fuse every run of :func:`find_runs` in place; returns ``model``."""
     for conv, bn, act, pool in find_runs(model):
         absorb(conv, act, bn, pool)
+    return model
+
+
+def unfuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Undo the fusions that fold a BatchNorm, in place (before converting BatchNorm layers by type,
+    e.g. to ``SyncBatchNorm``); fusions without a BatchNorm stay.  Returns ``model``."""
+    for m in list(model.modules()):
+        if isinstance(m, FusedConv2d) and m.fused_bn is not None:
+            release(m)
     return model

@@ -26,9 +26,11 @@ def _check_backend(backend: str) -> None:
 
 
 def _finish(model: nn.Module, backend: str) -> nn.Module:
-    """Swap the conv/pool layers for fastconv twins when ``backend == 'fastconv'``."""
+    """Swap the conv/pool layers for fastconv twins when ``backend == 'fastconv'``, fusing
+    ``conv [-> BN] -> activation [-> max pool]`` runs (``convert_model(fuse=True)``): the
+    parameters and ``state_dict`` keys stay torch's."""
     if backend == "fastconv":
-        convert_model(model)
+        convert_model(model, fuse=True)
     return model
 
 

@@ -183,3 +183,19 @@ def test_fused_ops_under_torch_func(act, slope):
     xs = torch.randn(2, 3, 3, 6, 6, dtype=torch.float64)
     assert_close(torch.func.vmap(lambda x: F.conv2d_act(x, w, padding=1, activation=act, negative_slope=slope))(xs),
                  torch.stack([_torch_act(TF.conv2d(v, w, padding=1), act, slope) for v in xs]))
+
+
+def test_unfuse_batchnorm_before_type_based_conversions():
+    """SyncBatchNorm conversion swaps BatchNorm layers by type: the folded ones are unfused first."""
+    from fastconv.fuse import unfuse_batchnorm
+    torch.manual_seed(0)
+    model = models.UNet(3, 1, 8, 2, backend="fastconv")
+    torch.manual_seed(0)
+    ref = models.UNet(3, 1, 8, 2, backend="torch")
+    unfuse_batchnorm(model)
+    assert not any(isinstance(m, fastconv.nn.FusedConv2d) for m in model.modules())
+    assert all(type(m) is nn.BatchNorm2d for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    model.eval()
+    ref.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)

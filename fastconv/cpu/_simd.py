@@ -12,6 +12,9 @@ kernels calling them (and are cached on disk with them):
   ``MR`` broadcast weights times ``NV`` vectors of ``L`` lanes, ``MR * NV`` accumulators held in
   registers for the whole ``k`` loop.  ``offs`` is an offset table (an indirect GEMM: the
   taps of a convolution, or the channel pitch of a Winograd GEMM).
+* :func:`gather_tile` -- ``T[tbase + m*tstride + j] (+)= sum_r A[abase + aoff[m] + sa[r]] *
+  B[bbase + sb[r] + j]``: :func:`gemm_tile` with each broadcast gathered from its own row of
+  ``A`` (the taps of a weight gradient) and both operands' steps from tables.
 * :func:`dot_tile` -- ``acc[abase + (m*NR + r)*L + l] += sum_s G[gbase + m*gstride + sg[s] + l] *
   X[xbase + offs[r] + sx[s] + l]``: ``MR x NR`` vector accumulators over a reduction whose
   steps ``(sg, sx)`` come from two tables, kept as vectors across calls (weight gradients);
@@ -34,7 +37,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["lanes", "gemm_tile", "dot_tile", "lane_sums", "transpose_tile", "transform2d"]
+__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_sums", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -82,6 +85,15 @@ def _masked_store(builder, vty: ir.VectorType, bits: int):
     return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{vty.count}f{bits}.p0")
 
 
+def _no_unroll(module):
+    """Loop metadata ``!{self, !{"llvm.loop.unroll.disable"}}``: an unrolled micro-kernel loop would
+    load the broadcasts of two steps at once and spill accumulators (measured: 100 GF/s, not 250)."""
+    flag = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    node = module.add_metadata([flag, flag])
+    node.operands = (node, flag)
+    return node
+
+
 def _counted_loop(builder, count, carried, body):
     """``for i in range(count)`` with loop-carried values ``carried``; ``body(i, values) -> values``.
 
@@ -105,7 +117,8 @@ def _counted_loop(builder, count, carried, body):
     i.add_incoming(nxt, tail)
     for p, v in zip(phis, new):
         p.add_incoming(v, tail)
-    builder.cbranch(builder.icmp_signed("<", nxt, count), loop, done)
+    br = builder.cbranch(builder.icmp_signed("<", nxt, count), loop, done)
+    br.set_metadata("llvm.loop", _no_unroll(builder.module))
     builder.position_at_end(done)
     out = []
     for v0, v1 in zip(carried, new):
@@ -200,6 +213,69 @@ def gemm_tile(MR: int, NV: int):
         return sig, codegen
 
     _GEMM[key] = kern
+    return kern
+
+
+_GATHER: Dict[Tuple[int, int], object] = {}
+
+
+def gather_tile(MR: int, NV: int):
+    """The gathered-broadcast GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
+
+    Call it from Numba as ``kern(A, abase, aoff, aob, sa, B, bbase, sb, R, T, tbase, tstride, accumulate)``:
+    ``A``, ``B``, ``T`` 1-D arrays of one float dtype; ``aoff``, ``sa``, ``sb`` 1-D int64 arrays;
+    the rest int64.  For the steps ``r < R`` in order, row ``m`` of the ``MR x NV*L`` register tile
+    adds ``A[abase + aoff[aob + m] + sa[r]] * B[bbase + sb[r]:][:NV*L]``; the tile starts from
+    zero, or from ``T`` when ``accumulate`` is nonzero, and is stored to ``T[tbase + m*tstride:]``.
+    """
+    key = (MR, NV)
+    if key in _GATHER:
+        return _GATHER[key]
+
+    @intrinsic
+    def kern(typingctx, A, abase, aoff, aob, sa, B, bbase, sb, R, T, tbase, tstride, accumulate):
+        sig = types.void(A, abase, aoff, aob, sa, B, bbase, sb, R, T, tbase, tstride, accumulate)
+
+        def codegen(context, builder, signature, args):
+            A_, abase_, aoff_, aob_, sa_, B_, bbase_, sb_, R_, T_, tbase_, tstride_, accumulate_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
+            op = builder.gep(_data(context, builder, at[2], aoff_), [aob_])
+            sap = _data(context, builder, at[4], sa_)
+            bp = builder.gep(_data(context, builder, at[5], B_), [bbase_])
+            sbp = _data(context, builder, at[7], sb_)
+            tp = builder.gep(_data(context, builder, at[9], T_), [tbase_])
+            rows = [builder.gep(ap, [builder.load(builder.gep(op, [_c(m)]))]) for m in range(MR)]
+            tptr = [[builder.gep(builder.gep(tp, [builder.mul(_c(m), tstride_)]), [_c(v * L)]) for v in range(NV)]
+                    for m in range(MR)]
+            acc_in = builder.icmp_signed("!=", accumulate_, _c(0))
+            zero = ir.Constant(vty, [0.0] * L)
+            init = [builder.select(acc_in, _vload(builder, tptr[m][v], vty, dt.itemsize), zero)
+                    for m in range(MR) for v in range(NV)]
+
+            def body(r, acc):
+                a_off = builder.load(builder.gep(sap, [r]))
+                b_row = builder.gep(bp, [builder.load(builder.gep(sbp, [r]))])
+                bv = [_vload(builder, builder.gep(b_row, [_c(v * L)]), vty, dt.itemsize) for v in range(NV)]
+                new = []
+                for m in range(MR):
+                    a = _splat(builder, builder.load(builder.gep(rows[m], [a_off])), vty)
+                    new.extend(builder.call(fma, [a, bv[v], acc[m * NV + v]]) for v in range(NV))
+                return new
+
+            res = _counted_loop(builder, R_, init, body)
+            for m in range(MR):
+                for v in range(NV):
+                    _vstore(builder, res[m * NV + v], tptr[m][v], vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _GATHER[key] = kern
     return kern
 
 

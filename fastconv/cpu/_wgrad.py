@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._simd import dot_tile, lane_sums
+from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "weight_tiles", "pad_offsets"]
+__all__ = ["MRW", "NRW", "weight_tiles", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -70,3 +70,96 @@ def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, t0, t1):  # p
             for m in range(MRW):
                 for r in range(NRW):
                     out[(o + m) * kp + kb * NRW + r] = tile[m * NRW + r]
+
+
+# --------------------------------------------------------------------------- gathered broadcasts
+
+#: Taps per register tile of :func:`weight_gather`.
+MRG = 8
+#: Vectors of output channels per register tile of :func:`weight_gather`.
+NVG = 2
+_GATHER = gather_tile(MRG, NVG)
+_TRANSPOSE = transpose_tile()
+
+
+@njit(cache=True, nogil=True)
+def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma: no cover - numba
+    """outT[k, o] = sum_r A[aoff[k] + sa[r]] * B[sb[r] + o] for the tasks [t0, t1).
+
+    The reduction steps ``r`` are the valid (image, pixel) pairs of the layer, so no lane is
+    ever wasted or multiplied by a stray input.  ``B`` holds the output gradient channel-last
+    (one row of ``opad`` channels per step, ``sb[r]`` its start); ``A`` is the packed input,
+    ``aoff`` the tap offsets padded to whole tiles.  A task is one ``NVG * L``-wide tile of
+    output channels times a group of ``groups_k`` tap tiles; it walks the steps ``chunk`` at
+    a time, so that a chunk of ``B`` stays in L2 while every tap tile of the group passes
+    over it.  Each tile sums its steps in order: the result does not depend on the threads.
+    """
+    L = 64 // A.itemsize
+    TW = NVG * L
+    opad = outT.shape[1]
+    kp = outT.shape[0]
+    ntt = opad // TW
+    kbs = kp // MRG
+    ngroups = -(-kbs // groups_k)
+    R = sa.shape[0]
+    flat = outT.reshape(-1)
+    for task in range(t0, t1):
+        ot = task // ngroups
+        kg = task - ot * ngroups
+        kb0 = kg * groups_k
+        kb1 = min(kbs, kb0 + groups_k)
+        for r0 in range(0, R, chunk):
+            r1 = min(R, r0 + chunk)
+            a = sa[r0:r1]
+            b = sb[r0:r1]
+            for kb in range(kb0, kb1):
+                _GATHER(A, 0, aoff, kb * MRG, a, B, ot * TW, b, r1 - r0, flat, kb * MRG * opad + ot * TW, opad,
+                        r0 > 0)
+
+
+@njit(cache=True, nogil=True)
+def channels_last(g, B, opad, nstride, pstride, t0, t1):  # pragma: no cover - numba
+    """B[(n*nstride + p*pstride) * opad + o] = g[n, o, p] for the images [t0, t1), channels past O zero.
+
+    ``nstride=HW, pstride=1`` gives NHWC; ``nstride=1, pstride=N`` gives the (pixel, image) rows of
+    unblocked lanes.  Whole L x L (channel x pixel) blocks go through register transposes."""
+    N, O, H, W = g.shape
+    HW = H * W
+    L = 64 // g.itemsize
+    gf = g.reshape(-1)
+    ofull = O - O % L
+    pfull = HW - HW % L
+    for n in range(t0, t1):
+        for o0 in range(0, ofull, L):
+            for p0 in range(0, pfull, L):
+                _TRANSPOSE(gf, (n * O + o0) * HW + p0, HW, B, (n * nstride + p0 * pstride) * opad + o0,
+                           pstride * opad)
+        for p in range(HW):
+            row = (n * nstride + p * pstride) * opad
+            start = ofull if p < pfull else 0
+            for o in range(start, O):
+                B[row + o] = gf[(n * O + o) * HW + p]
+            for o in range(O, opad):
+                B[row + o] = 0
+
+
+@njit(cache=True, nogil=True)
+def lane_rows(Bn, OH, OW, BY, BX, bh, bw, count, B2, t0, t1):  # pragma: no cover - numba
+    """B2[(p * count + lane) * opad:] = the channel row of ``Bn`` (channels last, (n, y, x) rows)
+    at lane ``lane``'s pixel ``p`` of its block, for the block pixels [t0, t1); zero outside the output."""
+    opad = B2.shape[1]
+    for p in range(t0, t1):
+        oy = p // bw
+        ox = p - oy * bw
+        for lane in range(count):
+            n = lane // (BY * BX)
+            b = lane - n * (BY * BX)
+            y = (b // BX) * bh + oy
+            x = (b % BX) * bw + ox
+            dst = B2[p * count + lane]
+            if y < OH and x < OW:
+                src = Bn[(n * OH + y) * OW + x]
+                for o in range(opad):
+                    dst[o] = src[o]
+            else:
+                dst[:] = 0

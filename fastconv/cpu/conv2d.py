@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from .._threads import parallel_for
+from .._threads import num_threads, parallel_for
 from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd
 from .conv_plan import SMALL_MACS, Geometry, forcing, geometry, plan
 
@@ -295,8 +295,54 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
 # --------------------------------------------------------------------------- gradient w.r.t. the weight
 
 
+#: Output channels (per group) from which weight gradients run on :func:`fastconv.cpu._wgrad.weight_gather`
+#: (vectors over output channels); thinner layers reduce over vectors of pixels instead.
+GATHER_MIN_CHANNELS = 16
+#: Reduction steps per chunk of :func:`fastconv.cpu._wgrad.weight_gather`.
+GATHER_CHUNK = 1024
+
+
+def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
+    """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1)."""
+    tw = _tile(dtype)
+    opad = B.shape[-1] if B.ndim == 2 else -(-geo.o // tw) * tw
+    kp = -(-geo.k // _wgrad.MRG) * _wgrad.MRG
+    aoff = np.empty(kp, dtype=np.int64)
+    aoff[:geo.k] = offs
+    aoff[geo.k:] = offs[-1]
+    outT = np.empty((kp, opad), dtype=dtype)
+    kbs, ntt = kp // _wgrad.MRG, opad // tw
+    groups_k = max(1, -(-kbs * ntt // (4 * num_threads())))
+    tasks = ntt * -(-kbs // groups_k)
+    parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, outT,
+                 work=geo.macs)
+    dw[...] = outT[:geo.k, :geo.o].T.reshape(dw.shape)
+
+
+def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
+    """The output gradient with channels last, padded to ``opad``: rows (image, pixel), or with
+    ``by_pixel`` rows (pixel, image)."""
+    n, o, h, w = ga.shape
+    B = np.empty((n * h * w, opad), dtype=ga.dtype)
+    nstride, pstride = (1, n) if by_pixel else (h * w, 1)
+    parallel_for(_wgrad.channels_last, n, ga, B.reshape(-1), opad, nstride, pstride, work=B.size)
+    return B
+
+
 def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
-    """Weight gradient in the row layout: steps are (image, output row, vector of columns)."""
+    """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
+    -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
+    if geo.groups == 1 and geo.og >= GATHER_MIN_CHANNELS:
+        tw = _tile(xa.dtype)
+        rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
+        X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+        B = _channels_last(ga, -(-geo.o // tw) * tw)
+        n_, oy, ox = np.meshgrid(np.arange(geo.n), np.arange(geo.oh), np.arange(geo.ow), indexing="ij")
+        sa = (n_ * rows.img + oy * rows.wq + ox).reshape(-1).astype(np.int64)
+        sb = np.arange(sa.size, dtype=np.int64) * B.shape[1]
+        offs = _rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation)
+        _weight_gather(X, offs, sa, B, sb, geo, xa.dtype, dw)
+        return
     lanes = 64 // xa.itemsize
     owp = -(-geo.ow // lanes) * lanes
     tw = _tile(xa.dtype)
@@ -319,10 +365,46 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
+def _lane_steps(geo: Geometry, lanes: _lanes.Lanes, wb: int):
+    """The valid (block pixel, lane) pairs: offsets into the packed input, and the pixels and lanes.
+
+    Ordered (vector of lanes, pixel, lane), so that a chunk of steps reads a narrow band of the
+    packed input (one cache line per pixel and channel) for many pixels: that band stays in L2
+    while every tap tile passes over it."""
+    L = 16  # one cache line of float32 lanes (two of float64)
+    npix = lanes.bh * lanes.bw
+    nv = -(-lanes.count // L)
+    v, p, l = np.meshgrid(np.arange(nv), np.arange(npix), np.arange(L), indexing="ij")
+    lane = v * L + l
+    keep = lane < lanes.count
+    p, lane = p[keep], lane[keep]
+    oy, ox = p // lanes.bw, p % lanes.bw
+    b = lane % lanes.blocks
+    y, x = (b // lanes.BX) * lanes.bh + oy, (b % lanes.BX) * lanes.bw + ox
+    ok = (y < geo.oh) & (x < geo.ow)
+    sa = ((oy * geo.stride[0] * wb + ox * geo.stride[1]) * lanes.width + lane)[ok]
+    return sa.astype(np.int64), p[ok], lane[ok]
+
+
 def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
-    """Weight gradient in the lane layout: steps are (output pixel of a block, vector of lanes)."""
+    """Weight gradient in the lane layout: steps are (output pixel of a block, vector of lanes), or
+    -- with enough output channels -- the valid (pixel, lane) pairs, broadcast against channel vectors."""
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
+    if geo.groups == 1 and geo.og >= GATHER_MIN_CHANNELS:
+        opad = -(-geo.o // _tile(xa.dtype)) * _tile(xa.dtype)
+        if lanes.blocks == 1 and (lanes.bh, lanes.bw) == (geo.oh, geo.ow):
+            B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass
+        else:
+            Bn = _channels_last(ga, opad)
+            B = np.empty((lanes.bh * lanes.bw * lanes.count, opad), dtype=xa.dtype)  # rows (pixel, lane)
+            parallel_for(_wgrad.lane_rows, lanes.bh * lanes.bw, Bn, geo.oh, geo.ow, lanes.BY, lanes.BX, lanes.bh,
+                         lanes.bw, lanes.count, B, work=B.size)
+        sa, p, lane = _lane_steps(geo, lanes, wb)
+        sb = ((p * lanes.count + lane) * B.shape[1]).astype(np.int64)
+        offs = _direct.tap_offsets(1, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation, lanes.width)
+        _weight_gather(P.reshape(-1), offs, sa, B, sb, geo, xa.dtype, dw)
+        return
     L = 64 // xa.itemsize
     ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
     npix = lanes.bh * lanes.bw

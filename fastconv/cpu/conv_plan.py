@@ -10,7 +10,12 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
 * ``direct/rows`` -- wide outputs (a row fills at least most of a tile of vectors);
 * ``direct/lanes`` -- narrow outputs: images, or blocks of them, side by side in the lanes;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
-  sides for its 2.25x fewer multiplications to pay for the transforms;
+  sides for its 2.25x fewer multiplications to pay for the transforms; forward and input
+  gradient only.  Its weight gradient exists (``forced``) but is not planned: where the
+  exact gradient of a tap is zero (inputs that are zero wherever that tap reads them), the
+  transforms leave round-off of about 1e-9 instead of 0, and Adam turns such residues into
+  full-size steps -- 1 and 2 processes training the classifier drifted 1e-3 apart with it,
+  1e-6 without (the direct sums keep exact zeros, as torch's do);
 * ``im2col`` -- columns and BLAS: for strides that skip input pixels (the direct layouts
   would copy pixels nobody reads), and the exact path for non-finite weight-gradient inputs.
 
@@ -205,7 +210,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         return Plan("direct", "small")
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
-    if ("winograd" not in exclude and winograd_applies(geo) and geo.cg >= WINOGRAD_MIN_CHANNELS
+    if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo) and geo.cg >= WINOGRAD_MIN_CHANNELS
             and geo.og >= WINOGRAD_MIN_CHANNELS):
         return Plan("winograd", "lanes")
     return Plan("direct", _direct_layout(geo, dtype))

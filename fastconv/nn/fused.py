@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..ops.fused import conv2d_act, conv2d_act_max_pool
 from .modules import Conv2d
 
-__all__ = ["FusedConv2d", "ACTIVATION_MODULES", "absorb"]
+__all__ = ["FusedConv2d", "ACTIVATION_MODULES", "absorb", "release"]
 
 #: torch.nn activation classes the fusion understands -> (fused name, slope getter).
 ACTIVATION_MODULES = {
@@ -144,9 +144,26 @@ def absorb(conv: Conv2d, act: nn.Module, bn: Optional[nn.BatchNorm2d] = None,
     conv.fused_activation = name
     conv.fused_slope = slope(act)
     object.__setattr__(conv, "_fused", (bn, pool))  # not registered: no new state_dict keys
-    for m in (act, pool) + ((bn,) if bn is not None else ()):
-        if m is None:
-            continue
+    absorbed = tuple(m for m in (bn, act, pool) if m is not None)
+    for m in absorbed:
         object.__setattr__(m, "_fused_into", (conv,))
         m.__class__ = _passthrough_class(type(m))
+    object.__setattr__(conv, "_fused_owner_modules", absorbed)
     return conv
+
+
+def release(conv: FusedConv2d) -> Conv2d:
+    """Undo :func:`absorb`: ``conv`` and the modules it absorbed get their own classes back, in place.
+
+    Needed before code that swaps modules by type -- ``SyncBatchNorm`` conversion replaces the
+    BatchNorm a fused conv folds.  Returns ``conv``.
+    """
+    for m in conv._fused_owner_modules:
+        m.__class__ = m.__class__.__bases__[0]
+        object.__delattr__(m, "_fused_into")
+    object.__delattr__(conv, "_fused")
+    object.__delattr__(conv, "_fused_owner_modules")
+    conv.__class__ = Conv2d
+    del conv.fused_activation, conv.fused_slope
+    return conv
+

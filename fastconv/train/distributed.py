@@ -219,7 +219,10 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """Make every BatchNorm layer of ``model`` synchronise its batch statistics across processes:
     ``torch.nn.SyncBatchNorm`` on CUDA; on the CPU (where torch's needs a GPU, and DDP refuses
     it) the layers become :class:`SyncBatchNorm2d` and kin in place.  Parameters and buffers
-    stay the same objects, so optimizers stay valid and ``state_dict`` keys do not change."""
+    stay the same objects, so optimizers stay valid and ``state_dict`` keys do not change.
+    Conv layers that fold a BatchNorm (``convert_model(fuse=True)``) are unfused first."""
+    from ..fuse import unfuse_batchnorm
+    unfuse_batchnorm(model)
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for m in model.modules():
