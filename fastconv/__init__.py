@@ -7,6 +7,7 @@
 * :func:`ssim`, :func:`ms_ssim`, :func:`psnr` -- differentiable image-quality metrics;
 * :mod:`fastconv.signal`, :mod:`fastconv.filters` -- SciPy-compatible NumPy image API.
 """
+from . import _numba  # noqa: F401  (first: where Numba caches the kernels)
 from . import filters, functional, nn, signal  # noqa: F401  (registers the torch.library custom ops)
 from .convert import convert_model  # noqa: F401
 from .ops.ssim import ms_ssim, psnr, ssim  # noqa: F401

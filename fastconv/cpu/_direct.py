@@ -14,7 +14,7 @@ are packed ``[group, o-block, k, MR]`` (zero rows pad the last block).  Tasks ar
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from ._simd import gemm_tile
 

@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
-from numba import njit
+from .._numba import njit
 
 from .._threads import parallel_for
 

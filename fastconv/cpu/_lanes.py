@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from ._simd import transpose_tile
 

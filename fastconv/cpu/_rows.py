@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 __all__ = ["Rows", "plan_rows", "pack_rows", "tap_offsets_rows"]
 

@@ -33,9 +33,11 @@ from typing import Dict, Tuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .._numba import njit
 
 __all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_sums", "transpose_tile", "transform2d"]
 

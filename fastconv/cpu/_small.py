@@ -7,7 +7,7 @@ the image (padding contributes nothing), accumulated in the tensor's dtype.
 """
 from __future__ import annotations
 
-from numba import njit
+from .._numba import njit
 
 __all__ = ["forward", "backward_input", "backward_weight"]
 

@@ -12,7 +12,7 @@ whole tiles (zero gradient rows; tap offsets repeated), and the caller crops.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 

@@ -21,7 +21,7 @@ micro-kernel of :mod:`fastconv.cpu._simd` with vectors over ``t``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from ._direct import MR, NV
 from ._simd import gemm_tile, transform2d, transpose_tile

@@ -27,7 +27,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from numba import njit
+from .._numba import njit
 
 from .._threads import num_threads, parallel_for
 from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd

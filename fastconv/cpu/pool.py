@@ -18,7 +18,7 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from numba import njit
+from .._numba import njit
 
 from .._threads import parallel_for
 

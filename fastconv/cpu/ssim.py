@@ -25,7 +25,7 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from numba import njit
+from .._numba import njit
 
 from .._threads import num_threads, parallel_ranges
 from .._window import gaussian_window

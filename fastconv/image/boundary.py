@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 from numba.extending import register_jitable
 
 __all__ = ["Boundary", "NAMES", "parse_boundary", "src_index", "extend", "extend_numpy"]

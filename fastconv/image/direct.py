@@ -26,7 +26,7 @@ engine with NumPy (Numba's allocator handed large blocks back to the OS on every
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from .boundary import extend_into
 from .conventions import conv_geometry

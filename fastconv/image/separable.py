@@ -12,7 +12,7 @@ import functools
 from typing import Optional, Tuple
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 
 from .boundary import extend_into
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 import numpy as np
-from numba import njit
+from .._numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .boundary import extend_block
