@@ -154,6 +154,20 @@ def _check_conv_args(op: str, stride: Sequence[int], padding: Sequence[int], dil
         raise ValueError(f"fastconv.{op}: groups must be a positive integer, got {groups}")
 
 
+def _check_weight_dim0(op: str, w_shape: Sequence[int], groups: int) -> None:
+    if w_shape[0] == 0:
+        raise RuntimeError(f"fastconv.{op}: given groups={groups}, expected weight to be at least 1 at dimension 0, "
+                           f"but got weight of size {list(w_shape)} instead")
+
+
+def _check_nonempty_plane(op: str, x_shape: Sequence[int]) -> None:
+    """torch runs empty batches and empty channel sets, but not empty planes of a non-empty input."""
+    n, c, h, w = x_shape
+    if n > 0 and c > 0 and (h == 0 or w == 0):
+        raise RuntimeError(f"fastconv.{op}: only zero batch or zero channel inputs are supported, but got input "
+                           f"shape: {list(x_shape)}")
+
+
 def conv_out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
     """Output length of a cross-correlation along one axis (floor division, as torch)."""
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
@@ -168,6 +182,7 @@ def conv2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequence[int], st
                          f"but got weight of size {list(w_shape)}")
     oc, icg, kh, kw = w_shape
     _check_conv_args(op, stride, padding, dilation, groups)
+    _check_weight_dim0(op, w_shape, groups)
     if oc % groups != 0:
         raise RuntimeError(f"fastconv.{op}: given groups={groups}, expected weight to be divisible by "
                            f"{groups} at dimension 0, but got weight of size {list(w_shape)} instead")
@@ -183,6 +198,7 @@ def conv2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequence[int], st
         raise RuntimeError(f"fastconv.{op}: calculated padded input size per channel: ({ph} x {pw}). "
                            f"Kernel size (dilated): ({ekh} x {ekw}). Kernel size can't be greater than "
                            f"actual input size")
+    _check_nonempty_plane(op, x_shape)
     return (conv_out_size(h, kh, stride[0], padding[0] + padding[1], dilation[0]),
             conv_out_size(w, kw, stride[1], padding[2] + padding[3], dilation[1]))
 
@@ -198,6 +214,10 @@ def conv_transpose2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequenc
     ic, ocg, kh, kw = w_shape
     _check_conv_args(op, stride, padding, dilation, groups)
     check_nonnegative(op, "output_padding", output_padding)
+    _check_weight_dim0(op, w_shape, groups)
+    if ocg == 0:
+        raise RuntimeError(f"fastconv.{op}: non-empty 4D weight tensor expected (out_channels/groups >= 1), "
+                           f"but got weight of size {list(w_shape)}")
     if c % groups != 0:
         raise RuntimeError(f"fastconv.{op}: in_channels={c} is not divisible by groups={groups}")
     if ic != c:
@@ -212,6 +232,7 @@ def conv_transpose2d_output_hw(op: str, x_shape: Sequence[int], w_shape: Sequenc
     if oh <= 0 or ow <= 0:
         raise RuntimeError(f"fastconv.{op}: given input size per channel: ({h} x {w}). Calculated output size "
                            f"per channel: ({oh} x {ow}). Output size is too small")
+    _check_nonempty_plane(op, x_shape)
     return oh, ow
 
 

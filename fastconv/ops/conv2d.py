@@ -355,8 +355,22 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
         prep = _prepare(input, weight, bias, stride, padding, dilation, groups)
         S.remember(_prepared, key, prep)
     squeeze, s, p, d, groups = prep
+    if input.shape[-3] == 0:
+        out = _no_input_channels(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d)
+        return out.squeeze(0) if squeeze else out
     out = conv2d_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, groups)
     return out.squeeze(0) if squeeze else out
+
+
+def _no_input_channels(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation) -> Tensor:
+    """torch's answer for ``in_channels == 0``: an empty ``(N, 0, H_out, W_out)`` output.
+
+    It stays connected to weight and bias, whose gradients are therefore zeros (as torch's).
+    """
+    hw = [S.conv_out_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[2 * i] + padding[2 * i + 1],
+                          dilation[i]) for i in range(2)]
+    link = x.sum() + weight.sum() + (bias.sum() if bias is not None else 0)
+    return x.new_zeros((x.shape[0], 0, *hw)) + 0 * link
 
 
 #: Validated arguments of recent calls, by :func:`fastconv._shapes.call_key`.

@@ -266,12 +266,15 @@ adaptive_avg_pool2d_backward = define(
 # --------------------------------------------------------------------------- public functions
 
 
-def _check_input(op: str, x: Tensor) -> bool:
+def _check_input(op: str, x: Tensor, empty_channels: bool = False) -> bool:
+    """Validate a pooling input; only the batch (and, with ``empty_channels``, the channels) may be empty."""
     squeeze = unbatched(op, x)
     S.check_dtype(op, x)
-    if any(s == 0 for s in x.shape[-3:]):
-        raise RuntimeError(f"fastconv.{op}: expected 3D or 4D input with non-zero channel and spatial sizes "
-                           f"(only the batch may be empty), but got input of size {list(x.shape)}")
+    if any(s == 0 for s in x.shape[-3 + empty_channels:]):
+        what = "spatial sizes (only the batch and channels" if empty_channels else \
+            "channel and spatial sizes (only the batch"
+        raise RuntimeError(f"fastconv.{op}: expected 3D or 4D input with non-zero {what} may be empty), "
+                           f"but got input of size {list(x.shape)}")
     return squeeze
 
 
@@ -321,7 +324,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Union[int, None, Sequence[Op
     ``output_size`` is an int or a pair whose ``None`` entries keep the input size;
     ``1`` gives global average pooling.
     """
-    squeeze = _check_input("adaptive_avg_pool2d", input)
+    squeeze = _check_input("adaptive_avg_pool2d", input, empty_channels=True)
     x = input.unsqueeze(0) if squeeze else input
     if isinstance(output_size, (list, tuple)):
         if len(output_size) != 2:

@@ -206,6 +206,8 @@ def _check_window(op: str, win_size: int, win_sigma: float, K: Sequence[float]) 
 def _check_size(op: str, X: Tensor, minimum: int, why: str) -> None:
     if X.dim() != 4:
         raise ValueError(f"fastconv.{op}: expected 4D (N, C, H, W) input images, got shape {list(X.shape)}")
+    if X.shape[1] == 0:
+        raise ValueError(f"fastconv.{op}: expected images with at least one channel, got shape {list(X.shape)}")
     h, w = X.shape[2], X.shape[3]
     if h < minimum or w < minimum:
         raise ValueError(f"fastconv.{op}: images of size {h}x{w} are too small: {why} needs height and width "
