@@ -256,12 +256,9 @@ def pool2d_output_hw(op: str, x_shape: Sequence[int], kernel: Tuple[int, int], s
     check_positive(op, "stride", stride)
     check_positive(op, "dilation", dilation)
     check_nonnegative(op, "padding", padding)
-    for i in range(2):
-        eff = dilation[i] * (kernel[i] - 1) + 1
-        if padding[i] * 2 > eff:
-            what = "effective kernel size" if dilation != (1, 1) else "kernel size"
-            raise ValueError(f"fastconv.{op}: pad should be at most half of {what}, but got "
-                             f"pad={padding}, kernel_size={kernel} and dilation={dilation}")
+    if any(padding[i] * 2 > kernel[i] for i in range(2)):  # torch: the undilated kernel, dilated or not
+        raise ValueError(f"fastconv.{op}: pad should be at most half of kernel size, but got "
+                         f"pad={padding}, kernel_size={kernel} and dilation={dilation}")
     oh = pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
     if oh < 1 or ow < 1:

@@ -37,3 +37,24 @@ def leaf(t, device, dtype, channels_last=False, noncontig=False):
     if noncontig:
         t = torch.cat([t, t], dim=-1)[..., ::2]
     return t.detach().requires_grad_(True)
+
+
+def fuzz_tests(check):
+    """The hypothesis property ``check(data)`` as two tests: under the bounded, derandomized "ci"
+    profile (the default run) and under the "slow" one (20 times the examples; ``-m slow``).
+
+    The profiles are registered in ``tests/conftest.py``.
+    """
+    import pytest
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def make(profile):
+        @settings(settings.get_profile(profile))
+        @given(data=st.data())
+        def test(data):
+            check(data)
+        test.__doc__ = check.__doc__
+        return test
+
+    return make("ci"), pytest.mark.slow(make("slow"))

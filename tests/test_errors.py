@@ -36,7 +36,7 @@ w4 = torch.randn(6, 4, 3, 3)
     (lambda: F.conv_transpose2d(x4, torch.randn(4, 2, 3, 3), padding=9), RuntimeError, "Output size is too small"),
     (lambda: F.conv_transpose2d(x4, torch.randn(4, 2, 3, 3), stride=0), ValueError, "stride must be positive"),
     (lambda: F.max_pool2d(x4, 3, padding=2), ValueError, "pad should be at most half"),
-    (lambda: F.max_pool2d(x4, 2, padding=2, dilation=2), ValueError, "pad should be at most half of effective"),
+    (lambda: F.max_pool2d(x4, 2, padding=2, dilation=2), ValueError, "pad should be at most half of kernel size"),
     (lambda: F.avg_pool2d(x4, 2, padding=2), ValueError, "pad should be at most half"),
     (lambda: F.max_pool2d(x4, 0), ValueError, "kernel_size must be positive"),
     (lambda: F.max_pool2d(x4, 2, stride=0), ValueError, "stride must be positive"),
@@ -79,10 +79,26 @@ def test_unknown_device_type():
         backend.kernels("conv2d", torch.device("meta"))
 
 
-def test_max_pool_backward_rejects_bad_indices():
-    """The backward op, reachable through torch.ops, never scatters outside the input."""
+def test_max_pool_backward_checks_indices_and_never_writes_outside():
+    """The backward op, reachable through torch.ops, checks its indices' dtype and shape and never
+    scatters outside the input: an index outside the plane (torch's index of a window entirely in
+    the padding) contributes nothing."""
     grad = torch.ones(1, 1, 2, 2)
-    with pytest.raises(RuntimeError, match="indices must lie in"):
-        torch.ops.fastconv.max_pool2d_backward(grad, torch.full((1, 1, 2, 2), 16, dtype=torch.int64), [4, 4])
+    out = torch.ops.fastconv.max_pool2d_backward(grad, torch.tensor([[[[16, -3], [0, 0]]]]), [4, 4])
+    assert out.flatten().tolist() == [2.0] + [0.0] * 15
     with pytest.raises(RuntimeError, match="expected int64 indices"):
         torch.ops.fastconv.max_pool2d_backward(grad, torch.zeros(1, 1, 2, 3, dtype=torch.int64), [4, 4])
+
+
+def test_max_pool_window_in_padding_has_no_gradient():
+    """Found by fuzzing: a dilated window entirely in the padding gives -inf and torch's
+    out-of-plane index; its gradient and its forward-mode tangent are zero."""
+    x = torch.randn(1, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    out, idx = F.max_pool2d(x, 2, padding=1, dilation=2, return_indices=True)
+    want, want_idx = torch.nn.functional.max_pool2d(x, 2, padding=1, dilation=2, return_indices=True)
+    assert torch.equal(idx, want_idx) and torch.equal(out, want)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    assert gx.item() == 0.0
+    _, tangent = torch.func.jvp(lambda t: F.max_pool2d(t, 2, padding=1, dilation=2), (x.detach(),),
+                                (torch.ones_like(x),))
+    assert tangent.item() == 0.0

@@ -61,13 +61,15 @@ def _max_pool2d_forward(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  #
 def _max_pool2d_backward(g, idx, gin, t0, t1):  # pragma: no cover - numba
     N, C, OH, OW = g.shape
     W = gin.shape[3]
+    HW = gin.shape[2] * W
     for task in range(t0, t1):
         n = task // C
         c = task - n * C
         for oy in range(OH):
             for ox in range(OW):
                 k = idx[n, c, oy, ox]
-                gin[n, c, k // W, k % W] += g[n, c, oy, ox]
+                if 0 <= k < HW:  # else a window entirely in the padding (output -inf): no gradient
+                    gin[n, c, k // W, k % W] += g[n, c, oy, ox]
 
 
 @njit(cache=True, nogil=True)
