@@ -316,3 +316,18 @@ def test_infinities_propagate_like_scipy(shape):
             got = getattr(fs, func)(a, k, mode)
             np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
             np.testing.assert_array_equal(got[~np.isfinite(got)], want[~np.isfinite(want)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_thread_count_does_not_change_the_result(dtype, monkeypatch):
+    """The row-pair kernel sums even and odd output rows in different orders: thread ranges start at
+    even rows, so one thread and three give the same bits (and fastconv.dask equals the in-memory
+    result whatever the chunking)."""
+    rng = np.random.default_rng(13)
+    a = _rand(rng, (100, 90), dtype)
+    k = _rand(rng, (19, 7), dtype)  # 19 rows: the row-pair kernel (past the register-blocked kernel's 16)
+    assert plan.direct_kernel(19, 7, np.dtype(dtype)) == plan.Kernel.PAIRS
+    one = fs.convolve2d(a, k, "same", "symm")
+    monkeypatch.setattr(plan, "PARALLEL_MIN_MACS", 1000)
+    monkeypatch.setattr(plan, "num_threads", lambda: 3)  # ranges of 33/34 rows: odd starts before the fix
+    np.testing.assert_array_equal(fs.convolve2d(a, k, "same", "symm"), one)
