@@ -323,3 +323,13 @@ def test_auto_weighs_the_dynamic_range():
     assert F.choose_method(calm.shape, kernel, image=calm) == "fft"
     with pytest.raises(ValueError, match="image_shape"):
         F.choose_method((10, 10), kernel, image=calm)
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "separable", "fft"])
+def test_zero_channels(method):
+    """Issue 16: an (H, W, 0) image leaked NumPy's 'need at least one array to stack'."""
+    for mode, shape in (("same", (7, 9, 0)), ("full", (11, 12, 0)), ("valid", (3, 6, 0))):
+        got = F.filter2d(np.ones((7, 9, 0)), F.gaussian_kernel((5, 4), 1.0), mode, method=method)
+        assert got.shape == shape and got.dtype == np.float64
+    got = F.filter2d(np.ones((7, 9, 0), np.int16), np.ones((3, 3), np.int16), method="direct")
+    assert got.shape == (7, 9, 0) and got.dtype == np.int16

@@ -243,6 +243,8 @@ def filter_image(img: np.ndarray, kk: np.ndarray, top: int, left: int, boundary:
     ndarray
         (oh, ow) or (oh, ow, C) array of ``dt``.
     """
+    if img.ndim == 3 and img.shape[2] == 0:  # no channel: SciPy per channel gives nothing to stack
+        return np.zeros((max(oh, 0), max(ow, 0), 0), dtype=dt)
     chans = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
     if method == Method.FFT and img.size and oh > 0 and ow > 0:
         if values is None:
