@@ -331,3 +331,19 @@ def test_thread_count_does_not_change_the_result(dtype, monkeypatch):
     monkeypatch.setattr(plan, "PARALLEL_MIN_MACS", 1000)
     monkeypatch.setattr(plan, "num_threads", lambda: 3)  # ranges of 33/34 rows: odd starts before the fix
     np.testing.assert_array_equal(fs.convolve2d(a, k, "same", "symm"), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_3x3_zero_fill_rounds_as_the_general_path(dtype):
+    """The extension-free 3x3 path sums its first and last rows as the fused kernel sums them next to
+    a zero row, so small and large images (and fastconv.dask's chunks) round alike."""
+    from fastconv.image import engine
+
+    rng = np.random.default_rng(14)
+    for shape in [(3, 3), (5, 7), (64, 65)]:
+        a = rng.standard_normal(shape).astype(dtype)
+        k = rng.standard_normal((3, 3)).astype(dtype)
+        assert plan.zero_fill_route(*shape, 3, 3, 1, np.dtype(dtype)) == plan.Route.SAME33
+        for flip, func in ((True, "convolve2d"), (False, "correlate2d")):
+            general = engine.filter_valid(a, k, 1, 1, 0, dtype(0), shape[0], shape[1], np.dtype(dtype), flip)
+            np.testing.assert_array_equal(getattr(fs, func)(a, k, "same"), general, err_msg=f"{func} {shape}")
