@@ -216,15 +216,6 @@ def sharpen() -> np.ndarray:
 # --------------------------------------------------------------------------- method choice
 
 
-def _kernel2d(kernel: ArrayLike) -> np.ndarray:
-    k = np.asarray(kernel)
-    if k.ndim != 2:
-        raise ValueError(f"kernel must be a 2-D array, got {k.ndim} dimension(s) (shape {k.shape})")
-    if k.size == 0:
-        raise ValueError("kernel must not be empty")
-    return k
-
-
 def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """Factors of an exactly rank-1 kernel.
 
@@ -249,11 +240,11 @@ def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarra
     >>> separable_factors(sharpen()) is None
     True
     """
-    return _separable.separable_factors(_kernel2d(kernel))
+    return _separable.separable_factors(conv.as_kernel2d(kernel))
 
 
 def _plan_args(image_shape: Sequence[int], kernel: ArrayLike, mode: str, dtype: Optional[np.dtype]):
-    k = _kernel2d(kernel)
+    k = conv.as_kernel2d(kernel)
     if len(image_shape) not in (2, 3):
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {tuple(image_shape)}")
     dt = np.dtype(dtype) if dtype is not None else np.result_type(np.float64, k.dtype)
@@ -344,7 +335,7 @@ def choose_method(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "sa
         img = np.asarray(image)
         if img.shape != args[0]:
             raise ValueError(f"choose_method: image has shape {img.shape}, but image_shape is {args[0]}")
-        values = _values(img, _kernel2d(kernel), args[2], parse_boundary(boundary),
+        values = _values(img, conv.as_kernel2d(kernel), args[2], parse_boundary(boundary),
                          conv.cast_fill(fillvalue, args[3]))
     return plan.choose_method(*args, values=values)
 
@@ -411,7 +402,7 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
     np.int64(9)
     """
     img = np.asarray(image)
-    k = _kernel2d(kernel)
+    k = conv.as_kernel2d(kernel)
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {img.shape}")
     if method not in METHODS + ("auto",):
