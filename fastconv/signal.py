@@ -78,6 +78,8 @@ def _run(name: str, in1: ArrayLike, in2: ArrayLike, mode: str, boundary: str, fi
     fill = conv.cast_fill(fillvalue, dt)
     kk = in2.conj() if not flip and in2.dtype.kind == "c" else in2
     oh, ow, top, left = conv.conv_geometry(mcode, in1.shape[0], in1.shape[1], in2.shape[0], in2.shape[1], flip)
+    if oh < 0 or ow < 0:  # 'full' of two arrays empty along one axis: SciPy's (NumPy's) error
+        raise ValueError("negative dimensions are not allowed")
     out = engine.filter_valid(in1, kk, top, left, bcode, fill, oh, ow, dt, flip)
     if swapped and not flip:
         out = np.ascontiguousarray(out[::-1, ::-1])

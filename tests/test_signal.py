@@ -347,3 +347,15 @@ def test_same_3x3_zero_fill_rounds_as_the_general_path(dtype):
         for flip, func in ((True, "convolve2d"), (False, "correlate2d")):
             general = engine.filter_valid(a, k, 1, 1, 0, dtype(0), shape[0], shape[1], np.dtype(dtype), flip)
             np.testing.assert_array_equal(getattr(fs, func)(a, k, "same"), general, err_msg=f"{func} {shape}")
+
+
+def test_empty_full_mode_negative_size_is_scipys_error():
+    """Fuzzing found: 'full' mode of two arrays both empty along one axis has size -1 there; SciPy raises
+    NumPy's 'negative dimensions are not allowed', fastconv returned an empty array."""
+    for s1, s2 in [((0, 0), (0, 0)), ((0, 2), (0, 2)), ((2, 0), (1, 0)), ((0, 3), (0, 1))]:
+        for func in FUNCS:
+            want = _call(ss, func, np.ones(s1), np.ones(s2), "full")
+            got = _call(fs, func, np.ones(s1), np.ones(s2), "full")
+            assert isinstance(want, ValueError)
+            assert type(got) is ValueError and str(got) == str(want)
+    assert fs.convolve2d(np.ones((2, 0)), np.ones((1, 1))).shape == (2, 0)  # size 0, not negative: no error
