@@ -359,3 +359,25 @@ def test_empty_full_mode_negative_size_is_scipys_error():
             assert isinstance(want, ValueError)
             assert type(got) is ValueError and str(got) == str(want)
     assert fs.convolve2d(np.ones((2, 0)), np.ones((1, 1))).shape == (2, 0)  # size 0, not negative: no error
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_fillvalue_ignored_off_fill_and_scipys_order_of_errors():
+    """Fuzzing found: SciPy casts ``fillvalue`` only for boundary='fill' (a complex or list fill with 'wrap'
+    on a real image is no error there), and checks the fill, then the output size, then the dtype."""
+    cases = [((np.ones((3, 3)), np.ones((2, 2)), "same", "wrap", 1 + 2j), None),
+             ((np.ones((3, 3), np.int8), np.ones((2, 2), np.int8), "full", "symm", [1, 2]), None),
+             ((np.ones((1, 1), np.float16), np.ones((0, 0), np.int16), "full", "wrap", 1 + 2j), None),
+             ((np.ones((0, 0), np.int8), np.ones((0, 0), bool), "full", "wrap", 300), "negative"),
+             ((np.ones((0, 0), bool), np.ones((0, 0), bool), "same", "fill", [1, 2]), "scalar"),
+             ((np.ones((0, 3), bool), np.ones((2, 2), bool), "same", "symm", 0), "not available")]
+    for args, error in cases:
+        for func in FUNCS:
+            want, got = _call(ss, func, *args), _call(fs, func, *args)
+            if error is None:
+                assert not isinstance(want, Exception) and not isinstance(got, Exception), (got, want)
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+            else:
+                assert isinstance(want, ValueError) and error in str(want)
+                assert type(got) is ValueError and str(got) == str(want)
