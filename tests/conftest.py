@@ -1,6 +1,7 @@
 """Shared fixtures: deterministic seeds and the device parametrisation of the op suite."""
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from fastconv._backend import cuda_available
 
@@ -20,3 +21,11 @@ def _seed():
 def device(request):
     return torch.device(request.param)
 
+
+# Hypothesis profiles of the property-based (fuzz) tests: "ci" -- derandomized and bounded -- is
+# the default; tests marked slow run the "slow" profile, 20 times as many examples.
+_FUZZ = dict(deadline=None, database=None, print_blob=True,
+             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=100, derandomize=True, **_FUZZ)
+settings.register_profile("slow", max_examples=2000, derandomize=False, **_FUZZ)
+settings.load_profile("ci")
