@@ -381,3 +381,18 @@ def test_fillvalue_ignored_off_fill_and_scipys_order_of_errors():
             else:
                 assert isinstance(want, ValueError) and error in str(want)
                 assert type(got) is ValueError and str(got) == str(want)
+
+
+def test_empty_image_full_mode_is_the_filtered_fill():
+    """Fuzzing found: an empty image in 'full' mode with boundary='fill' gives SciPy's fill * sum(kernel)
+    (the whole extension is fill), not zeros."""
+    for s1, s2, dtype in [((0, 0), (2, 2), np.int8), ((0, 3), (2, 2), np.float64), ((2, 0), (2, 3), np.complex128)]:
+        a, k = np.ones(s1, dtype), (np.arange(np.prod(s2)).reshape(s2) + 1).astype(dtype)
+        for func in FUNCS:
+            want = getattr(ss, func)(a, k, "full", fillvalue=2)
+            got = getattr(fs, func)(a, k, "full", fillvalue=2)
+            assert got.dtype == want.dtype and want.size and want.any()
+            np.testing.assert_array_equal(got, want)
+    from fastconv import filters
+    np.testing.assert_array_equal(filters.filter2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5),
+                                  ss.convolve2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5))

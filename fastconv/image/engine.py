@@ -153,13 +153,14 @@ def filter_valid(a: np.ndarray, kk: np.ndarray, top: int, left: int, boundary: i
     """Valid correlation of the (top, left)-shifted, boundary-extended 2-D ``a`` with ``kk`` (reversed
     along both axes when ``flip``) as a new (oh, ow) array of ``out_dtype``.
 
-    Empty inputs give zeros (as SciPy).  Integers are computed in int64 and complex64 in
+    An empty kernel gives zeros, an empty image the filtered fill value (as SciPy).  Integers are computed in int64 and complex64 in
     complex128 (:func:`~fastconv.image.conventions.compute_dtype`); long double in NumPy.
     """
     if oh <= 0 or ow <= 0:
         return np.zeros((max(oh, 0), max(ow, 0)), dtype=out_dtype)
-    if a.size == 0 or kk.size == 0:
-        # SciPy returns zeros when either input is empty
+    if kk.size == 0 or (a.size == 0 and boundary != Boundary.FILL):
+        # SciPy returns zeros for an empty kernel; an empty image with a fill boundary is all fill
+        # (SciPy's 'full' output then holds fill * sum(kernel)), with the others SciPy crashes
         return np.zeros((oh, ow), dtype=out_dtype)
     cdt = compute_dtype(out_dtype)
     if cdt is None:
