@@ -396,3 +396,12 @@ def test_empty_image_full_mode_is_the_filtered_fill():
     from fastconv import filters
     np.testing.assert_array_equal(filters.filter2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5),
                                   ss.convolve2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5))
+
+
+def test_empty_image_long_double_fill():
+    """Fuzzing found: the NumPy (long double) extension indexed an empty image (IndexError)."""
+    a, k = np.ones((0, 0), np.int8), np.ones((2, 2), np.longdouble)
+    for func in FUNCS:
+        got, want = getattr(fs, func)(a, k, "full", fillvalue=3), getattr(ss, func)(a, k, "full", fillvalue=3)
+        assert got.dtype == want.dtype == np.longdouble
+        np.testing.assert_array_equal(got, want)

@@ -62,5 +62,3 @@ class DaskFilter2d:
 
     def track_speedup(self, kernel):
         return speedup(lambda: self._run(self.fast), lambda: self._run(self.peer), k=2, budget=0.0)
-
-

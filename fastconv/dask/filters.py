@@ -6,7 +6,7 @@ whole array exactly, at chunk edges too.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Sequence, Union
 
 import numpy as np
 import scipy.fft as sfft
@@ -306,4 +306,3 @@ def choose_method(image_shape: Sequence[int], kernel_shape: Sequence[int], mode:
             del costs[best]
             best = min(costs, key=costs.get)
     return best
-
