@@ -123,6 +123,7 @@ def assert_like(got, want, tol: float, label: str = "") -> None:
 
 def _scale(a: np.ndarray, k: np.ndarray, fill) -> float:
     """max |x| (image and fill) times sum |k| over finite values: the size of any output's sum."""
+    a, k = (x.astype(np.complex128 if x.dtype.kind == "c" else np.float64) for x in (a, k))  # no int overflow
     fa = np.abs(a[np.isfinite(a)]).max(initial=0.0) if a.size else 0.0
     ff = abs(complex(fill)) if np.isfinite(complex(fill)) else 0.0
     fk = np.abs(k[np.isfinite(k)]).sum() if k.size else 0.0
