@@ -87,7 +87,16 @@ def blur_and_sobel(src: str, blur_path: str, sobel_path: str, sigma: float = 2.0
 
 
 def _peak_rss() -> int:
-    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    """Peak resident memory of this process in bytes: Linux's ``VmHWM``, the high-water mark of this
+    process image (``ru_maxrss`` would count the parent's memory at the fork before the exec of a
+    spawned worker), elsewhere ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 
