@@ -1,4 +1,4 @@
-"""Images beyond one array: ``fastconv.dask.filter2d`` against ``dask_image.ndimage.convolve``.
+"""Images beyond one array: ``fastconv.dask.filter2d`` against ``dask_image.ndfilters.convolve``.
 
 Both filter the same 8192x8192 float32 image, held by dask in 1024x1024 chunks (persisted in
 memory in ``setup``, so no random generation is timed), with a square kernel, mode 'same'
@@ -27,7 +27,7 @@ def _threads() -> int:
 
 
 class DaskFilter2d:
-    """fastconv.dask.filter2d vs dask_image.ndimage.convolve on an 8192^2 float32 image in 1024^2 chunks."""
+    """fastconv.dask.filter2d vs dask_image.ndfilters.convolve on an 8192^2 float32 image in 1024^2 chunks."""
 
     params = [[3, 7, 15]]
     param_names = ["kernel"]
@@ -38,7 +38,7 @@ class DaskFilter2d:
 
     def setup(self, kernel):
         da = require_module("dask.array")
-        ndimage = require_module("dask_image.ndimage")
+        ndimage = require_module("dask_image.ndfilters")
         fdask = require_module("fastconv.dask")
         x = da.random.default_rng(SEED).random((SIZE, SIZE), chunks=CHUNK, dtype=np.float32)
         self.x = x.persist(scheduler="threads")
