@@ -405,3 +405,21 @@ def test_empty_image_long_double_fill():
         got, want = getattr(fs, func)(a, k, "full", fillvalue=3), getattr(ss, func)(a, k, "full", fillvalue=3)
         assert got.dtype == want.dtype == np.longdouble
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_3x3_non_finite_kernel_tap_meets_the_fill(dtype):
+    """The extension-free 3x3 path skipped the zero fill's taps, so an infinite or NaN tap outside the
+    image gave finite borders where SciPy's direct sum has 0 * inf = NaN."""
+    rng = np.random.default_rng(15)
+    a = rng.standard_normal((6, 7)).astype(dtype)
+    for pos in [(0, 0), (0, 1), (1, 1), (2, 2), (1, 0), (2, 1)]:
+        for value in (np.inf, -np.inf, np.nan):
+            k = np.ones((3, 3), dtype)
+            k[pos] = value
+            for func in FUNCS:
+                with np.errstate(invalid="ignore"):
+                    want = getattr(ss, func)(a, k, "same")
+                got = getattr(fs, func)(a, k, "same")
+                for test in (np.isnan, np.isposinf, np.isneginf):
+                    np.testing.assert_array_equal(test(got), test(want), err_msg=f"{func} {pos} {value}")

@@ -348,6 +348,16 @@ def same33_zero(a, k, flip, out):  # pragma: no cover - numba
     x, y = a[M - 2], a[M - 1]
     out[M - 1, 0] = (x[0] * w01 + x[1] * w02) + (y[0] * w11 + y[1] * w12)
     out[M - 1, N - 1] = (x[N - 2] * w00 + x[N - 1] * w01) + (y[N - 2] * w10 + y[N - 1] * w11)
+    # the direct sum multiplies the zero fill by the out-of-image taps: NaN where one is not finite
+    if not np.isfinite(w00 + w01 + w02 + w10 + w12 + w20 + w21 + w22):
+        if not (np.isfinite(w00) and np.isfinite(w01) and np.isfinite(w02)):
+            out[0, :] = np.nan
+        if not (np.isfinite(w20) and np.isfinite(w21) and np.isfinite(w22)):
+            out[M - 1, :] = np.nan
+        if not (np.isfinite(w00) and np.isfinite(w10) and np.isfinite(w20)):
+            out[:, 0] = np.nan
+        if not (np.isfinite(w02) and np.isfinite(w12) and np.isfinite(w22)):
+            out[:, N - 1] = np.nan
 
 
 @njit(cache=True, nogil=True)
