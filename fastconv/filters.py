@@ -17,6 +17,23 @@ re-measures it).  :func:`choose_method` returns the choice without filtering, fr
 same plan the filtering uses.  Integer results always use ``'direct'`` (forcing another
 method on them is an error).
 
+Accuracy.  ``'direct'`` and ``'separable'`` round like SciPy's direct sum (each output's
+error is about ``eps * sum |x| |k|`` over its own window).  The FFT's absolute error on each
+output is at most about ``eps * log2(n) * max|x| * sum|k|``, with ``max|x|`` the largest
+magnitude anywhere in the (boundary-extended) image and ``n`` the size of the padded
+transform: outputs far smaller than the image's largest values lose relative precision.
+``'auto'`` therefore leaves the FFT when the image's dynamic range (largest magnitude over
+the smallest nonzero magnitude of a kernel-sized neighbourhood) exceeds
+``fastconv.image.plan.FFT_MAX_RANGE`` (1e3), so its error stays within that factor of the
+direct method's; exactly zero regions get an absolute error below the bound, not exact zeros.
+
+Non-finite input.  Every method gives exactly the direct method's non-finite pattern: an
+output is NaN or infinite exactly where SciPy's is (a NaN or infinity reaches the outputs
+within the kernel's reach; ``inf * 0`` is NaN).  The FFT path transforms the image with its
+non-finite samples set to zero and recomputes the outputs they reach as direct sums; when
+those outputs exceed 1/8 of the result, or a kernel tap is not finite, it runs the direct
+method instead.
+
 Kernel builders return *convolution* kernels, so for odd sizes
 ``filter2d(img, sobel(0), boundary='symm')`` equals ``scipy.ndimage.sobel(img, 0, mode='reflect')``
 and ``filter2d(img, gaussian_kernel(2r + 1, s), boundary='symm')`` equals
@@ -24,6 +41,7 @@ and ``filter2d(img, gaussian_kernel(2r + 1, s), boundary='symm')`` equals
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -198,15 +216,6 @@ def sharpen() -> np.ndarray:
 # --------------------------------------------------------------------------- method choice
 
 
-def _kernel2d(kernel: ArrayLike) -> np.ndarray:
-    k = np.asarray(kernel)
-    if k.ndim != 2:
-        raise ValueError(f"kernel must be a 2-D array, got {k.ndim} dimension(s) (shape {k.shape})")
-    if k.size == 0:
-        raise ValueError("kernel must not be empty")
-    return k
-
-
 def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """Factors of an exactly rank-1 kernel.
 
@@ -227,15 +236,15 @@ def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarra
     >>> from fastconv.filters import separable_factors, sobel, sharpen
     >>> u, v = separable_factors(sobel(0))
     >>> u, v
-    (array([ 1.,  0., -1.]), array([0.5, 1. , 0.5]))
+    (array([ 2.,  0., -2.]), array([0.5, 1. , 0.5]))
     >>> separable_factors(sharpen()) is None
     True
     """
-    return _separable.separable_factors(_kernel2d(kernel))
+    return _separable.separable_factors(conv.as_kernel2d(kernel))
 
 
 def _plan_args(image_shape: Sequence[int], kernel: ArrayLike, mode: str, dtype: Optional[np.dtype]):
-    k = _kernel2d(kernel)
+    k = conv.as_kernel2d(kernel)
     if len(image_shape) not in (2, 3):
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {tuple(image_shape)}")
     dt = np.dtype(dtype) if dtype is not None else np.result_type(np.float64, k.dtype)
@@ -275,18 +284,35 @@ def estimate_costs(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "s
 
 
 def choose_method(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "same",
-                  dtype: Optional[np.dtype] = None) -> str:
+                  dtype: Optional[np.dtype] = None, *, image: Optional[ArrayLike] = None, boundary: str = "fill",
+                  fillvalue=0) -> str:
     """The method ``filter2d(..., method='auto')`` uses for this problem.
 
     Parameters
     ----------
     image_shape, kernel, mode, dtype
         As in :func:`estimate_costs`.
+    image : array_like, optional
+        The image itself (of shape ``image_shape``).  With it the choice also weighs the
+        FFT's precision and non-finite values, as ``filter2d`` does: the FFT is left out when
+        the image's dynamic range (largest magnitude over the smallest nonzero local
+        magnitude) exceeds ``fastconv.image.plan.FFT_MAX_RANGE``, when non-finite values reach
+        too many outputs to patch, or when a kernel tap is not finite.  Without it the
+        choice follows the cost model alone.
+    boundary, fillvalue
+        As in :func:`filter2d` (used with ``image``: a fill value takes part in the range).
 
     Returns
     -------
     {'direct', 'separable', 'fft'}
-        The cheapest method of :func:`estimate_costs` -- the very plan ``filter2d`` follows.
+        The cheapest method of :func:`estimate_costs` that keeps the accuracy -- the very
+        plan ``filter2d`` follows.
+
+    Raises
+    ------
+    ValueError
+        For a kernel that is not a non-empty 2-D array, an image shape that is not 2-D or
+        3-D, an unknown mode or boundary, or an ``image`` whose shape is not ``image_shape``.
 
     Examples
     --------
@@ -296,10 +322,28 @@ def choose_method(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "sa
     'separable'
     >>> choose_method((256, 256), sharpen())
     'direct'
-    >>> choose_method((1024, 1024), np.random.default_rng(0).standard_normal((63, 63)))
+    >>> k = np.random.default_rng(0).standard_normal((63, 63))
+    >>> choose_method((1024, 1024), k)
     'fft'
+    >>> img = np.full((1024, 1024), 1e-3); img[:, 512:] = 1e9   # dynamic range 1e12
+    >>> choose_method(img.shape, k, image=img)
+    'direct'
     """
-    return plan.choose_method(*_plan_args(image_shape, kernel, mode, dtype))
+    args = _plan_args(image_shape, kernel, mode, dtype)
+    values = None
+    if image is not None:
+        img = np.asarray(image)
+        if img.shape != args[0]:
+            raise ValueError(f"choose_method: image has shape {img.shape}, but image_shape is {args[0]}")
+        values = _values(img, conv.as_kernel2d(kernel), args[2], parse_boundary(boundary),
+                         conv.cast_fill(fillvalue, args[3]))
+    return plan.choose_method(*args, values=values)
+
+
+def _values(img: np.ndarray, k: np.ndarray, mcode: int, bcode, fill):
+    """A function computing the image's :class:`~fastconv.image.plan.ImageValues` once, on first call."""
+    oh, ow, top, left = conv.conv_geometry(mcode, img.shape[0], img.shape[1], k.shape[0], k.shape[1], True)
+    return functools.lru_cache(maxsize=None)(lambda: engine.image_values(img, k, top, left, bcode, fill, oh, ow))
 
 
 # --------------------------------------------------------------------------- filtering
@@ -326,13 +370,18 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
     fillvalue : scalar, optional
         The constant of ``boundary='fill'``.
     method : {'auto', 'direct', 'separable', 'fft'}, optional
-        The algorithm; ``'auto'`` is :func:`choose_method`'s choice.  ``'separable'`` needs an
-        exactly rank-1 kernel; integer results need ``'direct'`` (exact arithmetic).
+        The algorithm; ``'auto'`` is :func:`choose_method`'s choice for this image (cost, and
+        the FFT's precision on this image's dynamic range).  ``'separable'`` needs an exactly
+        rank-1 kernel; integer results need ``'direct'`` (exact arithmetic).  ``'fft'`` has an
+        absolute error of about ``eps * log2(n) * max|x| * sum|k|`` on every output (see the
+        module docstring); non-finite input gives the direct method's NaN/inf pattern on
+        every method.
 
     Returns
     -------
     ndarray
-        (oh, ow) or (oh, ow, C) array of dtype ``numpy.result_type(image, kernel)``.
+        (oh, ow) or (oh, ow, C) array of dtype ``numpy.result_type(image, kernel)``; an
+        (H, W, 0) image gives an (oh, ow, 0) result.
 
     Raises
     ------
@@ -348,9 +397,12 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
     >>> img = np.zeros((5, 6)); img[:, 3:] = 1.0         # a vertical edge
     >>> filter2d(img, sobel(1), boundary="symm")[2]
     array([0., 0., 4., 4., 0., 0.])
+    >>> img[2, 1] = np.nan                                 # NaN only within the kernel's reach
+    >>> np.isnan(filter2d(img, np.ones((3, 3)), method="fft")).sum()
+    np.int64(9)
     """
     img = np.asarray(image)
-    k = _kernel2d(kernel)
+    k = conv.as_kernel2d(kernel)
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {img.shape}")
     if method not in METHODS + ("auto",):
@@ -365,11 +417,13 @@ def filter2d(image: ArrayLike, kernel: ArrayLike, mode: str = "same", boundary: 
         raise ValueError(f"filter2d: in 'valid' mode the kernel {k.shape} must not be larger than the "
                          f"image {(h, w)}")
     oh, ow, top, left = conv.conv_geometry(mcode, h, w, p, q, True)
+    values = None
     if method == "auto":
+        values = _values(img, k, mcode, bcode, fill)
         method = plan.choose_method(img.shape, k.shape, mcode, dt,
-                                    dt.kind not in "iub" and _separable.separable_factors(k) is not None)
+                                    dt.kind not in "iub" and _separable.separable_factors(k) is not None, values)
     elif method != "direct" and dt.kind in "iu":
         raise ValueError(f"filter2d: method={method!r} needs a floating-point or complex result, but the "
                          f"inputs give {dt}; use method='direct' for exact integer filtering")
     kk = np.ascontiguousarray(k[::-1, ::-1])
-    return engine.filter_image(img, kk, top, left, bcode, fill, oh, ow, dt, method)
+    return engine.filter_image(img, kk, top, left, bcode, fill, oh, ow, dt, method, values)

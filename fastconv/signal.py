@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 
 from .image import conventions as conv
 from .image import engine
-from .image.boundary import parse_boundary
+from .image.boundary import Boundary, parse_boundary
 
 __all__ = ["convolve2d", "correlate2d"]
 
@@ -71,13 +71,17 @@ def _run(name: str, in1: ArrayLike, in2: ArrayLike, mode: str, boundary: str, fi
         in1, in2 = in2, in1
     mcode = conv.parse_mode(mode)
     bcode = parse_boundary(boundary)
-    if in1.dtype is in2.dtype and in1.dtype in conv.NUMBA_DTYPES:
-        dt = in1.dtype  # fast path for the common case
-    else:
-        dt = conv.result_dtype("convolve2d", in1, in2)  # SciPy names convolve2d for both functions
-    fill = conv.cast_fill(fillvalue, dt)
-    kk = in2.conj() if not flip and in2.dtype.kind == "c" else in2
+    # SciPy's order of checks: the fill value (cast only for boundary='fill'), the output size, the dtype
+    dt = in1.dtype if in1.dtype is in2.dtype else np.result_type(in1, in2)
+    fill = conv.cast_fill(fillvalue, dt) if bcode == Boundary.FILL else None
     oh, ow, top, left = conv.conv_geometry(mcode, in1.shape[0], in1.shape[1], in2.shape[0], in2.shape[1], flip)
+    if oh < 0 or ow < 0:  # 'full' of two arrays empty along one axis: SciPy's (NumPy's) error
+        raise ValueError("negative dimensions are not allowed")
+    if dt not in conv.NUMBA_DTYPES:
+        dt = conv.result_dtype("convolve2d", in1, in2)  # SciPy names convolve2d for both functions
+    if fill is None:
+        fill = dt.type(0)
+    kk = in2.conj() if not flip and in2.dtype.kind == "c" else in2
     out = engine.filter_valid(in1, kk, top, left, bcode, fill, oh, ow, dt, flip)
     if swapped and not flip:
         out = np.ascontiguousarray(out[::-1, ::-1])

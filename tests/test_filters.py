@@ -193,3 +193,143 @@ def test_nan_propagates_like_scipy(img):
         want = ss.convolve2d(a, F.gaussian_kernel(3, 1.0), "same")
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], atol=1e-12)
+
+
+# --------------------------------------------------------------------------- FFT: non-finite input, precision
+
+
+def _assert_like_direct(got, want, bound):
+    """NaN, +inf and -inf exactly where ``want`` has them; finite values within ``bound``."""
+    for part in ((lambda a: a.real), (lambda a: a.imag)) if want.dtype.kind == "c" else ((lambda a: a),):
+        g, w = part(got), part(want)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_array_equal(np.isposinf(g), np.isposinf(w))
+        np.testing.assert_array_equal(np.isneginf(g), np.isneginf(w))
+        fin = np.isfinite(w)
+        np.testing.assert_allclose(g[fin], w[fin], rtol=0, atol=bound)
+
+
+def _fft_bound(image, kernel, dtype=np.float64):
+    from fastconv.image import plan
+
+    fin = np.abs(image[np.isfinite(image)])
+    n = np.prod(plan.fft_shape(image.shape[0], image.shape[1], *kernel.shape))
+    return 2 * plan.fft_error_bound(fin.max(initial=0), np.abs(kernel).sum(), n, dtype) + 1e-300
+
+
+@pytest.mark.parametrize("ksize", [41, 31])
+@pytest.mark.parametrize("method", ["auto", "fft"])
+def test_fft_nonfinite_input_gives_the_direct_pattern(ksize, method):
+    """Issue 16: one NaN made the whole FFT output NaN (SciPy: 1681 pixels), one inf gave 65536 NaNs
+    (SciPy: 1681 infinities and NaNs, no NaN where the kernel is nonzero)."""
+    rng = np.random.default_rng(7)
+    image = rng.standard_normal((256, 256))
+    kernel = rng.standard_normal((ksize, ksize))
+    kernel[3, 5] = 0.0  # inf * 0 is NaN in the direct sum
+    assert F.choose_method(image.shape, kernel) == "fft"
+    cases = [((100, 100), np.nan), ((100, 100), np.inf), ((40, 200), -np.inf), ((0, 3), np.inf), ((255, 255), np.nan)]
+    for boundary in ("fill", "symm", "wrap"):
+        for where, value in cases:
+            a = image.copy()
+            a[where] = value
+            a[200, 20] = -np.inf if value == np.inf else np.inf  # opposite infinities meet: NaN
+            want = ss.convolve2d(a, kernel, "same", boundary)
+            got = F.filter2d(a, kernel, boundary=boundary, method=method)
+            _assert_like_direct(got, want, _fft_bound(a, kernel))
+            assert np.isfinite(got).sum() > 0.9 * got.size
+
+
+def test_fft_nonfinite_fill_channels_and_fallback():
+    rng = np.random.default_rng(8)
+    kernel = rng.standard_normal((21, 21))
+    image = rng.standard_normal((96, 80, 2)).astype(np.float32)
+    image[10, 70, 1] = np.nan
+    image[50, 5, 0] = -np.inf
+    for mode in ("same", "full", "valid"):
+        want = np.stack([ss.convolve2d(image[:, :, c], kernel, mode) for c in range(2)], axis=2)
+        got = F.filter2d(image, kernel, mode, method="fft")
+        _assert_like_direct(got, want, _fft_bound(image.astype(np.float64), kernel, np.float32))
+    # a NaN fill value: the border is NaN, as SciPy's
+    plane = image[:, :, 0]
+    want = ss.convolve2d(plane, kernel, "full", fillvalue=np.nan)
+    _assert_like_direct(F.filter2d(plane, kernel, "full", fillvalue=np.nan, method="fft"), want, 1e-3)
+    # many non-finite samples: the direct method instead (same pattern, direct's rounding)
+    dense = rng.standard_normal((64, 64))
+    dense[rng.random(dense.shape) < 0.05] = np.inf
+    want = ss.convolve2d(dense, kernel, "same", "wrap")
+    _assert_like_direct(F.filter2d(dense, kernel, boundary="wrap", method="fft"), want, 1e-12)
+    # a non-finite kernel tap reaches every output: direct
+    bad_kernel = kernel.copy()
+    bad_kernel[0, 0] = np.inf
+    with np.errstate(invalid="ignore"):
+        want = ss.convolve2d(dense[:20, :20], bad_kernel, "same")
+    _assert_like_direct(F.filter2d(dense[:20, :20], bad_kernel, method="fft"), want, 1e-12)
+    # complex input
+    cplx = (rng.standard_normal((70, 60)) + 1j * rng.standard_normal((70, 60)))
+    cplx[30, 30] = complex(np.inf, 0)
+    want = ss.convolve2d(cplx, kernel, "same", "symm")
+    _assert_like_direct(F.filter2d(cplx, kernel, boundary="symm", method="fft"), want, _fft_bound(np.abs(cplx), kernel))
+
+
+def test_fft_overflow_falls_back_to_direct():
+    image = np.full((64, 64), 3e38, np.float32)
+    kernel = np.ones((21, 21), np.float32)
+    with np.errstate(over="ignore"):
+        want = ss.convolve2d(image, kernel, "same")
+        got = F.filter2d(image, kernel, method="fft")
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+
+
+def test_fft_error_within_the_stated_bound():
+    from fastconv.image import plan
+
+    rng = np.random.default_rng(9)
+    for (n, p), dtype, data in itertools.product([(64, 31), (200, 9), (256, 41), (131, 64)], [np.float64, np.float32],
+                                                 ["normal", "uniform", "spikes"]):
+        image = rng.standard_normal((n, n + 7)) if data == "normal" else rng.random((n, n + 7))
+        if data == "spikes":
+            image[rng.integers(0, n, 9), rng.integers(0, n, 9)] = 1e5
+        kernel = rng.standard_normal((p, p - 2)) if data == "normal" else rng.random((p, p - 2))
+        image, kernel = image.astype(dtype), kernel.astype(dtype)
+        for boundary in ("fill", "symm"):
+            exact = ss.convolve2d(image.astype(np.float64), kernel.astype(np.float64), "same", boundary)
+            got = F.filter2d(image, kernel, boundary=boundary, method="fft")
+            ext = plan.fft_shape(n, n + 7, p, p - 2)
+            bound = plan.fft_error_bound(np.abs(image).max(), np.abs(kernel).sum(), ext[0] * ext[1], dtype)
+            err = np.abs(got - exact).max()
+            assert err <= bound, (n, p, dtype, data, boundary, err / bound)
+
+
+def test_auto_weighs_the_dynamic_range():
+    """Issue 16: values near 1e-3 beside values near 1e9 lost 8.3e-4 relative precision under 'auto'."""
+    rng = np.random.default_rng(10)
+    image = 1e-3 + 1e-4 * rng.standard_normal((256, 256))
+    image[:, 128:] = 1e9 * (1 + 0.1 * rng.standard_normal((256, 128)))
+    kernel = np.abs(rng.standard_normal((31, 31)))
+    assert F.choose_method(image.shape, kernel) == "fft"          # by cost alone
+    assert F.choose_method(image.shape, kernel, image=image) == "direct"
+    want = ss.convolve2d(image, kernel, "same")
+    got = F.filter2d(image, kernel)
+    small = slice(0, 100)
+    rel = np.abs(got[:, small] - want[:, small]) / np.abs(want[:, small])
+    assert rel.max() < 1e-12
+    # a modest range keeps the FFT; exact zeros (a black border) do not count
+    calm = rng.random((256, 256)) + 0.01
+    calm[:40] = 0.0
+    assert F.choose_method(calm.shape, kernel, image=calm) == "fft"
+    np.testing.assert_array_equal(F.filter2d(calm, kernel), F.filter2d(calm, kernel, method="fft"))
+    # a non-finite sample is patched, not a reason to leave the FFT
+    calm[100, 100] = np.nan
+    assert F.choose_method(calm.shape, kernel, image=calm) == "fft"
+    with pytest.raises(ValueError, match="image_shape"):
+        F.choose_method((10, 10), kernel, image=calm)
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "separable", "fft"])
+def test_zero_channels(method):
+    """Issue 16: an (H, W, 0) image leaked NumPy's 'need at least one array to stack'."""
+    for mode, shape in (("same", (7, 9, 0)), ("full", (11, 12, 0)), ("valid", (3, 6, 0))):
+        got = F.filter2d(np.ones((7, 9, 0)), F.gaussian_kernel((5, 4), 1.0), mode, method=method)
+        assert got.shape == shape and got.dtype == np.float64
+    got = F.filter2d(np.ones((7, 9, 0), np.int16), np.ones((3, 3), np.int16), method="direct")
+    assert got.shape == (7, 9, 0) and got.dtype == np.int16

@@ -316,3 +316,110 @@ def test_infinities_propagate_like_scipy(shape):
             got = getattr(fs, func)(a, k, mode)
             np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
             np.testing.assert_array_equal(got[~np.isfinite(got)], want[~np.isfinite(want)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_thread_count_does_not_change_the_result(dtype, monkeypatch):
+    """The row-pair kernel sums even and odd output rows in different orders: thread ranges start at
+    even rows, so one thread and three give the same bits (and fastconv.dask equals the in-memory
+    result whatever the chunking)."""
+    rng = np.random.default_rng(13)
+    a = _rand(rng, (100, 90), dtype)
+    k = _rand(rng, (19, 7), dtype)  # 19 rows: the row-pair kernel (past the register-blocked kernel's 16)
+    assert plan.direct_kernel(19, 7, np.dtype(dtype)) == plan.Kernel.PAIRS
+    one = fs.convolve2d(a, k, "same", "symm")
+    monkeypatch.setattr(plan, "PARALLEL_MIN_MACS", 1000)
+    monkeypatch.setattr(plan, "num_threads", lambda: 3)  # ranges of 33/34 rows: odd starts before the fix
+    np.testing.assert_array_equal(fs.convolve2d(a, k, "same", "symm"), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_3x3_zero_fill_rounds_as_the_general_path(dtype):
+    """The extension-free 3x3 path sums its first and last rows as the fused kernel sums them next to
+    a zero row, so small and large images (and fastconv.dask's chunks) round alike."""
+    from fastconv.image import engine
+
+    rng = np.random.default_rng(14)
+    for shape in [(3, 3), (5, 7), (64, 65)]:
+        a = rng.standard_normal(shape).astype(dtype)
+        k = rng.standard_normal((3, 3)).astype(dtype)
+        assert plan.zero_fill_route(*shape, 3, 3, 1, np.dtype(dtype)) == plan.Route.SAME33
+        for flip, func in ((True, "convolve2d"), (False, "correlate2d")):
+            general = engine.filter_valid(a, k, 1, 1, 0, dtype(0), shape[0], shape[1], np.dtype(dtype), flip)
+            np.testing.assert_array_equal(getattr(fs, func)(a, k, "same"), general, err_msg=f"{func} {shape}")
+
+
+def test_empty_full_mode_negative_size_is_scipys_error():
+    """Fuzzing found: 'full' mode of two arrays both empty along one axis has size -1 there; SciPy raises
+    NumPy's 'negative dimensions are not allowed', fastconv returned an empty array."""
+    for s1, s2 in [((0, 0), (0, 0)), ((0, 2), (0, 2)), ((2, 0), (1, 0)), ((0, 3), (0, 1))]:
+        for func in FUNCS:
+            want = _call(ss, func, np.ones(s1), np.ones(s2), "full")
+            got = _call(fs, func, np.ones(s1), np.ones(s2), "full")
+            assert isinstance(want, ValueError)
+            assert type(got) is ValueError and str(got) == str(want)
+    assert fs.convolve2d(np.ones((2, 0)), np.ones((1, 1))).shape == (2, 0)  # size 0, not negative: no error
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_fillvalue_ignored_off_fill_and_scipys_order_of_errors():
+    """Fuzzing found: SciPy casts ``fillvalue`` only for boundary='fill' (a complex or list fill with 'wrap'
+    on a real image is no error there), and checks the fill, then the output size, then the dtype."""
+    cases = [((np.ones((3, 3)), np.ones((2, 2)), "same", "wrap", 1 + 2j), None),
+             ((np.ones((3, 3), np.int8), np.ones((2, 2), np.int8), "full", "symm", [1, 2]), None),
+             ((np.ones((1, 1), np.float16), np.ones((0, 0), np.int16), "full", "wrap", 1 + 2j), None),
+             ((np.ones((0, 0), np.int8), np.ones((0, 0), bool), "full", "wrap", 300), "negative"),
+             ((np.ones((0, 0), bool), np.ones((0, 0), bool), "same", "fill", [1, 2]), "scalar"),
+             ((np.ones((0, 3), bool), np.ones((2, 2), bool), "same", "symm", 0), "not available")]
+    for args, error in cases:
+        for func in FUNCS:
+            want, got = _call(ss, func, *args), _call(fs, func, *args)
+            if error is None:
+                assert not isinstance(want, Exception) and not isinstance(got, Exception), (got, want)
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+            else:
+                assert isinstance(want, ValueError) and error in str(want)
+                assert type(got) is ValueError and str(got) == str(want)
+
+
+def test_empty_image_full_mode_is_the_filtered_fill():
+    """Fuzzing found: an empty image in 'full' mode with boundary='fill' gives SciPy's fill * sum(kernel)
+    (the whole extension is fill), not zeros."""
+    for s1, s2, dtype in [((0, 0), (2, 2), np.int8), ((0, 3), (2, 2), np.float64), ((2, 0), (2, 3), np.complex128)]:
+        a, k = np.ones(s1, dtype), (np.arange(np.prod(s2)).reshape(s2) + 1).astype(dtype)
+        for func in FUNCS:
+            want = getattr(ss, func)(a, k, "full", fillvalue=2)
+            got = getattr(fs, func)(a, k, "full", fillvalue=2)
+            assert got.dtype == want.dtype and want.size and want.any()
+            np.testing.assert_array_equal(got, want)
+    from fastconv import filters
+    np.testing.assert_array_equal(filters.filter2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5),
+                                  ss.convolve2d(np.ones((0, 3)), np.ones((2, 2)), "full", fillvalue=1.5))
+
+
+def test_empty_image_long_double_fill():
+    """Fuzzing found: the NumPy (long double) extension indexed an empty image (IndexError)."""
+    a, k = np.ones((0, 0), np.int8), np.ones((2, 2), np.longdouble)
+    for func in FUNCS:
+        got, want = getattr(fs, func)(a, k, "full", fillvalue=3), getattr(ss, func)(a, k, "full", fillvalue=3)
+        assert got.dtype == want.dtype == np.longdouble
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_3x3_non_finite_kernel_tap_meets_the_fill(dtype):
+    """The extension-free 3x3 path skipped the zero fill's taps, so an infinite or NaN tap outside the
+    image gave finite borders where SciPy's direct sum has 0 * inf = NaN."""
+    rng = np.random.default_rng(15)
+    a = rng.standard_normal((6, 7)).astype(dtype)
+    for pos in [(0, 0), (0, 1), (1, 1), (2, 2), (1, 0), (2, 1)]:
+        for value in (np.inf, -np.inf, np.nan):
+            k = np.ones((3, 3), dtype)
+            k[pos] = value
+            for func in FUNCS:
+                with np.errstate(invalid="ignore"):
+                    want = getattr(ss, func)(a, k, "same")
+                got = getattr(fs, func)(a, k, "same")
+                for test in (np.isnan, np.isposinf, np.isneginf):
+                    np.testing.assert_array_equal(test(got), test(want), err_msg=f"{func} {pos} {value}")

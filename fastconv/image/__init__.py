@@ -9,7 +9,8 @@
 | :mod:`~fastconv.image.direct` | the strip kernels (flat, row pairs, fused 3x3) |
 | :mod:`~fastconv.image.tiles` | the register-blocked kernel |
 | :mod:`~fastconv.image.separable` | exact rank-1 detection and the two-pass kernel |
-| :mod:`~fastconv.image.fft` | the FFT product |
+| :mod:`~fastconv.image.fft` | the FFT product, exact on non-finite input |
+| :mod:`~fastconv.image.ssim` | the SSIM map of two NumPy images (for :mod:`fastconv.dask`) |
 
 The front ends are thin: they validate SciPy-style arguments and call the engine; they
 call no private function of each other.

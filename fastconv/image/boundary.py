@@ -140,6 +140,8 @@ def extend_numpy(a: np.ndarray, top: int, left: int, boundary: int, fill, he: in
 
     The indices come from the same :func:`src_index` as the Numba extension.
     """
+    if a.size == 0:  # nothing to index: all fill (the only rule defined on an empty image)
+        return np.full((he, we), fill, dtype=a.dtype)
     ri, rm = _axis_index(a.shape[0], top, he, int(boundary))
     ci, cm = _axis_index(a.shape[1], left, we, int(boundary))
     ext = a[np.ix_(ri, ci)]

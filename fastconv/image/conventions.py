@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 from numba.extending import register_jitable
 
-__all__ = ["MODES", "parse_mode", "conv_geometry", "result_dtype", "cast_fill", "compute_dtype",
+__all__ = ["MODES", "parse_mode", "conv_geometry", "result_dtype", "cast_fill", "compute_dtype", "as_kernel2d",
            "NUMBA_DTYPES", "valid_swap_needed"]
 
 #: SciPy's mode names and the codes the kernels receive.
@@ -50,6 +50,17 @@ def conv_geometry(mode: int, M: int, N: int, P: int, Q: int, flip: bool):
     if flip:
         return M, N, P // 2, Q // 2
     return M, N, (P - 1) // 2, (Q - 1) // 2
+
+
+def as_kernel2d(kernel) -> np.ndarray:
+    """``kernel`` as an ndarray, raising ``ValueError`` unless it is 2-D and non-empty (the kernels of
+    :func:`fastconv.filters.filter2d` and :mod:`fastconv.dask`)."""
+    k = np.asarray(kernel)
+    if k.ndim != 2:
+        raise ValueError(f"kernel must be a 2-D array, got {k.ndim} dimension(s) (shape {k.shape})")
+    if k.size == 0:
+        raise ValueError("kernel must not be empty")
+    return k
 
 
 def valid_swap_needed(mode: str, s1: Tuple[int, ...], s2: Tuple[int, ...]) -> bool:

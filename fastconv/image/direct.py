@@ -328,13 +328,15 @@ def same33_zero(a, k, flip, out):  # pragma: no cover - numba
         correlate33(a, kk, flat[N + 1:N + 1 + R1 * N].reshape(R1, N), N)
     rest = flat[N + 1 + R1 * N:N + 1 + (M - 2) * N].reshape(M - 2 - R1, N)
     correlate33(a.reshape(-1)[R1 * N:].reshape(M - R1, N), kk, rest, n)
-    for r, p0, p1 in ((0, 1, 3), (M - 1, 0, 2)):  # kernel rows p0..p1-1 meet the image
-        dst = out[r, 1:]
-        for j in range(n):
-            dst[j] = 0
-        for p in range(p0, p1):
-            _block13(dst, a[r + p - 1], kk, p, 0, n)
     w00, w01, w02, w10, w11, w12, w20, w21, w22 = _taps33(kk, 0, 0)
+    # first and last rows: two kernel rows meet the image; summed as correlate33 sums them with a
+    # zero row (t0 + (t1 + t2) with t0 or t2 zero), so every path rounds alike
+    x, y, dst = a[0], a[1], out[0, 1:]
+    for j in range(n):
+        dst[j] = (x[j] * w10 + x[j + 1] * w11 + x[j + 2] * w12) + (y[j] * w20 + y[j + 1] * w21 + y[j + 2] * w22)
+    x, y, dst = a[M - 2], a[M - 1], out[M - 1, 1:]
+    for j in range(n):
+        dst[j] = (x[j] * w00 + x[j + 1] * w01 + x[j + 2] * w02) + (y[j] * w10 + y[j + 1] * w11 + y[j + 2] * w12)
     for r in range(1, M - 1):  # first and last columns: two taps per kernel row
         x, y, z = a[r - 1], a[r], a[r + 1]
         out[r, 0] = (x[0] * w01 + x[1] * w02) + ((y[0] * w11 + y[1] * w12) + (z[0] * w21 + z[1] * w22))
@@ -346,6 +348,16 @@ def same33_zero(a, k, flip, out):  # pragma: no cover - numba
     x, y = a[M - 2], a[M - 1]
     out[M - 1, 0] = (x[0] * w01 + x[1] * w02) + (y[0] * w11 + y[1] * w12)
     out[M - 1, N - 1] = (x[N - 2] * w00 + x[N - 1] * w01) + (y[N - 2] * w10 + y[N - 1] * w11)
+    # the direct sum multiplies the zero fill by the out-of-image taps: NaN where one is not finite
+    if not np.isfinite(w00 + w01 + w02 + w10 + w12 + w20 + w21 + w22):
+        if not (np.isfinite(w00) and np.isfinite(w01) and np.isfinite(w02)):
+            out[0, :] = np.nan
+        if not (np.isfinite(w20) and np.isfinite(w21) and np.isfinite(w22)):
+            out[M - 1, :] = np.nan
+        if not (np.isfinite(w00) and np.isfinite(w10) and np.isfinite(w20)):
+            out[:, 0] = np.nan
+        if not (np.isfinite(w02) and np.isfinite(w12) and np.isfinite(w22)):
+            out[:, N - 1] = np.nan
 
 
 @njit(cache=True, nogil=True)

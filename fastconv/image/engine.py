@@ -17,21 +17,22 @@ large buffers are per-thread scratch reused across calls.
 from __future__ import annotations
 
 import threading
-from typing import List
+from typing import Callable, List, Optional, Union
 
 import numpy as np
 
 from .._threads import parallel_ranges
 from . import plan
-from .boundary import extend, extend_numpy
+from .boundary import Boundary, extend, extend_numpy
 from .conventions import compute_dtype, conv_geometry
 from .direct import filter_ext, filter_small, same33_zero, zero_fill_small
-from .fft import fft_valid
-from .plan import Method, Route
+from .fft import fft_filter
+from .plan import ImageValues, Method, Route
 from .separable import filter_separable_ext, separable_factors
 from .tiles import tile_kernel
 
-__all__ = ["correlate_valid_ext", "correlate_zero_fill", "correlate_separable", "filter_valid", "filter_image"]
+__all__ = ["correlate_valid_ext", "correlate_zero_fill", "correlate_separable", "filter_valid", "filter_image",
+           "image_values"]
 
 _tls = threading.local()
 
@@ -86,11 +87,15 @@ def correlate_valid_ext(a: np.ndarray, k: np.ndarray, top: int, left: int, bound
         filter_ext(a, k, top, left, boundary, fill, scratch((oh + P - 1, ow + Q - 1), a.dtype), out)
         return out
 
-    def run(r0, r1):
+    def run(t0, t1):  # output-row pairs t0 .. t1-1: every range starts at an even row
+        r0, r1 = 2 * t0, min(2 * t1, oh)
         ext = scratch((r1 - r0 + P - 1, ow + Q - 1), a.dtype)
         filter_ext(a, k, top - r0, left, boundary, fill, ext, out[r0:r1])
 
-    parallel_ranges(run, oh, threads)
+    # The row-pair kernel sums even and odd output rows in different orders, so ranges start at
+    # even rows: the result does not depend on the number of threads (nor, in fastconv.dask,
+    # on the chunking).
+    parallel_ranges(run, (oh + 1) // 2, threads)
     return out
 
 
@@ -148,13 +153,14 @@ def filter_valid(a: np.ndarray, kk: np.ndarray, top: int, left: int, boundary: i
     """Valid correlation of the (top, left)-shifted, boundary-extended 2-D ``a`` with ``kk`` (reversed
     along both axes when ``flip``) as a new (oh, ow) array of ``out_dtype``.
 
-    Empty inputs give zeros (as SciPy).  Integers are computed in int64 and complex64 in
+    An empty kernel gives zeros, an empty image the filtered fill value (as SciPy).  Integers are computed in int64 and complex64 in
     complex128 (:func:`~fastconv.image.conventions.compute_dtype`); long double in NumPy.
     """
     if oh <= 0 or ow <= 0:
         return np.zeros((max(oh, 0), max(ow, 0)), dtype=out_dtype)
-    if a.size == 0 or kk.size == 0:
-        # SciPy returns zeros when either input is empty
+    if kk.size == 0 or (a.size == 0 and boundary != Boundary.FILL):
+        # SciPy returns zeros for an empty kernel; an empty image with a fill boundary is all fill
+        # (SciPy's 'full' output then holds fill * sum(kernel)), with the others SciPy crashes
         return np.zeros((oh, ow), dtype=out_dtype)
     cdt = compute_dtype(out_dtype)
     if cdt is None:
@@ -177,8 +183,40 @@ def _fft_dtype(dt: np.dtype) -> np.dtype:
     return np.dtype(np.complex128) if dt.kind == "c" else np.dtype(np.float64)
 
 
+def image_values(img: np.ndarray, kk: np.ndarray, top: int, left: int, boundary: int, fill, oh: int,
+                 ow: int) -> ImageValues:
+    """:func:`fastconv.image.plan.image_values` of a filtering call in its engine geometry."""
+    P, Q = kk.shape
+    cells = 0
+    if boundary == Boundary.FILL:
+        cells = plan.fill_cells(img.shape[0], img.shape[1], oh + P - 1, ow + Q - 1, top, left)
+    return plan.image_values(img, kk, fill, cells)
+
+
+def _filter_fft(img: np.ndarray, kk: np.ndarray, top: int, left: int, boundary: int, fill, oh: int, ow: int,
+                dt: np.dtype, values: ImageValues) -> Optional[np.ndarray]:
+    """The FFT path of :func:`filter_image`; None where the plan or :func:`~fastconv.image.fft.fft_filter`
+    sends the call to the direct method."""
+    P, Q = kk.shape
+    channels = img.shape[2] if img.ndim == 3 else 1
+    if not values.kernel_finite or not plan.fft_patch_pays(values.nonfinite, P, Q, oh, ow, channels):
+        return None
+    cdt = _fft_dtype(dt)
+    src = np.ascontiguousarray(img, dtype=cdt)
+    he, we = oh + P - 1, ow + Q - 1
+    f = cdt.type(fill)
+    if img.ndim == 2:
+        ext = extend(src, top, left, boundary, f, he, we)
+    else:
+        ext = np.stack([extend(np.ascontiguousarray(src[:, :, c]), top, left, boundary, f, he, we)
+                        for c in range(src.shape[2])], axis=2)
+    out = fft_filter(ext, kk.astype(cdt), oh, ow)
+    return None if out is None else out.astype(dt, copy=False)
+
+
 def filter_image(img: np.ndarray, kk: np.ndarray, top: int, left: int, boundary: int, fill, oh: int, ow: int,
-                 dt: np.dtype, method: str) -> np.ndarray:
+                 dt: np.dtype, method: str,
+                 values: Union[ImageValues, Callable[[], ImageValues], None] = None) -> np.ndarray:
     """Correlate a 2-D image, or each channel of an (H, W, C) image, with ``kk`` by ``method``.
 
     Parameters
@@ -194,29 +232,34 @@ def filter_image(img: np.ndarray, kk: np.ndarray, top: int, left: int, boundary:
     dt : numpy.dtype
         Output dtype.
     method : {'direct', 'separable', 'fft'}
-        The algorithm; 'separable' requires a rank-1 ``kk``.
+        The algorithm; 'separable' requires a rank-1 ``kk``.  'fft' runs the direct method
+        instead when non-finite samples reach too many outputs to patch, when a kernel tap
+        is not finite or when the transform overflows (:mod:`fastconv.image.fft`).
+    values : ImageValues or callable, optional
+        The image's :func:`image_values` (or a function computing them), when the caller has
+        them already; the FFT path computes them otherwise.
 
     Returns
     -------
     ndarray
         (oh, ow) or (oh, ow, C) array of ``dt``.
     """
+    if img.ndim == 3 and img.shape[2] == 0:  # no channel: SciPy per channel gives nothing to stack
+        return np.zeros((max(oh, 0), max(ow, 0), 0), dtype=dt)
     chans = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
+    if method == Method.FFT and img.size and oh > 0 and ow > 0:
+        if values is None:
+            values = image_values(img, kk, top, left, boundary, fill, oh, ow)
+        elif callable(values):
+            values = values()
+        out = _filter_fft(img, kk, top, left, boundary, fill, oh, ow, dt, values)
+        if out is not None:
+            return out
+        method = Method.DIRECT
     if method == Method.DIRECT or img.size == 0 or oh <= 0 or ow <= 0:
         outs = [filter_valid(c, kk, top, left, boundary, fill, oh, ow, dt) for c in chans]
-    elif method == Method.SEPARABLE:
-        outs = _separable_channels(chans, kk, top, left, boundary, fill, oh, ow, dt)
     else:
-        cdt = _fft_dtype(dt)
-        src = np.ascontiguousarray(img, dtype=cdt)
-        he, we = oh + kk.shape[0] - 1, ow + kk.shape[1] - 1
-        f = cdt.type(fill)
-        if img.ndim == 2:
-            ext = extend(src, top, left, boundary, f, he, we)
-        else:
-            ext = np.stack([extend(np.ascontiguousarray(src[:, :, c]), top, left, boundary, f, he, we)
-                            for c in range(src.shape[2])], axis=2)
-        return fft_valid(ext, kk.astype(cdt), oh, ow).astype(dt, copy=False)
+        outs = _separable_channels(chans, kk, top, left, boundary, fill, oh, ow, dt)
     return outs[0] if img.ndim == 2 else np.stack(outs, axis=2)
 
 
