@@ -12,6 +12,11 @@
 
 #define FC_CONV_OB 8     // output channels per forward block (register accumulators)
 #define FC_CONV_TAPS 8   // weight taps per backward-weight block
+#define FC_CONV_REDUCE_THREADS 256  // block of conv2d_backward_weight and conv2d_bias_grad
+#define FC_CONV_MAX_THREADS 256     // largest TH * TW tile of conv2d_forward / conv2d_backward_input
+// Forward dynamic shared memory in elements of A: TH input strips of SW = (TW - 1) * sw + (KW - 1) * dw + 1
+// plus one weight row of FC_CONV_OB output channels.
+#define FC_CONV_FWD_SMEM(TH, TW, KW, SW, DW) ((TH) * (((TW) - 1) * (SW) + ((KW) - 1) * (DW) + 1) + FC_CONV_OB * (KW))
 
 // y[n, o, oy, ox] = bias[o] + sum_{c in group(o), i, j} w[o, c, i, j] * x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
 //
@@ -24,7 +29,7 @@
 //            for each (input channel, kernel row) the block stages one input strip per tile row plus
 //            the matching weight row of its obc output channels.
 template <typename T>
-__global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+__global__ void __launch_bounds__(FC_CONV_MAX_THREADS) conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                T* __restrict__ y, long long N, long long C, long long H, long long W, long long O,
                                long long OH, long long OW, long long KH, long long KW, long long sh, long long sw,
                                long long ph, long long pw, long long dh, long long dw, long long groups,
@@ -92,7 +97,7 @@ __global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w,
 //   grid   = (tiles_h * tiles_w, C, min(N, 65535)); blockIdx.y = input channel, blockIdx.z strides the batch.
 //   shared = occ * KH * KW * sizeof(Acc<T>::type): the weights of a chunk of occ output channels of the group.
 template <typename T>
-__global__ void conv2d_backward_input(const T* __restrict__ g, const T* __restrict__ w, const T* __restrict__ bias,
+__global__ void __launch_bounds__(FC_CONV_MAX_THREADS) conv2d_backward_input(const T* __restrict__ g, const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ gx, long long N, long long C, long long H, long long W,
                                       long long O, long long OH, long long OW, long long KH, long long KW,
                                       long long sh, long long sw, long long ph, long long pw, long long dh,
@@ -153,7 +158,7 @@ __global__ void conv2d_backward_input(const T* __restrict__ g, const T* __restri
 //            accumulator per tap, then block_sum (warp shuffles + a fixed-order pass over the warps) reduces.
 //   shared = 0 dynamic (32 accumulators of static shared memory).
 template <typename T>
-__global__ void conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ gw,
+__global__ void __launch_bounds__(FC_CONV_REDUCE_THREADS) conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ gw,
                                        long long N, long long C, long long H, long long W, long long O,
                                        long long OH, long long OW, long long KH, long long KW, long long sh,
                                        long long sw, long long ph, long long pw, long long dh, long long dw,
@@ -203,7 +208,7 @@ __global__ void conv2d_backward_weight(const T* __restrict__ x, const T* __restr
 //   block  = (256, 1, 1) (a multiple of 32 up to 1024); grid = (O, 1, 1): one block per channel,
 //            threads stride over N*HW, block_sum reduces in a fixed order.  shared = 0 dynamic.
 template <typename T>
-__global__ void conv2d_bias_grad(const T* __restrict__ g, T* __restrict__ out, long long N, long long O,
+__global__ void __launch_bounds__(FC_CONV_REDUCE_THREADS) conv2d_bias_grad(const T* __restrict__ g, T* __restrict__ out, long long N, long long O,
                                  long long HW) {
     typedef typename Acc<T>::type A;
     __shared__ A red[32];

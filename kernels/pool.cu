@@ -12,10 +12,13 @@
 //   loop covers `total` = NC * OH * OW outputs (forward) or NC * H * W inputs (backward).
 #include "fc_common.cuh"
 
+#define FC_POOL_THREADS 256          // block of the elementwise kernels
+#define FC_POOL_BWD_MAX_THREADS 128  // block of max_pool2d_backward
+
 // torch semantics: the window starts at the first in-bounds dilated tap; `val > max || isnan(val)`
 // updates, so ties keep the first maximum and the last NaN wins.
 template <typename T>
-__global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ idx,
+__global__ void __launch_bounds__(FC_POOL_THREADS) max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ idx,
                                    long long NC, long long H, long long W, long long OH, long long OW, long long kh,
                                    long long kw, long long sh, long long sw, long long ph, long long pw,
                                    long long dh, long long dw) {
@@ -52,7 +55,7 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, l
 // element); per round of 32 outputs, the lowest lane of each group of equal indices sums the group in
 // lane order via shuffles and adds it to gx.
 template <typename T>
-__global__ void max_pool2d_backward(const T* __restrict__ gy, const long long* __restrict__ idx, T* __restrict__ gx,
+__global__ void __launch_bounds__(FC_POOL_BWD_MAX_THREADS) max_pool2d_backward(const T* __restrict__ gy, const long long* __restrict__ idx, T* __restrict__ gx,
                                     long long NC, long long HW, long long OHW) {
     typedef typename Acc<T>::type A;
     const int lane = threadIdx.x & 31;
@@ -84,7 +87,7 @@ __global__ void max_pool2d_backward(const T* __restrict__ gy, const long long* _
 // torch semantics: hend = min(hstart + kh, H + ph); pool_size counts the padded window before clipping;
 // divisor = divisor_override, else pool_size (count_include_pad) or the clipped area.
 template <typename T>
-__global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long NC, long long H, long long W,
+__global__ void __launch_bounds__(FC_POOL_THREADS) avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long NC, long long H, long long W,
                                    long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,
                                    long long ph, long long pw, int count_include_pad, long long divisor_override) {
     typedef typename Acc<T>::type A;
@@ -113,7 +116,7 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, l
 }
 
 template <typename T>
-__global__ void avg_pool2d_backward(const T* __restrict__ gy, T* __restrict__ gx, long long NC, long long H,
+__global__ void __launch_bounds__(FC_POOL_THREADS) avg_pool2d_backward(const T* __restrict__ gy, T* __restrict__ gx, long long NC, long long H,
                                     long long W, long long OH, long long OW, long long kh, long long kw, long long sh,
                                     long long sw, long long ph, long long pw, int count_include_pad,
                                     long long divisor_override) {
@@ -144,7 +147,7 @@ __global__ void avg_pool2d_backward(const T* __restrict__ gy, T* __restrict__ gx
 
 // Adaptive windows: rows [floor(oy*H/OH), ceil((oy+1)*H/OH)), likewise for columns.
 template <typename T>
-__global__ void adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long NC, long long H,
+__global__ void __launch_bounds__(FC_POOL_THREADS) adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long NC, long long H,
                                             long long W, long long OH, long long OW) {
     typedef typename Acc<T>::type A;
     const long long total = NC * OH * OW;
@@ -163,7 +166,7 @@ __global__ void adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restri
 
 // Gather: input row ih lies in the windows oy in [floor(ih*OH/H), floor(((ih+1)*OH - 1)/H)].
 template <typename T>
-__global__ void adaptive_avg_pool2d_backward(const T* __restrict__ gy, T* __restrict__ gx, long long NC, long long H,
+__global__ void __launch_bounds__(FC_POOL_THREADS) adaptive_avg_pool2d_backward(const T* __restrict__ gy, T* __restrict__ gx, long long NC, long long H,
                                              long long W, long long OH, long long OW) {
     typedef typename Acc<T>::type A;
     const long long total = NC * H * W;

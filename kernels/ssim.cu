@@ -31,6 +31,14 @@
 //   a grid-stride loop over the planes; shared = 0.
 #include "fc_common.cuh"
 
+#define FC_SSIM_REDUCE_THREADS 256  // block of ssim_stats_reduce
+#define FC_SSIM_MAX_THREADS 256     // largest TH * TW block of the tiled kernels
+// Dynamic shared memory, in elements of A, of a TH x TW tile with a WIN-tap window (the carve-up below):
+// forward / maps: window, x and y input tiles (IH x IW each), five horizontally filtered moments (IH x TW);
+// backward: window, four dL/dmoment maps over the covering windows (IH x IW), their vertical pass (TH x IW).
+#define FC_SSIM_FWD_SMEM(TH, TW, WIN) ((WIN) + 2 * ((TH) + (WIN) - 1) * ((TW) + (WIN) - 1) + 5 * ((TH) + (WIN) - 1) * (TW))
+#define FC_SSIM_BWD_SMEM(TH, TW, WIN) ((WIN) + 4 * ((TH) + (WIN) - 1) * ((TW) + (WIN) - 1) + 4 * (TH) * ((TW) + (WIN) - 1))
+
 // Load the window and the IH x IW input tile of plane (x, y) starting at (r0, c0), then filter it
 // horizontally into hs[k][r][j] (k = mu_x, mu_y, E[xx], E[yy], E[xy]; r < IH, j < TW).  Returns,
 // for this thread's output position (r0 + threadIdx.y, c0 + threadIdx.x), whether it is a valid
@@ -107,7 +115,7 @@ __device__ __forceinline__ void load_window(const A* __restrict__ g, A* gs, long
 // partials[(p * ntiles + tile) * 2 + {0, 1}] = sum over this tile's valid positions of the SSIM / cs maps
 // of plane p.  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_stats_forward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_forward(const T* __restrict__ x, const T* __restrict__ y,
                              const typename Acc<T>::type* __restrict__ g,
                              double* __restrict__ partials, long long P, long long H, long long W, long long win,
                              double c1, double c2, long long tiles_w) {
@@ -147,7 +155,7 @@ __global__ void ssim_stats_forward(const T* __restrict__ x, const T* __restrict_
 // ssim_out[p], cs_out[p] = (sum over the ntiles partials of plane p, in tile order per thread, then a
 // fixed block reduction) / count.
 template <typename T>
-__global__ void ssim_stats_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
+__global__ void __launch_bounds__(FC_SSIM_REDUCE_THREADS) ssim_stats_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
                             long long P, long long ntiles, double count) {
     typedef typename Acc<T>::type A;
     __shared__ double red[32];
@@ -171,7 +179,7 @@ __global__ void ssim_stats_reduce(const double* __restrict__ partials, T* __rest
 // L = sum_p g_ssim[p] * mean(ssim map) + g_cs[p] * mean(cs map); k = mu_x, mu_y, E[xx] (which is also the
 // E[yy] coefficient), E[xy].  Same tiling, shared memory and launch contract as ssim_stats_forward.
 template <typename T>
-__global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
                                    const typename Acc<T>::type* __restrict__ g, const T* __restrict__ g_ssim,
                                    const T* __restrict__ g_cs, typename Acc<T>::type* __restrict__ d, long long P,
                                    long long H, long long W, long long win, double c1, double c2, long long tiles_w) {
@@ -214,7 +222,7 @@ __global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __res
 // Gxk[r, q] = sum over the valid windows (i, j) covering (r, q) of g[r - i] g[q - j] d[p, k, i, j]: a gather
 // (vertical transposed pass into shared memory, then horizontal).  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_stats_backward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_backward(const T* __restrict__ x, const T* __restrict__ y,
                               const typename Acc<T>::type* __restrict__ g, const typename Acc<T>::type* __restrict__ d,
                               T* __restrict__ gx, T* __restrict__ gy, long long P, long long H, long long W,
                               long long win, long long tiles_w) {

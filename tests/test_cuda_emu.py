@@ -416,8 +416,8 @@ def test_adaptive_avg_pool_kernels(emu, in_hw, out_hw, dtype):
 
 ASAN_SCRIPT = r"""
 import numpy as np, torch
-import torch.nn.functional as F
-from fastconv.cuda import _runtime, conv2d as cc, pool as pc, ssim as sc
+from fastconv.cuda import _runtime
+from fastconv.testing import samples
 from fastconv.testing.emulator import EmuModule, EmulatorRuntime
 import sys
 src, names = sys.argv[1], sys.argv[2].split(",")
@@ -428,23 +428,8 @@ if sys.argv[3] == "oob":
     print("NO ERROR")
     sys.exit(0)
 with _runtime.use_runtime(EmulatorRuntime(asan=True)):
-    for dt in (torch.float32, torch.float16):
-        x = torch.randn(2, 4, 9, 10).to(dt); w = torch.randn(6, 2, 3, 2).to(dt); b = torch.randn(6).to(dt)
-        y = cc.conv2d_forward(x, w, b, (2, 1), (1, 1, 2, 2), (1, 2), 2, (5, 12))
-        ref = F.conv2d(x.double(), w.double(), b.double(), (2, 1), (1, 2), (1, 2), 2)
-        assert (y.double() - ref).abs().max() < 0.05
-        gx = cc.conv2d_backward_input(y, w, None, (2, 1), (1, 1, 2, 2), (1, 2), 2, (9, 10))
-        gw = cc.conv2d_backward_weight(x, y, (2, 1), (1, 1, 2, 2), (1, 2), 2, (3, 2))
-        gb = cc.conv2d_bias_grad(y)
-        v, i = pc.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5))
-        pc.max_pool2d_backward(v, i, (9, 10))
-        a = pc.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), False, 0, (5, 5))
-        pc.avg_pool2d_backward(a, (3, 3), (2, 2), (1, 1), False, 0, (9, 10))
-        q = pc.adaptive_avg_pool2d_forward(x, (4, 3))
-        pc.adaptive_avg_pool2d_backward(q, (9, 10))
-        xs, ys = x.float().sigmoid().to(dt), x.float().cos().to(dt)
-        s, c = sc.ssim_stats_forward(xs, ys, 7, 1.5, 1e-4, 9e-4)
-        sc.ssim_stats_backward(s, c, xs, ys, 7, 1.5, 1e-4, 9e-4)
+    # every contract function of every family (fastconv._backend.FAMILIES), every kernel of the table
+    samples.run_all()
 print("ASAN CLEAN")
 """
 
@@ -480,7 +465,7 @@ def test_asan_all_kernels_clean(tmp_path):
 
 # --------------------------------------------------------------------------- nvcc and NVRTC
 
-FAMILIES = sorted(f for f in _runtime.FAMILIES if _runtime.kernel_path(f).is_file())
+FAMILIES = list(_runtime.FAMILIES)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -488,10 +473,10 @@ FAMILIES = sorted(f for f in _runtime.FAMILIES if _runtime.kernel_path(f).is_fil
 def test_nvcc_compiles(family, arch):
     if compile_check.nvcc_path() is None:
         pytest.skip("nvcc not found (install the CUDA toolkit or set CUDA_HOME)")
-    symbols = compile_check.nvcc_compile(family, arch)
+    symbols = compile_check.nvcc_compile(family, arch).symbols
     lowered = set()
     if compile_check.nvrtc_library() is not None:
-        lowered = set(compile_check.nvrtc_compile(family, arch).values())
+        lowered = set(compile_check.nvrtc_compile(family, arch).lowered.values())
         assert lowered <= set(symbols), sorted(lowered - set(symbols))
     assert len(symbols) == len(_runtime.name_expressions(family))
 
@@ -501,7 +486,7 @@ def test_nvcc_compiles(family, arch):
 def test_nvrtc_compiles_like_the_launchers(family, arch):
     if compile_check.nvrtc_library() is None:
         pytest.skip("libnvrtc not found: pip install 'nvidia-cuda-nvrtc>=13,<14'")
-    lowered = compile_check.nvrtc_compile(family, arch)
+    lowered = compile_check.nvrtc_compile(family, arch).lowered
     assert set(lowered) == set(_runtime.name_expressions(family))
     assert all(v.startswith("_Z") for v in lowered.values())
 

@@ -12,16 +12,20 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from . import _runtime as rt
-from ._runtime import i32, i64
+from . import _source
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
 
 FAMILY = "conv2d"
-OB = 8  # FC_CONV_OB in conv2d.cu
-TAPS = 8  # FC_CONV_TAPS in conv2d.cu
-REDUCE_THREADS = 256
+OB = _source.constant(FAMILY, "FC_CONV_OB")
+REDUCE_THREADS = _source.constant(FAMILY, "FC_CONV_REDUCE_THREADS")
 MAX_GRID_YZ = 65535
+
+
+def instantiations() -> Tuple[str, ...]:
+    """Every name expression these launchers use: each kernel of ``conv2d.cu`` for each dtype."""
+    return tuple(decl.expression(dt) for decl in _source.kernels(FAMILY).values() for dt in _source.CTYPES)
 
 
 def _acc_size(dtype: torch.dtype) -> int:
@@ -51,8 +55,7 @@ def forward_launch(n: int, c: int, o: int, out_hw: Tuple[int, int], kernel_hw: T
     asz = _acc_size(dtype)
 
     def smem(th_: int, tw_: int) -> int:
-        sw_ = (tw_ - 1) * stride[1] + (kw - 1) * dilation[1] + 1
-        return (th_ * sw_ + OB * kw) * asz
+        return _source.macro(FAMILY, "FC_CONV_FWD_SMEM", TH=th_, TW=tw_, KW=kw, SW=stride[1], DW=dilation[1]) * asz
 
     while smem(th, tw) > rt.MAX_DYNAMIC_SHARED and (th > 1 or tw > 1):
         if tw > 1:
@@ -86,11 +89,9 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         return y if bias is None else y.add_(bias.reshape(1, o, 1, 1))
     grid, block, shared, tiles_w, obc = forward_launch(n, c, o, (oh, ow), (kh, kw), stride, dilation, groups, x.dtype)
     b = bias if bias is not None else weight
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_forward", x.dtype), grid, block,
-                        (x, weight, b, y, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups), i64(tiles_w), i64(obc),
-                         i32(bias is not None)), shared)
+    rt.launch(FAMILY, "conv2d_forward", (x.dtype,), grid, block, shared, x=x, w=weight, bias=b, y=y, N=n, C=c, H=h,
+              W=w, O=o, OH=oh, OW=ow, KH=kh, KW=kw, sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[2],
+              dh=dilation[0], dw=dilation[1], groups=groups, tiles_w=tiles_w, obc=obc, has_bias=bias is not None)
     return y
 
 
@@ -116,11 +117,10 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     tiles_w = -(-w // tw)
     grid = (tiles_w * -(-h // th), c, min(n, MAX_GRID_YZ))
     b = bias if bias is not None else weight
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_backward_input", grad_out.dtype), grid, (tw, th, 1),
-                        (grad_out, weight, b, gx, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups), i64(tiles_w), i64(occ),
-                         i32(bias is not None)), occ * kk * asz)
+    rt.launch(FAMILY, "conv2d_backward_input", (grad_out.dtype,), grid, (tw, th, 1), occ * kk * asz, g=grad_out,
+              w=weight, bias=b, gx=gx, N=n, C=c, H=h, W=w, O=o, OH=oh, OW=ow, KH=kh, KW=kw, sh=stride[0],
+              sw=stride[1], ph=padding[0], pw=padding[2], dh=dilation[0], dw=dilation[1], groups=groups,
+              tiles_w=tiles_w, occ=occ, has_bias=bias is not None)
     return gx
 
 
@@ -134,11 +134,10 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padd
     gw = torch.empty((o, cg, kh, kw), dtype=x.dtype, device=x.device)
     if gw.numel() == 0:
         return gw
-    grid = (o * cg * -(-(kh * kw) // TAPS), 1, 1)
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_backward_weight", x.dtype), grid, (REDUCE_THREADS, 1, 1),
-                        (x, grad_out, gw, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups)), 0)
+    grid = (o * cg * -(-(kh * kw) // _source.constant(FAMILY, "FC_CONV_TAPS")), 1, 1)
+    rt.launch(FAMILY, "conv2d_backward_weight", (x.dtype,), grid, (REDUCE_THREADS, 1, 1), 0, x=x, g=grad_out, gw=gw,
+              N=n, C=c, H=h, W=w, O=o, OH=oh, OW=ow, KH=kh, KW=kw, sh=stride[0], sw=stride[1], ph=padding[0],
+              pw=padding[2], dh=dilation[0], dw=dilation[1], groups=groups)
     return gw
 
 
@@ -149,6 +148,6 @@ def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     out = torch.empty((o,), dtype=grad_out.dtype, device=grad_out.device)
     if o == 0:
         return out
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_bias_grad", grad_out.dtype), (o, 1, 1),
-                        (REDUCE_THREADS, 1, 1), (grad_out, out, i64(n), i64(o), i64(hw)), 0)
+    rt.launch(FAMILY, "conv2d_bias_grad", (grad_out.dtype,), (o, 1, 1), (REDUCE_THREADS, 1, 1), 0, g=grad_out,
+              out=out, N=n, O=o, HW=hw)
     return out

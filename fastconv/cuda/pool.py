@@ -11,16 +11,21 @@ from typing import Tuple
 import torch
 
 from . import _runtime as rt
-from ._runtime import i32, i64
+from . import _source
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 FAMILY = "pool"
-THREADS = 256
-BWD_MAX_THREADS = 128
+THREADS = _source.constant(FAMILY, "FC_POOL_THREADS")
+BWD_MAX_THREADS = _source.constant(FAMILY, "FC_POOL_BWD_MAX_THREADS")
 MAX_BLOCKS = 65535 * 32
+
+
+def instantiations() -> Tuple[str, ...]:
+    """Every name expression these launchers use: each kernel of ``pool.cu`` for each dtype."""
+    return tuple(decl.expression(dt) for decl in _source.kernels(FAMILY).values() for dt in _source.CTYPES)
 
 
 def elementwise_grid(total: int) -> Tuple[int, int, int]:
@@ -28,8 +33,8 @@ def elementwise_grid(total: int) -> Tuple[int, int, int]:
     return (max(1, min(-(-total // THREADS), MAX_BLOCKS)), 1, 1)
 
 
-def _launch(name: str, dtype: torch.dtype, total: int, args: tuple) -> None:
-    rt.current().launch(FAMILY, rt.kernel_name(name, dtype), elementwise_grid(total), (THREADS, 1, 1), args, 0)
+def _launch(name: str, dtype: torch.dtype, total: int, **args) -> None:
+    rt.launch(FAMILY, name, (dtype,), elementwise_grid(total), (THREADS, 1, 1), 0, **args)
 
 
 def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
@@ -41,10 +46,9 @@ def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     idx = torch.empty((n, c, oh, ow), dtype=torch.int64, device=x.device)
     if y.numel():
-        _launch("max_pool2d_forward", x.dtype, y.numel(),
-                (x, y, idx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i64(dilation[0]),
-                 i64(dilation[1])))
+        _launch("max_pool2d_forward", x.dtype, y.numel(), x=x, y=y, idx=idx, NC=n * c, H=h, W=w, OH=oh, OW=ow,
+                kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+                dh=dilation[0], dw=dilation[1])
     return y, idx
 
 
@@ -56,9 +60,8 @@ def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw: Tu
     if gx.numel() and grad_out.numel():
         warps = BWD_MAX_THREADS // 32
         grid = (max(1, min(-(-(n * c) // warps), MAX_BLOCKS)), 1, 1)
-        rt.current().launch(FAMILY, rt.kernel_name("max_pool2d_backward", grad_out.dtype), grid,
-                            (BWD_MAX_THREADS, 1, 1),
-                            (grad_out.contiguous(), indices.contiguous(), gx, i64(n * c), i64(h * w), i64(oh * ow)), 0)
+        rt.launch(FAMILY, "max_pool2d_backward", (grad_out.dtype,), grid, (BWD_MAX_THREADS, 1, 1), 0,
+                  gy=grad_out, idx=indices, gx=gx, NC=n * c, HW=h * w, OHW=oh * ow)
     return gx
 
 
@@ -69,10 +72,9 @@ def avg_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
     oh, ow = out_hw
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     if y.numel():
-        _launch("avg_pool2d_forward", x.dtype, y.numel(),
-                (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor or 0)))
+        _launch("avg_pool2d_forward", x.dtype, y.numel(), x=x, y=y, NC=n * c, H=h, W=w, OH=oh, OW=ow,
+                kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+                count_include_pad=bool(count_include_pad), divisor_override=divisor or 0)
     return y
 
 
@@ -84,10 +86,9 @@ def avg_pool2d_backward(grad_out: torch.Tensor, kernel: Tuple[int, int], stride:
     h, w = in_hw
     gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel():
-        _launch("avg_pool2d_backward", grad_out.dtype, gx.numel(),
-                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor or 0)))
+        _launch("avg_pool2d_backward", grad_out.dtype, gx.numel(), gy=grad_out, gx=gx, NC=n * c, H=h, W=w,
+                OH=oh, OW=ow, kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0],
+                pw=padding[1], count_include_pad=bool(count_include_pad), divisor_override=divisor or 0)
     return gx
 
 
@@ -97,7 +98,7 @@ def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw: Tuple[int, int]) -> tor
     oh, ow = out_hw
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     if y.numel():
-        _launch("adaptive_avg_pool2d_forward", x.dtype, y.numel(), (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+        _launch("adaptive_avg_pool2d_forward", x.dtype, y.numel(), x=x, y=y, NC=n * c, H=h, W=w, OH=oh, OW=ow)
     return y
 
 
@@ -107,6 +108,6 @@ def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int])
     h, w = in_hw
     gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel():
-        _launch("adaptive_avg_pool2d_backward", grad_out.dtype, gx.numel(),
-                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+        _launch("adaptive_avg_pool2d_backward", grad_out.dtype, gx.numel(), gy=grad_out, gx=gx, NC=n * c, H=h,
+                W=w, OH=oh, OW=ow)
     return gx

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from fastconv.cuda import _runtime
+from fastconv.cuda import _runtime, _source
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
@@ -256,7 +256,16 @@ class EmuModule:
 
 
 class EmulatorRuntime(_runtime.Runtime):
-    """:class:`fastconv.cuda._runtime.Runtime` over the emulator: CPU tensors stand in for device memory."""
+    """:class:`fastconv.cuda._runtime.Runtime` over the emulator: CPU tensors stand in for device memory.
+
+    Everything up to the kernel call is the production host path of
+    :meth:`fastconv.cuda._runtime.Runtime.launch` (binding by name, launch bounds,
+    :func:`fastconv.cuda._runtime.host_array`); only the array library is NumPy instead of
+    CuPy.  Each family's parameter list as parsed from the ``.cu`` source is checked against
+    the one g++ compiled, so the parser cannot drift from the kernels.
+    """
+
+    xp = np
 
     def __init__(self, asan: bool = False) -> None:
         self.asan = asan
@@ -269,26 +278,27 @@ class EmulatorRuntime(_runtime.Runtime):
         if mod is None:
             mod = EmuModule(_runtime.kernel_source(family), _runtime.COMPILE_OPTIONS,
                             _runtime.name_expressions(family), source_name=f"{family}.cu", asan=self.asan)
+            for name, k in mod._kernels.items():
+                parsed = _source.signature(family, name).codes
+                compiled = ",".join(f"{kind}{size}" for kind, size in k.params)
+                if parsed != compiled:
+                    raise EmulatorError(f"{name}: the parameter types parsed from {family}.cu ({parsed}) differ "
+                                        f"from the compiled ones ({compiled})")
             self._modules[family] = mod
         return mod
 
-    def function(self, family: str, name: str) -> EmuKernel:
-        return self.module(family).get_function(name)
+    def function(self, family: str, expression: str, device: Any = None) -> EmuKernel:
+        return self.module(family).get_function(expression)
 
-    @staticmethod
-    def _array(t: torch.Tensor) -> np.ndarray:
-        if t.device.type != "cpu":
+    def device_of(self, tensors: Sequence[torch.Tensor]) -> str:
+        if any(t.device.type != "cpu" for t in tensors):
             raise EmulatorError("the emulator runs on CPU tensors")
-        if t.dtype == torch.bfloat16:
-            t = t.view(torch.int16)
-        return t.detach().numpy()
+        return "cpu"
 
-    def launch(self, family: str, name: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any],
-               shared_mem: int = 0) -> None:
-        kernel = self.function(family, name)
-        conv = tuple(self._array(a) if isinstance(a, torch.Tensor) else a for a in args)
-        self.launches.append((name, _runtime.dim3(grid), _runtime.dim3(block), int(shared_mem)))
-        kernel(grid, block, conv, shared_mem=shared_mem)
+    def call(self, fn: Any, expression: str, grid: Tuple[int, int, int], block: Tuple[int, int, int],
+             args: List[Any], shared_mem: int) -> None:
+        self.launches.append((expression, grid, block, shared_mem))
+        fn(grid, block, tuple(args), shared_mem=shared_mem)
 
 
 def emulated(asan: bool = False) -> Any:
