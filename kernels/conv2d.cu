@@ -12,7 +12,7 @@
 
 #define FC_CONV_OB 8     // output channels per forward block (register accumulators)
 #define FC_CONV_TAPS 8   // weight taps per backward-weight block
-#define FC_CONV_REDUCE_THREADS 256  // block of conv2d_backward_weight and conv2d_bias_grad
+#define FC_CONV_REDUCE_THREADS 256  // block of conv2d_backward_weight
 #define FC_CONV_MAX_THREADS 256     // largest TH * TW tile of conv2d_forward / conv2d_backward_input
 // Forward dynamic shared memory in elements of A: TH input strips of SW = (TW - 1) * sw + (KW - 1) * dw + 1
 // plus one weight row of FC_CONV_OB output channels.
@@ -202,22 +202,19 @@ __global__ void __launch_bounds__(FC_CONV_REDUCE_THREADS) conv2d_backward_weight
     }
 }
 
-// out[o] = sum_{n, y, x} g[n, o, y, x]  (the bias gradient).
-//
-// Launch contract:
-//   block  = (256, 1, 1) (a multiple of 32 up to 1024); grid = (O, 1, 1): one block per channel,
-//            threads stride over N*HW, block_sum reduces in a fixed order.  shared = 0 dynamic.
+// out[o] = sum_{n, y, x} g[n, o, y, x]  (the bias gradient): a deterministic two-pass row sum (rows o, segments n
+// of HW elements); launch contract: fc_row_sum_pass1 / fc_row_sum_pass2 in fc_common.cuh.  The grid scales with
+// N * HW and O, not with O alone.
 template <typename T>
-__global__ void __launch_bounds__(FC_CONV_REDUCE_THREADS) conv2d_bias_grad(const T* __restrict__ g, T* __restrict__ out, long long N, long long O,
-                                 long long HW) {
-    typedef typename Acc<T>::type A;
-    __shared__ A red[32];
-    const long long o = blockIdx.x;
-    A acc = A(0);
-    for (long long p = threadIdx.x; p < N * HW; p += blockDim.x) {
-        const long long n = p / HW, r = p - n * HW;
-        acc += A(load(g[(n * O + o) * HW + r]));
-    }
-    const A s = block_sum(acc, red);
-    if (threadIdx.x == 0) out[o] = store<T>(s);
+__global__ void __launch_bounds__(32 * FC_ROWSUM_WARPS)
+    conv2d_bias_grad(const T* __restrict__ g, typename Acc<T>::type* __restrict__ partials, long long N, long long O,
+                     int HW, long long chunk) {
+    fc_row_sum_pass1(g, partials, O, N, HW, O * HW, HW, chunk);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(FC_ROWSUM_THREADS)
+    conv2d_bias_grad_finish(const typename Acc<T>::type* __restrict__ partials, T* __restrict__ out, long long O,
+                            int nb) {
+    fc_row_sum_pass2(partials, out, O, nb, 1.0);
 }

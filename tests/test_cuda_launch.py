@@ -115,7 +115,7 @@ def _avg_args(x, y, **over):
 
 def test_misnamed_or_missing_keyword_is_rejected_on_the_emulator(emu):
     x, y = torch.randn(1, 2, 4, 6), torch.empty(1, 2, 2, 3)
-    grid = cuda_pool.elementwise_grid(y.numel())
+    grid = cuda_pool.plane_grid(y[0, 0].numel(), y.shape[0] * y.shape[1])
     _runtime.launch("pool", "avg_pool2d_forward", (torch.float32,), grid, (256,), 0, **_avg_args(x, y))
     torch.testing.assert_close(y, F.avg_pool2d(x, 2))
     bad = _avg_args(x, y)
@@ -132,7 +132,7 @@ def test_keyword_order_is_irrelevant_and_a_swap_is_seen(emu):
     """Binding is by name: shuffling the keywords changes nothing; swapping two values changes the result."""
     x = torch.randn(1, 1, 7, 9)
     y1, y2, y3 = (torch.empty(1, 1, 3, 4) for _ in range(3))
-    grid = cuda_pool.elementwise_grid(12)
+    grid = cuda_pool.plane_grid(12, 1)
     a = _avg_args(x, y1, kh=3, kw=2, sh=2, sw=2)
     _runtime.launch("pool", "avg_pool2d_forward", (torch.float32,), grid, (256,), 0, **a)
     _runtime.launch("pool", "avg_pool2d_forward", (torch.float32,), grid, (256,), 0,
@@ -186,7 +186,7 @@ def test_misnamed_keyword_is_rejected_on_the_cupy_path():
     (grid, block, args, shared), = rt.fn.calls
     assert rt.expression == "avg_pool2d_forward<float>" and grid == (1, 1, 1) and block == (256, 1, 1)
     names = _source.signature("pool", rt.expression).names
-    assert [type(a).__name__ for a in args[2:]] == ["int64"] * 11 + ["int32", "int64"]
+    assert [type(a).__name__ for a in args[2:]] == ["int64"] + ["int32"] * 12  # NC, then in-plane sizes
     assert dict(zip(names, args))["kw"] == 2 and dict(zip(names, args))["count_include_pad"] == 1
 
 
@@ -215,7 +215,7 @@ def test_requires_grad_noncontiguous_and_bf16_pass_the_conversion(path):
                                                          torch.from_numpy(got_y.copy()))
         else:
             with _runtime.use_runtime(rt):
-                _runtime.launch("pool", "avg_pool2d_forward", (dt,), cuda_pool.elementwise_grid(y.numel()), (256,),
+                _runtime.launch("pool", "avg_pool2d_forward", (dt,), cuda_pool.plane_grid(y[0, 0].numel(), y.shape[0] * y.shape[1]), (256,),
                                 0, **args)
             torch.testing.assert_close(y.float(), F.avg_pool2d(xd.detach().float(), 2), rtol=1e-2, atol=1e-2)
     with pytest.raises(_source.LaunchError, match="must be contiguous"):

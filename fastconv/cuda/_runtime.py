@@ -66,6 +66,17 @@ def name_expressions(family: str) -> Tuple[str, ...]:
     return tuple(launcher(family).instantiations())
 
 
+def dtype_instantiations(family: str) -> Tuple[str, ...]:
+    """Each kernel of ``<family>.cu`` for each dtype of :data:`CTYPES` (once if it is no template)."""
+    out = []
+    for decl in _source.kernels(family).values():
+        if not decl.template:
+            out.append(decl.expression())
+        elif decl.template == (("typename", "T"),):
+            out += [decl.expression(dt) for dt in CTYPES]
+    return tuple(out)
+
+
 def kernel_table() -> Dict[str, Tuple[str, ...]]:
     """Family -> the kernels its ``.cu`` file defines (read from the source)."""
     return {fam: tuple(sorted(_source.kernels(fam))) for fam in FAMILIES}

@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from . import _runtime as rt
-from . import _source
+from . import _rowsum, _source
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -25,7 +25,7 @@ MAX_GRID_YZ = 65535
 
 def instantiations() -> Tuple[str, ...]:
     """Every name expression these launchers use: each kernel of ``conv2d.cu`` for each dtype."""
-    return tuple(decl.expression(dt) for decl in _source.kernels(FAMILY).values() for dt in _source.CTYPES)
+    return rt.dtype_instantiations(FAMILY)
 
 
 def _acc_size(dtype: torch.dtype) -> int:
@@ -148,6 +148,8 @@ def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     out = torch.empty((o,), dtype=grad_out.dtype, device=grad_out.device)
     if o == 0:
         return out
-    rt.launch(FAMILY, "conv2d_bias_grad", (grad_out.dtype,), (o, 1, 1), (REDUCE_THREADS, 1, 1), 0, g=grad_out,
-              out=out, N=n, O=o, HW=hw)
+    if n * hw == 0:
+        return out.zero_()
+    _rowsum.row_sum(FAMILY, "conv2d_bias_grad", "conv2d_bias_grad_finish", grad_out.dtype, grad_out, out, o, n * hw,
+                    dict(g=grad_out, N=n, O=o, HW=hw), dict(out=out, O=o))
     return out

@@ -47,7 +47,7 @@ STATIC_SHARED = 32 * 8
 
 def instantiations() -> Tuple[str, ...]:
     """Every name expression these launchers use: each kernel of ``ssim.cu`` for each dtype."""
-    return tuple(decl.expression(dt) for decl in _source.kernels(FAMILY).values() for dt in _source.CTYPES)
+    return rt.dtype_instantiations(FAMILY)
 #: Upper bound on the dL/d(moments) scratch of one backward launch; more planes run in chunks.
 SCRATCH_BYTES = 256 << 20
 
@@ -80,6 +80,11 @@ def tile_shape(kind: str, rows: int, cols: int, win: int, dtype: torch.dtype) ->
     return th, tw, _smem(kind, th, tw, win, asz)
 
 
+def _check_plane(h: int, w: int) -> None:
+    if 4 * h * w >= 2 ** 31:
+        raise ValueError(f"fastconv CUDA ssim: a {h}x{w} plane exceeds the kernels' 32-bit in-plane indices")
+
+
 def _window(win_size: int, win_sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return gaussian_window(win_size, win_sigma, acc_dtype(dtype)).to(device)
 
@@ -93,6 +98,7 @@ def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigm
                        c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean SSIM and mean cs over valid positions; see :mod:`fastconv.cpu.ssim`."""
     n, c, h, w = x.shape
+    _check_plane(h, w)
     s = torch.empty((n, c), dtype=x.dtype, device=x.device)
     cs = torch.empty((n, c), dtype=x.dtype, device=x.device)
     planes = n * c
@@ -114,6 +120,7 @@ def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tenso
                         win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`ssim_stats_forward` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
     n, c, h, w = x.shape
+    _check_plane(h, w)
     gx = torch.empty_like(x, memory_format=torch.contiguous_format)
     gy = torch.empty_like(y, memory_format=torch.contiguous_format)
     planes = n * c

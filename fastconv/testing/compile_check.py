@@ -39,9 +39,8 @@ def nvcc_path() -> Optional[str]:
     return None
 
 
-def cuobjdump_path() -> Optional[str]:
-    """The cuobjdump executable (PATH, the nvidia-cuda-cuobjdump wheel, a toolkit), or None."""
-    found = shutil.which("cuobjdump")
+def _tool(name: str) -> Optional[str]:
+    found = shutil.which(name)
     if found:
         return found
     cands: List[str] = []
@@ -49,13 +48,19 @@ def cuobjdump_path() -> Optional[str]:
         import nvidia
 
         for root in nvidia.__path__:
-            cands += sorted(glob.glob(os.path.join(root, "*", "bin", "cuobjdump")))
+            cands += sorted(glob.glob(os.path.join(root, "*", "bin", name)))
     except ImportError:
         pass
     for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
         if root:
-            cands.append(os.path.join(root, "bin", "cuobjdump"))
+            cands.append(os.path.join(root, "bin", name))
     return next((c for c in cands if os.path.isfile(c)), None)
+
+
+def cuobjdump_path() -> Optional[str]:
+    """cuobjdump and the nvdisasm it runs (PATH, the nvidia-cuda-cuobjdump/-nvdisasm wheels, a toolkit), or None."""
+    tool = _tool("cuobjdump")
+    return tool if tool and _tool("nvdisasm") else None
 
 
 nvrtc_library = _nvrtc.library
@@ -149,11 +154,13 @@ def sass(cubin: bytes) -> Dict[str, str]:
     """``cuobjdump -sass`` of a cubin, split per kernel symbol."""
     tool = cuobjdump_path()
     if tool is None:
-        raise FileNotFoundError("cuobjdump not found (pip install 'nvidia-cuda-cuobjdump>=13,<14')")
+        raise FileNotFoundError("cuobjdump/nvdisasm not found (pip install 'nvidia-cuda-cuobjdump>=13,<14' "
+                                "'nvidia-cuda-nvdisasm>=13,<14')")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
-        proc = subprocess.run([tool, "-sass", str(path)], capture_output=True, text=True)
+        env = dict(os.environ, NVDISASM_PATH=os.path.dirname(_tool("nvdisasm") or ""))
+        proc = subprocess.run([tool, "-sass", str(path)], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise CompileError(f"cuobjdump failed: {proc.stderr}")
     out: Dict[str, str] = {}
