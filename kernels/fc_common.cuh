@@ -119,6 +119,22 @@ __device__ __forceinline__ float fc_neg_inf<float>() { return __int_as_float(0xf
 template <>
 __device__ __forceinline__ double fc_neg_inf<double>() { return __longlong_as_double((long long)0xfff0000000000000ULL); }
 
+// IEEE division rounded to nearest (what `/` means with --prec-div=true), as the intrinsic the compiler inlines.
+__device__ __forceinline__ float fc_div(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+__device__ __forceinline__ double fc_div(double a, double b) {
+#ifdef __CUDA_ARCH__
+    return __ddiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
 __device__ __forceinline__ long long fc_min(long long a, long long b) { return a < b ? a : b; }
 __device__ __forceinline__ long long fc_max(long long a, long long b) { return a > b ? a : b; }
 

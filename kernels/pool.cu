@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(FC_POOL_THREADS)
             for (int ih = hs; ih < he; ++ih)
                 for (int iw = ws; iw < we; ++iw) s += A(load(xp[ih * W + iw]));
             const int div = divisor_override ? divisor_override : (count_include_pad ? pool : (he - hs) * (we - ws));
-            y[q * OH * OW + e] = store<T>(hs >= he || ws >= we ? A(0) : s / A(div));
+            y[q * OH * OW + e] = store<T>(hs >= he || ws >= we ? A(0) : fc_div(s, A(div)));
         }
     }
 }
@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(FC_POOL_THREADS)
                     const int wc = min(we, W) - max(ws, 0);
                     const int div =
                         divisor_override ? divisor_override : (count_include_pad ? (he - hs) * (we - ws) : hc * wc);
-                    s += A(load(gp[oy * OW + ox])) / A(div);
+                    s += fc_div(A(load(gp[oy * OW + ox])), A(div));
                 }
             }
             gx[q * H * W + e] = store<T>(s);
