@@ -13,6 +13,15 @@
 
 #define FC_FULL_MASK 0xffffffffu
 
+template <bool B, class X, class Y>
+struct fc_if {
+    typedef X type;
+};
+template <class X, class Y>
+struct fc_if<false, X, Y> {
+    typedef Y type;
+};
+
 template <typename T>
 struct Acc {
     typedef float type;

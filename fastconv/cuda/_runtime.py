@@ -119,6 +119,10 @@ class Runtime:
         """Context manager that makes the device library launch on torch's current stream."""
         return contextlib.nullcontext()
 
+    def tensor_cores(self, device: Any) -> bool:
+        """Whether ``device`` runs the WMMA kernels (bf16 / TF32 need compute capability 8.0)."""
+        return True
+
     def call(self, fn: Any, expression: str, grid: Grid, block: Grid, args: List[Any], shared_mem: int) -> None:
         """Call ``fn`` with CuPy's call shape."""
         fn(grid, block, tuple(args), shared_mem=shared_mem)
@@ -214,6 +218,10 @@ class CupyRuntime(Runtime):
             raise ValueError(f"fastconv CUDA launch needs its tensors on one CUDA device, got {sorted(map(str, devs))}")
         dev = next(iter(devs))
         return dev.index if dev.index is not None else torch.cuda.current_device()
+
+    def tensor_cores(self, device: Any) -> bool:
+        dev = device.index if isinstance(device, torch.device) else device
+        return torch.cuda.get_device_capability(dev) >= (8, 0)
 
     @contextlib.contextmanager
     def stream(self, device: Any) -> Iterator[None]:

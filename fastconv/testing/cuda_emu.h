@@ -238,7 +238,7 @@ inline T atomicExch(T* p, T v) {
 namespace cuda_emu {
 
 enum State { RUNNABLE = 0, AT_BARRIER = 1, AT_SHUFFLE = 2, DONE = 3 };
-enum ShflOp { SH_IDX = 0, SH_DOWN = 1, SH_UP = 2, SH_XOR = 3, SH_SYNC = 4 };
+enum ShflOp { SH_IDX = 0, SH_DOWN = 1, SH_UP = 2, SH_XOR = 3, SH_SYNC = 4, SH_COLLECTIVE = 5 };
 
 struct Fiber {
     ucontext_t ctx;
@@ -467,6 +467,14 @@ inline T shfl_xor(const char* file, int line, unsigned mask, T v, int m, int wid
 inline void syncwarp(const char* file, int line, unsigned mask = 0xffffffffu) {
     (void)shuffle(file, line, SH_SYNC, mask, 0, 0, 32);
 }
+// A warp-collective operation (WMMA): every lane of the warp must arrive; not a memory fence.
+inline void collective(const char* file, int line) {
+    Scheduler& s = sched();
+    const int nt = s.nthreads, base = s.current & ~31;
+    const unsigned mask = nt - base >= 32 ? 0xffffffffu : ((1u << (nt - base)) - 1u);
+    (void)shuffle(file, line, SH_COLLECTIVE, mask, 0, 0, 32);
+}
+
 struct SyncwarpAt {  // __syncwarp() and __syncwarp(mask) through one macro
     const char* file;
     int line;
@@ -739,6 +747,175 @@ inline int launch(void (*k)(A...), const long long* dims, unsigned long long shm
 }
 
 }  // namespace cuda_emu
+
+
+// ----------------------------------------------------------------- WMMA (nvcuda::wmma)
+// Fragments are warp-collective: load_matrix_sync, store_matrix_sync, fill_fragment and mma_sync
+// wait until all 32 lanes of the warp arrive (a missing lane is a deadlock).  The element order of a
+// fragment is unspecified in CUDA; here lane l's element i holds matrix element f = ((l * n + i) * P) mod
+// (rows * cols) (row-major f), with a different odd P for matrix_a, matrix_b and accumulator, so a
+// kernel that reads or writes fragment elements assuming a layout gets wrong results.  Element-wise
+// operations on frag.x[] that do not depend on the position (scaling, __float_to_tf32) stay correct.
+// mma_sync multiplies exactly (products of tf32 / bf16 / fp16 values are exact in float) and
+// accumulates in float in ascending k; __float_to_tf32 rounds to nearest, ties away from zero
+// (cvt.rna.tf32.f32), bit-exactly, and a tf32 operand that skipped it is truncated, as the hardware reads it.
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major = 0, mem_col_major = 1 };
+
+template <class T>
+struct storage_of {
+    typedef T type;
+};
+template <>
+struct storage_of<precision::tf32> {
+    typedef float type;
+};
+inline float to_f(float v) { return v; }
+inline float to_f(__half v) { return __half2float(v); }
+inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline void from_f(float& d, float v) { d = v; }
+inline void from_f(__half& d, float v) { d = __float2half(v); }
+inline void from_f(__nv_bfloat16& d, float v) { d = __float2bfloat16(v); }
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    typedef typename storage_of<T>::type element_type;
+    static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+    static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+    static constexpr int num_elements = rows * cols / 32;
+    static constexpr int perm = std::is_same<Use, matrix_a>::value ? 37 : (std::is_same<Use, matrix_b>::value ? 53 : 71);
+    element_type x[num_elements];
+    // Matrix position (row-major flat index) of this lane's element i.
+    static int position(int lane, int i) { return (int)(((long long)(lane * num_elements + i) * perm) % (rows * cols)); }
+};
+
+inline int lane_id() { return ::cuda_emu::sched().current & 31; }
+
+inline float __float_to_tf32(float f) {
+    unsigned int u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) {
+        u += 0x1000u;  // round the magnitude to nearest, ties away from zero, at the 10th mantissa bit
+        u &= 0xffffe000u;
+    }
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+template <class Use, int M, int N, int K, class T, class L, class V>
+inline void fill_fragment_at(const char* file, int line, fragment<Use, M, N, K, T, L>& f, const V& v) {
+    ::cuda_emu::collective(file, line);
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
+}
+
+template <class Use, int M, int N, int K, class T, class L, class P>
+inline void load_matrix_at(const char* file, int line, fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+    ::cuda_emu::collective(file, line);
+    static_assert(!std::is_same<L, void>::value, "use the layout_t overload for accumulators");
+    const int lane = lane_id();
+    for (int i = 0; i < f.num_elements; ++i) {
+        const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
+        f.x[i] = std::is_same<L, row_major>::value ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
+    }
+    ::cuda_emu::collective(file, line);
+}
+
+template <int M, int N, int K, class T, class P>
+inline void load_matrix_at(const char* file, int line, fragment<accumulator, M, N, K, T, void>& f, const P* p,
+                           unsigned ldm, layout_t layout) {
+    ::cuda_emu::collective(file, line);
+    const int lane = lane_id();
+    for (int i = 0; i < f.num_elements; ++i) {
+        const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
+        f.x[i] = layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
+    }
+    ::cuda_emu::collective(file, line);
+}
+
+template <int M, int N, int K, class T, class P>
+inline void store_matrix_at(const char* file, int line, P* p, const fragment<accumulator, M, N, K, T, void>& f,
+                            unsigned ldm, layout_t layout) {
+    ::cuda_emu::collective(file, line);
+    const int lane = lane_id();
+    for (int i = 0; i < f.num_elements; ++i) {
+        const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
+        (layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r]) = f.x[i];
+    }
+    ::cuda_emu::collective(file, line);
+}
+
+// What a tf32 tensor core reads of a float that was not rounded with __float_to_tf32: its top 19 bits.
+template <class T>
+inline float tf32_in(float v) {
+    if (!std::is_same<T, precision::tf32>::value) return v;
+    unsigned int u;
+    memcpy(&u, &v, 4);
+    u &= 0xffffe000u;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+struct MmaSlot {
+    void* d;
+    const void* a;
+    const void* b;
+    const void* c;
+};
+inline MmaSlot* mma_slots() {
+    static thread_local MmaSlot slots[1024];
+    return slots;
+}
+
+// D = A * B + C for the whole warp: lanes deposit their fragments, the warp's lowest lane computes every
+// lane's D once all arrived, then all leave together.
+template <int M, int N, int K, class TA, class LA, class LB, class TC>
+inline void mma_at(const char* file, int line, fragment<accumulator, M, N, K, TC, void>& d,
+                   const fragment<matrix_a, M, N, K, TA, LA>& a, const fragment<matrix_b, M, N, K, TA, LB>& b,
+                   const fragment<accumulator, M, N, K, TC, void>& c) {
+    typedef fragment<accumulator, M, N, K, TC, void> FD;
+    typedef fragment<matrix_a, M, N, K, TA, LA> FA;
+    typedef fragment<matrix_b, M, N, K, TA, LB> FB;
+    ::cuda_emu::Scheduler& s = ::cuda_emu::sched();
+    const int t = s.current, base = t & ~31;
+    mma_slots()[t] = MmaSlot{&d, &a, &b, &c};
+    ::cuda_emu::collective(file, line);
+    if ((t & 31) == 0) {
+        float A[M * K], B[K * N], C[M * N];
+        for (int l = 0; l < 32; ++l) {
+            const MmaSlot& sl = mma_slots()[base + l];
+            for (int i = 0; i < FA::num_elements; ++i) A[FA::position(l, i)] = tf32_in<TA>(to_f(((const FA*)sl.a)->x[i]));
+            for (int i = 0; i < FB::num_elements; ++i) B[FB::position(l, i)] = tf32_in<TA>(to_f(((const FB*)sl.b)->x[i]));
+            for (int i = 0; i < FD::num_elements; ++i) C[FD::position(l, i)] = to_f(((const FD*)sl.c)->x[i]);
+        }
+        float D[M * N];
+        for (int r = 0; r < M; ++r)
+            for (int col = 0; col < N; ++col) {
+                float acc = C[r * N + col];
+                for (int k = 0; k < K; ++k) acc += A[r * K + k] * B[k * N + col];
+                D[r * N + col] = acc;
+            }
+        for (int l = 0; l < 32; ++l) {
+            FD* dl = (FD*)mma_slots()[base + l].d;
+            for (int i = 0; i < FD::num_elements; ++i) from_f(dl->x[i], D[FD::position(l, i)]);
+        }
+    }
+    ::cuda_emu::collective(file, line);
+}
+}  // namespace wmma
+}  // namespace nvcuda
+#define fill_fragment(...) fill_fragment_at(__FILE__, __LINE__, __VA_ARGS__)
+#define load_matrix_sync(...) load_matrix_at(__FILE__, __LINE__, __VA_ARGS__)
+#define store_matrix_sync(...) store_matrix_at(__FILE__, __LINE__, __VA_ARGS__)
+#define mma_sync(...) mma_at(__FILE__, __LINE__, __VA_ARGS__)
 
 #endif  // FASTCONV_CUDA_EMU_H
 #endif  // __CUDACC__
