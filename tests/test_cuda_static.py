@@ -46,10 +46,10 @@ def test_tensor_core_kernels_use_hmma(arch):
     if compile_check.cuobjdump_path() is None:
         pytest.skip("cuobjdump not found: pip install 'nvidia-cuda-cuobjdump>=13,<14' 'nvidia-cuda-nvdisasm>=13,<14'")
     rows = se.report("conv2d", arch)
-    tc = [r for r in rows if "mma_tc" in r.expression]
-    assert tc, "no tensor-core instantiation among the conv2d kernels"
+    tc = {r.expression for r in rows if se.tensor_core_instantiation(r.expression)}
+    assert len(tc) == 3 * 3 * 2, sorted(tc)  # 3 GEMM kernels x (TF32, fp16, bf16) x 2 tiles
     for r in rows:
-        assert r.hmma == ("mma_tc" in r.expression), f"{r.expression} on {arch}: HMMA={r.hmma}"
+        assert r.hmma == (r.expression in tc), f"{r.expression} on {arch}: HMMA={r.hmma}"
 
 
 def test_ptxas_log_parser():

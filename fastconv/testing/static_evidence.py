@@ -41,6 +41,13 @@ class Row:
     hmma: Optional[bool]  # None when cuobjdump is unavailable
 
 
+def tensor_core_instantiation(expression: str) -> bool:
+    """Whether a conv2d GEMM name expression (``conv2d_forward<T, TC, BM, BN>``) uses tensor cores (TC = 1)."""
+    name, _, targs = expression.partition("<")
+    args = [a.strip() for a in targs.rstrip(">").split(",")]
+    return name in ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight") and args[1:2] == ["1"]
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(family: str, arch: str) -> compile_check.NvccResult:
     """nvcc build of ``family`` for ``arch`` (cached per process)."""
