@@ -98,78 +98,86 @@ struct ConvGeo {
     long long Nimg;
 };
 
-// Forward.  A[m, k] = w[g*opg + m, k] (k = (c*KH + i)*KW + j), B[k, n] = x[img, g*cg + c, iy, ix] with
-// n = (img*OH + oy)*OW + ox, iy = oy*sh - ph + i*dh, ix = ox*sw - pw + j*dw.
+// The members of the forward and backward-data problems: input, weight, bias, output tensors, geometry and
+// GEMM sizes; a column's decode is an image base and a (row, column) origin.
 template <typename T>
-struct ConvForward {
+struct ConvOperands {
     typedef typename Acc<T>::type A;
-    const T* x;
+    const T* in;
     const T* w;
     const T* bias;
-    T* y;
+    T* out;
     ConvGeo q;
     int M, N, K;
     struct Col {
         const T* base;
-        int iy0, ix0;
+        int y0, x0;
     };
+    // out[img, c0 + m, r] = v + bias[c0 + m] for column n = img * plane + r of an output with `channels` planes.
+    __device__ void put_plane(int m, int n, A v, int channels, int c0, int plane) const {
+        const int img = n / plane, r = n - img * plane, c = c0 + m;
+        out[((long long)img * channels + c) * plane + r] = store<T>(v + (bias ? A(load(bias[c])) : A(0)));
+    }
+};
+
+// Forward.  A[m, k] = w[g*opg + m, k] (k = (c*KH + i)*KW + j), B[k, n] = x[img, g*cg + c, iy, ix] with
+// n = (img*OH + oy)*OW + ox, iy = oy*sh - ph + i*dh, ix = ox*sw - pw + j*dw.
+template <typename T>
+struct ConvForward : ConvOperands<T> {
+    typedef typename Acc<T>::type A;
+    typedef typename ConvOperands<T>::Col Col;
     __device__ Col col(int n) const {
-        if (n >= N) return Col{nullptr, 0, 0};
+        const ConvGeo& q = this->q;
+        if (n >= this->N) return Col{nullptr, 0, 0};
         const int ohw = q.OH * q.OW, img = n / ohw, r = n - img * ohw, oy = r / q.OW, ox = r - oy * q.OW;
-        return Col{x + ((long long)img * q.C + q.g * q.cg) * q.H * q.W, oy * q.sh - q.ph, ox * q.sw - q.pw};
+        return Col{this->in + ((long long)img * q.C + q.g * q.cg) * q.H * q.W, oy * q.sh - q.ph, ox * q.sw - q.pw};
     }
     __device__ A a(int m, int k) const {
-        return m < M && k < K ? A(load(w[((long long)q.g * q.opg + m) * K + k])) : A(0);
+        return m < this->M && k < this->K ? A(load(this->w[((long long)this->q.g * this->q.opg + m) * this->K + k]))
+                                          : A(0);
     }
     __device__ A b(const Col& c, int k) const {
-        if (!c.base || k >= K) return A(0);
+        const ConvGeo& q = this->q;
+        if (!c.base || k >= this->K) return A(0);
         const int kk = q.KH * q.KW, ci = k / kk, ij = k - ci * kk, i = ij / q.KW, j = ij - i * q.KW;
-        const int iy = c.iy0 + i * q.dh, ix = c.ix0 + j * q.dw;
+        const int iy = c.y0 + i * q.dh, ix = c.x0 + j * q.dw;
         return iy >= 0 && iy < q.H && ix >= 0 && ix < q.W ? A(load(c.base[ci * q.H * q.W + iy * q.W + ix])) : A(0);
     }
     __device__ void put(int m, int n, A v) const {
-        const int ohw = q.OH * q.OW, img = n / ohw, r = n - img * ohw, o = q.g * q.opg + m;
-        y[((long long)img * q.O + o) * ohw + r] = store<T>(v + (bias ? A(load(bias[o])) : A(0)));
+        this->put_plane(m, n, v, this->q.O, this->q.g * this->q.opg, this->q.OH * this->q.OW);
     }
 };
 
 // Backward-data.  A[m, k] = w[g*opg + o, m, i, j] (k = o*KH*KW + i*KW + j), B[k, n] = g[img, g*opg + o, oy, ox]
 // where iy + ph - i*dh = oy*sh and ix + pw - j*dw = ox*sw (else 0), n = (img*H + iy)*W + ix.
 template <typename T>
-struct ConvBackwardData {
+struct ConvBackwardData : ConvOperands<T> {
     typedef typename Acc<T>::type A;
-    const T* gy;
-    const T* w;
-    const T* bias;
-    T* gx;
-    ConvGeo q;
-    int M, N, K;
-    struct Col {
-        const T* base;
-        int ty0, tx0;
-    };
+    typedef typename ConvOperands<T>::Col Col;
     __device__ Col col(int n) const {
-        if (n >= N) return Col{nullptr, 0, 0};
+        const ConvGeo& q = this->q;
+        if (n >= this->N) return Col{nullptr, 0, 0};
         const int hw = q.H * q.W, img = n / hw, r = n - img * hw, iy = r / q.W, ix = r - iy * q.W;
-        return Col{gy + ((long long)img * q.O + q.g * q.opg) * q.OH * q.OW, iy + q.ph, ix + q.pw};
+        return Col{this->in + ((long long)img * q.O + q.g * q.opg) * q.OH * q.OW, iy + q.ph, ix + q.pw};
     }
     __device__ A a(int m, int k) const {
-        if (m >= M || k >= K) return A(0);
+        const ConvGeo& q = this->q;
+        if (m >= this->M || k >= this->K) return A(0);
         const int kk = q.KH * q.KW, o = k / kk, ij = k - o * kk;
-        return A(load(w[(((long long)q.g * q.opg + o) * q.cg + m) * kk + ij]));
+        return A(load(this->w[(((long long)q.g * q.opg + o) * q.cg + m) * kk + ij]));
     }
     __device__ A b(const Col& c, int k) const {
-        if (!c.base || k >= K) return A(0);
+        const ConvGeo& q = this->q;
+        if (!c.base || k >= this->K) return A(0);
         const int kk = q.KH * q.KW, o = k / kk, ij = k - o * kk, i = ij / q.KW, j = ij - i * q.KW;
-        const int ty = c.ty0 - i * q.dh, tx = c.tx0 - j * q.dw;
+        const int ty = c.y0 - i * q.dh, tx = c.x0 - j * q.dw;
         if (ty < 0 || tx < 0) return A(0);
         const int oy = ty / q.sh, ox = tx / q.sw;
         if (oy * q.sh != ty || ox * q.sw != tx || oy >= q.OH || ox >= q.OW) return A(0);
         return A(load(c.base[o * q.OH * q.OW + oy * q.OW + ox]));
     }
     __device__ void put(int m, int n, A v) const {
-        const int hw = q.H * q.W, img = n / hw, r = n - img * hw, c = q.g * q.cg + m;
-        gx[((long long)img * q.C + c) * hw + r] = store<T>(v + (bias ? A(load(bias[c])) : A(0)));
+        this->put_plane(m, n, v, this->q.C, this->q.g * this->q.cg, this->q.H * this->q.W);
     }
 };
 
@@ -359,10 +367,10 @@ __device__ __forceinline__ void conv_gemm(const P& p, int m0, int n0, int k0, in
 template <typename T, int TC, int BM, int BN>
 __global__ void __launch_bounds__(TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREADS)
     conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
-                   long long N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
-                   int dh, int dw, int groups, int has_bias) {
+                   long long N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int sh, int sw,
+                   int ph, int pw, int dh, int dw, int groups, int has_bias) {
     FC_CONV_GEO;
-    const ConvForward<T> p{x, w, has_bias ? bias : nullptr, y, q, q.opg, (int)(N * OH * OW), q.cg * KH * KW};
+    const ConvForward<T> p{{x, w, has_bias ? bias : nullptr, y, q, q.opg, (int)(N * OH * OW), q.cg * KH * KW}};
     conv_gemm<T, TC, BM, BN>(p, blockIdx.y * BM, blockIdx.x * BN, 0, p.K);
 }
 
@@ -370,10 +378,10 @@ __global__ void __launch_bounds__(TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREAD
 template <typename T, int TC, int BM, int BN>
 __global__ void __launch_bounds__(TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREADS)
     conv2d_backward_input(const T* __restrict__ g, const T* __restrict__ w, const T* __restrict__ bias,
-                          T* __restrict__ gx, long long N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
-                   int dh, int dw, int groups, int has_bias) {
+                          T* __restrict__ gx, long long N, int C, int H, int W, int O, int OH, int OW, int KH,
+                          int KW, int sh, int sw, int ph, int pw, int dh, int dw, int groups, int has_bias) {
     FC_CONV_GEO;
-    const ConvBackwardData<T> p{g, w, has_bias ? bias : nullptr, gx, q, q.cg, (int)(N * H * W), q.opg * KH * KW};
+    const ConvBackwardData<T> p{{g, w, has_bias ? bias : nullptr, gx, q, q.cg, (int)(N * H * W), q.opg * KH * KW}};
     conv_gemm<T, TC, BM, BN>(p, blockIdx.y * BM, blockIdx.x * BN, 0, p.K);
 }
 
@@ -382,8 +390,8 @@ __global__ void __launch_bounds__(TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREAD
 template <typename T, int TC, int BM, int BN>
 __global__ void __launch_bounds__(TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREADS)
     conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ g, typename Acc<T>::type* __restrict__ ws,
-                           long long N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw,
-                   int dh, int dw, int groups, int kchunk) {
+                           long long N, int C, int H, int W, int O, int OH, int OW, int KH, int KW, int sh,
+                           int sw, int ph, int pw, int dh, int dw, int groups, int kchunk) {
     FC_CONV_GEO;
     const int split = blockIdx.z / groups, K = (int)(N * OH * OW);
     const ConvBackwardWeight<T> p{x, g, ws, q, q.opg, q.cg * KH * KW, K, split};

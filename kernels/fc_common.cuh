@@ -129,16 +129,14 @@ template <>
 __device__ __forceinline__ double fc_neg_inf<double>() { return __longlong_as_double((long long)0xfff0000000000000ULL); }
 
 // IEEE division rounded to nearest (what `/` means with --prec-div=true), as the intrinsic the compiler inlines.
-__device__ __forceinline__ float fc_div(float a, float b) {
+template <typename A>
+__device__ __forceinline__ A fc_div(A a, A b) {
 #ifdef __CUDA_ARCH__
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-__device__ __forceinline__ double fc_div(double a, double b) {
-#ifdef __CUDA_ARCH__
-    return __ddiv_rn(a, b);
+    if constexpr (sizeof(A) == 4) {
+        return __fdiv_rn(a, b);
+    } else {
+        return __ddiv_rn(a, b);
+    }
 #else
     return a / b;
 #endif

@@ -336,12 +336,10 @@ inline void fence_current() {
     apply_writes(f);
 }
 
-inline void threadfence() {
+inline void threadfence() {  // __threadfence / __threadfence_block: publish this thread's writes
+    fence_current();
     Scheduler& s = sched();
-    if (!s.weak || s.current < 0) return;
-    Fiber& f = s.fibers[s.current];
-    collect_writes(f);
-    publish(f);
+    if (s.weak && s.current >= 0) publish(s.fibers[s.current]);
 }
 
 // Switch from the current fiber back to the scheduler.
@@ -817,40 +815,42 @@ inline void fill_fragment_at(const char* file, int line, fragment<Use, M, N, K, 
     for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
 }
 
-template <class Use, int M, int N, int K, class T, class L, class P>
-inline void load_matrix_at(const char* file, int line, fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+// Copy between a fragment and row- or column-major memory, as one warp-collective step.
+template <class F, class P>
+inline void transfer(const char* file, int line, F& f, P* p, unsigned ldm, bool row, bool to_memory) {
     ::cuda_emu::collective(file, line);
-    static_assert(!std::is_same<L, void>::value, "use the layout_t overload for accumulators");
     const int lane = lane_id();
     for (int i = 0; i < f.num_elements; ++i) {
         const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
-        f.x[i] = std::is_same<L, row_major>::value ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
+        P& m = p[row ? (size_t)r * ldm + c : (size_t)c * ldm + r];
+        if constexpr (std::is_const<P>::value) {
+            f.x[i] = m;
+        } else if (to_memory) {
+            m = f.x[i];
+        } else {
+            f.x[i] = m;
+        }
     }
     ::cuda_emu::collective(file, line);
+}
+
+template <class Use, int M, int N, int K, class T, class L, class P>
+inline void load_matrix_at(const char* file, int line, fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+    static_assert(!std::is_same<L, void>::value, "use the layout_t overload for accumulators");
+    transfer(file, line, f, p, ldm, std::is_same<L, row_major>::value, false);
 }
 
 template <int M, int N, int K, class T, class P>
 inline void load_matrix_at(const char* file, int line, fragment<accumulator, M, N, K, T, void>& f, const P* p,
                            unsigned ldm, layout_t layout) {
-    ::cuda_emu::collective(file, line);
-    const int lane = lane_id();
-    for (int i = 0; i < f.num_elements; ++i) {
-        const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
-        f.x[i] = layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
-    }
-    ::cuda_emu::collective(file, line);
+    transfer(file, line, f, p, ldm, layout == mem_row_major, false);
 }
 
 template <int M, int N, int K, class T, class P>
 inline void store_matrix_at(const char* file, int line, P* p, const fragment<accumulator, M, N, K, T, void>& f,
                             unsigned ldm, layout_t layout) {
-    ::cuda_emu::collective(file, line);
-    const int lane = lane_id();
-    for (int i = 0; i < f.num_elements; ++i) {
-        const int pos = f.position(lane, i), r = pos / f.cols, c = pos % f.cols;
-        (layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r]) = f.x[i];
-    }
-    ::cuda_emu::collective(file, line);
+    transfer(file, line, const_cast<fragment<accumulator, M, N, K, T, void>&>(f), p, ldm, layout == mem_row_major,
+             true);
 }
 
 // What a tf32 tensor core reads of a float that was not rounded with __float_to_tf32: its top 19 bits.

@@ -31,6 +31,15 @@ def _conv(dt: torch.dtype) -> Dict[str, Tuple[Any, ...]]:
     }
 
 
+def _conv_extra(dt: torch.dtype) -> List[Tuple[str, Tuple[Any, ...]]]:
+    x = torch.randn(1, 20, 11, 9).to(dt)
+    w = torch.randn(40, 20, 3, 3).to(dt)
+    geo = ((1, 2), (2, 1, 0, 3), (1, 1), 1)
+    g = torch.randn(1, 40, 11, 5).to(dt)
+    return [("conv2d_forward", (x, w, None, *geo, (11, 5))), ("conv2d_backward_input", (g, w, None, *geo, (11, 9))),
+            ("conv2d_backward_weight", (x, g, *geo, (3, 3)))]
+
+
 def _pool(dt: torch.dtype) -> Dict[str, Tuple[Any, ...]]:
     x = torch.randn(2, 4, 9, 10).to(dt)
     y = torch.randn(2, 4, 5, 5).to(dt)
@@ -61,6 +70,7 @@ _SAMPLES: Dict[str, Callable[[torch.dtype], Dict[str, Tuple[Any, ...]]]] = {"con
 #: Extra samples that reach kernels the basic ones do not (e.g. a special-cased output size).
 _EXTRA: Dict[str, Callable[[torch.dtype], List[Tuple[str, Tuple[Any, ...]]]]] = {
     "pool": lambda dt: [("adaptive_avg_pool2d_forward", (torch.randn(3, 5, 7, 6).to(dt), (1, 1)))],
+    "conv2d": _conv_extra,  # more than 16 rows: the 64 x 64 tile
 }
 
 
@@ -78,7 +88,7 @@ def backend_calls(family: str, dtype: torch.dtype) -> Iterator[Tuple[str, Tuple[
 
 
 def run_all(dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16, torch.float64, torch.bfloat16)) -> None:
-    """Call every contract function of every family on the current runtime; every kernel must launch.
+    """Call every contract function of every family on the current runtime; every instantiation must launch.
 
     The runtime must record its launches in ``launches`` (:class:`fastconv.testing.emulator.EmulatorRuntime`).
     """
@@ -86,12 +96,20 @@ def run_all(dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16, torch
 
     rt = _runtime.current()
     start = len(rt.launches)
-    for family in _backend.FAMILIES:
-        mod = importlib.import_module(f"fastconv.cuda.{family}")
-        for dt in dtypes:
-            for name, args in backend_calls(family, dt):
-                getattr(mod, name)(*args)
-    launched = {expr.split("<")[0] for expr, *_ in rt.launches[start:]}
-    table = {k for names in _runtime.kernel_table().values() for k in names}
+    prev = torch.backends.cudnn.allow_tf32
+    try:
+        for family in _backend.FAMILIES:
+            mod = importlib.import_module(f"fastconv.cuda.{family}")
+            for dt in dtypes:
+                for tf32 in ((False, True) if dt == torch.float32 else (prev,)):  # float32: exact and TF32 paths
+                    torch.backends.cudnn.allow_tf32 = tf32
+                    for name, args in backend_calls(family, dt):
+                        getattr(mod, name)(*args)
+    finally:
+        torch.backends.cudnn.allow_tf32 = prev
+    launched = {expr for expr, *_ in rt.launches[start:]}
+    ctypes = {_runtime.CTYPES[dt] for dt in dtypes}
+    table = {e for fam in _backend.FAMILIES for e in _runtime.name_expressions(fam)
+             if "<" not in e or e.split("<", 1)[1].split(",")[0].rstrip(">").strip() in ctypes}
     if table - launched:
-        raise AssertionError(f"kernels never launched by the sample calls: {sorted(table - launched)}")
+        raise AssertionError(f"instantiations never launched by the sample calls: {sorted(table - launched)}")
