@@ -9,8 +9,6 @@ accumulation (bounded by the same convolution of absolute values) and the output
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from fastconv.cuda import _runtime
 from fastconv.cuda import conv2d as cuda_conv
 from fastconv.testing.emulator import EmuModule, EmulatorRuntime
+from fastconv.testing.samples import allow_tf32
 
 pytestmark = pytest.mark.cuda_emu
 
@@ -59,16 +58,6 @@ def _rounded(t: torch.Tensor, dtype: torch.dtype, tf32: bool) -> torch.Tensor:
     if dtype == torch.float32 and tf32:
         t = tf32_round(t)
     return t.double()
-
-
-@contextlib.contextmanager
-def allow_tf32(flag: bool):
-    prev = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = flag
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = prev
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ that every kernel of the runtime's kernel table was launched.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
@@ -74,6 +75,15 @@ _EXTRA: Dict[str, Callable[[torch.dtype], List[Tuple[str, Tuple[Any, ...]]]]] = 
 }
 
 
+@contextlib.contextmanager
+def allow_tf32(flag: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.allow_tf32`` inside the block (through ``cudnn.flags``, which torch's test
+    utilities require once they froze the global flags), keeping the other cuDNN flags."""
+    c = torch.backends.cudnn
+    with c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=flag):
+        yield
+
+
 def backend_calls(family: str, dtype: torch.dtype) -> Iterator[Tuple[str, Tuple[Any, ...]]]:
     """(contract function name, arguments) for every function of ``family``'s Backend protocol."""
     contract = [n for n, f in vars(_backend.contract(family)).items()
@@ -96,17 +106,13 @@ def run_all(dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16, torch
 
     rt = _runtime.current()
     start = len(rt.launches)
-    prev = torch.backends.cudnn.allow_tf32
-    try:
-        for family in _backend.FAMILIES:
-            mod = importlib.import_module(f"fastconv.cuda.{family}")
-            for dt in dtypes:
-                for tf32 in ((False, True) if dt == torch.float32 else (prev,)):  # float32: exact and TF32 paths
-                    torch.backends.cudnn.allow_tf32 = tf32
+    for family in _backend.FAMILIES:
+        mod = importlib.import_module(f"fastconv.cuda.{family}")
+        for dt in dtypes:
+            for tf32 in ((False, True) if dt == torch.float32 else (True,)):  # float32: exact and TF32 paths
+                with allow_tf32(tf32):
                     for name, args in backend_calls(family, dt):
                         getattr(mod, name)(*args)
-    finally:
-        torch.backends.cudnn.allow_tf32 = prev
     launched = {expr for expr, *_ in rt.launches[start:]}
     ctypes = {_runtime.CTYPES[dt] for dt in dtypes}
     table = {e for fam in _backend.FAMILIES for e in _runtime.name_expressions(fam)
