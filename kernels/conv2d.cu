@@ -337,16 +337,19 @@ __device__ __forceinline__ void conv_gemm(const P& p, int m0, int n0, int k0, in
     constexpr int THREADS = TC ? FC_CONV_TC_THREADS : FC_CONV_EXACT_THREADS, BK = Mth::BK, PAD = Mth::PAD;
     constexpr int STAGE = FC_CONV_STAGE_BYTES(BM, BN, BK, PAD, sizeof(S)), CB = FC_CONV_C_BYTES(BM, BN, sizeof(CT));
     __shared__ __align__(128) unsigned char smem[STAGE > CB ? STAGE : CB];
-    S* as[2] = {reinterpret_cast<S*>(smem), reinterpret_cast<S*>(smem) + BM * (BK + PAD)};
-    S* bs[2] = {as[1] + BM * (BK + PAD), as[1] + BM * (BK + PAD) + BK * (BN + PAD)};
+    // buffer t of A and of B (computed, not indexed from an array: that would live in local memory)
+    S* const base = reinterpret_cast<S*>(smem);
+    constexpr int ASZ = BM * (BK + PAD), BSZ = BK * (BN + PAD);
     const typename P::Col col = p.col(n0 + threadIdx.x % BN);
     Core core;
     core.init();
-    if (k0 < k1) conv_stage<T, S, BM, BN, BK, PAD, THREADS>(p, col, as[0], bs[0], m0, k0);
+    if (k0 < k1) conv_stage<T, S, BM, BN, BK, PAD, THREADS>(p, col, base, base + 2 * ASZ, m0, k0);
     __syncthreads();
     for (int k = k0, t = 0; k < k1; k += BK, t ^= 1) {
-        if (k + BK < k1) conv_stage<T, S, BM, BN, BK, PAD, THREADS>(p, col, as[t ^ 1], bs[t ^ 1], m0, k + BK);
-        core.step(as[t], bs[t]);
+        if (k + BK < k1)
+            conv_stage<T, S, BM, BN, BK, PAD, THREADS>(p, col, base + (t ^ 1) * ASZ, base + 2 * ASZ + (t ^ 1) * BSZ, m0,
+                                                       k + BK);
+        core.step(base + t * ASZ, base + 2 * ASZ + t * BSZ);
         __syncthreads();  // tile t consumed, tile t ^ 1 staged
     }
     CT* cs = reinterpret_cast<CT*>(smem);
