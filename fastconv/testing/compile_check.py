@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -192,7 +193,8 @@ def _cubin_kernels(cubin: Path) -> List[str]:
     return sorted(name(s[0])[len(".text."):] for s in sections if name(s[0]).startswith(".text."))
 
 
+@functools.lru_cache(maxsize=None)
 def nvrtc_compile(family: str, arch: str = "sm_80") -> Program:
-    """Compile ``family`` with NVRTC exactly as the runtime does (:func:`fastconv.cuda._nvrtc.options`)."""
+    """Compile ``family`` with NVRTC exactly as the runtime does (:func:`fastconv.cuda._nvrtc.options`); cached."""
     return _nvrtc.compile_program(_source.kernel_source(family), _runtime.name_expressions(family),
                                   _nvrtc.options(arch), f"{family}.cu")
