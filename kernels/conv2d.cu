@@ -113,6 +113,14 @@ struct ConvOperands {
         const T* base;
         int y0, x0;
     };
+    // Column n = (img * rows + y) * cols + x: the image's base in `in` (+ chan_off) and the origin
+    // (y * ys + yo, x * xs + xo) its taps are counted from.
+    __device__ Col pixel(int n, int rows, int cols, long long img_elems, long long chan_off, int ys, int yo, int xs,
+                         int xo) const {
+        if (n >= N) return Col{nullptr, 0, 0};
+        const int plane = rows * cols, img = n / plane, r = n - img * plane, y = r / cols, x = r - y * cols;
+        return Col{in + img * img_elems + chan_off, y * ys + yo, x * xs + xo};
+    }
     // out[img, c0 + m, r] = v + bias[c0 + m] for column n = img * plane + r of an output with `channels` planes.
     __device__ void put_plane(int m, int n, A v, int channels, int c0, int plane) const {
         const int img = n / plane, r = n - img * plane, c = c0 + m;
@@ -128,9 +136,8 @@ struct ConvForward : ConvOperands<T> {
     typedef typename ConvOperands<T>::Col Col;
     __device__ Col col(int n) const {
         const ConvGeo& q = this->q;
-        if (n >= this->N) return Col{nullptr, 0, 0};
-        const int ohw = q.OH * q.OW, img = n / ohw, r = n - img * ohw, oy = r / q.OW, ox = r - oy * q.OW;
-        return Col{this->in + ((long long)img * q.C + q.g * q.cg) * q.H * q.W, oy * q.sh - q.ph, ox * q.sw - q.pw};
+        const long long hw = (long long)q.H * q.W;
+        return this->pixel(n, q.OH, q.OW, q.C * hw, q.g * q.cg * hw, q.sh, -q.ph, q.sw, -q.pw);
     }
     __device__ A a(int m, int k) const {
         return m < this->M && k < this->K ? A(load(this->w[((long long)this->q.g * this->q.opg + m) * this->K + k]))
@@ -156,9 +163,8 @@ struct ConvBackwardData : ConvOperands<T> {
     typedef typename ConvOperands<T>::Col Col;
     __device__ Col col(int n) const {
         const ConvGeo& q = this->q;
-        if (n >= this->N) return Col{nullptr, 0, 0};
-        const int hw = q.H * q.W, img = n / hw, r = n - img * hw, iy = r / q.W, ix = r - iy * q.W;
-        return Col{this->in + ((long long)img * q.O + q.g * q.opg) * q.OH * q.OW, iy + q.ph, ix + q.pw};
+        const long long ohw = (long long)q.OH * q.OW;
+        return this->pixel(n, q.H, q.W, q.O * ohw, q.g * q.opg * ohw, 1, q.ph, 1, q.pw);
     }
     __device__ A a(int m, int k) const {
         const ConvGeo& q = this->q;
