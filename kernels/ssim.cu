@@ -6,7 +6,7 @@
 // over valid positions only: Hv = H - win + 1 rows by Wv = W - win + 1 columns.  T is float,
 // double, fc_half or fc_bf16; moments and maps are computed in A = Acc<T>::type (the input dtype
 // for float/double, as the CPU backend; float32 for the 16-bit types); the per-plane sums of the
-// SSIM / cs maps are accumulated in double.  Every index is 64-bit.
+// SSIM / cs maps are accumulated in double.  Plane offsets are 64-bit, indices inside a plane 32-bit.
 //
 // Deterministic: no atomics anywhere.  The forward pass writes one partial sum per (plane, tile)
 // block (a fixed-order block reduction), and ssim_stats_reduce sums the partials of each plane in a fixed
@@ -31,6 +31,14 @@
 //   a grid-stride loop over the planes; shared = 0.
 #include "fc_common.cuh"
 
+#define FC_SSIM_REDUCE_THREADS 256  // block of ssim_stats_reduce
+#define FC_SSIM_MAX_THREADS 256     // largest TH * TW block of the tiled kernels
+// Dynamic shared memory, in elements of A, of a TH x TW tile with a WIN-tap window (the carve-up below):
+// forward / maps: window, x and y input tiles (IH x IW each), five horizontally filtered moments (IH x TW);
+// backward: window, four dL/dmoment maps over the covering windows (IH x IW), their vertical pass (TH x IW).
+#define FC_SSIM_FWD_SMEM(TH, TW, WIN) ((WIN) + 2 * ((TH) + (WIN) - 1) * ((TW) + (WIN) - 1) + 5 * ((TH) + (WIN) - 1) * (TW))
+#define FC_SSIM_BWD_SMEM(TH, TW, WIN) ((WIN) + 4 * ((TH) + (WIN) - 1) * ((TW) + (WIN) - 1) + 4 * (TH) * ((TW) + (WIN) - 1))
+
 // Load the window and the IH x IW input tile of plane (x, y) starting at (r0, c0), then filter it
 // horizontally into hs[k][r][j] (k = mu_x, mu_y, E[xx], E[yy], E[xy]; r < IH, j < TW).  Returns,
 // for this thread's output position (r0 + threadIdx.y, c0 + threadIdx.x), whether it is a valid
@@ -39,27 +47,27 @@
 template <typename T, typename A>
 __device__ __forceinline__ bool ssim_tile_moments(const T* __restrict__ xp, const T* __restrict__ yp,
                                                   const A* __restrict__ gs, A* __restrict__ xs, A* __restrict__ ys,
-                                                  A* __restrict__ hs, long long H, long long W, long long Hv,
-                                                  long long Wv, long long win, long long r0, long long c0,
+                                                  A* __restrict__ hs, int H, int W, int Hv,
+                                                  int Wv, int win, int r0, int c0,
                                                   A m[5]) {
-    const long long TW = blockDim.x, TH = blockDim.y;
-    const long long IH = TH + win - 1, IW = TW + win - 1;
+    const int TW = blockDim.x, TH = blockDim.y;
+    const int IH = TH + win - 1, IW = TW + win - 1;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
-    for (long long e = tid; e < IH * IW; e += nthreads) {
-        const long long r = e / IW, s = e - r * IW;
-        const long long gr = r0 + r, gc = c0 + s;
+    for (int e = tid; e < IH * IW; e += nthreads) {
+        const int r = e / IW, s = e - r * IW;
+        const int gr = r0 + r, gc = c0 + s;
         const bool in = gr < H && gc < W;
         xs[e] = in ? A(load(xp[gr * W + gc])) : A(0);
         ys[e] = in ? A(load(yp[gr * W + gc])) : A(0);
     }
     __syncthreads();
-    const long long plane = IH * TW;
-    for (long long e = tid; e < plane; e += nthreads) {
-        const long long r = e / TW, j = e - r * TW;
+    const int plane = IH * TW;
+    for (int e = tid; e < plane; e += nthreads) {
+        const int r = e / TW, j = e - r * TW;
         const A* xr = xs + r * IW + j;
         const A* yr = ys + r * IW + j;
         A a0 = A(0), a1 = A(0), a2 = A(0), a3 = A(0), a4 = A(0);
-        for (long long t = 0; t < win; ++t) {
+        for (int t = 0; t < win; ++t) {
             const A wt = gs[t], xv = xr[t], yv = yr[t];
             a0 += wt * xv;
             a1 += wt * yv;
@@ -74,11 +82,11 @@ __device__ __forceinline__ bool ssim_tile_moments(const T* __restrict__ xp, cons
         hs[4 * plane + e] = a4;
     }
     __syncthreads();
-    const long long i = r0 + threadIdx.y, j = c0 + threadIdx.x;
+    const int i = r0 + threadIdx.y, j = c0 + threadIdx.x;
     const bool valid = i < Hv && j < Wv;
     for (int k = 0; k < 5; ++k) m[k] = A(0);
     if (valid) {
-        for (long long t = 0; t < win; ++t) {
+        for (int t = 0; t < win; ++t) {
             const A wt = gs[t];
             const A* col = hs + (threadIdx.y + t) * TW + threadIdx.x;
 #pragma unroll
@@ -90,8 +98,8 @@ __device__ __forceinline__ bool ssim_tile_moments(const T* __restrict__ xp, cons
 
 // Shared-memory carve-up of the forward / maps kernels (all in A): g, x tile, y tile, horizontal moments.
 template <typename A>
-__device__ __forceinline__ void ssim_fwd_smem(A* base, long long win, A*& gs, A*& xs, A*& ys, A*& hs) {
-    const long long IH = blockDim.y + win - 1, IW = blockDim.x + win - 1;
+__device__ __forceinline__ void ssim_fwd_smem(A* base, int win, A*& gs, A*& xs, A*& ys, A*& hs) {
+    const int IH = blockDim.y + win - 1, IW = blockDim.x + win - 1;
     gs = base;
     xs = gs + win;
     ys = xs + IH * IW;
@@ -99,26 +107,26 @@ __device__ __forceinline__ void ssim_fwd_smem(A* base, long long win, A*& gs, A*
 }
 
 template <typename A>
-__device__ __forceinline__ void load_window(const A* __restrict__ g, A* gs, long long win) {
+__device__ __forceinline__ void load_window(const A* __restrict__ g, A* gs, int win) {
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
-    for (long long t = tid; t < win; t += nthreads) gs[t] = g[t];
+    for (int t = tid; t < win; t += nthreads) gs[t] = g[t];
 }
 
 // partials[(p * ntiles + tile) * 2 + {0, 1}] = sum over this tile's valid positions of the SSIM / cs maps
 // of plane p.  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_stats_forward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_forward(const T* __restrict__ x, const T* __restrict__ y,
                              const typename Acc<T>::type* __restrict__ g,
-                             double* __restrict__ partials, long long P, long long H, long long W, long long win,
-                             double c1, double c2, long long tiles_w) {
+                             double* __restrict__ partials, long long P, int H, int W, int win,
+                             double c1, double c2, int tiles_w) {
     typedef typename Acc<T>::type A;
     extern __shared__ __align__(16) unsigned char fc_smem[];
     __shared__ double red[32];
     A *gs, *xs, *ys, *hs;
     ssim_fwd_smem(reinterpret_cast<A*>(fc_smem), win, gs, xs, ys, hs);
-    const long long Hv = H - win + 1, Wv = W - win + 1;
-    const long long ntiles = gridDim.x, tile = blockIdx.x;
-    const long long r0 = (tile / tiles_w) * blockDim.y, c0 = (tile % tiles_w) * blockDim.x;
+    const int Hv = H - win + 1, Wv = W - win + 1;
+    const long long ntiles = gridDim.x; const int tile = blockIdx.x;
+    const int r0 = (tile / tiles_w) * blockDim.y, c0 = (tile % tiles_w) * blockDim.x;
     const A C1 = A(c1), C2 = A(c2), two = A(2);
     load_window(g, gs, win);  // published by the first barrier inside ssim_tile_moments
     for (long long p = blockIdx.y; p < P; p += gridDim.y) {
@@ -147,7 +155,7 @@ __global__ void ssim_stats_forward(const T* __restrict__ x, const T* __restrict_
 // ssim_out[p], cs_out[p] = (sum over the ntiles partials of plane p, in tile order per thread, then a
 // fixed block reduction) / count.
 template <typename T>
-__global__ void ssim_stats_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
+__global__ void __launch_bounds__(FC_SSIM_REDUCE_THREADS) ssim_stats_reduce(const double* __restrict__ partials, T* __restrict__ ssim_out, T* __restrict__ cs_out,
                             long long P, long long ntiles, double count) {
     typedef typename Acc<T>::type A;
     __shared__ double red[32];
@@ -171,17 +179,17 @@ __global__ void ssim_stats_reduce(const double* __restrict__ partials, T* __rest
 // L = sum_p g_ssim[p] * mean(ssim map) + g_cs[p] * mean(cs map); k = mu_x, mu_y, E[xx] (which is also the
 // E[yy] coefficient), E[xy].  Same tiling, shared memory and launch contract as ssim_stats_forward.
 template <typename T>
-__global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_backward_maps(const T* __restrict__ x, const T* __restrict__ y,
                                    const typename Acc<T>::type* __restrict__ g, const T* __restrict__ g_ssim,
                                    const T* __restrict__ g_cs, typename Acc<T>::type* __restrict__ d, long long P,
-                                   long long H, long long W, long long win, double c1, double c2, long long tiles_w) {
+                                   int H, int W, int win, double c1, double c2, int tiles_w) {
     typedef typename Acc<T>::type A;
     extern __shared__ __align__(16) unsigned char fc_smem[];
     A *gs, *xs, *ys, *hs;
     ssim_fwd_smem(reinterpret_cast<A*>(fc_smem), win, gs, xs, ys, hs);
-    const long long Hv = H - win + 1, Wv = W - win + 1, count = Hv * Wv;
-    const long long tile = blockIdx.x;
-    const long long r0 = (tile / tiles_w) * blockDim.y, c0 = (tile % tiles_w) * blockDim.x;
+    const int Hv = H - win + 1, Wv = W - win + 1, count = Hv * Wv;
+    const int tile = blockIdx.x;
+    const int r0 = (tile / tiles_w) * blockDim.y, c0 = (tile % tiles_w) * blockDim.x;
     const A C1 = A(c1), C2 = A(c2), one = A(1), two = A(2);
     load_window(g, gs, win);
     for (long long p = blockIdx.y; p < P; p += gridDim.y) {
@@ -200,7 +208,7 @@ __global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __res
             const A cs = (two * sxy + C2) * ib2;
             const A wl = a * cs * two * ib1;   // weight of dlum/d(mu): lum = (2 mx my + C1) / B1
             const A wc = (a * lum + b) * ib2;  // weight of dcs/d(sigma): cs = (2 sxy + C2) / B2
-            const long long i = r0 + threadIdx.y, j = c0 + threadIdx.x;
+            const int i = r0 + threadIdx.y, j = c0 + threadIdx.x;
             A* dp = d + (p * 4 * Hv + i) * Wv + j;
             dp[0] = wl * (my - lum * mx) + two * wc * (cs * mx - my);
             dp[count] = wl * (mx - lum * my) + two * wc * (cs * my - mx);
@@ -214,50 +222,50 @@ __global__ void ssim_stats_backward_maps(const T* __restrict__ x, const T* __res
 // Gxk[r, q] = sum over the valid windows (i, j) covering (r, q) of g[r - i] g[q - j] d[p, k, i, j]: a gather
 // (vertical transposed pass into shared memory, then horizontal).  Launch contract: see the top of the file.
 template <typename T>
-__global__ void ssim_stats_backward(const T* __restrict__ x, const T* __restrict__ y,
+__global__ void __launch_bounds__(FC_SSIM_MAX_THREADS) ssim_stats_backward(const T* __restrict__ x, const T* __restrict__ y,
                               const typename Acc<T>::type* __restrict__ g, const typename Acc<T>::type* __restrict__ d,
-                              T* __restrict__ gx, T* __restrict__ gy, long long P, long long H, long long W,
-                              long long win, long long tiles_w) {
+                              T* __restrict__ gx, T* __restrict__ gy, long long P, int H, int W,
+                              int win, int tiles_w) {
     typedef typename Acc<T>::type A;
     extern __shared__ __align__(16) unsigned char fc_smem[];
-    const long long TW = blockDim.x, TH = blockDim.y;
-    const long long IH = TH + win - 1, IW = TW + win - 1;
+    const int TW = blockDim.x, TH = blockDim.y;
+    const int IH = TH + win - 1, IW = TW + win - 1;
     A* gs = reinterpret_cast<A*>(fc_smem);
     A* ds = gs + win;            // [4][IH][IW]: d over rows r0 - win + 1 .. r0 + TH - 1, likewise columns
     A* vs = ds + 4 * IH * IW;    // [4][TH][IW]: vertical transposed pass
-    const long long Hv = H - win + 1, Wv = W - win + 1, count = Hv * Wv;
+    const int Hv = H - win + 1, Wv = W - win + 1, count = Hv * Wv;
     const int tid = threadIdx.y * blockDim.x + threadIdx.x, nthreads = blockDim.x * blockDim.y;
-    const long long tile = blockIdx.x;
-    const long long r0 = (tile / tiles_w) * TH, c0 = (tile % tiles_w) * TW;
-    const long long i0 = r0 - win + 1, j0 = c0 - win + 1;
+    const int tile = blockIdx.x;
+    const int r0 = (tile / tiles_w) * TH, c0 = (tile % tiles_w) * TW;
+    const int i0 = r0 - win + 1, j0 = c0 - win + 1;
     const A two = A(2);
     load_window(g, gs, win);
     for (long long p = blockIdx.y; p < P; p += gridDim.y) {
         const A* dp = d + p * 4 * count;
-        for (long long e = tid; e < 4 * IH * IW; e += nthreads) {
-            const long long k = e / (IH * IW), rem = e - k * IH * IW;
-            const long long r = rem / IW, s = rem - r * IW;
-            const long long i = i0 + r, j = j0 + s;
+        for (int e = tid; e < 4 * IH * IW; e += nthreads) {
+            const int k = e / (IH * IW), rem = e - k * IH * IW;
+            const int r = rem / IW, s = rem - r * IW;
+            const int i = i0 + r, j = j0 + s;
             ds[e] = (i >= 0 && i < Hv && j >= 0 && j < Wv) ? dp[k * count + i * Wv + j] : A(0);
         }
         __syncthreads();
-        for (long long e = tid; e < 4 * TH * IW; e += nthreads) {
-            const long long k = e / (TH * IW), rem = e - k * TH * IW;
-            const long long r = rem / IW, s = rem - r * IW;
+        for (int e = tid; e < 4 * TH * IW; e += nthreads) {
+            const int k = e / (TH * IW), rem = e - k * TH * IW;
+            const int r = rem / IW, s = rem - r * IW;
             const A* col = ds + k * IH * IW + (r + win - 1) * IW + s;  // row r + win - 1 - t is window row R - t
             A acc = A(0);
-            for (long long t = win - 1; t >= 0; --t) acc += gs[t] * col[-t * IW];  // window rows ascending
+            for (int t = win - 1; t >= 0; --t) acc += gs[t] * col[-t * IW];  // window rows ascending
             vs[e] = acc;
         }
         __syncthreads();
-        const long long r = r0 + threadIdx.y, q = c0 + threadIdx.x;
+        const int r = r0 + threadIdx.y, q = c0 + threadIdx.x;
         if (r < H && q < W) {
             A acc[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const A* row = vs + (k * TH + threadIdx.y) * IW + threadIdx.x + win - 1;
                 A s = A(0);
-                for (long long t = 0; t < win; ++t) s += gs[t] * row[-t];
+                for (int t = 0; t < win; ++t) s += gs[t] * row[-t];
                 acc[k] = s;
             }
             const long long o = (p * H + r) * W + q;

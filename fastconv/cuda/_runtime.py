@@ -1,120 +1,49 @@
-"""Kernel sources, module cache, stream and DLPack plumbing for the CUDA backend.
+"""Module cache, stream handling and the one host-side tensor conversion of the CUDA backend.
 
-Everything the launchers (:mod:`fastconv.cuda.conv2d`, ``.pool``, ``.ssim``) need
-from the outside world goes through a :class:`Runtime`:
+Everything the launchers (:mod:`fastconv.cuda.conv2d`, ``.pool``, ``.ssim``) need from the
+outside world goes through a :class:`Runtime`, whose :meth:`Runtime.launch` is shared by every
+device library:
 
-* :class:`CupyRuntime` (the default) compiles ``kernels/<family>.cu`` once per
-  process with ``cupy.RawModule`` (NVRTC), converts torch tensors to CuPy arrays
-  zero-copy through DLPack and launches on torch's current stream.
-* :class:`fastconv.testing.emulator.EmulatorRuntime` runs the very same launcher
-  code on CPU tensors through the g++ CUDA emulator; tests install it with
-  :func:`use_runtime`.
+1. the keyword arguments are bound to the kernel's parameters as its ``.cu`` source declares
+   them (:meth:`fastconv.cuda._source.Signature.bind`): names, order, scalar C types;
+2. the block is checked against the kernel's ``__launch_bounds__``;
+3. every tensor goes through :func:`host_array` (detach, contiguity, bfloat16 as int16, DLPack);
+4. the device library's kernel is called on the right stream.
 
-The kernel file location, the NVRTC options and the name expressions (template
-instantiations) are defined here once and shared by the launchers, the emulator
-and the nvcc/NVRTC compile checks.  CuPy is imported lazily, only when a
-:class:`CupyRuntime` is first used.
+Only step 4 and the array library of step 3 differ between the runtimes:
+
+* :class:`CupyRuntime` (the default) compiles ``kernels/<family>.cu`` once per process and
+  device with fastconv's own NVRTC call (:mod:`fastconv.cuda._nvrtc`: subnormals kept), loads
+  the cubin into ``cupy.RawModule``, converts with ``cupy.from_dlpack`` and launches on
+  torch's current stream;
+* :class:`fastconv.testing.emulator.EmulatorRuntime` converts with ``numpy.from_dlpack`` and
+  runs the g++ CUDA emulator on CPU tensors; tests install it with :func:`use_runtime`.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib
 import os
-import re
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
-#: Environment variable that overrides where the ``.cu`` files are read from.
-KERNELS_DIR_ENV = "FASTCONV_KERNELS_DIR"
+from . import _nvrtc, _source
+from ._source import CTYPES, LaunchError, kernel_path, kernel_source, kernels_dir  # noqa: F401  (re-exported)
 
-#: Options handed to NVRTC (through ``cupy.RawModule``), the emulator and the compile checks.
-COMPILE_OPTIONS: Tuple[str, ...] = ("--std=c++17",)
+#: Options shared by NVRTC, nvcc and the emulator (the language; device flags: :func:`_nvrtc.options`).
+COMPILE_OPTIONS: Tuple[str, ...] = _nvrtc.LANGUAGE_OPTIONS
 
-#: C++ storage type of each supported dtype, as used in the name expressions.
-CTYPES: Dict[torch.dtype, str] = {
-    torch.float32: "float",
-    torch.float64: "double",
-    torch.float16: "fc_half",  # raw binary16 storage, see kernels/fc_common.cuh
-    torch.bfloat16: "fc_bf16",
-}
-
-#: Kernel templates of every family; each is instantiated for every dtype in :data:`CTYPES`.
-FAMILIES: Dict[str, Tuple[str, ...]] = {
-    "conv2d": ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"),
-    "pool": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-             "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"),
-    "ssim": ("ssim_stats_forward", "ssim_stats_reduce", "ssim_stats_backward_maps", "ssim_stats_backward"),
-}
+#: The op families with a ``kernels/<family>.cu`` and a ``fastconv/cuda/<family>.py``.
+FAMILIES: Tuple[str, ...] = ("conv2d", "pool", "ssim")
 
 #: Default dynamic shared memory a launch may request without an opt-in attribute.
 MAX_DYNAMIC_SHARED = 48 * 1024
-
-_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
-
-
-def kernels_dir() -> Path:
-    """Directory holding the ``.cu`` files: ``$FASTCONV_KERNELS_DIR``, else the checkout's ``kernels/``.
-
-    The repository layout puts ``kernels/`` next to the ``fastconv`` package, which
-    covers a source checkout and an editable install; an installed wheel ships
-    them as ``fastconv/kernels`` package data.
-    """
-    env = os.environ.get(KERNELS_DIR_ENV)
-    if env:
-        return Path(env)
-    pkg = Path(__file__).resolve().parent.parent
-    for cand in (pkg.parent / "kernels", pkg / "kernels"):
-        if (cand / "conv2d.cu").is_file():
-            return cand
-    raise FileNotFoundError(f"fastconv: cannot find the CUDA kernel sources (looked in {pkg.parent / 'kernels'} "
-                            f"and {pkg / 'kernels'}); set {KERNELS_DIR_ENV}")
-
-
-def kernel_path(family: str) -> Path:
-    """Path of ``<family>.cu``."""
-    return kernels_dir() / f"{family}.cu"
-
-
-def kernel_source(family: str) -> str:
-    """Source of ``<family>.cu`` with its local ``#include "..."`` files inlined.
-
-    Inlining keeps the code handed to NVRTC self-contained, so CuPy's compile
-    cache (keyed on the code) can never serve a module built from a stale header.
-    """
-    root = kernels_dir()
-
-    def expand(path: Path, seen: Tuple[Path, ...]) -> str:
-        text = path.read_text()
-
-        def sub(m: "re.Match[str]") -> str:
-            inc = root / m.group(1)
-            if not inc.is_file():
-                return m.group(0)  # a system header (e.g. <cuda_fp16.h> spelled with quotes): leave it
-            if inc in seen:
-                return ""
-            return f'#line 1 "{m.group(1)}"\n{expand(inc, seen + (inc,))}\n#line 1 "{path.name}"\n'
-
-        return _INCLUDE_RE.sub(lambda m: sub(m), text)
-
-    path = kernel_path(family)
-    return f'#line 1 "{path.name}"\n' + expand(path, (path,))
-
-
-def kernel_name(base: str, dtype: torch.dtype) -> str:
-    """Name expression of kernel template ``base`` instantiated for ``dtype``."""
-    try:
-        return f"{base}<{CTYPES[dtype]}>"
-    except KeyError:
-        raise TypeError(f"fastconv CUDA kernels support float32, float64, float16 and bfloat16, got {dtype}") from None
-
-
-def name_expressions(family: str) -> Tuple[str, ...]:
-    """Every name expression compiled for ``family``."""
-    return tuple(kernel_name(base, dt) for base in FAMILIES[family] for dt in CTYPES)
-
 
 Grid = Tuple[int, int, int]
 
@@ -125,67 +54,180 @@ def dim3(v: Sequence[int]) -> Grid:
     return t[0], t[1], t[2]
 
 
+def launcher(family: str) -> ModuleType:
+    """The launcher module :mod:`fastconv.cuda.<family>`."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown CUDA kernel family {family!r}; families are {FAMILIES}")
+    return importlib.import_module(f"fastconv.cuda.{family}")
+
+
+def name_expressions(family: str) -> Tuple[str, ...]:
+    """Every name expression (template instantiation) the launchers of ``family`` use."""
+    return tuple(launcher(family).instantiations())
+
+
+def dtype_instantiations(family: str) -> Tuple[str, ...]:
+    """Each kernel of ``<family>.cu`` for each dtype of :data:`CTYPES` (once if it is no template)."""
+    out = []
+    for decl in _source.kernels(family).values():
+        if not decl.template:
+            out.append(decl.expression())
+        elif decl.template == (("typename", "T"),):
+            out += [decl.expression(dt) for dt in CTYPES]
+    return tuple(out)
+
+
+def kernel_table() -> Dict[str, Tuple[str, ...]]:
+    """Family -> the kernels its ``.cu`` file defines (read from the source)."""
+    return {fam: tuple(sorted(_source.kernels(fam))) for fam in FAMILIES}
+
+
+def host_array(t: torch.Tensor, xp: Any, writable: bool = True) -> Any:
+    """The one conversion of a launch argument: torch tensor -> ``xp`` array over the same memory.
+
+    ``xp`` is the device library (``cupy``, or ``numpy`` for CPU tensors under the emulator).
+    The tensor is detached first (torch refuses to export a tensor that requires grad), a
+    non-contiguous input (``writable=False``) is made contiguous (the kernels index densely),
+    a non-contiguous output is an error, and bfloat16 travels as int16 (neither CuPy nor NumPy
+    has bfloat16).  Export goes through DLPack.
+    """
+    t = t.detach()
+    if not t.is_contiguous():
+        if writable:
+            raise LaunchError("fastconv CUDA launch: an output tensor must be contiguous")
+        t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return xp.from_dlpack(t)
+
+
 class Runtime:
     """Where kernels come from and how they are launched; see the module docstring."""
 
-    def function(self, family: str, name: str) -> Any:
-        """The compiled kernel for name expression ``name`` of ``family``."""
+    #: The array library of :func:`host_array` (``cupy`` or ``numpy``).
+    xp: Any = None
+
+    def function(self, family: str, expression: str, device: Any) -> Any:
+        """The compiled kernel for name expression ``expression`` of ``family`` on ``device``."""
         raise NotImplementedError
 
-    def launch(self, family: str, name: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any],
-               shared_mem: int = 0) -> None:
-        """Launch ``name`` with CuPy's call shape; torch tensors in ``args`` are converted zero-copy."""
+    def device_of(self, tensors: Sequence[torch.Tensor]) -> Any:
+        """The device the launch runs on (checks that the tensors live where this runtime runs)."""
         raise NotImplementedError
+
+    def stream(self, device: Any) -> Any:
+        """Context manager that makes the device library launch on torch's current stream."""
+        return contextlib.nullcontext()
+
+    def tensor_cores(self, device: Any) -> bool:
+        """Whether ``device`` runs the WMMA kernels (bf16 / TF32 need compute capability 8.0)."""
+        return True
+
+    def call(self, fn: Any, expression: str, grid: Grid, block: Grid, args: List[Any], shared_mem: int) -> None:
+        """Call ``fn`` with CuPy's call shape."""
+        fn(grid, block, tuple(args), shared_mem=shared_mem)
+
+    def launch(self, family: str, kernel: str, targs: Sequence[Any], grid: Sequence[int], block: Sequence[int],
+               shared_mem: int = 0, /, **args: Any) -> None:
+        """Launch ``kernel<targs...>`` of ``family`` with its parameters given by name.
+
+        ``targs`` are the template arguments (dtypes become their C types).  Raises
+        :class:`~fastconv.cuda._source.LaunchError` when ``args`` do not match the parameter
+        names of the ``.cu`` signature or the block exceeds the kernel's ``__launch_bounds__``.
+        """
+        decls = _source.kernels(family)
+        if kernel not in decls:
+            raise LaunchError(f"{family}.cu has no kernel {kernel!r}; its kernels are {sorted(decls)}")
+        expression = decls[kernel].expression(*targs)
+        sig = _source.signature(family, expression)
+        values = sig.bind(args)
+        g, b = dim3(grid), dim3(block)
+        if sig.launch_bounds is not None and b[0] * b[1] * b[2] > sig.launch_bounds:
+            raise LaunchError(f"{expression}: block {b} exceeds its __launch_bounds__({sig.launch_bounds})")
+        device = self.device_of([v for v in values if isinstance(v, torch.Tensor)])
+        fn = self.function(family, expression, device)
+        with self.stream(device):
+            conv = [host_array(v, self.xp, writable=not p.const) if p.pointer else v
+                    for p, v in zip(sig.params, values)]
+            self.call(fn, expression, g, b, conv, int(shared_mem))
+
+
+#: Environment variable naming the directory of compiled cubins (default ``~/.cache/fastconv/nvrtc``).
+NVRTC_CACHE_ENV = "FASTCONV_NVRTC_CACHE"
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get(NVRTC_CACHE_ENV) or Path.home() / ".cache" / "fastconv" / "nvrtc")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        d = Path(tempfile.gettempdir()) / "fastconv-nvrtc"
+        d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 class CupyRuntime(Runtime):
-    """Real GPU: ``cupy.RawModule`` per (family, device), DLPack views, torch's current stream."""
+    """Real GPU: NVRTC cubins loaded into ``cupy.RawModule``, DLPack views, torch's current stream."""
 
-    def __init__(self) -> None:
-        import cupy  # noqa: F401  (fail early with ImportError when absent)
-
-        self._modules: Dict[Tuple[str, int], Any] = {}
+    def __init__(self, cupy_module: Optional[ModuleType] = None) -> None:
+        if cupy_module is None:
+            import cupy as cupy_module  # fail early with ImportError when absent
+        self.xp = cupy_module
+        self._modules: Dict[Tuple[str, int], Tuple[Any, Dict[str, str]]] = {}
         self._lock = threading.Lock()
 
-    def module(self, family: str, device: int) -> Any:
-        """Compile (first call) and cache the module of ``family`` for CUDA device ``device``."""
-        import cupy
+    def binary(self, family: str, arch: str) -> Tuple[Path, Dict[str, str]]:
+        """Compile ``family`` for ``arch`` with :func:`_nvrtc.options` (cached on disk); (file, lowered names)."""
+        names = name_expressions(family)
+        opts = _nvrtc.options(arch)
+        src = kernel_source(family)
+        key = hashlib.sha256("\0".join([src, *names, *opts, repr(_nvrtc.version())]).encode()).hexdigest()[:24]
+        d = _cache_dir() / key
+        ext = "cubin" if arch.startswith("sm_") else "ptx"
+        path, table = d / f"{family}.{ext}", d / "lowered.txt"
+        if not (path.is_file() and table.is_file()):
+            prog = _nvrtc.compile_program(src, names, opts, f"{family}.cu")
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = d / f"{family}.{threading.get_ident()}.tmp"
+            tmp.write_bytes(prog.cubin if prog.cubin is not None else prog.ptx.encode())
+            tmp.replace(path)
+            table.write_text("".join(f"{n}\t{m}\n" for n, m in prog.lowered.items()))
+        lowered = dict(line.split("\t") for line in table.read_text().splitlines())
+        return path, lowered
 
+    def module(self, family: str, device: int) -> Tuple[Any, Dict[str, str]]:
+        """Compile (first call) and cache the module of ``family`` for CUDA device ``device``."""
         key = (family, device)
         with self._lock:
-            mod = self._modules.get(key)
-            if mod is None:
-                with cupy.cuda.Device(device):
-                    mod = cupy.RawModule(code=kernel_source(family), options=COMPILE_OPTIONS,
-                                         name_expressions=name_expressions(family))
-                self._modules[key] = mod
-        return mod
+            entry = self._modules.get(key)
+            if entry is None:
+                arch = _nvrtc.arch_for(torch.cuda.get_device_capability(device))
+                path, lowered = self.binary(family, arch)
+                with self.xp.cuda.Device(device):
+                    entry = (self.xp.RawModule(path=str(path)), lowered)
+                self._modules[key] = entry
+        return entry
 
-    def function(self, family: str, name: str, device: Optional[int] = None) -> Any:
-        dev = torch.cuda.current_device() if device is None else device
-        return self.module(family, dev).get_function(name)
+    def function(self, family: str, expression: str, device: Any) -> Any:
+        mod, lowered = self.module(family, device)
+        return mod.get_function(lowered[expression])
 
-    @staticmethod
-    def _array(t: torch.Tensor) -> Any:
-        import cupy
+    def device_of(self, tensors: Sequence[torch.Tensor]) -> int:
+        devs = {t.device for t in tensors}
+        if not devs or any(d.type != "cuda" for d in devs) or len(devs) > 1:
+            raise ValueError(f"fastconv CUDA launch needs its tensors on one CUDA device, got {sorted(map(str, devs))}")
+        dev = next(iter(devs))
+        return dev.index if dev.index is not None else torch.cuda.current_device()
 
-        if t.dtype == torch.bfloat16:  # CuPy has no bfloat16: hand over the same bytes as int16
-            t = t.view(torch.int16)
-        return cupy.from_dlpack(t)
+    def tensor_cores(self, device: Any) -> bool:
+        dev = device.index if isinstance(device, torch.device) else device
+        return torch.cuda.get_device_capability(dev) >= (8, 0)
 
-    def launch(self, family: str, name: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any],
-               shared_mem: int = 0) -> None:
-        import cupy
-
-        device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
-        if device is None or device.type != "cuda":
-            raise ValueError("fastconv CUDA launch without a CUDA tensor argument")
-        dev = device.index if device.index is not None else torch.cuda.current_device()
-        kernel = self.function(family, name, dev)
-        stream = torch.cuda.current_stream(dev)
-        with cupy.cuda.Device(dev), cupy.cuda.ExternalStream(stream.cuda_stream, dev):
-            conv = tuple(self._array(a) if isinstance(a, torch.Tensor) else a for a in args)
-            kernel(dim3(grid), dim3(block), conv, shared_mem=int(shared_mem))
+    @contextlib.contextmanager
+    def stream(self, device: Any) -> Iterator[None]:
+        s = torch.cuda.current_stream(device)
+        with self.xp.cuda.Device(device), self.xp.cuda.ExternalStream(s.cuda_stream, device):
+            yield
 
 
 _default: Optional[Runtime] = None
@@ -214,11 +256,7 @@ def use_runtime(rt: Runtime) -> Iterator[Runtime]:
         _local.runtime = prev
 
 
-def i64(v: int) -> np.int64:
-    """Kernel size/index argument (all kernels take ``long long``)."""
-    return np.int64(v)
-
-
-def i32(v: int) -> np.int32:
-    """Kernel flag argument (``int``)."""
-    return np.int32(v)
+def launch(family: str, kernel: str, targs: Sequence[Any], grid: Sequence[int], block: Sequence[int],
+           shared_mem: int = 0, /, **args: Any) -> None:
+    """:meth:`Runtime.launch` on the :func:`current` runtime."""
+    current().launch(family, kernel, targs, grid, block, shared_mem, **args)

@@ -1,75 +1,130 @@
-"""CUDA launchers for 2D cross-correlation and its gradients (``kernels/conv2d.cu``).
+"""CUDA launchers for 2D cross-correlation and its gradients (``kernels/conv2d.cu``): implicit GEMM.
 
-Same entry points, arguments and results as :mod:`fastconv.cpu.conv2d`, over
-tensors on a CUDA device (or CPU tensors under the emulator runtime).  The grid,
-block and shared-memory sizes computed here are the launch contracts stated in
-``conv2d.cu``.
+Same entry points, arguments and results as :mod:`fastconv.cpu.conv2d`, over tensors on a CUDA
+device (or CPU tensors under the emulator runtime).  Forward, backward-data and backward-weight
+are one tiled GEMM each (see the top of ``conv2d.cu``); :func:`plan` picks, per layer, the
+multiply (tensor cores or exact FMA), the tile shape and, for backward-weight, the split-K
+factor.  Plans are plain data: ``plan(...)`` can be called and printed without a GPU.
+
+Tensor cores: float16 and bfloat16 always (fp32 accumulation); float32 uses TF32 exactly when
+``torch.backends.cudnn.allow_tf32`` is true (read at each call, as cuDNN does), otherwise the
+exact float32 path; float64 is always exact.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
+from . import _rowsum, _source
 from . import _runtime as rt
-from ._runtime import i32, i64
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
 
 FAMILY = "conv2d"
-OB = 8  # FC_CONV_OB in conv2d.cu
-TAPS = 8  # FC_CONV_TAPS in conv2d.cu
-REDUCE_THREADS = 256
+GEMM_KERNELS = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
+#: (dtype, tensor cores) pairs the GEMM kernels are built for.
+PATHS = ((torch.float32, 0), (torch.float32, 1), (torch.float64, 0), (torch.float16, 1), (torch.bfloat16, 1))
+#: Block tiles (BM, BN): square for wide layers, flat for layers with at most 16 rows (few channels).
+TILES = ((64, 64), (16, 128))
+#: Blocks the backward-weight split-K aims at (about two waves on a 132-SM GPU) and its least K per split.
+TARGET_BLOCKS = 264
+MIN_SPLIT_K = 1024
+SPLIT_ALIGN = 64  # a multiple of every BK
 MAX_GRID_YZ = 65535
+INT32 = 2 ** 31
 
 
-def _acc_size(dtype: torch.dtype) -> int:
-    return 8 if dtype == torch.float64 else 4
+def instantiations() -> Tuple[str, ...]:
+    """Every name expression these launchers use: the GEMM kernels for each path and tile, the rest per dtype."""
+    decls = _source.kernels(FAMILY)
+    out = [decls[k].expression(dt, tc, bm, bn) for k in GEMM_KERNELS for dt, tc in PATHS for bm, bn in TILES]
+    for name, decl in decls.items():
+        if name not in GEMM_KERNELS:
+            out += [decl.expression(dt) for dt in _source.CTYPES]
+    return tuple(out)
 
 
-def _pow2_at_least(v: int, cap: int) -> int:
-    p = 1
-    while p < v and p < cap:
-        p *= 2
+@dataclass(frozen=True)
+class ConvPlan:
+    """How one GEMM launch runs: kernel, multiply, tile, GEMM sizes, split-K and the launch shape."""
+
+    kernel: str
+    dtype: torch.dtype
+    tensor_cores: bool
+    tile: Tuple[int, int]
+    m: int
+    n: int
+    k: int
+    groups: int
+    splits: int = 1
+    kchunk: int = 0
+
+    @property
+    def threads(self) -> int:
+        return _source.constant(FAMILY, "FC_CONV_TC_THREADS" if self.tensor_cores else "FC_CONV_EXACT_THREADS")
+
+    @property
+    def grid(self) -> Tuple[int, int, int]:
+        bm, bn = self.tile
+        return -(-self.n // bn), -(-self.m // bm), self.groups * self.splits
+
+    @property
+    def targs(self) -> Tuple[Any, ...]:
+        return (self.dtype, int(self.tensor_cores), *self.tile)
+
+    @property
+    def expression(self) -> str:
+        return _source.kernels(FAMILY)[self.kernel].expression(*self.targs)
+
+
+def use_tensor_cores(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` convolutions run on tensor cores now (float32: ``torch.backends.cudnn.allow_tf32``)."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return True
+    return dtype == torch.float32 and bool(torch.backends.cudnn.allow_tf32)
+
+
+def plan(kernel: str, dtype: torch.dtype, m: int, n: int, k: int, groups: int,
+         device: Optional[torch.device] = None) -> ConvPlan:
+    """Pick the multiply, tile and split-K of GEMM ``kernel`` (C[m x n] = A[m x k] B[k x n], per group)."""
+    if dtype not in _source.CTYPES:
+        raise TypeError(f"fastconv CUDA kernels support float32, float64, float16 and bfloat16, got {dtype}")
+    tc = use_tensor_cores(dtype)
+    if tc and device is not None and not rt.current().tensor_cores(device):
+        if dtype != torch.float32:
+            raise RuntimeError(f"fastconv CUDA conv2d: {dtype} needs tensor cores of compute capability 8.0 or newer")
+        tc = False
+    if n >= INT32 or k >= INT32 or m >= INT32:
+        raise ValueError(f"fastconv CUDA conv2d: GEMM of {m} x {n} x {k} exceeds the kernels' 32-bit tile indices")
+    tile = TILES[1] if m <= 16 else TILES[0]
+    p = ConvPlan(kernel, dtype, tc, tile, m, n, k, groups)
+    if p.grid[1] > MAX_GRID_YZ or groups > MAX_GRID_YZ:
+        raise ValueError(f"fastconv CUDA conv2d: {m} channels x {groups} groups exceed the grid limits")
+    if kernel == "conv2d_backward_weight":
+        tiles = p.grid[0] * p.grid[1] * groups
+        splits = max(1, min(-(-TARGET_BLOCKS // tiles), -(-k // MIN_SPLIT_K), MAX_GRID_YZ // groups))
+        kchunk = -(-(-(-k // splits)) // SPLIT_ALIGN) * SPLIT_ALIGN
+        p = ConvPlan(kernel, dtype, tc, tile, m, n, k, groups, -(-k // kchunk), kchunk)
     return p
 
 
-def tile_shape(rows: int, cols: int) -> Tuple[int, int]:
-    """(TH, TW) of a block covering a 2D output: up to 32 wide, 256 threads, no wider/taller than needed."""
-    tw = _pow2_at_least(cols, 32)
-    th = _pow2_at_least(rows, max(1, 256 // tw))
-    return th, tw
+def _check_sizes(*sizes: int) -> None:
+    if max(sizes) >= INT32:
+        raise ValueError("fastconv CUDA conv2d: a per-image tensor size exceeds the kernels' 32-bit indices")
 
 
-def forward_launch(n: int, c: int, o: int, out_hw: Tuple[int, int], kernel_hw: Tuple[int, int], stride: Sequence[int],
-                   dilation: Sequence[int], groups: int, dtype: torch.dtype):
-    """(grid, block, shared_mem, tiles_w, obc) for ``conv2d_forward``; shrinks the tile to fit shared memory."""
-    oh, ow = out_hw
-    kh, kw = kernel_hw
-    th, tw = tile_shape(oh, ow)
-    asz = _acc_size(dtype)
+def _geometry(n: int, c: int, hw: Sequence[int], o: int, ohw: Sequence[int], khw: Sequence[int], stride, padding,
+              dilation, groups: int) -> dict:
+    _check_sizes(c * hw[0] * hw[1], o * ohw[0] * ohw[1])
+    return dict(N=n, C=c, H=hw[0], W=hw[1], O=o, OH=ohw[0], OW=ohw[1], KH=khw[0], KW=khw[1], sh=stride[0],
+                sw=stride[1], ph=padding[0], pw=padding[2], dh=dilation[0], dw=dilation[1], groups=groups)
 
-    def smem(th_: int, tw_: int) -> int:
-        sw_ = (tw_ - 1) * stride[1] + (kw - 1) * dilation[1] + 1
-        return (th_ * sw_ + OB * kw) * asz
 
-    while smem(th, tw) > rt.MAX_DYNAMIC_SHARED and (th > 1 or tw > 1):
-        if tw > 1:
-            tw //= 2
-        else:
-            th //= 2
-    if smem(th, tw) > rt.MAX_DYNAMIC_SHARED:
-        raise ValueError(f"fastconv CUDA conv2d: kernel width {kw} with dilation {dilation[1]} needs more than "
-                         f"{rt.MAX_DYNAMIC_SHARED} bytes of shared memory")
-    opg = o // groups
-    obc = min(OB, opg)
-    tiles_w = -(-ow // tw)
-    gy = groups * (-(-opg // obc))
-    if gy > MAX_GRID_YZ:
-        raise ValueError(f"fastconv CUDA conv2d: {o} output channels exceed the grid limit")
-    grid = (tiles_w * -(-oh // th), gy, min(n, MAX_GRID_YZ))
-    return grid, (tw, th, 1), smem(th, tw), tiles_w, obc
+def _launch(p: ConvPlan, **args: Any) -> None:
+    rt.launch(FAMILY, p.kernel, p.targs, p.grid, (p.threads,), 0, **args)
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
@@ -84,13 +139,9 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if c == 0 or kh == 0 or kw == 0:  # empty reduction: the bias alone
         y.zero_()
         return y if bias is None else y.add_(bias.reshape(1, o, 1, 1))
-    grid, block, shared, tiles_w, obc = forward_launch(n, c, o, (oh, ow), (kh, kw), stride, dilation, groups, x.dtype)
-    b = bias if bias is not None else weight
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_forward", x.dtype), grid, block,
-                        (x, weight, b, y, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups), i64(tiles_w), i64(obc),
-                         i32(bias is not None)), shared)
+    p = plan("conv2d_forward", x.dtype, o // groups, n * oh * ow, cg * kh * kw, groups, x.device)
+    _launch(p, x=x, w=weight, bias=bias if bias is not None else weight, y=y, has_bias=bias is not None,
+            **_geometry(n, c, (h, w), o, (oh, ow), (kh, kw), stride, padding, dilation, groups))
     return y
 
 
@@ -104,29 +155,19 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel() == 0:
         return gx
-    th, tw = tile_shape(h, w)
-    kk = kh * kw
-    asz = _acc_size(grad_out.dtype)
-    opg = o // groups
-    if kk * asz > rt.MAX_DYNAMIC_SHARED:
-        raise ValueError(f"fastconv CUDA conv2d: a {kh}x{kw} kernel exceeds the shared-memory budget")
-    occ = max(1, min(opg, (rt.MAX_DYNAMIC_SHARED // 2) // max(1, kk * asz)))
-    if c > MAX_GRID_YZ:
-        raise ValueError(f"fastconv CUDA conv2d: {c} input channels exceed the grid limit")
-    tiles_w = -(-w // tw)
-    grid = (tiles_w * -(-h // th), c, min(n, MAX_GRID_YZ))
-    b = bias if bias is not None else weight
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_backward_input", grad_out.dtype), grid, (tw, th, 1),
-                        (grad_out, weight, b, gx, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups), i64(tiles_w), i64(occ),
-                         i32(bias is not None)), occ * kk * asz)
+    if o == 0 or kh == 0 or kw == 0 or oh == 0 or ow == 0:
+        gx.zero_()
+        return gx if bias is None else gx.add_(bias.reshape(1, c, 1, 1))
+    p = plan("conv2d_backward_input", grad_out.dtype, cg, n * h * w, (o // groups) * kh * kw, groups,
+             grad_out.device)
+    _launch(p, g=grad_out, w=weight, bias=bias if bias is not None else weight, gx=gx, has_bias=bias is not None,
+            **_geometry(n, c, (h, w), o, (oh, ow), (kh, kw), stride, padding, dilation, groups))
     return gx
 
 
 def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, dilation, groups: int,
                            kernel_hw: Tuple[int, int]) -> torch.Tensor:
-    """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
+    """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``: split-K GEMM, fixed-order reduce."""
     n, c, h, w = x.shape
     _, o, oh, ow = grad_out.shape
     kh, kw = kernel_hw
@@ -134,11 +175,16 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padd
     gw = torch.empty((o, cg, kh, kw), dtype=x.dtype, device=x.device)
     if gw.numel() == 0:
         return gw
-    grid = (o * cg * -(-(kh * kw) // TAPS), 1, 1)
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_backward_weight", x.dtype), grid, (REDUCE_THREADS, 1, 1),
-                        (x, grad_out, gw, i64(n), i64(c), i64(h), i64(w), i64(o), i64(oh), i64(ow), i64(kh),
-                         i64(kw), i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[2]),
-                         i64(dilation[0]), i64(dilation[1]), i64(groups)), 0)
+    if n * oh * ow == 0:
+        return gw.zero_()
+    p = plan("conv2d_backward_weight", x.dtype, o // groups, cg * kh * kw, n * oh * ow, groups, x.device)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    ws = torch.empty((p.splits, gw.numel()), dtype=acc, device=x.device)
+    _launch(p, x=x, g=grad_out, ws=ws, kchunk=p.kchunk,
+            **_geometry(n, c, (h, w), o, (oh, ow), (kh, kw), stride, padding, dilation, groups))
+    threads = _source.constant(FAMILY, "FC_CONV_REDUCE_THREADS")
+    rt.launch(FAMILY, "conv2d_backward_weight_reduce", (x.dtype,), (min(-(-gw.numel() // threads), 65535 * 32),),
+              (threads,), 0, ws=ws, gw=gw, total=gw.numel(), splits=p.splits)
     return gw
 
 
@@ -149,6 +195,8 @@ def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     out = torch.empty((o,), dtype=grad_out.dtype, device=grad_out.device)
     if o == 0:
         return out
-    rt.current().launch(FAMILY, rt.kernel_name("conv2d_bias_grad", grad_out.dtype), (o, 1, 1),
-                        (REDUCE_THREADS, 1, 1), (grad_out, out, i64(n), i64(o), i64(hw)), 0)
+    if n * hw == 0:
+        return out.zero_()
+    _rowsum.row_sum(FAMILY, "conv2d_bias_grad", "conv2d_bias_grad_finish", grad_out.dtype, grad_out, out, o, n * hw,
+                    dict(g=grad_out, N=n, O=o, HW=hw), dict(out=out, O=o))
     return out

@@ -11,25 +11,32 @@ from typing import Tuple
 import torch
 
 from . import _runtime as rt
-from ._runtime import i32, i64
+from . import _rowsum, _source
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 FAMILY = "pool"
-THREADS = 256
-BWD_MAX_THREADS = 128
+THREADS = _source.constant(FAMILY, "FC_POOL_THREADS")
+BOUNDS_ROWS = _source.constant(FAMILY, "FC_POOL_BOUNDS_ROWS")
 MAX_BLOCKS = 65535 * 32
+MAX_GRID_Y = 65535
 
 
-def elementwise_grid(total: int) -> Tuple[int, int, int]:
-    """Grid of a grid-stride kernel over ``total`` elements with :data:`THREADS` threads per block."""
-    return (max(1, min(-(-total // THREADS), MAX_BLOCKS)), 1, 1)
+def instantiations() -> Tuple[str, ...]:
+    """Every name expression these launchers use: each kernel of ``pool.cu`` for each dtype."""
+    return rt.dtype_instantiations(FAMILY)
 
 
-def _launch(name: str, dtype: torch.dtype, total: int, args: tuple) -> None:
-    rt.current().launch(FAMILY, rt.kernel_name(name, dtype), elementwise_grid(total), (THREADS, 1, 1), args, 0)
+def plane_grid(per_plane: int, planes: int) -> Tuple[int, int, int]:
+    """Grid of the elementwise kernels: blocks over a plane's ``per_plane`` elements x the planes."""
+    return (max(1, min(-(-per_plane // THREADS), MAX_BLOCKS)), max(1, min(planes, MAX_GRID_Y)), 1)
+
+
+def _launch(name: str, dtype: torch.dtype, per_plane: int, planes: int, plane_hw: Tuple[int, int], **args) -> None:
+    _check_plane(*plane_hw)
+    rt.launch(FAMILY, name, (dtype,), plane_grid(per_plane, planes), (THREADS, 1, 1), 0, **args)
 
 
 def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
@@ -41,24 +48,51 @@ def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     idx = torch.empty((n, c, oh, ow), dtype=torch.int64, device=x.device)
     if y.numel():
-        _launch("max_pool2d_forward", x.dtype, y.numel(),
-                (x, y, idx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i64(dilation[0]),
-                 i64(dilation[1])))
+        _launch("max_pool2d_forward", x.dtype, oh * ow, n * c, (h, w), x=x, y=y, idx=idx, NC=n * c, H=h, W=w, OH=oh, OW=ow,
+                kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+                dh=dilation[0], dw=dilation[1])
     return y, idx
 
 
+def _check_plane(h: int, w: int) -> None:
+    if h * w >= 2 ** 31:
+        raise ValueError(f"fastconv CUDA pooling: a {h}x{w} plane exceeds the kernels' 32-bit in-plane indices")
+
+
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw: Tuple[int, int]) -> torch.Tensor:
-    """Route ``grad_out`` back to the argmax positions ``indices`` (summing where windows share one)."""
+    """Route ``grad_out`` back to the argmax positions ``indices`` (summing where windows share one).
+
+    A gather in three launches (``max_pool2d_backward_bounds``, ``_ranges``, ``max_pool2d_backward``;
+    see ``pool.cu``): the row / column bounds of the indices tell each input pixel which outputs
+    may point at it, and it sums those that do in ascending order.  Deterministic, no atomics.
+    """
     n, c, oh, ow = grad_out.shape
     h, w = in_hw
-    gx = torch.zeros((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
-    if gx.numel() and grad_out.numel():
-        warps = BWD_MAX_THREADS // 32
-        grid = (max(1, min(-(-(n * c) // warps), MAX_BLOCKS)), 1, 1)
-        rt.current().launch(FAMILY, rt.kernel_name("max_pool2d_backward", grad_out.dtype), grid,
-                            (BWD_MAX_THREADS, 1, 1),
-                            (grad_out.contiguous(), indices.contiguous(), gx, i64(n * c), i64(h * w), i64(oh * ow)), 0)
+    gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
+    if gx.numel() == 0:
+        return gx
+    if grad_out.numel() == 0:
+        return gx.zero_()
+    _check_plane(h, w)
+    _check_plane(oh, ow)
+    nc = n * c
+    rows = BOUNDS_ROWS
+    groups = min(nc, 64)
+    pc = -(-nc // groups)
+    groups = -(-nc // pc)
+    tiles_x = -(-ow // 32)
+    dev = grad_out.device
+    rows_part = torch.empty((groups * tiles_x * oh * 2,), dtype=torch.int32, device=dev)
+    cols_part = torch.empty((groups * ow * 2,), dtype=torch.int32, device=dev)
+    bounds = torch.empty(((oh + ow) * 2,), dtype=torch.int32, device=dev)
+    rt.launch(FAMILY, "max_pool2d_backward_bounds", (), (tiles_x, groups), (32, rows), 0, idx=indices,
+              rows_part=rows_part, cols_part=cols_part, NC=nc, PC=pc, H=h, W=w, OH=oh, OW=ow)
+    rt.launch(FAMILY, "max_pool2d_backward_ranges", (), (-(-(oh + ow) // THREADS),), (THREADS,), 0,
+              rows_part=rows_part, cols_part=cols_part, bounds=bounds, G=groups, tiles_x=tiles_x, OH=oh, OW=ow)
+    tiles_w = -(-w // 32)
+    rt.launch(FAMILY, "max_pool2d_backward", (grad_out.dtype,), (tiles_w * -(-h // rows), min(nc, MAX_GRID_Y)),
+              (32, rows), 0, gy=grad_out, idx=indices, bounds=bounds, gx=gx, NC=nc, H=h, W=w, OH=oh, OW=ow,
+              tiles_w=tiles_w)
     return gx
 
 
@@ -69,10 +103,9 @@ def avg_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
     oh, ow = out_hw
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
     if y.numel():
-        _launch("avg_pool2d_forward", x.dtype, y.numel(),
-                (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor or 0)))
+        _launch("avg_pool2d_forward", x.dtype, oh * ow, n * c, (h, w), x=x, y=y, NC=n * c, H=h, W=w, OH=oh, OW=ow,
+                kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+                count_include_pad=bool(count_include_pad), divisor_override=divisor or 0)
     return y
 
 
@@ -84,10 +117,9 @@ def avg_pool2d_backward(grad_out: torch.Tensor, kernel: Tuple[int, int], stride:
     h, w = in_hw
     gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel():
-        _launch("avg_pool2d_backward", grad_out.dtype, gx.numel(),
-                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow), i64(kernel[0]), i64(kernel[1]),
-                 i64(stride[0]), i64(stride[1]), i64(padding[0]), i64(padding[1]), i32(bool(count_include_pad)),
-                 i64(divisor or 0)))
+        _launch("avg_pool2d_backward", grad_out.dtype, h * w, n * c, (h, w), gy=grad_out, gx=gx, NC=n * c, H=h, W=w,
+                OH=oh, OW=ow, kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0],
+                pw=padding[1], count_include_pad=bool(count_include_pad), divisor_override=divisor or 0)
     return gx
 
 
@@ -96,8 +128,14 @@ def adaptive_avg_pool2d_forward(x: torch.Tensor, out_hw: Tuple[int, int]) -> tor
     n, c, h, w = x.shape
     oh, ow = out_hw
     y = torch.empty((n, c, oh, ow), dtype=x.dtype, device=x.device)
-    if y.numel():
-        _launch("adaptive_avg_pool2d_forward", x.dtype, y.numel(), (x, y, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+    if y.numel() == 0:
+        return y
+    if (oh, ow) == (1, 1):  # global average pooling: a two-pass row sum over the planes, not a thread per plane
+        _check_plane(h, w)
+        _rowsum.row_sum(FAMILY, "adaptive_avg_pool2d_forward_global", "adaptive_avg_pool2d_forward_global_finish",
+                        x.dtype, x, y, n * c, h * w, dict(x=x, NC=n * c, HW=h * w), dict(y=y, NC=n * c, count=h * w))
+    else:
+        _launch("adaptive_avg_pool2d_forward", x.dtype, oh * ow, n * c, (h, w), x=x, y=y, NC=n * c, H=h, W=w, OH=oh, OW=ow)
     return y
 
 
@@ -107,6 +145,6 @@ def adaptive_avg_pool2d_backward(grad_out: torch.Tensor, in_hw: Tuple[int, int])
     h, w = in_hw
     gx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel():
-        _launch("adaptive_avg_pool2d_backward", grad_out.dtype, gx.numel(),
-                (grad_out, gx, i64(n * c), i64(h), i64(w), i64(oh), i64(ow)))
+        _launch("adaptive_avg_pool2d_backward", grad_out.dtype, h * w, n * c, (h, w), gy=grad_out, gx=gx, NC=n * c, H=h,
+                W=w, OH=oh, OW=ow)
     return gx

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import numpy as np
 import torch
 
 from .._window import gaussian_window
 from . import _runtime as rt
-from ._runtime import i64
+from . import _source
 
 FAMILY = "ssim"
-REDUCE_THREADS = 256
+REDUCE_THREADS = _source.constant(FAMILY, "FC_SSIM_REDUCE_THREADS")
 MAX_GRID_Y = 65535
 MAX_GRID_X = 65535 * 32
 
@@ -42,17 +41,20 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-#: Static shared memory of ssim_stats_forward / ssim_stats_reduce (``double red[32]``), kept out of the dynamic budget.
+#: Static shared memory of ssim_stats_forward (``double red[32]``), kept out of the dynamic budget.
 STATIC_SHARED = 32 * 8
+
+
+def instantiations() -> Tuple[str, ...]:
+    """Every name expression these launchers use: each kernel of ``ssim.cu`` for each dtype."""
+    return rt.dtype_instantiations(FAMILY)
 #: Upper bound on the dL/d(moments) scratch of one backward launch; more planes run in chunks.
 SCRATCH_BYTES = 256 << 20
 
 
 def _smem(kind: str, th: int, tw: int, win: int, asz: int) -> int:
-    ih, iw = th + win - 1, tw + win - 1
-    if kind == "forward":
-        return (win + 2 * ih * iw + 5 * ih * tw) * asz
-    return (win + 4 * ih * iw + 4 * th * iw) * asz
+    name = "FC_SSIM_FWD_SMEM" if kind == "forward" else "FC_SSIM_BWD_SMEM"
+    return _source.macro(FAMILY, name, TH=th, TW=tw, WIN=win) * asz
 
 
 def tile_shape(kind: str, rows: int, cols: int, win: int, dtype: torch.dtype) -> Tuple[int, int, int]:
@@ -78,6 +80,11 @@ def tile_shape(kind: str, rows: int, cols: int, win: int, dtype: torch.dtype) ->
     return th, tw, _smem(kind, th, tw, win, asz)
 
 
+def _check_plane(h: int, w: int) -> None:
+    if 4 * h * w >= 2 ** 31:
+        raise ValueError(f"fastconv CUDA ssim: a {h}x{w} plane exceeds the kernels' 32-bit in-plane indices")
+
+
 def _window(win_size: int, win_sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return gaussian_window(win_size, win_sigma, acc_dtype(dtype)).to(device)
 
@@ -91,6 +98,7 @@ def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigm
                        c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-(n, c) mean SSIM and mean cs over valid positions; see :mod:`fastconv.cpu.ssim`."""
     n, c, h, w = x.shape
+    _check_plane(h, w)
     s = torch.empty((n, c), dtype=x.dtype, device=x.device)
     cs = torch.empty((n, c), dtype=x.dtype, device=x.device)
     planes = n * c
@@ -101,12 +109,10 @@ def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigm
     grid, tiles_w = _grid(hv, wv, th, tw, planes)
     partials = torch.empty((planes, grid[0], 2), dtype=torch.float64, device=x.device)
     g = _window(win_size, win_sigma, x.dtype, x.device)
-    runtime = rt.current()
-    runtime.launch(FAMILY, rt.kernel_name("ssim_stats_forward", x.dtype), grid, (tw, th, 1),
-                   (x, y, g, partials, i64(planes), i64(h), i64(w), i64(win_size), np.float64(c1), np.float64(c2),
-                    i64(tiles_w)), shared)
-    runtime.launch(FAMILY, rt.kernel_name("ssim_stats_reduce", x.dtype), (min(planes, MAX_GRID_X), 1, 1),
-                   (REDUCE_THREADS, 1, 1), (partials, s, cs, i64(planes), i64(grid[0]), np.float64(hv * wv)), 0)
+    rt.launch(FAMILY, "ssim_stats_forward", (x.dtype,), grid, (tw, th, 1), shared, x=x, y=y, g=g, partials=partials,
+              P=planes, H=h, W=w, win=win_size, c1=c1, c2=c2, tiles_w=tiles_w)
+    rt.launch(FAMILY, "ssim_stats_reduce", (x.dtype,), (min(planes, MAX_GRID_X), 1, 1), (REDUCE_THREADS, 1, 1), 0,
+              partials=partials, ssim_out=s, cs_out=cs, P=planes, ntiles=grid[0], count=float(hv * wv))
     return s, cs
 
 
@@ -114,6 +120,7 @@ def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tenso
                         win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`ssim_stats_forward` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
     n, c, h, w = x.shape
+    _check_plane(h, w)
     gx = torch.empty_like(x, memory_format=torch.contiguous_format)
     gy = torch.empty_like(y, memory_format=torch.contiguous_format)
     planes = n * c
@@ -130,15 +137,13 @@ def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tenso
     bth, btw, bshared = tile_shape("backward", h, w, win_size, x.dtype)
     xp, yp = x.view(planes, h, w), y.view(planes, h, w)
     gxp, gyp = gx.view(planes, h, w), gy.view(planes, h, w)
-    runtime = rt.current()
     for p0 in range(0, planes, chunk):  # contiguous plane slices: zero-copy views of the same memory
         p1 = min(planes, p0 + chunk)
         grid, tiles_w = _grid(hv, wv, th, tw, p1 - p0)
-        runtime.launch(FAMILY, rt.kernel_name("ssim_stats_backward_maps", x.dtype), grid, (tw, th, 1),
-                       (xp[p0:p1], yp[p0:p1], g, g_ssim[p0:p1], g_cs[p0:p1], d, i64(p1 - p0), i64(h), i64(w),
-                        i64(win_size), np.float64(c1), np.float64(c2), i64(tiles_w)), shared)
+        rt.launch(FAMILY, "ssim_stats_backward_maps", (x.dtype,), grid, (tw, th, 1), shared, x=xp[p0:p1],
+                  y=yp[p0:p1], g=g, g_ssim=g_ssim[p0:p1], g_cs=g_cs[p0:p1], d=d, P=p1 - p0, H=h, W=w, win=win_size,
+                  c1=c1, c2=c2, tiles_w=tiles_w)
         grid, tiles_w = _grid(h, w, bth, btw, p1 - p0)
-        runtime.launch(FAMILY, rt.kernel_name("ssim_stats_backward", x.dtype), grid, (btw, bth, 1),
-                       (xp[p0:p1], yp[p0:p1], g, d, gxp[p0:p1], gyp[p0:p1], i64(p1 - p0), i64(h), i64(w),
-                        i64(win_size), i64(tiles_w)), bshared)
+        rt.launch(FAMILY, "ssim_stats_backward", (x.dtype,), grid, (btw, bth, 1), bshared, x=xp[p0:p1], y=yp[p0:p1],
+                  g=g, d=d, gx=gxp[p0:p1], gy=gyp[p0:p1], P=p1 - p0, H=h, W=w, win=win_size, tiles_w=tiles_w)
     return gx, gy

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from fastconv.cuda import _runtime
+from fastconv.cuda import _runtime, _source
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
@@ -119,12 +119,13 @@ def _generate(code_file: str, code: str, names: Sequence[str]) -> str:
         lines.append(f"        case {i}: return cuda_emu::signature(&{name});")
     lines.append("    }\n    return nullptr;\n}")
     lines.append('extern "C" int fcemu_launch(int i, const long long* dims, unsigned long long shmem, void** args,\n'
-                 '                            char* err, int errlen) {\n'
+                 '                            const unsigned long long* nbytes, char* err, int errlen) {\n'
                  f'    cuda_emu::DynSmem dyn[{max(1, len(dyn))}];\n'
                  '    const int ndyn = fcemu_dyn(dyn);\n'
                  '    switch (i) {')
     for i, name in enumerate(names):
-        lines.append(f"        case {i}: return cuda_emu::launch(&{name}, dims, shmem, args, dyn, ndyn, err, errlen);")
+        lines.append(f"        case {i}: return cuda_emu::launch(&{name}, dims, shmem, args, nbytes, dyn, ndyn, err, "
+                     f"errlen);")
     lines.append('    }\n    snprintf(err, errlen, "no kernel %d", i);\n    return 3;\n}')
     return "\n".join(lines) + "\n"
 
@@ -172,7 +173,8 @@ def _load(path: Path) -> ctypes.CDLL:
             lib.fcemu_signature.argtypes = [ctypes.c_int]
             lib.fcemu_launch.restype = ctypes.c_int
             lib.fcemu_launch.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_longlong), ctypes.c_ulonglong,
-                                         ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_int]
+                                         ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_ulonglong),
+                                         ctypes.c_char_p, ctypes.c_int]
             _LIBS[str(path)] = lib
         return lib
 
@@ -212,7 +214,8 @@ class EmuKernel:
         return ptrs, keep
 
     def __call__(self, grid: Sequence[int], block: Sequence[int], args: Sequence[Any], shared_mem: int = 0,
-                 stream: Any = None) -> None:
+                 stream: Any = None, weak_memory: Optional[bool] = None) -> None:
+        """Run the kernel (CuPy's call shape); ``weak_memory`` overrides the module's memory model."""
         g, b = _runtime.dim3(grid), _runtime.dim3(block)
         if min(g + b) < 1:
             raise EmulatorError(f"{self.name}: grid {g} and block {b} must be positive")
@@ -226,7 +229,12 @@ class EmuKernel:
         ptrs, keep = self._pack(args)
         dims = (ctypes.c_longlong * 6)(*g, *b)
         err = ctypes.create_string_buffer(4096)
-        rc = self.module.lib.fcemu_launch(self.index, dims, int(shared_mem), ptrs, err, len(err))
+        weak = self.module.weak_memory if weak_memory is None else weak_memory
+        nbytes = None
+        if weak:
+            nbytes = (ctypes.c_ulonglong * max(1, len(args)))(
+                *[a.nbytes if isinstance(a, np.ndarray) else 0 for a in args])
+        rc = self.module.lib.fcemu_launch(self.index, dims, int(shared_mem), ptrs, nbytes, err, len(err))
         del keep
         if rc != 0:
             raise EmulatorError(f"{self.name}: {err.value.decode(errors='replace')}")
@@ -237,11 +245,12 @@ class EmuModule:
 
     def __init__(self, code: str, options: Sequence[str] = (), name_expressions: Sequence[str] = (), *,
                  source_name: str = "kernel.cu", asan: bool = False,
-                 max_dynamic_shared: int = _runtime.MAX_DYNAMIC_SHARED) -> None:
+                 max_dynamic_shared: int = _runtime.MAX_DYNAMIC_SHARED, weak_memory: bool = True) -> None:
         if not name_expressions:
             raise EmulatorError("EmuModule needs the kernels' name_expressions")
         self.names = tuple(name_expressions)
         self.max_dynamic_shared = int(max_dynamic_shared)
+        self.weak_memory = bool(weak_memory)  # see "Weak global memory" in cuda_emu.h
         self.path = build(code, self.names, options, source_name=source_name, asan=asan)
         self.lib = _load(self.path)
         self._kernels = {n: EmuKernel(self, i, n, self.lib.fcemu_signature(i).decode())
@@ -256,10 +265,20 @@ class EmuModule:
 
 
 class EmulatorRuntime(_runtime.Runtime):
-    """:class:`fastconv.cuda._runtime.Runtime` over the emulator: CPU tensors stand in for device memory."""
+    """:class:`fastconv.cuda._runtime.Runtime` over the emulator: CPU tensors stand in for device memory.
 
-    def __init__(self, asan: bool = False) -> None:
+    Everything up to the kernel call is the production host path of
+    :meth:`fastconv.cuda._runtime.Runtime.launch` (binding by name, launch bounds,
+    :func:`fastconv.cuda._runtime.host_array`); only the array library is NumPy instead of
+    CuPy.  Each family's parameter list as parsed from the ``.cu`` source is checked against
+    the one g++ compiled, so the parser cannot drift from the kernels.
+    """
+
+    xp = np
+
+    def __init__(self, asan: bool = False, weak_memory: bool = True) -> None:
         self.asan = asan
+        self.weak_memory = weak_memory
         self._modules: Dict[str, EmuModule] = {}
         self.launches: List[Tuple[str, Tuple[int, int, int], Tuple[int, int, int], int]] = []
 
@@ -268,29 +287,31 @@ class EmulatorRuntime(_runtime.Runtime):
         mod = self._modules.get(family)
         if mod is None:
             mod = EmuModule(_runtime.kernel_source(family), _runtime.COMPILE_OPTIONS,
-                            _runtime.name_expressions(family), source_name=f"{family}.cu", asan=self.asan)
+                            _runtime.name_expressions(family), source_name=f"{family}.cu", asan=self.asan,
+                            weak_memory=self.weak_memory)
+            for name, k in mod._kernels.items():
+                parsed = _source.signature(family, name).codes
+                compiled = ",".join(f"{kind}{size}" for kind, size in k.params)
+                if parsed != compiled:
+                    raise EmulatorError(f"{name}: the parameter types parsed from {family}.cu ({parsed}) differ "
+                                        f"from the compiled ones ({compiled})")
             self._modules[family] = mod
         return mod
 
-    def function(self, family: str, name: str) -> EmuKernel:
-        return self.module(family).get_function(name)
+    def function(self, family: str, expression: str, device: Any = None) -> EmuKernel:
+        return self.module(family).get_function(expression)
 
-    @staticmethod
-    def _array(t: torch.Tensor) -> np.ndarray:
-        if t.device.type != "cpu":
+    def device_of(self, tensors: Sequence[torch.Tensor]) -> str:
+        if any(t.device.type != "cpu" for t in tensors):
             raise EmulatorError("the emulator runs on CPU tensors")
-        if t.dtype == torch.bfloat16:
-            t = t.view(torch.int16)
-        return t.detach().numpy()
+        return "cpu"
 
-    def launch(self, family: str, name: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any],
-               shared_mem: int = 0) -> None:
-        kernel = self.function(family, name)
-        conv = tuple(self._array(a) if isinstance(a, torch.Tensor) else a for a in args)
-        self.launches.append((name, _runtime.dim3(grid), _runtime.dim3(block), int(shared_mem)))
-        kernel(grid, block, conv, shared_mem=shared_mem)
+    def call(self, fn: Any, expression: str, grid: Tuple[int, int, int], block: Tuple[int, int, int],
+             args: List[Any], shared_mem: int) -> None:
+        self.launches.append((expression, grid, block, shared_mem))
+        fn(grid, block, tuple(args), shared_mem=shared_mem)
 
 
-def emulated(asan: bool = False) -> Any:
+def emulated(asan: bool = False, weak_memory: bool = True) -> Any:
     """Context manager: run :mod:`fastconv.cuda` launchers on the emulator (``with emulated(): ...``)."""
-    return _runtime.use_runtime(EmulatorRuntime(asan=asan))
+    return _runtime.use_runtime(EmulatorRuntime(asan=asan, weak_memory=weak_memory))
