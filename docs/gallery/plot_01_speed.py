@@ -32,28 +32,26 @@ print(bench.format_table(result))
 # %%
 # The plot
 # --------
-# Time per call against the image size, both on log scales: one colour per
-# implementation, one line style per kernel size.  Direct convolution costs
-# ``size**2 * k**2`` multiply-adds, so once the fixed cost of a call is amortised each
-# line rises by about 4x per doubling of the size.
+# Time per call against the image size, both on log scales, one panel per kernel size and
+# one line per implementation.  Direct convolution costs ``size**2 * k**2`` multiply-adds,
+# so once the fixed cost of a call is amortised each line rises by about 4x per doubling
+# of the size.
 
 impls = result["implementations"]
-styles = {3: "-", 7: "--", 15: ":"}
-fig, ax = plt.subplots(figsize=(7.5, 5))
-for i, impl in enumerate(impls):
-    for k in result["kernels"]:
-        rows = [r for r in result["rows"] if r["kernel"] == k]
-        ax.plot([r["size"] for r in rows], [r["times_s"][impl] * 1e3 for r in rows], marker="o",
-                color=f"C{i}", linestyle=styles[k], label=f"{impl}, {k}x{k}")
-ax.set_xscale("log", base=2)
-ax.set_yscale("log")
-ax.set_xticks(result["sizes"])
-ax.set_xticklabels([str(s) for s in result["sizes"]])
-ax.set_xlabel("image size (px, square)")
-ax.set_ylabel("time per call (ms)")
-ax.set_title("convolve2d(image, kernel, 'same'), float32")
-ax.grid(True, which="both", alpha=0.3)
-ax.legend(fontsize=7, ncol=len(impls), loc="upper left")
+fig, axes = plt.subplots(1, len(result["kernels"]), figsize=(11, 3.8), sharey=True)
+for ax, k in zip(axes, result["kernels"]):
+    rows = [r for r in result["rows"] if r["kernel"] == k]
+    sizes = [r["size"] for r in rows]
+    for i, impl in enumerate(impls):
+        ax.loglog(sizes, [r["times_s"][impl] * 1e3 for r in rows], "o-", base=2, color=f"C{i}", label=impl)
+    ax.set_yscale("log", base=10)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_title(f"{k}x{k} kernel")
+    ax.set_xlabel("image side (px)")
+    ax.grid(True, which="both", alpha=0.3)
+axes[0].set_ylabel("ms per call (log)")
+axes[-1].legend(fontsize=8)
+fig.suptitle("convolve2d(image, kernel, 'same'), float32")
 fig.tight_layout()
 
 # %%
