@@ -131,10 +131,14 @@ def _dump_dom(url: str, tmp_path: Path) -> str:
     return proc.stdout
 
 
-def _probe(dom: str) -> list:
+def _rendered(url: str, tmp_path: Path):
+    """(DOM, {plot id: {series, points}}) of a probe page that loaded without asv's error page."""
+    dom = _dump_dom(url, tmp_path)
+    assert "failed to load" not in dom
     m = re.search(r'<pre id="%s">(.*?)</pre>' % PROBE_ID, dom, re.S)
     assert m, "the probe never ran: the page's scripts did not load (DOM tail: %r)" % dom[-500:]
-    return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    plots = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return dom, {p["id"]: p for p in plots}
 
 
 # ---------------------------------------------------------------------------- no browser
@@ -202,9 +206,7 @@ def test_plain_asv_page_fails_offline(server, tmp_path):
 @needs_asv
 @needs_chromium
 def test_summary_grid_renders_offline(server, tmp_path):
-    dom = _dump_dom(f"{server}/probe.html", tmp_path)
-    assert "failed to load" not in dom
-    plots = {p["id"]: p for p in _probe(dom)}
+    _, plots = _rendered(f"{server}/probe.html", tmp_path)
     thumb = plots.get(f"summarygrid-{GRAPH}")
     assert thumb is not None, sorted(plots)
     assert thumb["series"] == 1 and thumb["points"] >= 2
@@ -214,9 +216,7 @@ def test_summary_grid_renders_offline(server, tmp_path):
 @needs_asv
 @needs_chromium
 def test_benchmark_graph_renders_series_offline(server, tmp_path):
-    dom = _dump_dom(f"{server}/probe.html#{GRAPH}", tmp_path)
-    assert "failed to load" not in dom
-    plots = {p["id"]: p for p in _probe(dom)}
+    dom, plots = _rendered(f"{server}/probe.html#{GRAPH}", tmp_path)
     main = plots.get("main-graph")
     assert main is not None, sorted(plots)
     assert main["series"] >= 2 and main["points"] >= 2 * main["series"]
