@@ -134,7 +134,7 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib", "gallery_setup.quiet_compiler_pedantry"),
-    "min_reported_time": 1,
+    "min_reported_time": 0,
     "show_memory": False,
     "show_signature": False,
     "backreferences_dir": None,

@@ -36,10 +36,10 @@ def _panel(ax, title: str, size: int, k: int, stride: int = 1, pad=(0, 0), dilat
 
 
 def draw_geometry():
-    fig, axes = plt.subplots(1, 4, figsize=(11, 3.7))
-    _panel(axes[0], "k=3, padding=1", 5, 3, pad=(1, 1))
-    _panel(axes[1], "k=3, stride=2", 7, 3, stride=2)
-    _panel(axes[2], "k=3, dilation=2", 7, 3, dilation=2)
-    _panel(axes[3], "k=2, padding='same'\n(extra pad bottom/right)", 5, 2, pad=(0, 1))
+    fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
+    _panel(axes[0, 0], "k=3, padding=1", 5, 3, pad=(1, 1))
+    _panel(axes[0, 1], "k=3, stride=2", 7, 3, stride=2)
+    _panel(axes[1, 0], "k=3, dilation=2", 7, 3, dilation=2)
+    _panel(axes[1, 1], "k=2, padding='same' (extra pad bottom/right)", 5, 2, pad=(0, 1))
     fig.tight_layout()
     return fig
