@@ -125,6 +125,8 @@ def test_every_gallery_example_ran_and_embeds_its_figures(site):
         for src in figures:
             png = (page.parent / src).resolve()
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, src
+        # no Python warning leaked into the printed output
+        assert not re.search(r"\w+Warning: ", _text(page)), f"{name} printed a warning"
 
 
 @pytest.mark.slow

@@ -71,8 +71,8 @@ for j in range(10):
     axes[1, j].imshow(mean_recon[j, 0], cmap="gray_r", vmin=0, vmax=1)
 for ax in axes.ravel():
     ax.axis("off")
-axes[0, 0].set_title("validation images (top) and their reconstructions (bottom)", loc="left", fontsize=9)
-fig.tight_layout()
+fig.suptitle("validation images (top) and their mean reconstructions (bottom)", fontsize=10)
+fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.01, wspace=0.05, hspace=0.05)
 
 # %%
 # The digit grid
