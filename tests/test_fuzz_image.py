@@ -18,14 +18,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pytest
 import scipy.ndimage as ndi
 import scipy.signal as ss
-from hypothesis import assume, given, settings
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from fastconv import filters, signal
 from fastconv.image import plan
+from helpers import fuzz_tests
 
 SIGNAL_DTYPES = ["int8", "uint8", "int16", "int32", "int64", "uint64", "float32", "float64", "complex64",
                  "complex128", "bool", "float16", "longdouble"]
@@ -33,19 +33,6 @@ MODES = ["full", "same", "valid"]
 BOUNDARIES = ["fill", "pad", "wrap", "circular", "symm", "symmetric"]
 FILLS = [0, 1, -3, 2.5, 300, np.nan, np.inf, 1 + 2j, np.float32(0.25), np.int64(-7)]
 ND_MODE = {"fill": "constant", "wrap": "wrap", "symm": "reflect"}
-
-
-def fuzz_tests(check):
-    """The property ``check(data)`` as two tests: the "ci" profile, and the "slow" one (marked slow)."""
-    def make(profile):
-        @settings(settings.get_profile(profile))
-        @given(data=st.data())
-        def test(data):
-            check(data)
-        test.__doc__ = check.__doc__
-        return test
-
-    return make("ci"), pytest.mark.slow(make("slow"))
 
 
 def _values(data, shape, dtype: np.dtype, nonfinite: bool) -> np.ndarray:
