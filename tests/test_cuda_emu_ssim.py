@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fastconv._window import gaussian_window
 from fastconv.cpu import ssim as cpu_ssim
+from fastconv.testing.ssim_reference import ssim_stats_reference
 from fastconv.cuda import _runtime
 from fastconv.cuda import ssim as cuda_ssim
 from fastconv.testing.emulator import EmulatorRuntime
@@ -46,19 +45,8 @@ def emu():
 
 
 def ref_stats(x, y, win, sigma, c1=C1, c2=C2):
-    """Pure-torch float64 SSIM / cs means over valid positions (separable Gaussian, population variances)."""
-    g = gaussian_window(win, sigma, torch.float64)
-    c = x.shape[1]
-    gh, gv = g.view(1, 1, 1, -1).expand(c, 1, 1, win), g.view(1, 1, -1, 1).expand(c, 1, win, 1)
-
-    def filt(t):
-        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
-
-    mx, my = filt(x), filt(y)
-    sxx, syy, sxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
-    cs = (2 * sxy + c2) / (sxx + syy + c2)
-    ssim = (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs
-    return ssim.mean((2, 3)), cs.mean((2, 3))
+    """The shared pure-torch reference (:mod:`fastconv.testing.ssim_reference`)."""
+    return ssim_stats_reference(x, y, win, sigma, c1, c2)
 
 
 def _inputs(n, c, h, w, dtype, seed=0):

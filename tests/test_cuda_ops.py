@@ -92,24 +92,11 @@ def test_ssim_runs_on_cuda():
 
 # --------------------------------------------------------------------------- SSIM (kernels/ssim.cu)
 
-def _ssim_ref(x, y, win_size=11, win_sigma=1.5, data_range=1.0):
-    """Pure-torch per-image SSIM (pytorch-msssim semantics: valid positions, separable Gaussian) in float64."""
-    from fastconv._window import gaussian_window
+def _ssim_ref(x, y, win_size=11, win_sigma=1.5):
+    """Per-image SSIM (data_range 1) from the shared pure-torch reference, in float64."""
+    from fastconv.testing.ssim_reference import ssim_stats_reference
 
-    x, y = x.double(), y.double()
-    c = x.shape[1]
-    g = gaussian_window(win_size, win_sigma, torch.float64).to(x.device)
-    gh, gv = g.view(1, 1, 1, -1).expand(c, 1, 1, -1), g.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-
-    def filt(t):
-        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = filt(x), filt(y)
-    sxx, syy, sxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
-    cs = (2 * sxy + c2) / (sxx + syy + c2)
-    s = (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs
-    return s.mean((2, 3)).mean(1)
+    return ssim_stats_reference(x.double(), y.double(), win_size, win_sigma)[0].mean(1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)

@@ -27,12 +27,26 @@ def client():
     restarts them.  Workers get no setup: they import fastconv when they unpickle the first task."""
     import dask
 
-    with dask.config.set(stream._memory_config()):
+    with dask.config.set(stream._memory_config()), stream.kept_environ():
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            memory_limit=MEMORY_LIMIT, dashboard_address=None)
         with distributed.Client(cluster) as c:
             yield c
         cluster.close()
+
+
+def test_local_cluster_leaves_the_environment_alone():
+    """A LocalCluster started by fastconv leaves no OMP_NUM_THREADS=1 behind (it broke the bit-identical
+    resume tests of fastconv.train, whose subprocesses then trained on one torch thread)."""
+    import os
+
+    before = dict(os.environ)
+    with stream.kept_environ():
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        cluster.close()
+        assert os.environ.get("OMP_NUM_THREADS") == "1"  # what the nanny does
+    assert dict(os.environ) == before
 
 
 def test_cluster_results_equal_in_memory(client):

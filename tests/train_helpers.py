@@ -65,8 +65,16 @@ def killer_script(folder: Path) -> Path:
 
 
 def run_killed(folder: Path, argv: Sequence[str], timeout: float = 120, **kill: str) -> subprocess.CompletedProcess:
-    """Run ``fastconv train argv`` in a new process that kills itself as ``kill`` says (see KILLER)."""
-    return subprocess.run([sys.executable, str(killer_script(folder))] + list(argv), env=env(**kill),
+    """Run ``fastconv train argv`` in a new process that kills itself as ``kill`` says (see KILLER).
+
+    The child gets this process's torch and Numba thread counts: bit-identical resumes compare
+    runs with the same threads (torch's reductions round differently with another count).
+    """
+    import numba
+    import torch
+
+    threads = dict(OMP_NUM_THREADS=str(torch.get_num_threads()), NUMBA_NUM_THREADS=str(numba.get_num_threads()))
+    return subprocess.run([sys.executable, str(killer_script(folder))] + list(argv), env=env(**threads, **kill),
                           capture_output=True, text=True, timeout=timeout)
 
 

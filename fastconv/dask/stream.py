@@ -22,6 +22,7 @@ filters an 8 GiB float64 image with two workers of 2 GiB each (``--help`` lists 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import resource
 import sys
 import tempfile
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -101,6 +102,19 @@ def _peak_rss() -> int:
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 
 
+@contextlib.contextmanager
+def kept_environ() -> Iterator[None]:
+    """Restore ``os.environ`` on exit: a LocalCluster's nanny leaves ``OMP_NUM_THREADS=1``,
+    ``MKL_NUM_THREADS=1`` and others in the parent's environment, which would silently give
+    every later subprocess (a DataLoader worker, torchrun) one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _memory_config() -> Dict[str, object]:
     """Workers that neither spill nor pause: exceeding the limit can only end in a restart."""
     return {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
@@ -149,7 +163,7 @@ def run(shape: Sequence[int] = (4096, 4096), chunks: int = 1024, dtype: str = "f
     paths = {name: os.path.join(root, f"{name}.zarr") for name in ("image", "blur", "sobel")}
     own = client is None
     try:
-        with dask.config.set(_memory_config()):
+        with dask.config.set(_memory_config()), kept_environ():
             if own:
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        memory_limit=memory_limit, dashboard_address=None)

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 import scipy.fft as sfft
-from numba import njit
+from .._numba import njit
 
 from .._threads import num_threads
 from .plan import fft_shape
