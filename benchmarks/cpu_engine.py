@@ -96,13 +96,45 @@ def bench_layers(repeat: int) -> List[dict]:
         plan = None
         try:
             from fastconv.cpu.conv_plan import plan_name
-            plan = "/".join(plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32, ps)
-                            for ps in ("forward", "backward_weight"))
+            plan = " ".join(plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32, ps)
+                            for ps in ("forward", "backward_input", "backward_weight"))
         except Exception:  # older engines have no planner
             pass
         rows.append(dict(layer=name, plan=plan, torch_fwd_ms=fwd["torch"] * 1e3, fastconv_fwd_ms=fwd["fastconv"] * 1e3,
                          torch_fb_ms=both["torch"] * 1e3, fastconv_fb_ms=both["fastconv"] * 1e3,
                          ratio_fwd=fwd["fastconv"] / fwd["torch"], ratio_fb=both["fastconv"] / both["torch"]))
+    return rows
+
+
+def bench_passes(repeat: int) -> List[dict]:
+    """Each pass of each layer alone: fastconv's CPU backend functions against aten's
+    ``convolution``/``convolution_backward`` with one output of the mask (ms)."""
+    from fastconv.cpu import conv2d as C
+    rows = []
+    for name, n, c, h, o, k, s, p in LAYERS:
+        torch.manual_seed(0)
+        x, w, b = torch.randn(n, c, h, h), torch.randn(o, c, k, k), torch.randn(o)
+        g = torch.randn_like(TF.conv2d(x, w, b, stride=s, padding=p))
+        pad4, hw = [p, p, p, p], list(x.shape[2:])
+
+        def aten_bwd(mask):
+            return lambda: torch.ops.aten.convolution_backward(g, x, w, [o], [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                                                               mask)
+        cases = {
+            "fwd": (lambda: C.conv2d_forward(x, w, b, [s, s], pad4, [1, 1], 1, tuple(g.shape[2:])),
+                    lambda: torch.ops.aten.convolution(x, w, b, [s, s], [p, p], [1, 1], False, [0, 0], 1)),
+            "bwd_input": (lambda: C.conv2d_backward_input(g, w, None, [s, s], pad4, [1, 1], 1, hw),
+                          aten_bwd([True, False, False])),
+            "bwd_weight": (lambda: C.conv2d_backward_weight(x, g, [s, s], pad4, [1, 1], 1, (k, k)),
+                           aten_bwd([False, True, False])),
+        }
+        row = dict(layer=name)
+        for part, (f, t) in cases.items():
+            r = interleaved({"fastconv": f, "torch": t}, repeat)
+            row[f"{part}_torch_ms"] = r["torch"] * 1e3
+            row[f"{part}_fastconv_ms"] = r["fastconv"] * 1e3
+            row[f"{part}_ratio"] = r["fastconv"] / r["torch"]
+        rows.append(row)
     return rows
 
 
@@ -171,7 +203,7 @@ def _print(title: str, rows: List[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["layers", "train", "tiny"], action="append")
+    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes"], action="append")
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
@@ -187,6 +219,9 @@ def main(argv=None) -> int:
     if "layers" in parts:
         out["layers"] = bench_layers(a.repeat)
         _print("conv layers, float32 (fastconv/torch time ratio; < 1 is faster)", out["layers"])
+    if "passes" in parts:
+        out["passes"] = bench_passes(a.repeat)
+        _print("conv passes, float32, backend functions (ms; fastconv/torch)", out["passes"])
     if "train" in parts:
         out["train"] = bench_train(a.repeat)
         _print("train steps (fastconv/torch)", out["train"])

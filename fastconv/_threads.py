@@ -1,11 +1,23 @@
-"""Range parallelism for the CPU kernels, on Python threads over ``nogil`` Numba code.
+"""Range parallelism for the CPU kernels: ``nogil`` Numba code on torch's own OpenMP threads.
 
 Why not ``prange``: on this project's 2-vCPU machines, Numba's OpenMP workers, OpenBLAS's
 and torch's own OpenMP pool keep spinning after each parallel region and starve one
-another; we measured 12-24 ms stalls on kernels that take 0.1-5 ms.  Here the calling
-thread runs the first range and a few persistent worker threads run the others; idle
-workers block on a condition variable instead of spinning, so a busy machine degrades to
-serial speed rather than to scheduler-slice stalls.
+another; we measured 12-24 ms stalls on kernels that take 0.1-5 ms.
+
+Why torch's threads: after each of its parallel regions, torch's OpenMP (GNU libgomp) keeps
+its workers spinning for about 3 ms.  A model interleaves torch ops (BatchNorm, ReLU, the
+loss) with fastconv's kernels, so a separate pool of ours would find the second core taken
+by a spinning torch worker on nearly every call, and two threads ran no faster than one
+(measured: a converted classifier's train step, 87 ms on two threads against 89 ms on one).
+So when torch runs on libgomp, the ranges are run through libgomp's ``GOMP_parallel`` --
+the same entry point compiled OpenMP code calls -- on torch's own team: the spinning worker
+picks the work up at once.  Each team thread takes ranges from a shared counter, so any team
+size (nested regions run a team of one) covers every range.
+
+Elsewhere -- no libgomp in the process (other platforms, other OpenMP runtimes), a forked
+child (GNU OpenMP is not fork-safe), or ``FASTCONV_THREADS=python`` -- a few persistent
+Python worker threads run the ranges, the calling thread running the first; idle workers
+block on a condition variable instead of spinning.
 
 * The number of ranges follows ``numba.get_num_threads()`` (so ``numba.set_num_threads`` and
   ``NUMBA_NUM_THREADS`` apply); work under :data:`PARALLEL_MIN_WORK` inner iterations runs
@@ -20,13 +32,15 @@ serial speed rather than to scheduler-slice stalls.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import threading
 from typing import Callable, List, Optional
 
 import numba
 
-__all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK"]
+__all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK", "backend"]
 
 #: Below this many inner-loop iterations a kernel runs on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
@@ -106,9 +120,85 @@ class _Pool:
 _pool = _Pool()
 
 
+class _OpenMP:
+    """Ranges run on the calling thread's libgomp team (torch's, for torch's threads)."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)  # already loaded by torch: the same library instance
+        self.parallel = lib.GOMP_parallel
+        self.parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        self.parallel.restype = None
+        self.max_threads = lib.omp_get_max_threads
+        self.max_threads.restype = ctypes.c_int
+        self.calls: dict = {}
+        self.lock = threading.Lock()
+        self.body = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._body)  # kept alive with self
+
+    def _body(self, key) -> None:
+        call = self.calls[key]
+        fn, bounds, errors, taken = call
+        while True:
+            with self.lock:
+                i = taken[0]
+                taken[0] += 1
+            if i >= len(bounds) - 1:
+                return
+            try:
+                fn(bounds[i], bounds[i + 1])
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+
+    def run(self, fn: Callable[[int, int], None], bounds: List[int]) -> None:
+        errors: List[BaseException] = []
+        call = (fn, bounds, errors, [0])
+        key = id(call)
+        self.calls[key] = call
+        try:
+            team = max(len(bounds) - 1, int(self.max_threads()))  # never shrink torch's team
+            self.parallel(self.body, key, team, 0)
+        finally:
+            del self.calls[key]
+        if errors:
+            raise errors[0]
+
+
+def _find_libgomp() -> Optional[str]:
+    """The libgomp the process has loaded (torch's), from /proc/self/maps; None if there is none."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = set(re.findall(r"(/\S*/libgomp[^/\s]*\.so[^/\s]*)", fh.read()))
+    except OSError:
+        return None
+    if not paths:
+        return None
+    return sorted(paths, key=lambda p: ("torch" not in p, p))[0]
+
+
+def _openmp() -> Optional[_OpenMP]:
+    if os.environ.get("FASTCONV_THREADS", "").lower() == "python":
+        return None
+    import torch  # noqa: F401  (loads torch's OpenMP runtime, if it has one)
+    path = _find_libgomp()
+    if path is None:
+        return None
+    try:
+        return _OpenMP(path)
+    except (OSError, AttributeError):
+        return None
+
+
+_omp: Optional[_OpenMP] = _openmp()
+
+
+def backend() -> str:
+    """Where the ranges run: ``'openmp'`` (torch's libgomp team) or ``'python'`` (fastconv's threads)."""
+    return "openmp" if _omp is not None else "python"
+
+
 def _after_fork_in_child() -> None:
-    global _pool
+    global _pool, _omp
     _pool = _Pool()
+    _omp = None  # GNU OpenMP's threads do not survive a fork, and its pool cannot be rebuilt
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -118,8 +208,8 @@ if hasattr(os, "register_at_fork"):  # POSIX
 def parallel_ranges(fn: Callable[[int, int], None], n: int, chunks: int) -> None:
     """Call ``fn(lo, hi)`` on ``chunks`` contiguous, disjoint ranges covering ``range(n)``.
 
-    Runs serially when ``chunks <= 1``; otherwise the calling thread runs the first range
-    while pool threads run the rest.  ``fn`` must release the GIL (a ``nogil`` Numba kernel)
+    Runs serially when ``chunks <= 1``; otherwise on torch's OpenMP team or fastconv's own
+    threads (see the module notes).  ``fn`` must release the GIL (a ``nogil`` Numba kernel)
     for the ranges to overlap.  The first exception raised by any range propagates, after
     every range has finished.
     """
@@ -128,6 +218,9 @@ def parallel_ranges(fn: Callable[[int, int], None], n: int, chunks: int) -> None
         fn(0, n)
         return
     bounds = [n * c // chunks for c in range(chunks + 1)]
+    if _omp is not None:
+        _omp.run(fn, bounds)
+        return
     done = _Countdown(chunks - 1)
     jobs = [_Job(fn, bounds[c], bounds[c + 1], done) for c in range(1, chunks)]
     _pool.submit(jobs)

@@ -73,11 +73,25 @@ def test_multiprocessing_fork_pool_after_parent_used_every_kernel():
     assert out.strip().endswith("ok")
 
 
-def test_pool_is_thread_safe_and_propagates_errors():
+@pytest.fixture(params=["openmp", "python"])
+def threads_backend(request, monkeypatch):
+    """Both ways of running ranges: torch's libgomp team and fastconv's own threads."""
+    from fastconv import _threads
+
+    if request.param == "python":
+        monkeypatch.setattr(_threads, "_omp", None)
+    elif _threads._omp is None:
+        assert _threads._find_libgomp() is None, "torch's libgomp is loaded but not used"
+        pytest.skip("this torch has no GNU OpenMP runtime: only fastconv's own threads exist here")
+    return request.param
+
+
+def test_pool_is_thread_safe_and_propagates_errors(threads_backend):
     import threading
 
-    from fastconv._threads import parallel_ranges
+    from fastconv._threads import backend, parallel_ranges
 
+    assert backend() == threads_backend
     seen = []
     lock = threading.Lock()
 
@@ -98,3 +112,38 @@ def test_pool_is_thread_safe_and_propagates_errors():
 
     with pytest.raises(ValueError, match="range"):
         parallel_ranges(fail, 10, 2)
+
+
+def test_ranges_run_on_two_threads_and_nest(threads_backend):
+    """Two ranges run concurrently on two OS threads; a parallel call inside a range (an inner
+    OpenMP region has a team of one) still covers every range."""
+    import threading
+    import time
+
+    from fastconv._threads import parallel_ranges
+
+    tids, inner = set(), []
+    lock = threading.Lock()
+
+    def outer(lo, hi):
+        with lock:
+            tids.add(threading.get_native_id())
+        time.sleep(0.05)  # both ranges in flight at once, if there are two threads
+        parallel_ranges(lambda a, b: inner.append((lo, a, b)), 4, 2)
+
+    parallel_ranges(outer, 2, 2)
+    assert len(tids) == 2
+    assert sorted(inner) == [(0, 0, 2), (0, 2, 4), (1, 0, 2), (1, 2, 4)]
+
+
+def test_openmp_backend_is_torchs_libgomp():
+    """Where torch runs on GNU OpenMP (Linux wheels), the kernels share its team."""
+    import torch
+
+    from fastconv import _threads
+
+    path = _threads._find_libgomp()
+    if path is None:
+        assert _threads.backend() == "python"
+        return
+    assert _threads.backend() == "openmp" and "OpenMP" in torch.__config__.parallel_info()
