@@ -18,35 +18,50 @@ from .._numba import njit
 
 from ._simd import gemm_tile
 
-__all__ = ["MR", "NV", "pack_weights", "tap_offsets", "forward_tiles"]
+__all__ = ["MR", "NV", "BLOCKINGS", "blocking", "pack_weights", "tap_offsets", "forward_tiles"]
 
 #: Output channels per register block.
 MR = 8
 #: Vectors of lanes per register block.
 NV = 2
 _GEMM = gemm_tile(MR, NV)
+#: Register blockings (output channels, vectors of lanes) of :func:`forward_tiles`: thin
+#: layers (fewer output channels per group than ``MR``) would waste most of an 8-channel
+#: block, so they hold fewer channels and more vectors (8-16 accumulators).
+BLOCKINGS = ((8, 2), (4, 4), (1, 8))
+_GEMM4 = gemm_tile(4, 4)
+_GEMM1 = gemm_tile(1, 8)
 
 
-def blocks(og: int) -> int:
-    """Register blocks of ``MR`` output channels covering ``og`` channels."""
-    return -(-og // MR)
+def blocking(og: int):
+    """The (output channels, vectors) register block of :func:`forward_tiles` for ``og`` channels per group."""
+    if og == 1:
+        return BLOCKINGS[2]
+    if og <= 4:
+        return BLOCKINGS[1]
+    return BLOCKINGS[0]
 
 
-def pack_weights(w: np.ndarray, groups: int) -> np.ndarray:
-    """``w`` (O, C/g, kh, kw) packed as [g, o-block, (c, ky, kx), MR], zero-padded to whole blocks, flat."""
+def blocks(og: int, mr: int = MR) -> int:
+    """Register blocks of ``mr`` output channels covering ``og`` channels."""
+    return -(-og // mr)
+
+
+def pack_weights(w: np.ndarray, groups: int, mr: int = MR) -> np.ndarray:
+    """``w`` (O, C/g, kh, kw) packed as [g, o-block, (c, ky, kx), mr], zero-padded to whole blocks, flat."""
     o = w.shape[0]
     og = o // groups
-    obs = blocks(og)
+    obs = blocks(og, mr)
     k = w[0].size
-    wp = np.zeros((groups, obs * MR, k), dtype=w.dtype)
+    wp = np.zeros((groups, obs * mr, k), dtype=w.dtype)
     wp[:, :og] = w.reshape(groups, og, k)
-    return np.ascontiguousarray(wp.reshape(groups, obs, MR, k).transpose(0, 1, 3, 2)).reshape(-1)
+    return np.ascontiguousarray(wp.reshape(groups, obs, mr, k).transpose(0, 1, 3, 2)).reshape(-1)
 
 
-def pack_bias(bias, o: int, groups: int, dtype) -> np.ndarray:
-    """``bias`` (O,) (or zeros) laid out like the packed weights' rows, [g, o-block, MR], flat."""
+def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:
+    """``bias`` (O,) (or zeros) laid out like the packed weights' rows, [g, o-block, mr], flat."""
     og = o // groups
-    bp = np.zeros((groups, blocks(og) * MR), dtype=dtype)
+    bp = np.zeros((groups, blocks(og, mr) * mr), dtype=dtype)
     if bias is not None:
         bp[:, :og] = bias.reshape(groups, og)
     return bp.reshape(-1)
@@ -61,41 +76,51 @@ def tap_offsets(groups: int, cg: int, kh: int, kw: int, hb: int, wb: int, dy: in
 
 
 @njit(cache=True, nogil=True)
-def forward_tiles(P, Wp, offs, Bp, Y, obs, K, npix, bw, sy, sx, wb, width, t0, t1):  # pragma: no cover - numba
+def forward_tiles(P, Wp, offs, Bp, Y, obs, K, npix, bw, sy, sx, wb, width, mr, t0, t1):  # pragma: no cover - numba
     """Y[g, ob, p, m, l0:l0+TW] (flat) for the tasks [t0, t1) = (g, ob, lane tile) triples.
 
-    Pixel ``p = oy * bw + ox`` of ``npix``; ``Bp`` holds the bias packed like the weights' rows
-    ([g, ob, MR]).  ``P``, ``Wp``, ``Bp``, ``Y`` are flat.
+    Pixel ``p = oy * bw + ox`` of ``npix``; ``mr`` (8, 4 or 1) picks the register block of
+    :data:`BLOCKINGS` (``TW`` = its vectors x lanes; ``width`` is a multiple of it); ``Wp`` and
+    ``Bp`` are packed with that ``mr`` ([g, ob, K, mr] and [g, ob, mr]).  All arrays are flat.
     """
     L = 64 // P.itemsize
-    TW = NV * L
+    nv = 2 if mr == 8 else (4 if mr == 4 else 8)
+    TW = nv * L
     ntl = width // TW
     for task in range(t0, t1):
         gob = task // ntl
         l0 = (task - gob * ntl) * TW
         g = gob // obs
-        wbase = gob * K * MR
-        ybase = gob * npix * MR * width + l0
+        wbase = gob * K * mr
+        ybase = gob * npix * mr * width + l0
         for p in range(npix):
             oy = p // bw
             ox = p - oy * bw
-            _GEMM(P, (oy * sy * wb + ox * sx) * width + l0, Wp, wbase, offs, g * K, K, Bp, gob * MR, Y,
-                  ybase + p * MR * width, width, MR, TW, 0)
+            xb = (oy * sy * wb + ox * sx) * width + l0
+            if mr == 8:
+                _GEMM(P, xb, Wp, wbase, offs, g * K, K, Bp, gob * mr, Y, ybase + p * mr * width, width, mr, TW, 0)
+            elif mr == 4:
+                _GEMM4(P, xb, Wp, wbase, offs, g * K, K, Bp, gob * mr, Y, ybase + p * mr * width, width, mr, TW, 0)
+            else:
+                _GEMM1(P, xb, Wp, wbase, offs, g * K, K, Bp, gob * mr, Y, ybase + p * mr * width, width, mr, TW, 0)
 
 
 @njit(cache=True, nogil=True)
-def forward_rows(X, Wp, offs, Bp, out, og, obs, K, img, wq, t0, t1):  # pragma: no cover - numba
+def forward_rows(X, Wp, offs, Bp, out, og, obs, K, img, wq, mr, t0, t1):  # pragma: no cover - numba
     """Direct convolution with the pixels of an output row in the lanes, straight into NCHW ``out``.
 
     ``X`` (flat) holds each image's (phase-split, padded) input at ``n * img``; output pixel
-    ``(oy, ox)`` reads tap ``k`` at ``X[n * img + offs[k] + oy * wq + ox]``, so a tile of ``NV``
+    ``(oy, ox)`` reads tap ``k`` at ``X[n * img + offs[k] + oy * wq + ox]``, so a tile of
     vectors covers ``TW`` consecutive pixels of one row; the micro-kernel stores it straight
-    into ``out`` (masked: a row's partial last tile, a partial o-block).  Tasks [t0, t1) are (image, group, o-block, row)
-    quadruples.  ``X`` needs ``TW`` elements of slack past its last image.
+    into ``out`` (masked: a row's partial last tile, a partial o-block).  ``mr`` (8, 4 or 1)
+    picks the register block of :data:`BLOCKINGS`, ``Wp``/``Bp`` packed with it.  Tasks [t0, t1)
+    are (image, group, o-block, row) quadruples.  ``X`` needs ``TW`` elements of slack past its
+    last image.
     """
     N, O, OH, OW = out.shape
     L = 64 // X.itemsize
-    TW = NV * L
+    nv = 2 if mr == 8 else (4 if mr == 4 else 8)
+    TW = nv * L
     G = O // og
     of = out.reshape(-1)
     plane = OH * OW
@@ -106,9 +131,14 @@ def forward_rows(X, Wp, offs, Bp, out, og, obs, K, img, wq, t0, t1):  # pragma: 
         oy = r - gob * OH
         g = gob // obs
         ob = gob - g * obs
-        mr = min(MR, og - ob * MR)
+        m = min(mr, og - ob * mr)
         xb = n * img + oy * wq
-        dst = ((n * O + g * og + ob * MR) * OH + oy) * OW
+        dst = ((n * O + g * og + ob * mr) * OH + oy) * OW
         for ox0 in range(0, OW, TW):
-            _GEMM(X, xb + ox0, Wp, gob * K * MR, offs, g * K, K, Bp, gob * MR, of, dst + ox0, plane, mr,
-                  min(TW, OW - ox0), 0)
+            t = min(TW, OW - ox0)
+            if mr == 8:
+                _GEMM(X, xb + ox0, Wp, gob * K * mr, offs, g * K, K, Bp, gob * mr, of, dst + ox0, plane, m, t, 0)
+            elif mr == 4:
+                _GEMM4(X, xb + ox0, Wp, gob * K * mr, offs, g * K, K, Bp, gob * mr, of, dst + ox0, plane, m, t, 0)
+            else:
+                _GEMM1(X, xb + ox0, Wp, gob * K * mr, offs, g * K, K, Bp, gob * mr, of, dst + ox0, plane, m, t, 0)

@@ -23,6 +23,13 @@ SHAPES = [
     (17, 8, 5, 40, 16, 3, 3, 1),
     (37, 18, 7, 6, 20, 3, 3, 1),
     (4, 16, 33, 30, 24, 5, 5, 2),
+    # thin layers (the 4- and 1-channel register blocks): one or a few output channels per group on
+    # wide rows and in lanes, and one input channel (thin input gradients)
+    (2, 3, 6, 100, 1, 3, 3, 1),
+    (2, 4, 5, 70, 3, 3, 3, 1),
+    (3, 6, 7, 9, 1, 3, 3, 1),
+    (2, 6, 8, 60, 6, 3, 3, 3),
+    (2, 1, 5, 110, 8, 3, 3, 1),
 ]
 GEOMETRY = [((1, 1), (1, 1), (1, 1)), ((1, 1), (0, 0), (1, 1)), ((2, 2), (1, 1), (1, 1)),
             ((1, 2), (0, 2), (2, 1)), ((3, 3), (2, 2), (1, 1)), ((1, 1), (3, 3), (1, 1))]
