@@ -12,7 +12,7 @@ result up to floating-point rounding:
 * ``'fft'``: a ``scipy.fft`` product over the boundary-extended image.
 
 ``method='auto'`` picks the cheapest according to a linear cost model measured on the
-development machine (:mod:`fastconv.image.plan`; ``benchmarks/calibrate_filter2d.py``
+development machine (``fastconv.image.plan``; ``benchmarks/calibrate_filter2d.py``
 re-measures it).  :func:`choose_method` returns the choice without filtering, from the
 same plan the filtering uses.  Integer results always use ``'direct'`` (forcing another
 method on them is an error).

@@ -2,7 +2,7 @@
 
 A run is ``Conv2d [-> BatchNorm2d] -> activation [-> MaxPool2d]`` where the convolution is a
 plain :class:`fastconv.nn.Conv2d`, the BatchNorm normalises its output channels, the
-activation is one of :data:`fastconv.nn.fused.ACTIVATION_MODULES` and the pooling returns
+activation is one of ``fastconv.nn.fused.ACTIVATION_MODULES`` and the pooling returns
 no indices.  Runs are found
 
 * in every ``nn.Sequential`` (consecutive children), and

@@ -2,7 +2,7 @@
 ``Denoiser``, ``VAE`` and ``CVAE``.
 
 Every model takes ``backend='fastconv'`` (the conv/pool layers are :mod:`fastconv.nn`
-twins) or ``backend='torch'`` (plain :mod:`torch.nn`).  A model is always built from
+twins) or ``backend='torch'`` (plain ``torch.nn``).  A model is always built from
 torch.nn layers first and then converted in place with :func:`fastconv.convert_model`,
 so for a given RNG state both backends get bit-identical initial parameters and the
 same ``state_dict`` keys.

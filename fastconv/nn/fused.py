@@ -2,7 +2,7 @@
 
 :class:`FusedConv2d` is a :class:`fastconv.nn.Conv2d` (so a ``torch.nn.Conv2d``, with the same
 parameters and ``state_dict`` keys) that also runs the activation -- and the max pooling --
-that follow it, as one op of :mod:`fastconv.ops.fused`, and folds a ``BatchNorm2d`` between
+that follow it, as one op of ``fastconv.ops.fused``, and folds a ``BatchNorm2d`` between
 them into its weights in eval mode.  The modules it absorbs stay where they are, in the
 model and in its ``state_dict``; they pass their input through while the fusion is active:
 

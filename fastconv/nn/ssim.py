@@ -55,51 +55,53 @@ def _check_spatial_dims(cls: str, spatial_dims: int) -> int:
     return spatial_dims
 
 
-class _SSIMBase(nn.Module):
-    """What :class:`SSIM` and :class:`MS_SSIM` share: argument checks and the ``data_range`` warning."""
-
-    def _init_common(self, data_range: Optional[float], size_average: bool, win_size: int, win_sigma: float,
-                     channel: Optional[int], spatial_dims: int, K: Sequence[float]) -> None:
-        name = type(self).__name__
-        self.data_range = data_range
-        self.size_average = size_average
-        self.win_size = win_size
-        self.win_sigma = win_sigma
-        self.channel = _check_channel(name, channel)
-        self.spatial_dims = _check_spatial_dims(name, spatial_dims)
-        self.K = tuple(K)
-        self._range_checked = data_range is not None
-
-    def _check_inputs(self, X: Tensor, Y: Tensor) -> None:
-        channel = getattr(self, "channel", None)  # getattr: modules pickled before these attributes existed
-        if channel is not None and isinstance(X, Tensor) and X.dim() == 4 and X.shape[1] != channel:
-            raise ValueError(f"fastconv.nn.{type(self).__name__}: built with channel={channel}, but the "
-                             f"images have {X.shape[1]} channels (shape {list(X.shape)})")
-        if not getattr(self, "_range_checked", True):
-            self._warn_if_not_unit_range(X, Y)
-
-    def _warn_if_not_unit_range(self, X: Tensor, Y: Tensor) -> None:
-        """Once per module: warn if ``data_range=None`` (1.0) meets images far outside [0, 1]."""
-        if not (isinstance(X, Tensor) and isinstance(Y, Tensor)) or not X.is_floating_point() or \
-                X.shape != Y.shape or X.numel() == 0:
-            return  # ssim() reports bad inputs; integer inputs need data_range and raise there
-        if tracing((X, Y)) or torch._C._functorch.peek_interpreter_stack() is not None:
-            return  # no data-dependent check while compiling, exporting or under torch.func
-        self._range_checked = True
-        with torch.no_grad():
-            peak = float(torch.maximum(X.abs().amax(), Y.abs().amax()))
-        if peak > 2.0:
-            warnings.warn(f"fastconv.nn.{type(self).__name__}: data_range=None means 1.0 (images in [0, 1]), but "
-                          f"these images reach {peak:g}.  pytorch-msssim's default is data_range=255; pass "
-                          f"data_range explicitly (e.g. 255 for images in [0, 255]).  Warned once per module.",
-                          UserWarning, stacklevel=3)
+def _init_common(module: nn.Module, data_range: Optional[float], size_average: bool, win_size: int,
+                 win_sigma: float, channel: Optional[int], spatial_dims: int, K: Sequence[float]) -> None:
+    """Check and store the arguments :class:`SSIM` and :class:`MS_SSIM` share."""
+    name = type(module).__name__
+    module.data_range = data_range
+    module.size_average = size_average
+    module.win_size = win_size
+    module.win_sigma = win_sigma
+    module.channel = _check_channel(name, channel)
+    module.spatial_dims = _check_spatial_dims(name, spatial_dims)
+    module.K = tuple(K)
+    module._range_checked = data_range is not None
 
 
-class SSIM(_SSIMBase):
+def _check_inputs(module: nn.Module, X: Tensor, Y: Tensor) -> None:
+    """The module-level checks of a call: ``channel``, and (once) the ``data_range`` default."""
+    channel = getattr(module, "channel", None)  # getattr: modules pickled before these attributes existed
+    if channel is not None and isinstance(X, Tensor) and X.dim() == 4 and X.shape[1] != channel:
+        raise ValueError(f"fastconv.nn.{type(module).__name__}: built with channel={channel}, but the "
+                         f"images have {X.shape[1]} channels (shape {list(X.shape)})")
+    if not getattr(module, "_range_checked", True):
+        _warn_if_not_unit_range(module, X, Y)
+
+
+def _warn_if_not_unit_range(module: nn.Module, X: Tensor, Y: Tensor) -> None:
+    """Once per module: warn if ``data_range=None`` (1.0) meets images far outside [0, 1]."""
+    if not (isinstance(X, Tensor) and isinstance(Y, Tensor)) or not X.is_floating_point() or \
+            X.shape != Y.shape or X.numel() == 0:
+        return  # ssim() reports bad inputs; integer inputs need data_range and raise there
+    if tracing((X, Y)) or torch._C._functorch.peek_interpreter_stack() is not None:
+        return  # no data-dependent check while compiling, exporting or under torch.func
+    module._range_checked = True
+    with torch.no_grad():
+        peak = float(torch.maximum(X.abs().amax(), Y.abs().amax()))
+    if peak > 2.0:
+        warnings.warn(f"fastconv.nn.{type(module).__name__}: data_range=None means 1.0 (images in [0, 1]), but "
+                      f"these images reach {peak:g}.  pytorch-msssim's default is data_range=255; pass "
+                      f"data_range explicitly (e.g. 255 for images in [0, 255]).  Warned once per module.",
+                      UserWarning, stacklevel=4)
+
+
+class SSIM(nn.Module):
     """SSIM as a module, a drop-in for ``pytorch_msssim.SSIM``: ``SSIM(...)(X, Y)`` is ``fastconv.ssim(X, Y, ...)``.
 
-    The arguments, positional or keyword, are pytorch-msssim's (see the module docstring for
-    the two defaults that differ).  The module has no parameters or buffers.
+    The arguments, positional or keyword, are pytorch-msssim's, and so are the values and
+    gradients.  Two defaults differ: ``data_range`` (``None`` here, 255 there) and ``channel``
+    (``None`` here, 3 there), as described below.  The module has no parameters or buffers.
 
     Parameters
     ----------
@@ -166,12 +168,12 @@ class SSIM(_SSIMBase):
                  win_sigma: float = 1.5, channel: Optional[int] = None, spatial_dims: int = 2,
                  K: Sequence[float] = (0.01, 0.03), nonnegative_ssim: bool = False) -> None:
         super().__init__()
-        self._init_common(data_range, size_average, win_size, win_sigma, channel, spatial_dims, K)
+        _init_common(self, data_range, size_average, win_size, win_sigma, channel, spatial_dims, K)
         self.nonnegative_ssim = nonnegative_ssim
 
     def forward(self, X: Tensor, Y: Tensor) -> Tensor:
         """SSIM of the ``(N, C, H, W)`` batches ``X`` and ``Y``: a scalar, or ``(N,)`` without ``size_average``."""
-        self._check_inputs(X, Y)
+        _check_inputs(self, X, Y)
         return ssim(X, Y, data_range=self.data_range, size_average=self.size_average, win_size=self.win_size,
                     win_sigma=self.win_sigma, K=self.K, nonnegative_ssim=self.nonnegative_ssim)
 
@@ -181,12 +183,12 @@ class SSIM(_SSIMBase):
                 f"nonnegative_ssim={self.nonnegative_ssim}")
 
 
-class MS_SSIM(_SSIMBase):
+class MS_SSIM(nn.Module):
     """MS-SSIM as a module, a drop-in for ``pytorch_msssim.MS_SSIM``: ``MS_SSIM(...)(X, Y)`` is ``ms_ssim(X, Y, ...)``.
 
-    The arguments, positional or keyword, are pytorch-msssim's (see the module docstring for
-    the two defaults that differ).  The images' smaller side must exceed
-    ``(win_size - 1) * 16`` (160 for the default window).
+    The arguments, positional or keyword, are pytorch-msssim's, and so are the values and
+    gradients; the ``data_range`` and ``channel`` defaults differ as in :class:`SSIM`.  The
+    images' smaller side must exceed ``(win_size - 1) * 16`` (160 for the default window).
 
     Parameters
     ----------
@@ -229,12 +231,12 @@ class MS_SSIM(_SSIMBase):
                  win_sigma: float = 1.5, channel: Optional[int] = None, spatial_dims: int = 2,
                  weights: Optional[Sequence[float]] = None, K: Sequence[float] = (0.01, 0.03)) -> None:
         super().__init__()
-        self._init_common(data_range, size_average, win_size, win_sigma, channel, spatial_dims, K)
+        _init_common(self, data_range, size_average, win_size, win_sigma, channel, spatial_dims, K)
         self.weights = None if weights is None else tuple(weights)
 
     def forward(self, X: Tensor, Y: Tensor) -> Tensor:
         """MS-SSIM of the ``(N, C, H, W)`` batches ``X`` and ``Y``: a scalar, or ``(N,)`` without ``size_average``."""
-        self._check_inputs(X, Y)
+        _check_inputs(self, X, Y)
         return ms_ssim(X, Y, data_range=self.data_range, size_average=self.size_average, win_size=self.win_size,
                        win_sigma=self.win_sigma, weights=self.weights, K=self.K)
 
