@@ -2,8 +2,7 @@
 
 :class:`SSIM` and :class:`MS_SSIM` take pytorch-msssim's constructor arguments, positional
 and keyword (``from fastconv.nn import SSIM`` replaces ``from pytorch_msssim import SSIM``),
-and give its values and gradients.  Two defaults differ, each a superset of pytorch-msssim's
-behaviour or a documented choice:
+and give its values and gradients.  Two defaults differ:
 
 * ``data_range`` is the dynamic range of the images (1.0 for [0, 1] floats, 255 for 8-bit).
   pytorch-msssim defaults to 255; fastconv's default ``None`` means 1.0 for float inputs and
@@ -93,7 +92,7 @@ def _warn_if_not_unit_range(module: nn.Module, X: Tensor, Y: Tensor) -> None:
         warnings.warn(f"fastconv.nn.{type(module).__name__}: data_range=None means 1.0 (images in [0, 1]), but "
                       f"these images reach {peak:g}.  pytorch-msssim's default is data_range=255; pass "
                       f"data_range explicitly (e.g. 255 for images in [0, 255]).  Warned once per module.",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=3)  # points at the forward
 
 
 class SSIM(nn.Module):
