@@ -12,7 +12,7 @@ result up to floating-point rounding:
 * ``'fft'``: a ``scipy.fft`` product over the boundary-extended image.
 
 ``method='auto'`` picks the cheapest according to a linear cost model measured on the
-development machine (:mod:`fastconv.image.plan`; ``benchmarks/calibrate_filter2d.py``
+development machine (``fastconv.image.plan``; ``benchmarks/calibrate_filter2d.py``
 re-measures it).  :func:`choose_method` returns the choice without filtering, from the
 same plan the filtering uses.  Integer results always use ``'direct'`` (forcing another
 method on them is an error).
@@ -127,6 +127,11 @@ def box_kernel(size: IntPair) -> np.ndarray:
     ndarray
         The kernel.
 
+    Raises
+    ------
+    ValueError
+        For a size that is not a positive int or a pair of them.
+
     Examples
     --------
     >>> from fastconv.filters import box_kernel
@@ -163,6 +168,11 @@ def sobel(axis: int = 0) -> np.ndarray:
         float64 (3, 3) kernel; ``filter2d(img, sobel(a), boundary='symm')`` equals
         ``scipy.ndimage.sobel(img, a, mode='reflect')``.
 
+    Raises
+    ------
+    ValueError
+        For an axis other than 0, 1 (or -2, -1).
+
     Examples
     --------
     >>> from fastconv.filters import sobel
@@ -187,6 +197,11 @@ def prewitt(axis: int = 0) -> np.ndarray:
     ndarray
         float64 (3, 3) kernel.
 
+    Raises
+    ------
+    ValueError
+        For an axis other than 0, 1 (or -2, -1).
+
     Examples
     --------
     >>> from fastconv.filters import prewitt
@@ -199,6 +214,9 @@ def prewitt(axis: int = 0) -> np.ndarray:
 def sharpen() -> np.ndarray:
     """The classic 3x3 sharpening kernel ``5 * centre - 4-neighbours`` (rank 2, symmetric).
 
+    It takes no arguments (hence no Parameters or Raises section).  ``filter2d(img, sharpen())``
+    adds the negative Laplacian to the image: flat regions are unchanged, edges are steepened.
+
     Returns
     -------
     ndarray
@@ -206,9 +224,13 @@ def sharpen() -> np.ndarray:
 
     Examples
     --------
-    >>> from fastconv.filters import sharpen
+    >>> import numpy as np
+    >>> from fastconv.filters import filter2d, sharpen
     >>> float(sharpen().sum())
     1.0
+    >>> img = np.zeros((5, 6)); img[:, 3:] = 1.0         # a vertical edge, over- and undershot
+    >>> filter2d(img, sharpen(), boundary="symm")[2]
+    array([ 0.,  0., -1.,  2.,  1.,  1.])
     """
     return np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
 
@@ -230,6 +252,11 @@ def separable_factors(kernel: ArrayLike) -> Optional[Tuple[np.ndarray, np.ndarra
         ``(u, v)`` with ``outer(u, v) == kernel`` to within ``8 * max(P, Q) * eps`` of the
         largest entry, confirmed rank 1 by the SVD; None when the kernel is not exactly
         rank 1.  Results are cached per kernel.
+
+    Raises
+    ------
+    ValueError
+        For a kernel that is not a non-empty 2-D array.
 
     Examples
     --------
@@ -273,6 +300,12 @@ def estimate_costs(image_shape: Sequence[int], kernel: ArrayLike, mode: str = "s
     dict
         Method name -> predicted ns; ``'separable'`` only for exactly rank-1 kernels and
         only ``'direct'`` for integer results.
+
+    Raises
+    ------
+    ValueError
+        For a kernel that is not a non-empty 2-D array, an image shape that is not 2-D or
+        3-D, or an unknown mode.
 
     Examples
     --------

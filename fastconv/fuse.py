@@ -2,7 +2,7 @@
 
 A run is ``Conv2d [-> BatchNorm2d] -> activation [-> MaxPool2d]`` where the convolution is a
 plain :class:`fastconv.nn.Conv2d`, the BatchNorm normalises its output channels, the
-activation is one of :data:`fastconv.nn.fused.ACTIVATION_MODULES` and the pooling returns
+activation is one of ``fastconv.nn.fused.ACTIVATION_MODULES`` and the pooling returns
 no indices.  Runs are found
 
 * in every ``nn.Sequential`` (consecutive children), and
@@ -116,7 +116,32 @@ def _fx_runs(model: nn.Module) -> List[Run]:
 
 
 def find_runs(model: nn.Module) -> List[Run]:
-    """Every fusable run in ``model`` (Sequential containers first, then fx), each conv once."""
+    """Every fusable run in ``model`` (Sequential containers first, then fx), each conv once.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model converted by :func:`fastconv.convert_model` (only fastconv ``Conv2d`` layers
+        start a run); it is not changed.
+
+    Returns
+    -------
+    list of (Conv2d, BatchNorm2d or None, torch.nn.Module, MaxPool2d or None)
+        ``(conv, bn, activation, pool)`` per run, as the module docstring describes; convs
+        already fused are left out.  A model that ``torch.fx`` cannot trace gives its
+        ``Sequential`` runs only.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> from fastconv.fuse import find_runs
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+    ...                           torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3), torch.nn.Sigmoid())
+    >>> runs = find_runs(fastconv.convert_model(net))
+    >>> [[type(m).__name__ if m is not None else None for m in run] for run in runs]
+    [['Conv2d', 'BatchNorm2d', 'ReLU', 'MaxPool2d']]
+    """
     seen, runs = set(), []
     for run in _sequential_runs(model) + _fx_runs(model):
         if id(run[0]) not in seen and all(not isinstance(m, FusedConv2d) for m in run if m is not None):
@@ -126,15 +151,64 @@ def find_runs(model: nn.Module) -> List[Run]:
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
-    """Fuse every run of :func:`find_runs` in place; returns ``model``."""
+    """Fuse every run of :func:`find_runs` in place (what ``convert_model(model, fuse=True)`` does last).
+
+    Each run's convolution becomes a :class:`fastconv.nn.FusedConv2d`; the BatchNorm,
+    activation and pooling it absorbs stay in the model (and its ``state_dict``) and pass
+    their input through while the fusion is active.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model converted by :func:`fastconv.convert_model`; changed in place.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> from fastconv.fuse import fuse_model
+    >>> net = fastconv.convert_model(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.SiLU()))
+    >>> [type(m).__name__ for m in fuse_model(net)]
+    ['FusedConv2d', 'AbsorbedSiLU']
+    """
     for conv, bn, act, pool in find_runs(model):
         absorb(conv, act, bn, pool)
     return model
 
 
 def unfuse_batchnorm(model: nn.Module) -> nn.Module:
-    """Undo the fusions that fold a BatchNorm, in place (before converting BatchNorm layers by type,
-    e.g. to ``SyncBatchNorm``); fusions without a BatchNorm stay.  Returns ``model``."""
+    """Undo the fusions that fold a BatchNorm, in place; fusions without a BatchNorm stay.
+
+    Needed before code that replaces BatchNorm layers by type, such as
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: the layers get their own classes back
+    (fastconv ``Conv2d``, ``BatchNorm2d``, the activation and pooling), parameters untouched.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model fused by :func:`fuse_model` or ``convert_model(model, fuse=True)``.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> from fastconv.fuse import unfuse_batchnorm
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+    ...                           torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU())
+    >>> net = fastconv.convert_model(net, fuse=True)
+    >>> [type(m).__name__ for m in unfuse_batchnorm(net)]
+    ['Conv2d', 'BatchNorm2d', 'ReLU', 'FusedConv2d', 'AbsorbedReLU']
+    """
     for m in list(model.modules()):
         if isinstance(m, FusedConv2d) and m.fused_bn is not None:
             release(m)

@@ -2,7 +2,7 @@
 ``Denoiser``, ``VAE`` and ``CVAE``.
 
 Every model takes ``backend='fastconv'`` (the conv/pool layers are :mod:`fastconv.nn`
-twins) or ``backend='torch'`` (plain :mod:`torch.nn`).  A model is always built from
+twins) or ``backend='torch'`` (plain ``torch.nn``).  A model is always built from
 torch.nn layers first and then converted in place with :func:`fastconv.convert_model`,
 so for a given RNG state both backends get bit-identical initial parameters and the
 same ``state_dict`` keys.
@@ -38,6 +38,29 @@ class Classifier(nn.Module):
     """Three 3x3 conv blocks (32, 64, 128 channels; padding 1, ReLU, 2x2 max-pool), then
     ``Linear(., 128)``, ReLU, ``Linear(128, num_classes)``.  ``image_size`` (>= 8) is the
     side of the square input; non-square inputs of the same pooled size also work.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Input channels (1 for MNIST-like images).
+    num_classes : int, optional
+        Output logits.
+    image_size : int, optional
+        Side of the square input images, at least 8; it sizes the first Linear layer.
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend or ``image_size < 8``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import Classifier
+    >>> Classifier(in_channels=1, num_classes=10, image_size=28)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
@@ -59,6 +82,7 @@ class Classifier(nn.Module):
         _finish(self, backend)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(N, num_classes)`` of images ``x`` ``(N, in_channels, H, W)``."""
         return self.head(self.features(x))
 
 
@@ -66,6 +90,29 @@ class CifarNet(nn.Module):
     """Two 5x5 conv blocks (64 then 32 channels, no padding, ReLU, ``MaxPool2d(2, 2)``) and
     three Linear layers (128, 64, ``num_classes``), the classic CIFAR-10 LeNet shape.
     ``image_size`` must be >= 16.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Input channels (3 for RGB).
+    num_classes : int, optional
+        Output logits.
+    image_size : int, optional
+        Side of the square input images, at least 16; it sizes the first Linear layer.
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend or ``image_size < 16``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import CifarNet
+    >>> CifarNet()(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
@@ -85,11 +132,33 @@ class CifarNet(nn.Module):
         _finish(self, backend)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(N, num_classes)`` of images ``x`` ``(N, in_channels, H, W)``."""
         return self.head(self.features(x))
 
 
 def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    """``(conv3x3 - BatchNorm - ReLU) x 2``, the U-Net block (convs without bias: BN follows)."""
+    """``(conv3x3 - BatchNorm - ReLU) x 2``, the U-Net block (convs without bias: BN follows).
+
+    The layers are plain torch.nn ones; the models convert them with the rest.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the block's input and output (and of its middle layer: ``out_channels``).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        Six layers, keeping the spatial size (padding 1).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import double_conv
+    >>> block = double_conv(1, 4)
+    >>> len(block), block(torch.zeros(2, 1, 8, 8)).shape
+    (6, torch.Size([2, 4, 8, 8]))
+    """
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
@@ -105,6 +174,36 @@ class UNet(nn.Module):
 
     ``skip=False`` is the no-skip ablation: each skip tensor is replaced by zeros of the
     same shape, so the decoder (and the parameter count) is unchanged.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Input channels.
+    out_channels : int, optional
+        Output logit channels (classes, or 1 for a binary mask).
+    base : int, optional
+        Channels of the first block; each downsampling doubles them.
+    depth : int, optional
+        Number of 2x2 max-pool downsamplings (>= 1); input sides must be divisible by
+        ``2**depth``.
+    skip : bool, optional
+        Concatenate the encoder's features into the decoder (``False``: zeros instead).
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend, ``depth < 1`` or ``base < 1``; at the forward call, for
+        input sides not divisible by ``2**depth``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import UNet
+    >>> net = UNet(in_channels=1, out_channels=3, base=4, depth=2)
+    >>> net(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 3, 32, 32])
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 4,
@@ -131,6 +230,7 @@ class UNet(nn.Module):
         _finish(self, backend)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Per-pixel logits ``(N, out_channels, H, W)`` of images ``x`` ``(N, in_channels, H, W)``."""
         f = 2 ** self.depth
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"UNet(depth={self.depth}) needs input sides divisible by {f}, "
@@ -154,6 +254,25 @@ class Denoiser(nn.Module):
     SiLU), a transposed-conv decoder (8 -> 16 -> 32 -> 32, 4x4 stride 2 padding 1, i.e. overlapping
     windows that double the size without block artefacts, SiLU) and a final 3x3
     conv back to ``in_channels``.  Output has the input's size for sides divisible by 8.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Channels of the images (input and output).
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend; at the forward call, for input sides not divisible by 8.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import Denoiser
+    >>> Denoiser(in_channels=3)(torch.zeros(2, 3, 32, 24)).shape
+    torch.Size([2, 3, 32, 24])
     """
 
     def __init__(self, in_channels: int = 1, backend: str = "fastconv") -> None:
@@ -172,6 +291,7 @@ class Denoiser(nn.Module):
         _finish(self, backend)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The denoised images, of the shape of ``x`` ``(N, in_channels, H, W)``."""
         if x.shape[-1] % 8 or x.shape[-2] % 8:
             raise ValueError(f"Denoiser needs input sides divisible by 8, got {tuple(x.shape[-2:])}")
         return self.decoder(self.encoder(x))
@@ -191,6 +311,45 @@ class SegViT(nn.Module):
       its own patch of logits.
 
     Input sides must be divisible by ``patch_size``.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Input channels.
+    out_channels : int, optional
+        Output logit channels.
+    image_size : int, optional
+        Side of the square images the position embedding is learned for (other sizes,
+        divisible by ``patch_size``, resize it); divisible by ``patch_size``.
+    patch_size : int, optional
+        Side of the square patches (tokens).
+    dim : int, optional
+        Token width; divisible by ``heads``.
+    depth : int, optional
+        Number of transformer blocks.
+    heads : int, optional
+        Attention heads.
+    mlp_ratio : float, optional
+        MLP width over ``dim``.
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend, ``image_size`` not divisible by ``patch_size`` or ``dim`` not
+        divisible by ``heads``; at the forward call, for input sides not divisible by
+        ``patch_size``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import SegViT
+    >>> net = SegViT(in_channels=1, out_channels=2, image_size=32, patch_size=4, dim=16, depth=1, heads=2)
+    >>> net(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 2, 32, 32])
+    >>> net(torch.zeros(1, 1, 16, 24)).shape                  # the position embedding is resized
+    torch.Size([1, 2, 16, 24])
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, image_size: int = 32, patch_size: int = 4,
@@ -214,6 +373,7 @@ class SegViT(nn.Module):
         _finish(self, backend)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Per-pixel logits ``(N, out_channels, H, W)`` of images ``x`` ``(N, in_channels, H, W)``."""
         p = self.patch_size
         if x.shape[-1] % p or x.shape[-2] % p:
             raise ValueError(f"SegViT(patch_size={p}) needs input sides divisible by {p}, got {tuple(x.shape[-2:])}")
@@ -242,6 +402,38 @@ class VAE(nn.Module):
     With ``num_classes > 0`` (see :class:`CVAE`) the one-hot label is appended to the
     encoder's features and to the latent.  ``image_size`` (the square input's side) must be
     divisible by 4.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Image channels.
+    image_size : int, optional
+        Side of the square images, divisible by 4.
+    latent_dim : int, optional
+        Size of the latent.
+    base : int, optional
+        Channels of the first conv layer (the second has ``2 * base``).
+    num_classes : int, optional
+        0 for an unconditional VAE; see :class:`CVAE`.
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend, an ``image_size`` not divisible by 4, or non-positive
+        ``latent_dim``/``base`` (negative ``num_classes``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import VAE
+    >>> vae = VAE(in_channels=1, image_size=28, latent_dim=8)
+    >>> logits, mu, logvar = vae(torch.zeros(2, 1, 28, 28))
+    >>> logits.shape, mu.shape, logvar.shape
+    (torch.Size([2, 1, 28, 28]), torch.Size([2, 8]), torch.Size([2, 8]))
+    >>> vae.sample(3, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([3, 1, 28, 28])
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 8, base: int = 32,
@@ -304,7 +496,34 @@ class VAE(nn.Module):
 
 class CVAE(VAE):
     """Conditional :class:`VAE`: the encoder and the decoder also see the one-hot class label,
-    so ``CVAE.sample(n, labels)`` draws images of chosen classes.  ``forward(x, labels)``."""
+    so ``CVAE.sample(n, labels)`` draws images of chosen classes.  ``forward(x, labels)``.
+
+    Parameters
+    ----------
+    in_channels, image_size, latent_dim, base
+        As in :class:`VAE`.
+    num_classes : int, optional
+        Number of classes (>= 1); labels are ints in ``[0, num_classes)``.
+    backend : {'fastconv', 'torch'}, optional
+        fastconv twins of the conv/pool layers (fused where possible) or plain torch.nn.
+
+    Raises
+    ------
+    ValueError
+        For ``num_classes < 1``, and as :class:`VAE`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastconv.models import CVAE
+    >>> cvae = CVAE(num_classes=10)
+    >>> labels = torch.tensor([3, 7])
+    >>> logits, mu, logvar = cvae(torch.zeros(2, 1, 28, 28), labels)
+    >>> logits.shape
+    torch.Size([2, 1, 28, 28])
+    >>> cvae.sample(2, labels, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 1, 28, 28])
+    """
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 8, base: int = 32,
                  num_classes: int = 10, backend: str = "fastconv") -> None:

@@ -18,7 +18,7 @@ Same signatures, output shapes, output dtypes and error cases as SciPy:
   ``ValueError`` like SciPy.  ``fillvalue`` is cast to the output dtype with SciPy's
   rules (a complex or out-of-range fill for a real/integer output is a ``ValueError``).
 
-The work runs in the image engine (:mod:`fastconv.image`), except ``longdouble`` and
+The work runs in the image engine (``fastconv.image``), except ``longdouble`` and
 ``clongdouble`` (not supported by Numba), which use a NumPy shift-and-add loop.
 complex64 is computed in complex128 and rounded once (SciPy sums in complex64, so the
 results agree to complex64 rounding).

@@ -2,7 +2,7 @@
 
 :class:`FusedConv2d` is a :class:`fastconv.nn.Conv2d` (so a ``torch.nn.Conv2d``, with the same
 parameters and ``state_dict`` keys) that also runs the activation -- and the max pooling --
-that follow it, as one op of :mod:`fastconv.ops.fused`, and folds a ``BatchNorm2d`` between
+that follow it, as one op of ``fastconv.ops.fused``, and folds a ``BatchNorm2d`` between
 them into its weights in eval mode.  The modules it absorbs stay where they are, in the
 model and in its ``state_dict``; they pass their input through while the fusion is active:
 
@@ -38,7 +38,15 @@ class FusedConv2d(Conv2d):
     """A :class:`fastconv.nn.Conv2d` that runs ``[BatchNorm2d ->] activation [-> MaxPool2d]`` too.
 
     Made in place from a converted ``Conv2d`` by :func:`fastconv.convert_model` (``fuse=True``);
-    the attributes below say what it absorbed.
+    the attributes below say what it absorbed.  Values and gradients equal the unfused layers'
+    to float rounding; parameters and ``state_dict`` keys are the convolution's own.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        ``torch.nn.Conv2d``'s constructor arguments.  A ``FusedConv2d`` is not built by calling
+        it, though: :func:`fastconv.convert_model` (``fuse=True``) turns a ``Conv2d`` into one
+        in place, setting the attributes below.
 
     Attributes
     ----------
@@ -50,6 +58,21 @@ class FusedConv2d(Conv2d):
         The absorbed max pooling.
     fused_bn : torch.nn.BatchNorm2d or None
         The BatchNorm folded in eval mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+    ...                           torch.nn.MaxPool2d(2)).eval()
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> ref = net(x)
+    >>> net = fastconv.convert_model(net, fuse=True)
+    >>> net[0]
+    FusedConv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), fused=relu, bn folded in eval, max_pool)
+    >>> net[0].fusion_active(), torch.allclose(net(x), ref, atol=1e-6)
+    (True, True)
     """
 
     fused_activation: str
@@ -84,6 +107,7 @@ class FusedConv2d(Conv2d):
         return w * scale.reshape(-1, 1, 1, 1), shift
 
     def forward(self, input: Tensor) -> Tensor:
+        """``[pool(]act([bn(]conv(input)[)])[)]`` as one fused op, or the convolution alone when not fused."""
         if not self.fusion_active():
             return super().forward(input)
         w, b = self._folded()

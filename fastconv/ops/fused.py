@@ -223,6 +223,12 @@ def conv2d_act(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, str
         The activated convolution; values and gradients equal the unfused torch layers'.
         Only the output (and, for SiLU, the pre-activation) is kept for the backward pass.
 
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`fastconv.functional.conv2d` for bad tensors or geometry; ``ValueError`` also
+        for an unknown activation.
+
     Examples
     --------
     >>> import torch
@@ -258,6 +264,12 @@ def conv2d_act_max_pool(input: Tensor, weight: Tensor, bias: Optional[Tensor] = 
     Tensor
         The pooled activations.  The full-size convolution output is never kept: the
         backward pass needs only the pooled values and their argmax indices.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`conv2d_act` and :func:`fastconv.functional.max_pool2d` (too much pooling
+        padding, an empty pooled output).
 
     Examples
     --------

@@ -288,9 +288,59 @@ def _stride(stride: Optional[S.IntPair], kernel: Tuple[int, int]) -> Tuple[int, 
 def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair] = None,
                padding: S.IntPair = 0, dilation: S.IntPair = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-    """2D max pooling as ``torch.nn.functional.max_pool2d`` (padding is -inf; stride defaults to kernel_size).
+    """2D max pooling, as ``torch.nn.functional.max_pool2d``.
 
-    With ``return_indices`` also returns int64 flat indices ``h*W + w`` into each input plane.
+    ``out[n, c, y, x] = max_{i, j} x_pad[n, c, y*sH + i*dH, x*sW + j*dW]`` over the
+    ``kH x kW`` window; the implicit padding is -inf, so it never wins, and a NaN in a window
+    propagates.  The gradient goes to each window's maximum (the first one in row-major window
+    order on ties), summed where windows share it.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(N, C, H, W)`` or unbatched ``(C, H, W)``, float32 or float64 (and float16/bfloat16
+        storage on CUDA).  Any strides, channels_last included.
+    kernel_size : int or (int, int)
+        Window size ``(kH, kW)``.
+    stride : int or (int, int), optional
+        Step of the window; ``None`` (or ``()``) means ``kernel_size``, as torch.
+    padding : int or (int, int), optional
+        Implicit -inf padding on both sides; at most half the kernel size.
+    dilation : int or (int, int), optional
+        Spacing between window taps.
+    ceil_mode : bool, optional
+        Round the output size up instead of down (a last window may start in the bottom/right
+        padding but not past it), as torch.
+    return_indices : bool, optional
+        Also return where each maximum is.
+
+    Returns
+    -------
+    Tensor or (Tensor, Tensor)
+        ``(N, C, H_out, W_out)`` (or ``(C, H_out, W_out)``), contiguous, with
+        ``H_out = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1`` (rounded up with
+        ``ceil_mode``); with ``return_indices``, also the int64 flat indices ``h * W + w`` of
+        the maxima within each input plane, as torch's (usable with ``torch.nn.MaxUnpool2d``).
+
+    Raises
+    ------
+    TypeError
+        For non-tensor input, unsupported dtypes or malformed sizes.
+    ValueError, RuntimeError
+        For bad ranks, empty channel or spatial sizes, too much padding or an empty output,
+        with torch's wording.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> F.max_pool2d(x, 2)
+    tensor([[[[ 5.,  7.],
+              [13., 15.]]]])
+    >>> out, idx = F.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    >>> idx[0, 0, 0]
+    tensor([5, 6, 7, 7])
     """
     squeeze = _check_input("max_pool2d", input)
     x = input.unsqueeze(0) if squeeze else input
@@ -306,7 +356,58 @@ def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
 def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair] = None,
                padding: S.IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> Tensor:
-    """2D average pooling as ``torch.nn.functional.avg_pool2d`` (zero padding; see module docs for divisors)."""
+    """2D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Each output is the sum over its ``kH x kW`` window of the zero-padded input, divided by
+    the divisor: ``divisor_override`` if given; else the window size ``kH * kW`` with
+    ``count_include_pad``, or the number of window taps inside the unpadded input without it.
+    With ``ceil_mode``, a window reaching past the padding counts only up to the padded edge,
+    as torch.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(N, C, H, W)`` or unbatched ``(C, H, W)``, float32 or float64 (and float16/bfloat16
+        storage on CUDA).  Any strides, channels_last included.
+    kernel_size : int or (int, int)
+        Window size ``(kH, kW)``.
+    stride : int or (int, int), optional
+        Step of the window; ``None`` (or ``()``) means ``kernel_size``, as torch.
+    padding : int or (int, int), optional
+        Implicit zero padding on both sides; at most half the kernel size.
+    ceil_mode : bool, optional
+        Round the output size up instead of down, as torch.
+    count_include_pad : bool, optional
+        Whether padded zeros count in the divisor.
+    divisor_override : int, optional
+        A fixed, nonzero divisor for every window.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H_out, W_out)`` (or ``(C, H_out, W_out)``), contiguous, with
+        ``H_out = (H + 2 * padding - kH) // stride + 1`` (rounded up with ``ceil_mode``).
+
+    Raises
+    ------
+    TypeError
+        For non-tensor input, unsupported dtypes or malformed sizes.
+    ValueError, RuntimeError
+        For bad ranks, empty channel or spatial sizes, too much padding, an empty output or
+        ``divisor_override=0``, with torch's wording.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> F.avg_pool2d(x, 2)
+    tensor([[[[ 2.5000,  4.5000],
+              [10.5000, 12.5000]]]])
+    >>> F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+    tensor([[[[ 2.5000,  4.0000],
+              [ 8.5000, 10.0000]]]])
+    """
     squeeze = _check_input("avg_pool2d", input)
     x = input.unsqueeze(0) if squeeze else input
     k = S.pair(kernel_size, "kernel_size")
@@ -320,10 +421,46 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size: Union[int, None, Sequence[Optional[int]]]) -> Tensor:
-    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+    """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
-    ``output_size`` is an int or a pair whose ``None`` entries keep the input size;
-    ``1`` gives global average pooling.
+    Output row ``o`` of ``OH`` averages input rows ``floor(o * H / OH)`` to
+    ``ceil((o + 1) * H / OH) - 1`` (likewise for columns), so the windows cover the input and
+    may overlap or differ in size by one; no padding.
+
+    Parameters
+    ----------
+    input : Tensor
+        ``(N, C, H, W)`` or unbatched ``(C, H, W)``, float32 or float64 (and float16/bfloat16
+        storage on CUDA); the batch and channels may be empty.
+    output_size : int, None or (int or None, int or None)
+        ``(OH, OW)``; an int gives a square output and ``None`` keeps that input size.
+        ``1`` is global average pooling.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, OH, OW)`` (or ``(C, OH, OW)``), contiguous.
+
+    Raises
+    ------
+    TypeError
+        For non-tensor input or unsupported dtypes.
+    ValueError, RuntimeError
+        For bad ranks, empty spatial sizes, or an ``output_size`` that is not an int or a pair
+        of non-negative ints.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> F.adaptive_avg_pool2d(x, 1)
+    tensor([[[[7.5000]]]])
+    >>> F.adaptive_avg_pool2d(x, (2, 3))
+    tensor([[[[ 2.5000,  3.5000,  4.5000],
+              [10.5000, 11.5000, 12.5000]]]])
+    >>> F.adaptive_avg_pool2d(x, (2, None)).shape
+    torch.Size([1, 1, 2, 4])
     """
     squeeze = _check_input("adaptive_avg_pool2d", input, empty_channels=True)
     x = input.unsqueeze(0) if squeeze else input

@@ -6,8 +6,9 @@ Ops in the ``fastconv`` namespace (see :mod:`fastconv.ops._op`):
   means over valid positions of the SSIM map and of the contrast-structure map;
 * ``fastconv::ssim_stats_backward(g_ssim, g_cs, x, y, ...) -> (grad_x, grad_y)``.
 
-Both run fused kernels from ``kernels("ssim", device)``, whose contract is :class:`Backend`.  The forward op's autograd formula is the backward op,
-so SSIM is differentiable w.r.t. both images; double backward is not supported.
+Both run fused kernels from ``kernels("ssim", device)``, whose contract is :class:`Backend`.  The
+forward op's autograd formula is the backward op, so SSIM is differentiable w.r.t. both images;
+double backward is not supported.
 
 Conventions (identical to pytorch-msssim's ``ssim``/``ms_ssim`` and to
 ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
@@ -22,8 +23,12 @@ use_sample_covariance=False, data_range=...)`` averaged over channels):
 * ``C1 = (K1 * data_range)**2``, ``C2 = (K2 * data_range)**2``.  **``data_range``
   is the dynamic range of the images** (1.0 for images in [0, 1], 255 for 8-bit
   images): a wrong value silently changes the result.  It defaults to 1.0 for
-  floating inputs and must be given for integer inputs;
+  floating inputs and must be given for integer inputs (pytorch-msssim's default is 255);
 * NaN in an input propagates to the result (and to the gradients).
+
+The public functions take pytorch-msssim's arguments in its order, ``win`` included: the
+kernels compute their Gaussian window themselves, so a ``win`` tensor is accepted when it is
+a normalised Gaussian, whose size and sigma are then read off it (``_window_args``).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from torch import Tensor
 
 from .. import _shapes as S
 from .._backend import kernels
+from .._window import fit_gaussian_sigma
 from . import _batching as B
 from ._op import define
 from .pool import avg_pool2d
@@ -214,25 +220,140 @@ def _check_size(op: str, X: Tensor, minimum: int, why: str) -> None:
                          f">= {minimum}")
 
 
+def _window_args(op: str, win: Optional[Tensor], win_size: int, win_sigma: float, X: Tensor) -> Tuple[int, float]:
+    """``(win_size, win_sigma)`` of pytorch-msssim's ``win`` argument (or the arguments as given when None).
+
+    fastconv's kernels compute their own Gaussian, so ``win`` must be one: its size is its last
+    dimension and its sigma is recovered by :func:`fastconv._window.fit_gaussian_sigma`.
+    """
+    if win is None:
+        return win_size, win_sigma
+    if not isinstance(win, Tensor):
+        raise TypeError(f"fastconv.{op}: win must be a torch.Tensor window of shape (C, 1, 1, win_size) as "
+                        f"pytorch-msssim's, got {type(win).__name__} (note the argument order: ..., win_sigma, "
+                        f"win, ...; pass K and weights by keyword)")
+    shape = tuple(win.shape)
+    if win.dim() == 5:
+        raise ValueError(f"fastconv.{op}: win of shape {list(shape)} is a window for 3-D (volume) images; "
+                         f"fastconv's SSIM is 2-D only")
+    if win.dim() not in (1, 3, 4) or shape[-1] == 0 or any(s != 1 for s in shape[1:-1]) or \
+            (win.dim() > 1 and shape[0] not in (1, X.shape[1] if X.dim() > 1 else 1)):
+        raise ValueError(f"fastconv.{op}: win must have shape (C, 1, 1, win_size), (1, 1, win_size) or "
+                         f"(win_size,), with C the images' channel count, got {list(shape)}")
+    if not win.is_floating_point():
+        raise TypeError(f"fastconv.{op}: win must be a floating-point tensor, got {win.dtype}")
+    if win.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"fastconv.{op}: win requires grad, but fastconv computes no gradient w.r.t. the "
+                         f"window (it must be a fixed Gaussian); pass win.detach()")
+    n = shape[-1]
+    rows = win.detach().to("cpu", torch.float64).reshape(-1, n).numpy()
+    rtol = max(1e-6, 16 * torch.finfo(win.dtype).eps)
+    g = rows[0]
+    if n % 2 == 0:
+        return n, win_sigma  # _check_window raises pytorch-msssim's odd-size error
+    if n == 1:
+        sigma = float(win_sigma) if abs(g[0] - 1.0) <= rtol else None
+    else:
+        sigma = fit_gaussian_sigma(g, rtol)
+    if sigma is None or (rows.shape[0] > 1 and abs(rows - g).max() > rtol * abs(g).max()):
+        raise ValueError(f"fastconv.{op}: win must be a normalised 1-D Gaussian (the same in every channel), as "
+                         f"pytorch-msssim builds it: fastconv's SSIM kernels use a Gaussian window only; pass "
+                         f"win_size and win_sigma instead")
+    return n, sigma
+
+
 # --------------------------------------------------------------------------- public API
 
 
 def ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average: bool = True, win_size: int = 11,
-         win_sigma: float = 1.5, K: Sequence[float] = (0.01, 0.03), nonnegative_ssim: bool = False) -> Tensor:
-    """Structural similarity of two (N, C, H, W) image batches, differentiable w.r.t. both.
+         win_sigma: float = 1.5, win: Optional[Tensor] = None, K: Sequence[float] = (0.01, 0.03),
+         nonnegative_ssim: bool = False) -> Tensor:
+    """Structural similarity (SSIM) of two image batches, differentiable w.r.t. both.
 
-    ``data_range`` is the dynamic range of the pixel values: ``None`` means 1.0 for float
-    images (values in [0, 1]) and is an error for integer images (pass e.g. 255).
-    The SSIM map is evaluated at valid positions only (no padding) with a separable
-    Gaussian window and population covariances, then averaged over positions and
-    channels: ``size_average=True`` returns the scalar batch mean, ``False`` an ``(N,)``
-    tensor of per-image values.  ``nonnegative_ssim`` clamps the per-channel values at 0.
-    Equals ``pytorch_msssim.ssim`` and skimage's ``structural_similarity(gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False)``.  Images must be at least ``win_size``
-    pixels high and wide.  Integer inputs are compared in float32.
+    Same signature and values as ``pytorch_msssim.ssim`` (except the ``data_range`` default,
+    see below), and as skimage's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=...)`` averaged over channels.  Per position,
+
+    ``SSIM = (2 mu_x mu_y + C1) (2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1) (s_x^2 + s_y^2 + C2))``
+
+    with Gaussian-weighted means ``mu``, population (biased) variances and covariance ``s``,
+    ``C1 = (K1 * data_range)**2`` and ``C2 = (K2 * data_range)**2``.  The separable Gaussian
+    window is applied at *valid* positions only (no padding): the map has size
+    ``(H - win_size + 1, W - win_size + 1)`` and is averaged over positions, then channels.
+
+    Parameters
+    ----------
+    X, Y : Tensor
+        ``(N, C, H, W)`` images of one dtype and device, at least ``win_size`` pixels high and
+        wide: float32 or float64 (and float16/bfloat16 storage on CUDA), or integer images,
+        which are compared in float32.
+    data_range : float, optional
+        The dynamic range of the pixel values: 1.0 for images in [0, 1], 255 for 8-bit images.
+        A wrong value silently changes the result.  ``None`` (the default) means 1.0 for float
+        images and is an error for integer images.  **pytorch-msssim's default is 255**: code
+        relying on that default must pass ``data_range=255``.
+    size_average : bool, optional
+        ``True``: the scalar mean over the batch; ``False``: one value per image.
+    win_size : int, optional
+        Odd window size (taps of the 1-D Gaussian).
+    win_sigma : float, optional
+        Standard deviation of the Gaussian, in pixels.
+    win : Tensor, optional
+        pytorch-msssim's window argument: a normalised 1-D Gaussian of shape
+        ``(C, 1, 1, win_size)`` (as ``pytorch_msssim.SSIM(...).win``), ``(1, 1, win_size)`` or
+        ``(win_size,)``, the same in every channel.  It replaces ``win_size`` and ``win_sigma``:
+        fastconv's kernels compute their window themselves, so ``win`` is accepted only if it
+        is such a Gaussian (to 16 ulps of its dtype); its size and sigma are read off it and
+        fastconv's float64 Gaussian of that sigma is used (a float32 window from pytorch-msssim
+        therefore gives pytorch-msssim's value to float32 rounding).  Any other window raises
+        ``ValueError``; no gradient flows to ``win``.
+    K : (float, float), optional
+        The constants ``(K1, K2)``.
+    nonnegative_ssim : bool, optional
+        Clamp the per-channel values at 0 (``relu``) before averaging.
+
+    Returns
+    -------
+    Tensor
+        A scalar with ``size_average``, else ``(N,)``; in the images' float dtype (float32 for
+        integer images).  1 for identical images.  A NaN in an input gives NaN.
+
+    Raises
+    ------
+    TypeError
+        For non-tensor inputs, mixed or unsupported dtypes (bool, complex), or a ``win`` that
+        is not a floating-point tensor.
+    ValueError
+        For images of different shapes, not 4-D, without channels or smaller than the
+        window; a missing ``data_range`` on integer images; a non-positive ``data_range``;
+        an even or non-positive ``win_size``, non-positive ``win_sigma`` or bad ``K``; a
+        ``win`` that is not a normalised Gaussian of a supported shape.
+    RuntimeError
+        For images on different devices.
+
+    See Also
+    --------
+    ms_ssim : the multi-scale variant.
+    fastconv.nn.SSIM, fastconv.nn.SSIMLoss : the module forms.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> x8 = torch.arange(256).reshape(1, 1, 16, 16).to(torch.uint8)         # an 8-bit ramp
+    >>> checker = 20 * (-1) ** (torch.arange(16)[:, None] + torch.arange(16))
+    >>> y8 = (x8 + checker).clamp(0, 255).to(torch.uint8)
+    >>> fastconv.ssim(x8, y8, data_range=255)              # integer images need data_range
+    tensor(0.7518)
+    >>> x, y = x8 / 255, y8 / 255                            # float images in [0, 1]: the default
+    >>> fastconv.ssim(x, y)
+    tensor(0.7518)
+    >>> fastconv.ssim(torch.cat([x, y]), torch.cat([y, y]), size_average=False)
+    tensor([0.7518, 1.0000])
     """
     _check_pair("ssim", X, Y)
     data_range = _resolve_range("ssim", X, data_range)
+    win_size, win_sigma = _window_args("ssim", win, win_size, win_sigma, X)
     k1, k2 = _check_window("ssim", win_size, win_sigma, K)
     _check_size("ssim", X, win_size, f"SSIM with win_size={win_size}")
     X, Y = _as_float("ssim", X, Y)
@@ -248,19 +369,65 @@ def _downsample(t: Tensor) -> Tensor:
 
 
 def ms_ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_average: bool = True,
-            win_size: int = 11, win_sigma: float = 1.5, weights: Optional[Sequence[float]] = None,
-            K: Sequence[float] = (0.01, 0.03)) -> Tensor:
-    """Multi-scale SSIM of two (N, C, H, W) batches, differentiable w.r.t. both (pytorch-msssim semantics).
+            win_size: int = 11, win_sigma: float = 1.5, win: Optional[Tensor] = None,
+            weights: Optional[Sequence[float]] = None, K: Sequence[float] = (0.01, 0.03)) -> Tensor:
+    """Multi-scale SSIM of two image batches, differentiable w.r.t. both.
 
-    ``weights`` (default :data:`MS_SSIM_WEIGHTS`, one per scale) weight the per-scale
-    ``relu(cs)`` terms and the last scale's ``relu(ssim)``, combined per channel as
-    ``prod(term ** weight)``.  Between scales both images are downsampled by 2x2
-    average pooling with zero padding ``(H % 2, W % 2)`` (``count_include_pad``).
-    As in pytorch-msssim the smaller image side must exceed ``(win_size - 1) * 2**4``
-    (161 pixels for the default ``win_size=11``).  ``data_range``: see :func:`ssim`.
+    Same signature and values as ``pytorch_msssim.ms_ssim`` (except the ``data_range``
+    default, see :func:`ssim`).  At each of ``len(weights)`` scales the SSIM statistics are
+    computed as in :func:`ssim`; between scales both images are downsampled by 2x2 average
+    pooling with zero padding ``(H % 2, W % 2)`` (``count_include_pad``).  Per image and
+    channel the result is ``prod_i relu(cs_i) ** w_i`` over the scales but the last, times
+    ``relu(ssim_last) ** w_last``; it is then averaged over channels.
+
+    Parameters
+    ----------
+    X, Y : Tensor
+        ``(N, C, H, W)`` images as in :func:`ssim`, whose smaller side exceeds
+        ``(win_size - 1) * 2**4`` (161 pixels or more for the default ``win_size=11``), as
+        pytorch-msssim requires.
+    data_range : float, optional
+        The dynamic range of the pixel values, as in :func:`ssim` (``None``: 1.0 for float
+        images; pytorch-msssim's default is 255).
+    size_average : bool, optional
+        ``True``: the scalar mean over the batch; ``False``: one value per image.
+    win_size, win_sigma : int, float, optional
+        The Gaussian window, as in :func:`ssim`.
+    win : Tensor, optional
+        pytorch-msssim's window argument, accepted as in :func:`ssim` (a normalised Gaussian
+        only).
+    weights : sequence of float, optional
+        One weight per scale; default ``(0.0448, 0.2856, 0.3001, 0.2363, 0.1333)``, Wang et
+        al.'s five scales (pytorch-msssim's default).
+    K : (float, float), optional
+        The constants ``(K1, K2)``.
+
+    Returns
+    -------
+    Tensor
+        A scalar with ``size_average``, else ``(N,)``; in the images' float dtype.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`ssim`; also ``ValueError`` for images too small for the scales or empty
+        ``weights``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> i = torch.arange(176.0)
+    >>> x = (torch.sin(i / 7)[:, None] * torch.cos(i / 11)[None, :] + 1).expand(1, 3, 176, 176) / 2
+    >>> checker = 0.05 * (-1) ** (i[:, None] + i[None, :])
+    >>> fastconv.ms_ssim(x, (x + checker).clamp(0, 1))
+    tensor(0.9861)
+    >>> fastconv.ms_ssim(x[..., :100, :100], x[..., :100, :100], win_size=7, weights=[0.5, 0.5])
+    tensor(1.)
     """
     _check_pair("ms_ssim", X, Y)
     data_range = _resolve_range("ms_ssim", X, data_range)
+    win_size, win_sigma = _window_args("ms_ssim", win, win_size, win_sigma, X)
     k1, k2 = _check_window("ms_ssim", win_size, win_sigma, K)
     _check_size("ms_ssim", X, (win_size - 1) * 2 ** 4 + 1,
                 f"MS-SSIM with win_size={win_size} (smaller side > (win_size - 1) * 2**4)")
@@ -285,11 +452,44 @@ def ms_ssim(X: Tensor, Y: Tensor, data_range: Optional[float] = None, size_avera
 
 
 def psnr(X: Tensor, Y: Tensor, data_range: Optional[float] = None, reduction: str = "mean") -> Tensor:
-    """Peak signal-to-noise ratio ``10 * log10(data_range**2 / MSE)`` in dB, MSE per image over (C, H, W).
+    """Peak signal-to-noise ratio ``10 * log10(data_range**2 / MSE)`` in dB, differentiable w.r.t. both.
 
-    Accepts (N, C, H, W) (or any (N, ...)) batches; ``reduction`` is ``'mean'`` (mean of the
-    per-image PSNRs), ``'sum'`` or ``'none'`` (an ``(N,)`` tensor).  Identical images give
-    ``inf``.  ``data_range``: see :func:`ssim`.  Differentiable w.r.t. both inputs.
+    The mean squared error is taken per image, over all its channels and pixels.
+
+    Parameters
+    ----------
+    X, Y : Tensor
+        ``(N, C, H, W)`` (or any ``(N, ...)``) batches of one shape, dtype and device; integer
+        images are compared in float32.
+    data_range : float, optional
+        The dynamic range of the pixel values, as in :func:`ssim` (``None``: 1.0 for float
+        images, an error for integer images).
+    reduction : {'mean', 'sum', 'none'}, optional
+        Mean or sum of the per-image PSNRs, or the ``(N,)`` tensor of them.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or ``(N,)`` with ``reduction='none'``; ``inf`` for identical images.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`ssim` for the inputs and ``data_range``; ``ValueError`` for an unknown
+        ``reduction`` or inputs with fewer than 2 dimensions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> x = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    >>> y = x + torch.tensor([0.1, 0.01], dtype=torch.float64).view(2, 1, 1, 1)
+    >>> fastconv.psnr(x, y, reduction="none")
+    tensor([20., 40.], dtype=torch.float64)
+    >>> fastconv.psnr(x, y)
+    tensor(30., dtype=torch.float64)
+    >>> fastconv.psnr(x, x)
+    tensor(inf, dtype=torch.float64)
     """
     _check_pair("psnr", X, Y)
     data_range = _resolve_range("psnr", X, data_range)
