@@ -67,8 +67,42 @@ def _tile(dtype) -> int:
     return _direct.NV * (64 // np.dtype(dtype).itemsize)
 
 
+def pointwise(geo: Geometry) -> bool:
+    """Whether ``geo`` is a 1x1 convolution with stride 1 and no padding: a GEMM per image on the
+    unpacked planes (pixels contiguous, no halo)."""
+    return (geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
+
+
+def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
+    """A 1x1 convolution straight from the NCHW planes: each image is one "row" of ``H * W`` pixels.
+
+    A tile reads up to a tile past a plane's end: into the next image for all but the last image,
+    which runs from a copy with that much slack.
+    """
+    hw = geo.h * geo.w
+    mr, nv = rows_blocking(geo.og, hw, xa.dtype)
+    tw = nv * (64 // xa.itemsize)
+    img = geo.c * hw
+    offs = (np.arange(geo.c, dtype=np.int64) * hw)
+    wp = _direct.pack_weights(wa, geo.groups, mr)
+    bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
+    obs = _direct.blocks(geo.og, mr)
+    out = outa.reshape(geo.n, geo.o, 1, hw)
+    flat = xa.reshape(-1)
+    if geo.n > 1:
+        parallel_for(_direct.forward_rows, (geo.n - 1) * geo.groups * obs, flat, wp, offs, bp, out[:-1], geo.og,
+                     obs, geo.k, img, 0, mr, work=(geo.n - 1) * geo.o * hw * geo.k)
+    last = np.zeros(img + tw, dtype=xa.dtype)
+    last[:img] = flat[(geo.n - 1) * img:]
+    parallel_for(_direct.forward_rows, geo.groups * obs, last, wp, offs, bp, out[-1:], geo.og, obs, geo.k, img, 0,
+                 mr, work=geo.o * hw * geo.k)
+
+
 def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
     """Direct convolution in the row layout (see :func:`fastconv.cpu._direct.forward_rows`)."""
+    if pointwise(geo):
+        _forward_pointwise(xa, wa, ba, geo, outa)
+        return
     mr, nv = rows_blocking(geo.og, geo.ow, xa.dtype)
     tw = nv * (64 // xa.itemsize)
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
@@ -462,6 +496,17 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
     _winograd.unpack_weight_grad(total, geo.o, geo.c, dw)
 
 
+def _weight_pointwise(xa, ga, geo: Geometry, dw) -> None:
+    """1x1 weight gradient: ``dW = sum_n g[n] x[n]^T`` over (O, H*W) x (H*W, C) products, added image
+    by image in order (BLAS splits the products by rows and columns, never along the sum)."""
+    hw = geo.h * geo.w
+    acc = np.zeros((geo.o, geo.c), dtype=xa.dtype)
+    g2, x2 = ga.reshape(geo.n, geo.o, hw), xa.reshape(geo.n, geo.c, hw)
+    for n in range(geo.n):
+        acc += g2[n] @ x2[n].T
+    dw[...] = acc.reshape(dw.shape)
+
+
 _WEIGHT = {"direct/rows": _weight_rows, "direct/lanes": _weight_lanes, "winograd/lanes": _weight_winograd}
 
 
@@ -481,6 +526,9 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         return dw
     if p.name == "im2col" or not all_finite(xa):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
+    if pointwise(geo) and groups == 1:
+        _weight_pointwise(xa, _np(grad_out), geo, dw.numpy())
+        return dw
     _WEIGHT[p.name](xa, _np(grad_out), geo, dw.numpy())
     return dw
 
