@@ -31,7 +31,7 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_for
 from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd
-from .conv_plan import SMALL_MACS, Geometry, forcing, geometry, plan, rows_blocking
+from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, forcing, geometry, plan, rows_blocking
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -260,6 +260,9 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
     """
     (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
     n, c, h, w = dx.shape
+    if -(-w // sx) < ROWS_MIN_WIDTH * _tile(ga.dtype):  # narrow phases: each its own planned convolution
+        _backward_input_phase_convs(ga, wa, ba, geo, dx)
+        return
     mr, nv = rows_blocking(geo.cg, -(-w // sx), ga.dtype)
     tw = nv * (64 // ga.itemsize)
     # the output gradient, padded generously so that every phase's taps read inside it
@@ -294,6 +297,47 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
             k = geo.og * len(tys) * len(txs)
             parallel_for(_direct.forward_rows, n * geo.groups * obs * ha, G, wp, offs, bp, phase, geo.cg, obs, k,
                          rows.img, rows.wq, mr, work=phase.size * k)
+            view[...] = phase
+
+
+def _phase_axis(r: int, s: int, d: int, p: int, k: int, size: int, out: int):
+    """One axis of stride phase ``r``: (first phase position a0, positions, taps, tap step, g start,
+    g stop, pad before, pad after) -- the phase as a stride-1 correlation of the output gradient
+    (length ``out``) with its taps reversed, dilated by the tap step."""
+    a0 = -(-(p - r) // s)
+    count = (size - 1 + p - r) // s - a0 + 1
+    taps = [t for t in range(k) if (t * d - r) % s == 0]
+    if count <= 0 or not taps:
+        return a0, count, taps, 1, 0, 0, 0, 0
+    e = [(t * d - r) // s for t in taps]
+    step = e[1] - e[0] if len(e) > 1 else 1
+    base = a0 - e[-1]
+    last = base + count - 1 + (len(e) - 1) * step
+    start, stop = max(base, 0), min(last, out - 1) + 1
+    return a0, count, taps, step, start, stop, max(0, -base), max(0, last - (out - 1))
+
+
+def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
+    """Input gradient of a strided convolution with narrow phases: each stride phase is a stride-1
+    correlation of (a crop of) the output gradient with the phase's taps reversed and transposed,
+    planned like any convolution (the lane layout, for narrow planes), written into its phase of ``dx``."""
+    (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
+    n, c, h, w = dx.shape
+    for ry in range(sy):
+        a0, ha, tys, ey, y0, y1, top, bottom = _phase_axis(ry, sy, dy, pt, geo.kh, h, geo.oh)
+        for rx in range(sx):
+            b0, wa_, txs, ex, x0, x1, left, right = _phase_axis(rx, sx, dx_, pl, geo.kw, w, geo.ow)
+            if ha <= 0 or wa_ <= 0:
+                continue
+            view = dx[:, :, a0 * sy + ry - pt::sy, b0 * sx + rx - pl::sx][:, :, :ha, :wa_]
+            if not tys or not txs or y1 <= y0 or x1 <= x0:
+                view[...] = 0 if ba is None else ba.reshape(1, -1, 1, 1)
+                continue
+            g = np.ascontiguousarray(ga[:, :, y0:y1, x0:x1])
+            wt = _transposed(np.ascontiguousarray(wa[:, :, tys[::-1]][:, :, :, txs[::-1]]), geo.groups)
+            pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
+            phase = np.empty((n, c, ha, wa_), dtype=ga.dtype)
+            _forward(g, wt, ba, pg, phase, "backward_input")
             view[...] = phase
 
 
