@@ -16,7 +16,7 @@ from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "weight_tiles", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows"]
+__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -39,37 +39,52 @@ def pad_offsets(offs: np.ndarray, groups: int, k: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, t0, t1):  # pragma: no cover - numba
-    """out[(g*ogp + o) * kp + k] = the reduction above, for the o-blocks [t0, t1) = (g, o-block) pairs.
+def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, t0, t1):  # pragma: no cover - numba
+    """out[(g*ogp + o) * kp + k] = the reduction above, for the tasks [t0, t1) = (g, o-block, tap group)
+    triples (``kgroups`` groups of tap tiles per o-block, so that thin layers still have tasks for
+    every thread).
 
     ``G``'s channel ``g*ogp + o`` starts at ``(g*ogp + o) * gstride``; ``offs`` is flat [g, kp];
     ``sg``/``sx`` are the steps (offsets added to G's channel start and to the tap offset),
     taken ``chunk`` at a time: the o-block's gradient rows for a chunk stay in L1 while every
-    k-block passes over them.  Lane accumulators live in a per-task buffer until the end.
+    k-block of the group passes over them.  Lane accumulators live in a per-task buffer until the end;
+    each output element is summed by one task in a fixed order, whatever the threads.
     """
     L = 64 // G.itemsize
     obs = ogp // MRW
     kbs = kp // NRW
+    per = -(-kbs // kgroups)
     S = sg.shape[0]
-    acc = np.empty(kbs * MRW * NRW * L, dtype=G.dtype)
+    acc = np.empty(per * MRW * NRW * L, dtype=G.dtype)
     tile = np.empty(MRW * NRW, dtype=G.dtype)
     for task in range(t0, t1):
-        g = task // obs
-        o = g * ogp + (task - g * obs) * MRW
+        gob = task // kgroups
+        kb0 = (task - gob * kgroups) * per
+        kb1 = min(kbs, kb0 + per)
+        g = gob // obs
+        o = g * ogp + (gob - g * obs) * MRW
         acc[:] = 0
         for s0 in range(0, S, chunk):
             s1 = min(S, s0 + chunk)
             a = sg[s0:s1]
             b = sx[s0:s1]
-            for kb in range(kbs):
+            for kb in range(kb0, kb1):
                 _DOT(G, o * gstride, gstride, X, 0, offs, g * kp + kb * NRW, a, b, s1 - s0, acc,
-                     kb * MRW * NRW * L)
-        for kb in range(kbs):
+                     (kb - kb0) * MRW * NRW * L)
+        for kb in range(kb0, kb1):
             tile[:] = 0
-            lane_sums(acc[kb * MRW * NRW * L:(kb + 1) * MRW * NRW * L], tile)
+            lane_sums(acc[(kb - kb0) * MRW * NRW * L:(kb - kb0 + 1) * MRW * NRW * L], tile)
             for m in range(MRW):
                 for r in range(NRW):
                     out[(o + m) * kp + kb * NRW + r] = tile[m * NRW + r]
+
+
+def tap_groups(oblocks: int, kp: int, threads: int) -> int:
+    """Tap-tile groups per o-block for :func:`weight_tiles`: one, unless the o-blocks are fewer
+    than twice the threads (thin layers), then enough for about two tasks per thread."""
+    if oblocks >= 2 * threads:
+        return 1
+    return max(1, min(kp // NRW, -(-2 * threads // oblocks)))
 
 
 # --------------------------------------------------------------------------- gathered broadcasts
