@@ -14,6 +14,7 @@ Padding is implicit: max pooling treats it as -inf, average pooling as zeros.
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
@@ -63,9 +64,15 @@ def _c(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
+@functools.lru_cache(maxsize=S.CACHE_ENTRIES)
+def _pool_hw_of(op: str, shape, kernel, stride, padding, dilation, ceil_mode) -> Tuple[int, int]:
+    return S.pool2d_output_hw(op, shape, kernel, stride, padding, dilation, ceil_mode)
+
+
 def _pool_hw(x: Tensor, kernel, stride, padding, dilation, ceil_mode, op) -> Tuple[int, int]:
-    return S.pool2d_output_hw(op, x.shape, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
-                              bool(ceil_mode))
+    """Validated output size of a pooling (cached per shape and arguments; errors are not cached)."""
+    return _pool_hw_of(op, tuple(x.shape), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
+                       bool(ceil_mode))
 
 
 def _new(x: Tensor, hw: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -279,6 +286,10 @@ def _check_input(op: str, x: Tensor, empty_channels: bool = False) -> bool:
     return squeeze
 
 
+#: Validated arguments of recent calls, by :func:`fastconv._shapes.call_key`.
+_prepared: dict = {}
+
+
 def _stride(stride: Optional[S.IntPair], kernel: Tuple[int, int]) -> Tuple[int, int]:
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         return kernel
@@ -342,12 +353,18 @@ def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
     >>> idx[0, 0, 0]
     tensor([5, 6, 7, 7])
     """
-    squeeze = _check_input("max_pool2d", input)
+    key = S.call_key(input, kernel_size, stride, padding, dilation, ceil_mode)
+    prep = _prepared.get(key)
+    if prep is None:
+        squeeze = _check_input("max_pool2d", input)
+        k = S.pair(kernel_size, "kernel_size")
+        s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
+        S.pool2d_output_hw("max_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, d, bool(ceil_mode))
+        prep = (squeeze, list(k), list(s), list(p), list(d), bool(ceil_mode))
+        S.remember(_prepared, key, prep)
+    squeeze = prep[0]
     x = input.unsqueeze(0) if squeeze else input
-    k = S.pair(kernel_size, "kernel_size")
-    s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
-    S.pool2d_output_hw("max_pool2d", x.shape, k, s, p, d, bool(ceil_mode))
-    out, idx = max_pool2d_op(x, list(k), list(s), list(p), list(d), bool(ceil_mode))
+    out, idx = max_pool2d_op(x, *prep[1:])
     if squeeze:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out
@@ -408,15 +425,21 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
     tensor([[[[ 2.5000,  4.0000],
               [ 8.5000, 10.0000]]]])
     """
-    squeeze = _check_input("avg_pool2d", input)
-    x = input.unsqueeze(0) if squeeze else input
-    k = S.pair(kernel_size, "kernel_size")
-    s, p = _stride(stride, k), S.pair(padding, "padding")
-    if divisor_override is not None and int(divisor_override) == 0:
-        raise RuntimeError("fastconv.avg_pool2d: divisor must be not zero")
-    S.pool2d_output_hw("avg_pool2d", x.shape, k, s, p, (1, 1), bool(ceil_mode))
-    out = avg_pool2d_op(x, list(k), list(s), list(p), bool(count_include_pad), int(divisor_override or 0),
-                        bool(ceil_mode))
+    key = S.call_key(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, "avg")
+    prep = _prepared.get(key)
+    if prep is None:
+        squeeze = _check_input("avg_pool2d", input)
+        k = S.pair(kernel_size, "kernel_size")
+        s, p = _stride(stride, k), S.pair(padding, "padding")
+        if divisor_override is not None and int(divisor_override) == 0:
+            raise RuntimeError("fastconv.avg_pool2d: divisor must be not zero")
+        S.pool2d_output_hw("avg_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, (1, 1),
+                           bool(ceil_mode))
+        prep = (squeeze, list(k), list(s), list(p), bool(count_include_pad), int(divisor_override or 0),
+                bool(ceil_mode))
+        S.remember(_prepared, key, prep)
+    squeeze = prep[0]
+    out = avg_pool2d_op(input.unsqueeze(0) if squeeze else input, *prep[1:])
     return out.squeeze(0) if squeeze else out
 
 
