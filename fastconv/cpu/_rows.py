@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from .._numba import njit
+from ._scratch import scratch
 
 __all__ = ["Rows", "plan_rows", "pack_rows", "tap_offsets_rows"]
 
@@ -75,11 +76,12 @@ def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover 
                             row[j] = srow[ix] if 0 <= ix < W and ix + pl < cols else 0
 
 
-def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel) -> np.ndarray:
+def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel,
+              slot: str = "pack") -> np.ndarray:
     """The flat row-layout buffer of NCHW ``x``: padded columns from ``cols`` on are zero
-    (``parallel(kernel, tasks, *args, work=...)`` runs the copy)."""
+    (``parallel(kernel, tasks, *args, work=...)`` runs the copy); in scratch buffer ``slot``."""
     n, c = x.shape[:2]
-    X = np.empty(n * rows.img + rows.slack, dtype=x.dtype)
+    X = scratch(slot, n * rows.img + rows.slack, x.dtype)
     X[n * rows.img:] = 0
     parallel(_pack_rows, n * c, x, X, rows.sy, rows.sx, rows.hq, rows.wq, pad_top, pad_left, cols, work=X.size)
     return X

@@ -31,6 +31,7 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_for
 from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd
+from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, forcing, geometry, plan, rows_blocking
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
@@ -131,7 +132,7 @@ def _lane_region(geo: Geometry, lanes: _lanes.Lanes) -> Tuple[int, int]:
 
 def _pack_lanes(xa, geo: Geometry, lanes: _lanes.Lanes) -> Tuple[np.ndarray, int, int]:
     hb, wb = _lane_region(geo, lanes)
-    P = np.empty((geo.c, hb, wb, lanes.width), dtype=xa.dtype)
+    P = scratch("pack", (geo.c, hb, wb, lanes.width), xa.dtype)
     pad = (geo.pad[0], geo.pad[2])
     parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, hb, wb, geo.stride, pad, P, 0, c0, c1), geo.c,
                  work=P.size)
@@ -149,7 +150,7 @@ def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
     npix = lanes.bh * lanes.bw
-    Y = np.empty(geo.groups * obs * npix * mr * lanes.width, dtype=xa.dtype)
+    Y = scratch("out", geo.groups * obs * npix * mr * lanes.width, xa.dtype)
     tasks = geo.groups * obs * (lanes.width // (nv * (64 // xa.itemsize)))
     parallel_for(_direct.forward_tiles, tasks, P.reshape(-1), wp, offs, bp, Y, obs, geo.k, npix, lanes.bw,
                  geo.stride[0], geo.stride[1], wb, lanes.width, mr, work=geo.macs)
@@ -172,7 +173,7 @@ def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
 
 def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     """``xa`` packed in the lane layout with the 4x4-tile halo of each block."""
-    P = np.empty((geo.c, lanes.bh + 2, lanes.bw + 2, lanes.width), dtype=xa.dtype)
+    P = scratch("pack", (geo.c, lanes.bh + 2, lanes.bw + 2, lanes.width), xa.dtype)
     pad = (geo.pad[0], geo.pad[2])
     parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, lanes.bh + 2, lanes.bw + 2, (1, 1), pad, P, 0, c0, c1), geo.c,
                  work=P.size)
@@ -186,7 +187,7 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
     obs = _direct.blocks(geo.o)
     opad = obs * _direct.MR
     Up = _winograd.pack_weights(wa, opad)
-    Y = np.empty((geo.o, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
     tasks = ntp * (lanes.width // _tile(xa.dtype))
@@ -268,7 +269,7 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
     # the output gradient, padded generously so that every phase's taps read inside it
     py, px = geo.kh * dy + 1, geo.kw * dx_ + 1
     rows = _rows.plan_rows(geo.o, geo.oh + 2 * py, geo.ow + 2 * px, (1, 1), 0, 2 * tw)
-    G = _rows.pack_rows(ga, rows, py, px, geo.ow + 2 * px, parallel_for)
+    G = _rows.pack_rows(ga, rows, py, px, geo.ow + 2 * px, parallel_for, slot="grad")
     for ry in range(sy):
         a0 = -(-(pt - ry) // sy)
         ha = (h - 1 + pt - ry) // sy - a0 + 1
@@ -290,7 +291,7 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
             chan = np.arange(geo.o, dtype=np.int64).reshape(geo.groups, geo.og, 1, 1)
             offs = ((chan * rows.hq + (a0 + py - ey).reshape(1, 1, -1, 1)) * rows.wq
                     + (b0 + px - ex).reshape(1, 1, 1, -1)).reshape(-1)
-            phase = np.empty((n, c, ha, wa_), dtype=ga.dtype)
+            phase = scratch("phase", (n, c, ha, wa_), ga.dtype)
             wp = _direct.pack_weights(wt, geo.groups, mr)
             bp = _direct.pack_bias(ba, c, geo.groups, ga.dtype, mr)
             obs = _direct.blocks(geo.cg, mr)
@@ -336,7 +337,7 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
             g = np.ascontiguousarray(ga[:, :, y0:y1, x0:x1])
             wt = _transposed(np.ascontiguousarray(wa[:, :, tys[::-1]][:, :, :, txs[::-1]]), geo.groups)
             pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
-            phase = np.empty((n, c, ha, wa_), dtype=ga.dtype)
+            phase = scratch("phase", (n, c, ha, wa_), ga.dtype)
             _forward(g, wt, ba, pg, phase, "backward_input")
             view[...] = phase
 
@@ -400,7 +401,7 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     aoff = np.empty(kp, dtype=np.int64)
     aoff[:geo.k] = offs
     aoff[geo.k:] = offs[-1]
-    outT = np.empty((kp, opad), dtype=dtype)
+    outT = scratch("acc", (kp, opad), dtype)
     kbs, ntt = kp // _wgrad.MRG, opad // tw
     groups_k = max(1, -(-kbs * ntt // (4 * num_threads())))
     tasks = ntt * -(-kbs // groups_k)
@@ -413,7 +414,7 @@ def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
     """The output gradient with channels last, padded to ``opad``: rows (image, pixel), or with
     ``by_pixel`` rows (pixel, image)."""
     n, o, h, w = ga.shape
-    B = np.empty((n * h * w, opad), dtype=ga.dtype)
+    B = scratch("grad", (n * h * w, opad), ga.dtype)
     nstride, pstride = (1, n) if by_pixel else (h * w, 1)
     parallel_for(_wgrad.channels_last, n, ga, B.reshape(-1), opad, nstride, pstride, work=B.size)
     return B
@@ -440,7 +441,7 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, owp + ax, 2 * tw)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
     ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
-    G = np.zeros((geo.n, geo.groups, ogp, geo.oh, owp), dtype=xa.dtype)
+    G = scratch("grad", (geo.n, geo.groups, ogp, geo.oh, owp), xa.dtype, zero=True)
     G[:, :, :geo.og, :, :geo.ow] = ga.reshape(geo.n, geo.groups, geo.og, geo.oh, geo.ow)
     offs = _wgrad.pad_offsets(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation),
                               geo.groups, geo.k)
@@ -488,7 +489,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
             B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass
         else:
             Bn = _channels_last(ga, opad)
-            B = np.empty((lanes.bh * lanes.bw * lanes.count, opad), dtype=xa.dtype)  # rows (pixel, lane)
+            B = scratch("grad2", (lanes.bh * lanes.bw * lanes.count, opad), xa.dtype)  # rows (pixel, lane)
             parallel_for(_wgrad.lane_rows, lanes.bh * lanes.bw, Bn, geo.oh, geo.ow, lanes.BY, lanes.BX, lanes.bh,
                          lanes.bw, lanes.count, B, work=B.size)
         sa, p, lane = _lane_steps(geo, lanes, wb)
@@ -499,7 +500,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     L = 64 // xa.itemsize
     ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
     npix = lanes.bh * lanes.bw
-    G = np.empty((geo.groups * ogp, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    G = scratch("grad", (geo.groups * ogp, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     for g in range(geo.groups):
         G[g * ogp + geo.og:(g + 1) * ogp] = 0
         c0 = g * geo.og  # channels of group g go to g * ogp + (c - c0)
@@ -532,13 +533,13 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
     P = _wino_pack(xa, geo, lanes)
     tw = _tile(xa.dtype)
     opad = _direct.blocks(geo.o) * _direct.MR
-    Gl = np.zeros((opad, lanes.bh, lanes.bw, lanes.width), dtype=xa.dtype)
+    Gl = scratch("grad", (opad, lanes.bh, lanes.bw, lanes.width), xa.dtype, zero=True)
     parallel_for(lambda c0, c1: _lanes.pack(ga, lanes, lanes.bh, lanes.bw, (1, 1), (0, 0), Gl, 0, c0, c1), geo.o,
                  work=Gl.size)
     cpad = -(-geo.c // tw) * tw
     chunks = (lanes.bh // 2) * (lanes.bw // 2) * (lanes.width // tw)
     slots = min(WINOGRAD_SLOTS, chunks)
-    du = np.empty((slots, 16, opad, cpad), dtype=xa.dtype)
+    du = scratch("acc", (slots, 16, opad, cpad), xa.dtype)
     parallel_for(_winograd.weight, slots, P, Gl, du, geo.c, slots, work=geo.macs)
     total = du[0].copy()
     for s in range(1, slots):
