@@ -133,13 +133,18 @@ def _pack_planes(x, P, hb, wb, py, px, coff, c0, c1):  # pragma: no cover - numb
         Pf = Pc.reshape(-1)
         for n0 in range(0, nfull, L):
             for q0 in range(0, qfull, L):
+                iy = q0 // W
+                if q0 - iy * W + L <= W:  # L pixels of one row: transposed straight into place
+                    _TRANSPOSE(xf, (n0 * C + c) * HW + q0, C * HW, Pf, ((iy + py) * wb + q0 - iy * W + px) * width + n0,
+                               width)
+                    continue
                 _TRANSPOSE(xf, (n0 * C + c) * HW + q0, C * HW, S, 0, L)
                 for j in range(L):
                     q = q0 + j
                     iy = q // W
-                    d = ((iy + py) * wb + q - iy * W + px) * width + n0
+                    d = np.uint64(((iy + py) * wb + q - iy * W + px) * width + n0)
                     for i in range(L):
-                        Pf[d + i] = S[j * L + i]
+                        Pf[d + np.uint64(i)] = S[j * L + i]
             for q in range(qfull, HW):
                 iy = q // W
                 d = ((iy + py) * wb + q - iy * W + px) * width
