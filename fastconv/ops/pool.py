@@ -70,9 +70,12 @@ def _pool_hw_of(op: str, shape, kernel, stride, padding, dilation, ceil_mode) ->
 
 
 def _pool_hw(x: Tensor, kernel, stride, padding, dilation, ceil_mode, op) -> Tuple[int, int]:
-    """Validated output size of a pooling (cached per shape and arguments; errors are not cached)."""
-    return _pool_hw_of(op, tuple(x.shape), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
-                       bool(ceil_mode))
+    """Validated output size of a pooling (cached per shape and arguments; errors are not cached;
+    symbolic shapes, when tracing with dynamic shapes, are not cached either)."""
+    args = (op, tuple(x.shape), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode))
+    if all(type(v) is int for v in args[1]):
+        return _pool_hw_of(*args)
+    return S.pool2d_output_hw(*args)
 
 
 def _new(x: Tensor, hw: Sequence[int], dtype: Optional[torch.dtype] = None) -> Tensor:
