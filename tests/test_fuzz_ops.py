@@ -145,15 +145,18 @@ def _pool_input(data):
     return x
 
 
-def check_max_pool2d(data):
-    """max_pool2d (values, indices, gradient) equals torch's, ceil_mode and dilation included, or both raise."""
-    x = _pool_input(data)
-    kernel = _pair(data, 1, 4, "kernel")
+def _window(data) -> dict:
+    """A pooling window: kernel, stride (None: the kernel), padding and ceil_mode."""
     stride = data.draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))),
                        label="stride")
-    kwargs = dict(kernel_size=kernel, stride=stride, padding=_pair(data, 0, 2, "padding"),
-                  dilation=_pair(data, 1, 3, "dilation"), ceil_mode=data.draw(st.booleans(), label="ceil_mode"),
-                  return_indices=True)
+    return dict(kernel_size=_pair(data, 1, 4, "kernel"), stride=stride, padding=_pair(data, 0, 2, "padding"),
+                ceil_mode=data.draw(st.booleans(), label="ceil_mode"))
+
+
+def check_max_pool2d(data):
+    """max_pool2d (values, indices, gradient) equals torch's, ceil_mode and dilation included, or both raise."""
+    x, kwargs = _pool_input(data), _window(data)
+    kwargs.update(dilation=_pair(data, 1, 3, "dilation"), return_indices=True)
     _compare(F.max_pool2d, _torch_max_pool2d, (x,), kwargs, data, index_out=True)
 
 
@@ -173,13 +176,8 @@ def _torch_max_pool2d(x, **kwargs):
 
 def check_avg_pool2d(data):
     """avg_pool2d equals torch's with ceil_mode, count_include_pad and divisor_override, or both raise."""
-    x = _pool_input(data)
-    kernel = _pair(data, 1, 4, "kernel")
-    stride = data.draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))),
-                       label="stride")
-    kwargs = dict(kernel_size=kernel, stride=stride, padding=_pair(data, 0, 2, "padding"),
-                  ceil_mode=data.draw(st.booleans(), label="ceil_mode"),
-                  count_include_pad=data.draw(st.booleans(), label="count_include_pad"),
+    x, kwargs = _pool_input(data), _window(data)
+    kwargs.update(count_include_pad=data.draw(st.booleans(), label="count_include_pad"),
                   divisor_override=data.draw(st.one_of(st.none(), st.integers(1, 9)), label="divisor_override"))
     _compare(F.avg_pool2d, TF.avg_pool2d, (x,), kwargs, data)
 
