@@ -265,4 +265,11 @@ def plan_name(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[i
     dt = as_numpy_dtype(dtype)
     oh = conv_out_size(x_shape[2], w_shape[2], stride[0], padding[0] + padding[1], dilation[0])
     ow = conv_out_size(x_shape[3], w_shape[3], stride[1], padding[2] + padding[3], dilation[1])
+    if pass_ == "backward_input" and tuple(stride) == (1, 1):
+        # the engine plans the convolution of the output gradient with the flipped, transposed weights
+        n, c, h, w = x_shape
+        o, _, kh, kw = w_shape
+        top, left = dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[2]
+        geo = geometry((n, o, oh, ow), (c, o // groups, kh, kw), (1, 1), (top, 0, left, 0), dilation, groups, (h, w))
+        return plan(pass_, geo, dt).name
     return plan(pass_, geometry(x_shape, w_shape, stride, padding, dilation, groups, (oh, ow)), dt).name
