@@ -29,7 +29,7 @@ No kernel checks bounds: the callers size their buffers (see each caller's contr
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import functools
 
 import numpy as np
 from llvmlite import ir
@@ -131,13 +131,13 @@ def _counted_loop(builder, count, carried, body):
     return out
 
 
-_GEMM: Dict[Tuple[int, int], object] = {}
 
 
 def _dtype_of(aryty) -> np.dtype:
     return np.dtype(str(aryty.dtype))
 
 
+@functools.lru_cache(maxsize=None)
 def gemm_tile(MR: int, NV: int):
     """The broadcast-GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
 
@@ -150,9 +150,6 @@ def gemm_tile(MR: int, NV: int):
     stores the first ``tvalid`` elements of the first ``mvalid`` rows at ``T[tbase + m * tstride:]``
     (masked stores: nothing else is touched).
     """
-    key = (MR, NV)
-    if key in _GEMM:
-        return _GEMM[key]
 
     @intrinsic
     def kern(typingctx, X, xbase, W, wbase, offs, obase, K, B, bbase, T, tbase, tstride, mvalid, tvalid, accumulate):
@@ -214,13 +211,12 @@ def gemm_tile(MR: int, NV: int):
 
         return sig, codegen
 
-    _GEMM[key] = kern
     return kern
 
 
-_GATHER: Dict[Tuple[int, int], object] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def gather_tile(MR: int, NV: int):
     """The gathered-broadcast GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
 
@@ -230,9 +226,6 @@ def gather_tile(MR: int, NV: int):
     adds ``A[abase + aoff[aob + m] + sa[r]] * B[bbase + sb[r]:][:NV*L]``; the tile starts from
     zero, or from ``T`` when ``accumulate`` is nonzero, and is stored to ``T[tbase + m*tstride:]``.
     """
-    key = (MR, NV)
-    if key in _GATHER:
-        return _GATHER[key]
 
     @intrinsic
     def kern(typingctx, A, abase, aoff, aob, sa, B, bbase, sb, R, T, tbase, tstride, accumulate):
@@ -277,13 +270,12 @@ def gather_tile(MR: int, NV: int):
 
         return sig, codegen
 
-    _GATHER[key] = kern
     return kern
 
 
-_DOT: Dict[Tuple[int, int], object] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def dot_tile(MR: int, NR: int):
     """The dot-product micro-kernel for an ``MR x NR`` tile.
 
@@ -293,9 +285,6 @@ def dot_tile(MR: int, NR: int):
     X[xbase + offs[obase + r] + sx[s] + l]`` to lane ``l`` of the vector accumulator
     ``acc[abase + (m*NR + r)*L:]``, which it loads first and stores back.
     """
-    key = (MR, NR)
-    if key in _DOT:
-        return _DOT[key]
 
     @intrinsic
     def kern(typingctx, G, gbase, gstride, X, xbase, offs, obase, sg, sx, S, acc, abase):
@@ -333,7 +322,6 @@ def dot_tile(MR: int, NR: int):
 
         return sig, codegen
 
-    _DOT[key] = kern
     return kern
 
 
@@ -352,9 +340,9 @@ def lane_sums(acc, out):  # pragma: no cover - numba
         out[i] += v[0]
 
 
-_TRANSPOSE: Dict[str, object] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def transpose_tile():
     """The ``L x L`` block transpose.
 
@@ -363,8 +351,6 @@ def transpose_tile():
     ``i, j < L``.  Four (float32) or three (float64) levels of off-diagonal block swaps, one
     two-source shuffle per row and level.
     """
-    if "t" in _TRANSPOSE:
-        return _TRANSPOSE["t"]
 
     @intrinsic
     def kern(typingctx, src, sbase, sstride, dst, dbase, dstride):
@@ -400,11 +386,9 @@ def transpose_tile():
 
         return sig, codegen
 
-    _TRANSPOSE["t"] = kern
     return kern
 
 
-_TRANSFORM: Dict[Tuple, object] = {}
 
 
 def _combine(builder, terms, vty):
@@ -431,11 +415,13 @@ def transform2d(Lm, Rm, NV: int, add: bool = False):
     ``add``, the scalar ``b`` is added to every output (the bias), otherwise ``b`` is ignored.
     Rows are combined first (``Lm X``), then columns, as written.
     """
-    Lm = tuple(tuple(float(v) for v in row) for row in np.asarray(Lm))
-    Rm = tuple(tuple(float(v) for v in row) for row in np.asarray(Rm))
-    key = (Lm, Rm, NV, add)
-    if key in _TRANSFORM:
-        return _TRANSFORM[key]
+    return _transform2d(tuple(tuple(float(v) for v in row) for row in np.asarray(Lm)),
+                        tuple(tuple(float(v) for v in row) for row in np.asarray(Rm)), int(NV), bool(add))
+
+
+@functools.lru_cache(maxsize=None)
+def _transform2d(Lm, Rm, NV: int, add: bool):
+    """:func:`transform2d` for matrices given as tuples of rows (hashable: one kernel per transform)."""
     p, a = len(Lm), len(Lm[0])
     q, b = len(Rm), len(Rm[0])
 
@@ -470,5 +456,4 @@ def transform2d(Lm, Rm, NV: int, add: bool = False):
 
         return sig, codegen
 
-    _TRANSFORM[key] = kern
     return kern

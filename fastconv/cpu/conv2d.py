@@ -77,8 +77,8 @@ def pointwise(geo: Geometry) -> bool:
 def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     """A 1x1 convolution straight from the NCHW planes: each image is one "row" of ``H * W`` pixels.
 
-    A tile reads up to a tile past a plane's end: into the next image for all but the last image,
-    which runs from a copy with that much slack.
+    A partial last tile reads up to a tile past a plane's end: into the next image for all but the
+    last image, which then runs from a copy with that much slack.
     """
     hw = geo.h * geo.w
     mr, nv = rows_blocking(geo.og, hw, xa.dtype)
@@ -90,9 +90,12 @@ def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     obs = _direct.blocks(geo.og, mr)
     out = outa.reshape(geo.n, geo.o, 1, hw)
     flat = xa.reshape(-1)
-    if geo.n > 1:
-        parallel_for(_direct.forward_rows, (geo.n - 1) * geo.groups * obs, flat, wp, offs, bp, out[:-1], geo.og,
-                     obs, geo.k, img, 0, mr, work=(geo.n - 1) * geo.o * hw * geo.k)
+    whole = geo.n if hw % tw == 0 else geo.n - 1  # images whose tiles stay inside the array
+    if whole:
+        parallel_for(_direct.forward_rows, whole * geo.groups * obs, flat, wp, offs, bp, out[:whole], geo.og,
+                     obs, geo.k, img, 0, mr, work=whole * geo.o * hw * geo.k)
+    if whole == geo.n:
+        return
     last = np.zeros(img + tw, dtype=xa.dtype)
     last[:img] = flat[(geo.n - 1) * img:]
     parallel_for(_direct.forward_rows, geo.groups * obs, last, wp, offs, bp, out[-1:], geo.og, obs, geo.k, img, 0,
@@ -226,19 +229,20 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if x.shape[1] == 0:
         return _bias_fill(out, bias)
     xa, wa = _np(x), _np(weight)
-    if out.numel() * wa[0].size < SMALL_MACS and not forcing():  # skip the planner's set-up
-        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if bias is None else _np(bias), bias is not None, stride[0],
-                       stride[1], padding[0], padding[2], dilation[0], dilation[1], groups, out.numpy())
-        return out
-    geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
-    name = plan("forward", geo, xa.dtype).name
-    if name == "im2col":
-        return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
-    if name == "direct/small":
-        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if bias is None else _np(bias), bias is not None, stride[0], stride[1], padding[0],
-                       padding[2], dilation[0], dilation[1], groups, out.numpy())
-        return out
-    _forward(xa, wa, None if bias is None else _np(bias), geo, out.numpy(), "forward")
+    ba = None if bias is None else _np(bias)
+    # tiny problems skip the planner's set-up altogether
+    small = out.numel() * wa[0].size < SMALL_MACS and not forcing()
+    if not small:
+        geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
+        name = plan("forward", geo, xa.dtype).name
+        if name == "im2col":
+            return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
+        small = name == "direct/small"
+    if small:
+        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1],
+                       padding[0], padding[2], dilation[0], dilation[1], groups, out.numpy())
+    else:
+        _forward(xa, wa, ba, geo, out.numpy(), "forward")
     return out
 
 
