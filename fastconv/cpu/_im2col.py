@@ -4,8 +4,8 @@ Layout: NCHW input, OIHW weight (``(out, in/groups, kH, kW)``), contiguous.  The
 kernels lower the convolution onto matrix products: :func:`_unfold` (im2col) gathers
 the receptive fields of a chunk of the batch into a column matrix of shape
 ``(C*kH*kW, L)``, ``L = samples * rows * W_out``; the per-group products run
-through BLAS (NumPy's, with its own threads: this is the planner's rare path, and it sets no
-process-wide BLAS state); its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
+through torch's BLAS, on the OpenMP team the engine's own kernels use (NumPy's OpenBLAS
+would bring a second pool of spinning threads; nothing here sets process-wide BLAS state); its adjoint (col2im, ``fold=True``) scatters columns back (the gradient w.r.t. the
 input, and conv_transpose2d's forward).  Chunks bound the column buffer to
 :data:`COLS_BUDGET` elements, splitting a single huge image by output rows.
 
@@ -133,6 +133,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _t(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a torch tensor sharing its memory (for torch's BLAS)."""
+    return torch.from_numpy(a)
+
+
 _workspace = threading.local()
 
 
@@ -188,7 +193,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
         parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
         prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
-        np.matmul(wa, cols.reshape(groups, cg * kh * kw, -1), out=prod.reshape(groups, o // groups, -1))
+        torch.matmul(_t(wa), _t(cols.reshape(groups, cg * kh * kw, -1)), out=_t(prod.reshape(groups, o // groups, -1)))
         parallel_for(_scatter_rows, nb * o, prod, ba, outa, n0, nb, y0, ny, work=prod.size)
     return out
 
@@ -212,7 +217,7 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[
         g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
         parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
         cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
-        np.matmul(wt, g.reshape(groups, o // groups, -1), out=cols.reshape(groups, cg * kh * kw, -1))
+        torch.matmul(_t(wt), _t(g.reshape(groups, o // groups, -1)), out=_t(cols.reshape(groups, cg * kh * kw, -1)))
         parallel_for(_unfold, nb * c, gxa, cols, True, n0, nb, y0, ny, *geom, ow, work=cols.size)
     return gx
 
@@ -233,5 +238,5 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, di
             parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
             g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
             parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
-            gw += np.matmul(g.reshape(groups, o // groups, -1), cols.reshape(groups, cg * kh * kw, -1).swapaxes(-1, -2))
+            _t(gw).baddbmm_(_t(g.reshape(groups, o // groups, -1)), _t(cols.reshape(groups, cg * kh * kw, -1)).mT)
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))

@@ -23,16 +23,16 @@ whose transforms mix neighbouring pixels, is never used on them).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from .._numba import njit
 
 from .._threads import num_threads, parallel_for
-from . import _direct, _im2col, _lanes, _rows, _small, _wgrad, _winograd
+from . import _direct, _im2col, _lanes, _patch, _rows, _small, _wgrad, _winograd
 from ._scratch import scratch
-from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, forcing, geometry, plan, rows_blocking
+from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, geometry, plan, rows_blocking
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -142,9 +142,27 @@ def _pack_lanes(xa, geo: Geometry, lanes: _lanes.Lanes) -> Tuple[np.ndarray, int
     return P, hb, wb
 
 
-def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
+class _LaneOut(NamedTuple):
+    """A lane-layout result waiting to be unpacked: channel ``o`` of ``outa`` is
+    ``Y[ymap[o] + p * rstride + lane]`` (:func:`fastconv.cpu._lanes.unpack`)."""
+
+    Y: np.ndarray
+    ymap: np.ndarray
+    rstride: int
+    lanes: _lanes.Lanes
+    outa: np.ndarray
+
+    def unpack(self, o0: int, o1: int) -> None:
+        _lanes.unpack(self.Y, self.ymap, self.rstride, self.outa, self.lanes, o0, o1)
+
+
+def _unpack(res: "_LaneOut") -> None:
+    parallel_for(res.unpack, res.outa.shape[1], work=res.outa.size)
+
+
+def _lanes_direct(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOut:
     """Direct convolution in the lane layout (register block by :func:`fastconv.cpu._direct.blocking`),
-    then unpacked to NCHW."""
+    left in scratch ``slot``."""
     mr, nv = _direct.blocking(geo.og)
     lanes = _lane_plan(geo, xa.dtype, nv * (64 // xa.itemsize))
     P, hb, wb = _pack_lanes(xa, geo, lanes)
@@ -153,15 +171,19 @@ def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
     npix = lanes.bh * lanes.bw
-    Y = scratch("out", geo.groups * obs * npix * mr * lanes.width, xa.dtype)
+    Y = scratch(slot, geo.groups * obs * npix * mr * lanes.width, xa.dtype)
     tasks = geo.groups * obs * (lanes.width // (nv * (64 // xa.itemsize)))
     parallel_for(_direct.forward_tiles, tasks, P.reshape(-1), wp, offs, bp, Y, obs, geo.k, npix, lanes.bw,
                  geo.stride[0], geo.stride[1], wb, lanes.width, mr, work=geo.macs)
     o = np.arange(geo.o)
     g, j = o // geo.og, o % geo.og
     ymap = (((g * obs + j // mr) * npix * mr + j % mr) * lanes.width).astype(np.int64)
-    parallel_for(lambda o0, o1: _lanes.unpack(Y, ymap, mr * lanes.width, outa, lanes, o0, o1), geo.o,
-                 work=outa.size)
+    return _LaneOut(Y, ymap, mr * lanes.width, lanes, outa)
+
+
+def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
+    """Direct convolution in the lane layout, then unpacked to NCHW."""
+    _unpack(_lanes_direct(xa, wa, ba, geo, outa))
 
 
 def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
@@ -183,32 +205,54 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     return P
 
 
-def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
-    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), then unpacked to NCHW."""
+def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOut:
+    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), left in scratch ``slot``."""
     lanes = _wino_lanes(geo, xa.dtype)
     P = _wino_pack(xa, geo, lanes)
     obs = _direct.blocks(geo.o)
     opad = obs * _direct.MR
     Up = _winograd.pack_weights(wa, opad)
-    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
+    Y = scratch(slot, (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
     tasks = ntp * (lanes.width // _tile(xa.dtype))
     parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, work=geo.macs)
     ymap = np.arange(geo.o, dtype=np.int64) * (lanes.bh * lanes.bw * lanes.width)
-    parallel_for(lambda o0, o1: _lanes.unpack(Y.reshape(-1), ymap, lanes.width, outa, lanes, o0, o1), geo.o,
-                 work=outa.size)
+    return _LaneOut(Y.reshape(-1), ymap, lanes.width, lanes, outa)
+
+
+def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
+    """F(2x2, 3x3), then unpacked to NCHW."""
+    _unpack(_lanes_winograd(xa, wa, ba, geo, outa))
+
+
+#: The lane-layout plans, whose results can be left in scratch and unpacked later.
+_LANES = {"direct/lanes": _lanes_direct, "winograd/lanes": _lanes_winograd}
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/lanes": _forward_lanes, "winograd/lanes": _forward_winograd}
 
 
-def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
-             pass_: str) -> None:
+def _plan_forward(xa, wa, geo: Geometry, pass_: str) -> Plan:
+    """The plan of a convolution the engine runs as a forward pass (any but im2col and direct/small;
+    no Winograd on non-finite operands)."""
     p = plan(pass_, geo, xa.dtype)
     if p.name not in _FORWARD or (p.algorithm == "winograd" and not (all_finite(xa) and all_finite(wa))):
-        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col", "direct/small"))
-    _FORWARD[p.name](xa, wa, ba, geo, outa)
+        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col", "direct/small", "patch"))
+    return p
+
+
+def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
+             pass_: str) -> None:
+    """``outa`` = the convolution ``geo`` of ``xa`` with ``wa`` (+ ``ba``), as planned for ``pass_``;
+    ``outa`` may be a strided view."""
+    p = _plan_forward(xa, wa, geo, pass_)
+    if p.name in _LANES or outa.flags.c_contiguous:  # the lane layouts unpack into any strides
+        _FORWARD[p.name](xa, wa, ba, geo, outa)
+        return
+    out = scratch("strided_out", outa.shape, outa.dtype)
+    _FORWARD[p.name](xa, wa, ba, geo, out)
+    outa[...] = out
 
 
 def _bias_fill(out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -237,6 +281,10 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         name = plan("forward", geo, xa.dtype).name
         if name == "im2col":
             return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
+        if name == "patch":
+            y = conv2d_forward(_space_to_depth(x, geo), _patch_weight(weight), bias, (1, 1), (0, 0, 0, 0), (1, 1),
+                               groups, (1, geo.oh * geo.ow))
+            return y.view(out.shape)
         small = name == "direct/small"
     if small:
         _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1],
@@ -244,6 +292,42 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     else:
         _forward(xa, wa, ba, geo, out.numpy(), "forward")
     return out
+
+
+# --------------------------------------------------------------------------- patch convolutions
+
+
+def _space_to_depth(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """The (kh, kw) pixel blocks of ``x`` that a patch convolution reads, as channels (c, ky, kx):
+    (n, c * kh * kw, 1, oh * ow) (:mod:`fastconv.cpu._patch`)."""
+    out = torch.empty((geo.n, geo.c * geo.kh * geo.kw, 1, geo.oh * geo.ow), dtype=x.dtype)
+    _blocks_copy(_np(x), out.numpy(), geo, True)
+    return out
+
+
+def _blocks_copy(planes: np.ndarray, blocks: np.ndarray, geo: Geometry, to_blocks: bool) -> None:
+    nc = geo.n * planes.shape[1]
+    parallel_for(_patch.blocks_copy, nc, planes.reshape(nc, planes.shape[2], planes.shape[3]),
+                 blocks.reshape(nc, geo.kh, geo.kw, geo.oh, geo.ow), to_blocks, work=blocks.size)
+
+
+def _patch_weight(weight: torch.Tensor) -> torch.Tensor:
+    """OIHW ``weight`` as the 1x1 weight of a patch convolution: (O, C/g * kh * kw, 1, 1)."""
+    return weight.reshape(weight.shape[0], -1, 1, 1)
+
+
+def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          geo: Geometry, dx: torch.Tensor) -> None:
+    """Input gradient of a patch convolution: the 1x1 input gradient of the blocks, back in place
+    (depth-to-space); pixels no block covers get ``bias`` (or zero)."""
+    kk = geo.kh * geo.kw
+    bias_k = None if bias is None else bias.repeat_interleave(kk)
+    z = conv2d_backward_input(grad_out.reshape(geo.n, geo.o, 1, geo.oh * geo.ow), _patch_weight(weight), bias_k,
+                              (1, 1), (0, 0, 0, 0), (1, 1), geo.groups, (1, geo.oh * geo.ow))
+    _blocks_copy(dx.numpy(), z.numpy(), geo, False)
+    rest = 0 if bias is None else bias.view(1, -1, 1, 1)
+    dx[:, :, geo.oh * geo.kh:] = rest
+    dx[:, :, :, geo.ow * geo.kw:] = rest
 
 
 # --------------------------------------------------------------------------- gradient w.r.t. the input
@@ -325,11 +409,16 @@ def _phase_axis(r: int, s: int, d: int, p: int, k: int, size: int, out: int):
 def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
     """Input gradient of a strided convolution with narrow phases: each stride phase is a stride-1
     correlation of (a crop of) the output gradient with the phase's taps reversed and transposed,
-    planned like any convolution (the lane layout, for narrow planes), written into its phase of ``dx``."""
+    planned like any convolution (the lane layout, for narrow planes), written into its phase of ``dx``.
+
+    The phases of one row phase share the cache lines of ``dx``: their lane-layout results are
+    unpacked together, channel by channel, so that each line is written while it is cached.
+    """
     (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
     n, c, h, w = dx.shape
     for ry in range(sy):
         a0, ha, tys, ey, y0, y1, top, bottom = _phase_axis(ry, sy, dy, pt, geo.kh, h, geo.oh)
+        pending = []
         for rx in range(sx):
             b0, wa_, txs, ex, x0, x1, left, right = _phase_axis(rx, sx, dx_, pl, geo.kw, w, geo.ow)
             if ha <= 0 or wa_ <= 0:
@@ -341,9 +430,18 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
             g = np.ascontiguousarray(ga[:, :, y0:y1, x0:x1])
             wt = _transposed(np.ascontiguousarray(wa[:, :, tys[::-1]][:, :, :, txs[::-1]]), geo.groups)
             pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
-            phase = scratch("phase", (n, c, ha, wa_), ga.dtype)
-            _forward(g, wt, ba, pg, phase, "backward_input")
-            view[...] = phase
+            p = _plan_forward(g, wt, pg, "backward_input")
+            if p.name in _LANES:
+                pending.append(_LANES[p.name](g, wt, ba, pg, view, slot=f"out{len(pending)}"))
+            else:
+                _forward(g, wt, ba, pg, view, "backward_input")
+
+        def unpack(o0: int, o1: int, pending=pending) -> None:
+            for o in range(o0, o1):
+                for res in pending:
+                    res.unpack(o, o + 1)
+        if pending:
+            parallel_for(unpack, c, work=sum(r.outa.size for r in pending))
 
 
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -363,6 +461,9 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     p = plan("backward_input", geo, ga.dtype)
     if p.name == "im2col":
         return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
+    if p.name == "patch":
+        _patch_backward_input(grad_out, weight, bias, geo, dx)
+        return dx
     ba = None if bias is None else _np(bias)
     if p.name == "direct/small":
         _small.backward_input(ga, wa, _NO_BIAS[ga.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1], padding[0],
@@ -553,13 +654,18 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
 
 def _weight_pointwise(xa, ga, geo: Geometry, dw) -> None:
     """1x1 weight gradient: ``dW = sum_n g[n] x[n]^T`` over (O, H*W) x (H*W, C) products, added image
-    by image in order (BLAS splits the products by rows and columns, never along the sum)."""
+    by image in order.
+
+    The products run on torch's BLAS, whose threads are the OpenMP team the engine's kernels use:
+    NumPy's OpenBLAS has a pool of its own, and the two pools, alternating call by call in a
+    training step, spin against each other on a 2-core machine (measured: a 0.4 ms product took
+    4-8 ms after a torch copy)."""
     hw = geo.h * geo.w
-    acc = np.zeros((geo.o, geo.c), dtype=xa.dtype)
-    g2, x2 = ga.reshape(geo.n, geo.o, hw), xa.reshape(geo.n, geo.c, hw)
+    acc = torch.zeros((geo.o, geo.c), dtype=torch.from_numpy(xa[:0]).dtype)
+    g2, x2 = torch.from_numpy(ga).view(geo.n, geo.o, hw), torch.from_numpy(xa).view(geo.n, geo.c, hw)
     for n in range(geo.n):
-        acc += g2[n] @ x2[n].T
-    dw[...] = acc.reshape(dw.shape)
+        acc.addmm_(g2[n], x2[n].T)
+    dw[...] = acc.numpy().reshape(dw.shape)
 
 
 _WEIGHT = {"direct/rows": _weight_rows, "direct/lanes": _weight_lanes, "winograd/lanes": _weight_winograd}
@@ -579,6 +685,10 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],
                                dilation[1], groups, dw.numpy())
         return dw
+    if p.name == "patch":
+        dw1 = conv2d_backward_weight(_space_to_depth(x, geo), grad_out.reshape(geo.n, o, 1, geo.oh * geo.ow),
+                                     (1, 1), (0, 0, 0, 0), (1, 1), groups, (1, 1))
+        return dw1.view(dw.shape)
     if p.name == "im2col" or not all_finite(xa):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
     if pointwise(geo) and groups == 1:

@@ -17,7 +17,12 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
   full-size steps -- 1 and 2 processes training the classifier drifted 1e-3 apart with it,
   1e-6 without (the direct sums keep exact zeros, as torch's do);
 * ``im2col`` -- columns and BLAS: for strides that skip input pixels (the direct layouts
-  would copy pixels nobody reads), and the exact path for non-finite weight-gradient inputs.
+  would copy pixels nobody reads), and the exact path for non-finite weight-gradient inputs;
+* ``patch`` -- kernels that tile the input (kernel == stride, no padding or dilation: the
+  ``ConvTranspose2d(k=2, s=2)`` of a UNet and its gradients, patch embeddings): each block
+  of kh x kw pixels becomes kh*kw channels (space-to-depth) and the pass is a 1x1
+  convolution, planned in turn.  The strided passes would otherwise run per stride phase,
+  each phase a one-tap convolution of a quarter of the pixels.
 
 Passes are ``'forward'``, ``'backward_input'`` (a convolution of the output gradient:
 planned on its own geometry) and ``'backward_weight'``.
@@ -35,7 +40,7 @@ import torch
 __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "ALGORITHMS", "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
-ALGORITHMS = ("direct/small", "direct/rows", "direct/lanes", "winograd/lanes", "im2col")
+ALGORITHMS = ("direct/small", "direct/rows", "direct/lanes", "winograd/lanes", "im2col", "patch")
 
 #: Below this many multiply-adds a pass runs as plain loops in one Numba call
 #: (:mod:`fastconv.cpu._small`): the engine's set-up would cost more than the arithmetic.
@@ -207,6 +212,15 @@ def winograd_applies(geo: Geometry) -> bool:
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
 
 
+def patch_applies(geo: Geometry) -> bool:
+    """Whether the kernel tiles the input: kernel == stride (not 1x1), no dilation, no padding (a
+    negative bottom or right padding -- a transposed convolution's ``output_padding`` -- only
+    leaves pixels unread)."""
+    top, bottom, left, right = geo.pad
+    return ((geo.kh, geo.kw) == geo.stride and geo.kh * geo.kw > 1 and geo.dilation == (1, 1)
+            and top == left == 0 and bottom <= 0 and right <= 0)
+
+
 def _parse(name: str) -> Plan:
     algorithm, _, layout = name.partition("/")
     return Plan(algorithm, layout)
@@ -227,7 +241,8 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         float32 or float64.
     exclude : sequence of str
         Algorithms ('winograd') or plan names ('direct/small') not to choose (the engine
-        excludes Winograd on non-finite inputs).
+        excludes Winograd on non-finite inputs).  ``'patch'`` is planned for every pass where
+        it applies (the 1x1 convolution it runs is planned in turn).
 
     Returns
     -------
@@ -237,10 +252,12 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         raise ValueError(f"unknown pass {pass_!r}")
     name = getattr(_forced, "name", None)
     if name is not None and name not in exclude and name.split("/")[0] not in exclude:
-        if not name.startswith("winograd") or winograd_applies(geo):
+        if (not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo)):
             return _parse(name)
     if geo.macs < SMALL_MACS and "direct/small" not in exclude:
         return Plan("direct", "small")
+    if patch_applies(geo) and "patch" not in exclude:
+        return Plan("patch", "")
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
     if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo)

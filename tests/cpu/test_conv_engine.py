@@ -34,9 +34,13 @@ SHAPES = [
     (3, 5, 7, 9, 4, 1, 1, 1),
     (2, 4, 12, 12, 2, 1, 1, 2),
     (2, 3, 10, 20, 1, 1, 1, 1),
+    # kernels that tile the input with stride == kernel (patch): 2x2 (the UNet's up/down sampling), 3x2
+    (4, 6, 16, 17, 5, 2, 2, 1),
+    (2, 4, 7, 9, 6, 3, 2, 2),
 ]
 GEOMETRY = [((1, 1), (1, 1), (1, 1)), ((1, 1), (0, 0), (1, 1)), ((2, 2), (1, 1), (1, 1)),
-            ((1, 2), (0, 2), (2, 1)), ((3, 3), (2, 2), (1, 1)), ((1, 1), (3, 3), (1, 1))]
+            ((1, 2), (0, 2), (2, 1)), ((3, 3), (2, 2), (1, 1)), ((1, 1), (3, 3), (1, 1)), ((2, 2), (0, 0), (1, 1)),
+            ((3, 2), (0, 0), (1, 1))]
 ALGORITHMS = list(conv_plan.ALGORITHMS)
 
 
@@ -68,6 +72,35 @@ def test_every_algorithm_matches_torch(algorithm, dtype):
         torch.testing.assert_close(out, ref, **tol, msg=lambda m: f"{algorithm} {shape} {geometry}: {m}")
         for a, e, name in zip(got, want, ("input", "weight", "bias")):
             torch.testing.assert_close(a, e, **tol, msg=lambda m: f"{algorithm} {shape} {geometry} d{name}: {m}")
+
+
+def test_patch_applies_to_the_grid():
+    """The forced grid above holds patch convolutions (else forcing 'patch' would test nothing)."""
+    hits = [(shape, geo) for shape, geo in itertools.product(SHAPES, GEOMETRY)
+            if geo[0] == shape[5:7] != (1, 1) and geo[1] == (0, 0) and geo[2] == (1, 1)]
+    assert len(hits) >= 2
+    for (n, c, h, w, o, kh, kw, g), (stride, _, _) in hits:
+        assert plan_name((n, c, h, w), (o, c // g, kh, kw), stride, (0, 0, 0, 0), (1, 1), g, torch.float64,
+                         "backward_weight") in ("patch", "direct/small")
+        with forced("patch"):
+            for pass_ in ("forward", "backward_input", "backward_weight"):
+                assert plan_name((n, c, h, w), (o, c // g, kh, kw), stride, (0, 0, 0, 0), (1, 1), g, torch.float64,
+                                 pass_) == "patch"
+
+
+def test_patch_conv_transpose_uncovered_border_gets_bias():
+    """ConvTranspose2d(k=2, s=2, output_padding=1): the last row and column no block covers hold the bias."""
+    x = torch.randn(3, 8, 9, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    with forced("patch"):
+        out = F.conv_transpose2d(x, w, b, stride=2, output_padding=1)
+        seed = torch.randn_like(out)
+        got = grads(out, (x, w, b), seed)
+    ref = TF.conv_transpose2d(x, w, b, stride=2, output_padding=1)
+    assert_close(out, ref)
+    for a, e in zip(got, grads(ref, (x, w, b), seed)):
+        assert_close(a, e)
 
 
 @pytest.mark.parametrize("algorithm", ["direct/small", "direct/rows", "direct/lanes", "winograd/lanes", "im2col"])
@@ -166,6 +199,9 @@ def test_planner_choices_for_the_seed_layers():
     assert conv_plan.rows_blocking(1, 128 * 128, np.float32) == (1, 8)
     assert plan_name((128, 32, 32, 32), (1, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
     assert plan_name((2, 8, 64, 64), (8, 8, 1, 1), (4, 4), (0, 0, 0, 0), (1, 1), 1, f32) == "im2col"
+    # UNet's ConvTranspose2d(k=2, s=2) runs its passes as 1x1 convolutions of 2x2 pixel blocks
+    for pass_ in ("forward", "backward_input", "backward_weight"):
+        assert plan_name((4, 128, 16, 16), (256, 128, 2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 1, f32, pass_) == "patch"
     with forced("direct/lanes"):
         assert plan_name((128, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
     with pytest.raises(ValueError, match="unknown algorithm"):
