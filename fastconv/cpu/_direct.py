@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from .._numba import njit
 
+from .._threads import parallel_for
+from ._scratch import scratch
 from ._simd import gemm_tile
 
 __all__ = ["MR", "NV", "BLOCKINGS", "blocking", "pack_weights", "tap_offsets", "forward_tiles"]
@@ -48,14 +50,40 @@ def blocks(og: int, mr: int = MR) -> int:
 
 
 def pack_weights(w: np.ndarray, groups: int, mr: int = MR) -> np.ndarray:
-    """``w`` (O, C/g, kh, kw) packed as [g, o-block, (c, ky, kx), mr], zero-padded to whole blocks, flat."""
-    o = w.shape[0]
-    og = o // groups
+    """``w`` (O, C/g, kh, kw), any strides (a flipped or transposed view too), packed as
+    [g, o-block, (c, ky, kx), mr], zero-padded to whole blocks, flat, in the calling thread's
+    scratch slot ``'weights'`` (valid until the next packing)."""
+    og = w.shape[0] // groups
     obs = blocks(og, mr)
-    k = w[0].size
-    wp = np.zeros((groups, obs * mr, k), dtype=w.dtype)
-    wp[:, :og] = w.reshape(groups, og, k)
-    return np.ascontiguousarray(wp.reshape(groups, obs, mr, k).transpose(0, 1, 3, 2)).reshape(-1)
+    wp = scratch("weights", groups * obs * mr * w[0].size, w.dtype)
+    parallel_for(_pack_weights, groups * obs, w, groups, mr, wp, work=wp.size)
+    return wp
+
+
+@njit(cache=True, nogil=True)
+def _pack_weights(w, groups, mr, wp, t0, t1):  # pragma: no cover - numba
+    """The blocks [t0, t1) = (group, o-block) pairs of :func:`pack_weights`."""
+    O, cg, kh, kw = w.shape
+    og = O // groups
+    obs = -(-og // mr)
+    K = cg * kh * kw
+    for task in range(t0, t1):
+        g = task // obs
+        ob = task - g * obs
+        base = task * K * mr
+        for m in range(mr):
+            o = ob * mr + m
+            if o >= og:
+                for k in range(K):
+                    wp[base + k * mr + m] = 0
+                continue
+            src = w[g * og + o]
+            k = 0
+            for c in range(cg):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        wp[base + k * mr + m] = src[c, ky, kx]
+                        k += 1
 
 
 def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:

@@ -334,7 +334,10 @@ def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
 
 
 def _transposed(wa: np.ndarray, groups: int) -> np.ndarray:
-    """``wa`` (O, C/g, kh, kw) with the channel roles swapped within each group: (C, O/g, kh, kw)."""
+    """``wa`` (O, C/g, kh, kw) with the channel roles swapped within each group: (C, O/g, kh, kw)
+    (a view when ``groups == 1``: the packing reads any strides)."""
+    if groups == 1:
+        return wa.transpose(1, 0, 2, 3)
     o, cg, kh, kw = wa.shape
     og = o // groups
     w = wa.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
