@@ -47,8 +47,12 @@ def plan_rows(c: int, rows_needed: int, cols_needed: int, stride, min_wq: int, s
 @njit(cache=True, nogil=True)
 def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover - numba
     """X[n, c, ry, rx, i, j] = x[n, c, ry + sy*i - pt, rx + sx*j - pl] (zero outside x and from
-    padded column ``cols`` on), for the (image, channel) planes [t0, t1)."""
+    padded column ``cols`` on), for the (image, channel) planes [t0, t1).
+
+    Unit-stride rows copy through unsigned flat indices: no negative-index wrap-around test per
+    element, so the copy vectorises."""
     N, C, H, W = x.shape
+    xf = x.reshape(-1)
     for t in range(t0, t1):
         n = t // C
         c = t - n * C
@@ -58,22 +62,26 @@ def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover 
                 base = (((n * C + c) * sy + ry) * sx + rx) * hq * wq
                 for i in range(hq):
                     iy = ry + sy * i - pt
-                    row = X[base + i * wq:base + (i + 1) * wq]
+                    d = base + i * wq
                     if iy < 0 or iy >= H:
-                        row[:] = 0
+                        X[d:d + wq] = 0
                         continue
-                    srow = src[iy]
                     if sx == 1:
                         lo = min(max(pl, 0), wq)
                         hi = min(max(min(pl + W, cols), lo), wq)
-                        row[:lo] = 0
-                        for j in range(lo, hi):
-                            row[j] = srow[j - pl]
-                        row[hi:] = 0
+                        for j in range(lo):
+                            X[d + j] = 0
+                        dst = np.uint64(d + lo)
+                        sb = np.uint64(t * H * W + iy * W + lo - pl)
+                        for j in range(np.uint64(hi - lo)):
+                            X[dst + j] = xf[sb + j]
+                        for j in range(hi, wq):
+                            X[d + j] = 0
                     else:
+                        srow = src[iy]
                         for j in range(wq):
                             ix = rx + sx * j - pl
-                            row[j] = srow[ix] if 0 <= ix < W and ix + pl < cols else 0
+                            X[d + j] = srow[ix] if 0 <= ix < W and ix + pl < cols else 0
 
 
 def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel,
