@@ -16,7 +16,7 @@ from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows"]
+__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -130,6 +130,29 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma:
             for kb in range(kb0, kb1):
                 _GATHER(A, 0, aoff, kb * MRG, a, B, ot * TW, b, r1 - r0, flat, kb * MRG * opad + ot * TW, opad,
                         r0 > 0)
+
+
+@njit(cache=True, nogil=True)
+def transpose_into(src, dst, t0, t1):  # pragma: no cover - numba
+    """dst[o, k] = src[k, o] for the rows [t0, t1) of 2-D ``dst`` (O, K); ``src`` is (>= K, >= O),
+    C-contiguous.  Whole L x L blocks go through register transposes."""
+    O, K = dst.shape
+    S = src.shape[1]
+    L = 64 // src.itemsize
+    sf = src.reshape(-1)
+    df = dst.reshape(-1)
+    kfull = K - K % L
+    for o0 in range(t0, t1, L):
+        if o0 + L <= t1:
+            for k0 in range(0, kfull, L):
+                _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
+            for o in range(o0, o0 + L):
+                for k in range(kfull, K):
+                    df[o * K + k] = sf[k * S + o]
+        else:
+            for o in range(o0, t1):
+                for k in range(K):
+                    df[o * K + k] = sf[k * S + o]
 
 
 @njit(cache=True, nogil=True)

@@ -515,7 +515,9 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     tasks = ntt * -(-kbs // groups_k)
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, outT,
                  work=geo.macs)
-    dw[...] = outT[:geo.k, :geo.o].T.reshape(dw.shape)
+    L = 64 // outT.itemsize
+    parallel_for(lambda o0, o1: _wgrad.transpose_into(outT, dw.reshape(geo.o, geo.k), o0 * L, min(o1 * L, geo.o)),
+                 -(-geo.o // L), work=dw.size)
 
 
 def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:

@@ -34,6 +34,10 @@ SHAPES = [
     (3, 5, 7, 9, 4, 1, 1, 1),
     (2, 4, 12, 12, 2, 1, 1, 2),
     (2, 3, 10, 20, 1, 1, 1, 1),
+    # weight gradients by gathered broadcasts (32+ output channels, 48+ taps), channel counts off the
+    # vector width, in lanes and in rows
+    (3, 6, 7, 9, 35, 3, 3, 1),
+    (2, 6, 5, 30, 33, 3, 3, 1),
     # kernels that tile the input with stride == kernel (patch): 2x2 (the UNet's up/down sampling), 3x2
     (4, 6, 16, 17, 5, 2, 2, 1),
     (2, 4, 7, 9, 6, 3, 2, 2),
