@@ -38,9 +38,8 @@ _TRANSPOSE = transpose_tile()
 
 
 @njit(cache=True, nogil=True)
-def _transform3(w, u):  # pragma: no cover - numba
-    """u (4, 4) = G w G^T for one 3x3 ``w``, in float64."""
-    t = np.empty((4, 3))
+def _transform3(w, u, t):  # pragma: no cover - numba
+    """u (4, 4) = G w G^T for one 3x3 ``w``, in float64 (``t``: (4, 3) float64 scratch)."""
     for j in range(3):
         a, b, c = float(w[0, j]), float(w[1, j]), float(w[2, j])
         t[0, j] = a
@@ -62,11 +61,12 @@ def pack_weights(w, opad):  # pragma: no cover - numba
     obs = opad // MR
     Up = np.zeros(16 * opad * C, dtype=w.dtype)
     u = np.empty((4, 4))
+    t = np.empty((4, 3))
     for o in range(O):
         ob = o // MR
         m = o - ob * MR
         for c in range(C):
-            _transform3(w[o, c], u)
+            _transform3(w[o, c], u, t)
             for xi in range(16):
                 Up[((xi * obs + ob) * C + c) * MR + m] = u[xi // 4, xi % 4]
     return Up
