@@ -24,7 +24,7 @@ from .._numba import njit
 
 from ._simd import transpose_tile
 
-__all__ = ["Lanes", "plan_lanes", "pack", "unpack"]
+__all__ = ["Lanes", "plan_lanes", "pack", "unpack", "unpack_pair"]
 
 _TRANSPOSE = transpose_tile()
 
@@ -262,6 +262,58 @@ def _unpack_strided(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: n
                 srow = base + (y * bw) * rstride + l
                 for xx in range(min(bw, OW - x0)):
                     plane[y0 + y, x0 + xx] = Y[srow + xx * rstride]
+
+
+@njit(cache=True, nogil=True)
+def unpack_pair(Y0, ymap0, Y1, ymap1, rstride, out, N, O, OH, ow, origin, sn, so, sy, o0, o1):  # pragma: no cover - numba
+    """Two column phases of whole images into rows of the flat, contiguous-row tensor ``out``: row
+    ``y`` of channel ``o`` of image ``n`` starts at ``origin + n*sn + o*so + y*sy``; its column ``2x``
+    is pixel ``y * ow + x`` of lane ``n`` of ``Y0`` (as :func:`unpack`), column ``2x + 1`` that of
+    ``Y1``; channels [o0, o1).  Rows are written whole and in order (unsigned indices: the
+    interleave vectorises), so a stride-2 input gradient goes out in one pass instead of two
+    half-passes of scattered stores."""
+    L = 64 // out.itemsize
+    HW = OH * ow
+    nfull = N - N % L
+    qfull = HW - HW % L
+    S0 = np.empty(L * L, dtype=out.dtype)
+    S1 = np.empty(L * L, dtype=out.dtype)
+    for o in range(o0, o1):
+        b0 = ymap0[o]
+        b1 = ymap1[o]
+        for n0 in range(0, nfull, L):
+            for q0 in range(0, qfull, L):
+                _TRANSPOSE(Y0, b0 + q0 * rstride + n0, rstride, S0, 0, L)  # S[j, i]: image n0+j, pixel q0+i
+                _TRANSPOSE(Y1, b1 + q0 * rstride + n0, rstride, S1, 0, L)
+                for j in range(L):
+                    plane = origin + (n0 + j) * sn + o * so
+                    y = q0 // ow
+                    x = q0 - y * ow
+                    i = 0
+                    while i < L:  # row segments of the L pixels
+                        run = min(L - i, ow - x)
+                        d = np.uint64(plane + y * sy + 2 * x)
+                        src = np.uint64(j * L + i)
+                        for t in range(np.uint64(run)):
+                            out[d + 2 * t] = S0[src + t]
+                            out[d + 2 * t + 1] = S1[src + t]
+                        i += run
+                        x = 0
+                        y += 1
+            for q in range(qfull, HW):
+                y = q // ow
+                x = q - y * ow
+                for i in range(L):
+                    d = origin + (n0 + i) * sn + o * so + y * sy + 2 * x
+                    out[d] = Y0[b0 + q * rstride + n0 + i]
+                    out[d + 1] = Y1[b1 + q * rstride + n0 + i]
+        for n in range(nfull, N):
+            for q in range(HW):
+                y = q // ow
+                x = q - y * ow
+                d = origin + n * sn + o * so + y * sy + 2 * x
+                out[d] = Y0[b0 + q * rstride + n]
+                out[d + 1] = Y1[b1 + q * rstride + n]
 
 
 def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:

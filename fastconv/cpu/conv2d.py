@@ -435,16 +435,36 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
             pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
             p = _plan_forward(g, wt, pg, "backward_input")
             if p.name in _LANES:
-                pending.append(_LANES[p.name](g, wt, ba, pg, view, slot=f"out{len(pending)}"))
+                pending.append((b0 * sx + rx - pl, _LANES[p.name](g, wt, ba, pg, view, slot=f"out{len(pending)}")))
             else:
                 _forward(g, wt, ba, pg, view, "backward_input")
 
-        def unpack(o0: int, o1: int, pending=pending) -> None:
+        if not pending:
+            continue
+        pair = _pair(pending, sx, w, ha)
+        if pair is not None:  # both column phases at once, the rows of dx written whole
+            r0, r1 = pair
+            parallel_for(_lanes.unpack_pair, c, r0.Y, r0.ymap, r1.Y, r1.ymap, r0.rstride, dx.reshape(-1), n, c, ha,
+                         w // 2, (a0 * sy + ry - pt) * w, c * h * w, h * w, sy * w, work=2 * r0.outa.size)
+            continue
+
+        def unpack(o0: int, o1: int, results=[r for _, r in pending]) -> None:
             for o in range(o0, o1):
-                for res in pending:
+                for res in results:
                     res.unpack(o, o + 1)
-        if pending:
-            parallel_for(unpack, c, work=sum(r.outa.size for r in pending))
+        parallel_for(unpack, c, work=sum(r.outa.size for _, r in pending))
+
+
+def _pair(pending, sx: int, w: int, ha: int) -> Optional[Tuple[_LaneOut, _LaneOut]]:
+    """The two column phases of a stride-2 row phase (even columns first) when they fill its rows
+    together: each covers half of ``w`` with whole images in its lanes, laid out alike."""
+    if sx != 2 or len(pending) != 2 or w % 2:
+        return None
+    (x0, a), (x1, b) = sorted(pending, key=lambda p: p[0])
+    same = a.lanes == b.lanes and a.rstride == b.rstride and a.lanes.BY * a.lanes.BX == 1
+    if (x0, x1) != (0, 1) or not same or (a.lanes.bh, a.lanes.bw) != (ha, w // 2):
+        return None
+    return a, b
 
 
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
