@@ -20,10 +20,12 @@ Python worker threads run the ranges, the calling thread running the first; idle
 block on a condition variable instead of spinning.
 
 * The number of ranges follows ``numba.get_num_threads()`` (so ``numba.set_num_threads`` and
-  ``NUMBA_NUM_THREADS`` apply); work under :data:`PARALLEL_MIN_WORK` inner iterations runs
-  on the calling thread only, with no hand-off at all.
-* A hand-off is one lock, one notify and one wait per worker (a few microseconds), not an
-  executor future.
+  ``NUMBA_NUM_THREADS`` apply); work under :data:`PARALLEL_MIN_WORK` runs on the calling
+  thread only, with no hand-off at all.
+* A hand-off costs 25-35 us on the 2-vCPU machine, on either backend: the worker's wake-up
+  and the GIL passing between the Python parts of the ranges (measured with an empty kernel).
+  Hence the threshold: about the time of copying :data:`PARALLEL_MIN_WORK` elements, or of
+  ``PARALLEL_MIN_WORK * VECTOR_MACS`` register-blocked multiply-adds.
 * Fork-safe: ``os.register_at_fork`` gives a forked child (a ``DataLoader`` worker, a
   ``multiprocessing`` fork pool) a fresh, empty pool, because the parent's worker threads do
   not exist in the child.
@@ -40,10 +42,14 @@ from typing import Callable, List, Optional
 
 import numba
 
-__all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK", "backend"]
+__all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK", "VECTOR_MACS", "backend"]
 
-#: Below this many inner-loop iterations a kernel runs on the calling thread only.
-PARALLEL_MIN_WORK = 1 << 16
+#: Below this much work (element copies or scalar operations) a kernel runs on the calling
+#: thread only: two threads would save less than the hand-off costs.
+PARALLEL_MIN_WORK = 1 << 17
+#: Multiply-adds of the vectorised, register-blocked kernels per unit of work (they run about
+#: 16 to an element copy): ``parallel_for(..., macs=n)`` counts ``n // VECTOR_MACS``.
+VECTOR_MACS = 16
 
 
 def num_threads() -> int:
@@ -233,16 +239,17 @@ def parallel_ranges(fn: Callable[[int, int], None], n: int, chunks: int) -> None
             raise job.error
 
 
-def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0) -> None:
+def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0, macs: int = 0) -> None:
     """Run ``kernel(*args, lo, hi)`` over ``range(n_tasks)`` split across the pool.
 
     ``kernel`` is a ``nogil`` Numba function (or a Python function calling them) that loops
-    ``for task in range(lo, hi)``; ``work`` (total inner iterations, default ``n_tasks``)
-    decides whether threading pays.
+    ``for task in range(lo, hi)``; its cost -- ``work`` element copies or scalar operations
+    (default ``n_tasks``) plus ``macs`` vectorised multiply-adds -- decides whether threading
+    pays (:data:`PARALLEL_MIN_WORK`).
     """
     if n_tasks <= 0:
         return
-    chunks = num_threads() if max(work, n_tasks) >= PARALLEL_MIN_WORK else 1
+    chunks = num_threads() if max(work, n_tasks) + macs // VECTOR_MACS >= PARALLEL_MIN_WORK else 1
     if chunks == 1:
         kernel(*args, 0, n_tasks)
         return

@@ -93,13 +93,13 @@ def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     whole = geo.n if hw % tw == 0 else geo.n - 1  # images whose tiles stay inside the array
     if whole:
         parallel_for(_direct.forward_rows, whole * geo.groups * obs, flat, wp, offs, bp, out[:whole], geo.og,
-                     obs, geo.k, img, 0, mr, work=whole * geo.o * hw * geo.k)
+                     obs, geo.k, img, 0, mr, macs=whole * geo.o * hw * geo.k)
     if whole == geo.n:
         return
     last = np.zeros(img + tw, dtype=xa.dtype)
     last[:img] = flat[(geo.n - 1) * img:]
     parallel_for(_direct.forward_rows, geo.groups * obs, last, wp, offs, bp, out[-1:], geo.og, obs, geo.k, img, 0,
-                 mr, work=geo.o * hw * geo.k)
+                 mr, macs=geo.o * hw * geo.k)
 
 
 def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
@@ -117,7 +117,7 @@ def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
     obs = _direct.blocks(geo.og, mr)
     tasks = geo.n * geo.groups * obs * geo.oh
     parallel_for(_direct.forward_rows, tasks, X, wp, offs, bp, outa, geo.og, obs, geo.k, rows.img, rows.wq, mr,
-                 work=geo.macs)
+                 macs=geo.macs)
 
 
 def _lane_plan(geo: Geometry, dtype, tile: int = 0) -> _lanes.Lanes:
@@ -174,7 +174,7 @@ def _lanes_direct(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOu
     Y = scratch(slot, geo.groups * obs * npix * mr * lanes.width, xa.dtype)
     tasks = geo.groups * obs * (lanes.width // (nv * (64 // xa.itemsize)))
     parallel_for(_direct.forward_tiles, tasks, P.reshape(-1), wp, offs, bp, Y, obs, geo.k, npix, lanes.bw,
-                 geo.stride[0], geo.stride[1], wb, lanes.width, mr, work=geo.macs)
+                 geo.stride[0], geo.stride[1], wb, lanes.width, mr, macs=geo.macs)
     o = np.arange(geo.o)
     g, j = o // geo.og, o % geo.og
     ymap = (((g * obs + j // mr) * npix * mr + j % mr) * lanes.width).astype(np.int64)
@@ -216,7 +216,7 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _Lane
     bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
     tasks = ntp * (lanes.width // _tile(xa.dtype))
-    parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, work=geo.macs)
+    parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, macs=geo.macs)
     ymap = np.arange(geo.o, dtype=np.int64) * (lanes.bh * lanes.bw * lanes.width)
     return _LaneOut(Y.reshape(-1), ymap, lanes.width, lanes, outa)
 
@@ -388,7 +388,7 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
             obs = _direct.blocks(geo.cg, mr)
             k = geo.og * len(tys) * len(txs)
             parallel_for(_direct.forward_rows, n * geo.groups * obs * ha, G, wp, offs, bp, phase, geo.cg, obs, k,
-                         rows.img, rows.wq, mr, work=phase.size * k)
+                         rows.img, rows.wq, mr, macs=phase.size * k)
             view[...] = phase
 
 
@@ -534,7 +534,7 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     groups_k = max(1, -(-kbs * ntt // (4 * num_threads())))
     tasks = ntt * -(-kbs // groups_k)
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, outT,
-                 work=geo.macs)
+                 macs=geo.macs)
     L = 64 // outT.itemsize
     parallel_for(lambda o0, o1: _wgrad.transpose_into(outT, dw.reshape(geo.o, geo.k), o0 * L, min(o1 * L, geo.o)),
                  -(-geo.o // L), work=dw.size)
@@ -583,7 +583,7 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     oblocks = geo.groups * (ogp // _wgrad.MRW)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx, _wgrad.CHUNK,
-                 out, ogp, kp, kgroups, work=geo.macs)
+                 out, ogp, kp, kgroups, macs=geo.macs)
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
@@ -648,7 +648,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     oblocks = geo.groups * (ogp // _wgrad.MRW)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), npix * lanes.width, P.reshape(-1), offs, sg,
-                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, work=geo.macs)
+                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, macs=geo.macs)
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
@@ -670,7 +670,7 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
     chunks = (lanes.bh // 2) * (lanes.bw // 2) * (lanes.width // tw)
     slots = min(WINOGRAD_SLOTS, chunks)
     du = scratch("acc", (slots, 16, opad, cpad), xa.dtype)
-    parallel_for(_winograd.weight, slots, P, Gl, du, geo.c, slots, work=geo.macs)
+    parallel_for(_winograd.weight, slots, P, Gl, du, geo.c, slots, macs=geo.macs)
     total = du[0].copy()
     for s in range(1, slots):
         total += du[s]
