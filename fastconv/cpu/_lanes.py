@@ -24,7 +24,7 @@ from .._numba import njit
 
 from ._simd import transpose_tile
 
-__all__ = ["Lanes", "plan_lanes", "pack", "unpack", "unpack_pair"]
+__all__ = ["Lanes", "plan_lanes", "pack", "unpack", "unpack_pair", "unpack_quad"]
 
 _TRANSPOSE = transpose_tile()
 
@@ -265,6 +265,34 @@ def _unpack_strided(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: n
 
 
 @njit(cache=True, nogil=True)
+def _pair_row(Y0, b0, Y1, b1, rstride, out, n0, nl, y, ow, HW, d0, sn, S0, S1):  # pragma: no cover - numba
+    """Row ``y`` of two column phases (pixels ``y * ow + x``) of lanes [n0, n0 + nl) into the rows
+    of ``out`` at ``d0 + (n - n0) * sn``: columns ``2x`` from ``Y0`` (channel base ``b0``), ``2x + 1``
+    from ``Y1``.  Whole vectors of lanes go through L x L transposes (windows past the plane's end
+    shifted back), others element by element."""
+    L = 64 // out.itemsize
+    if nl == L and HW >= L:
+        for x0 in range(0, ow, L):
+            q0 = min(y * ow + x0, HW - L)
+            _TRANSPOSE(Y0, b0 + q0 * rstride + n0, rstride, S0, 0, L)  # S[j, i]: lane n0+j, pixel q0+i
+            _TRANSPOSE(Y1, b1 + q0 * rstride + n0, rstride, S1, 0, L)
+            cnt = np.uint64(min(L, ow - x0))
+            for j in range(L):
+                d = np.uint64(d0 + j * sn + 2 * x0)
+                src = np.uint64(j * L + y * ow + x0 - q0)
+                for x in range(cnt):
+                    out[d + 2 * x] = S0[src + x]
+                    out[d + 2 * x + 1] = S1[src + x]
+        return
+    for j in range(nl):
+        d = d0 + j * sn
+        for x in range(ow):
+            q = y * ow + x
+            out[d + 2 * x] = Y0[b0 + q * rstride + n0 + j]
+            out[d + 2 * x + 1] = Y1[b1 + q * rstride + n0 + j]
+
+
+@njit(cache=True, nogil=True)
 def unpack_pair(Y0, ymap0, Y1, ymap1, rstride, out, N, O, OH, ow, origin, sn, so, sy, o0, o1):  # pragma: no cover - numba
     """Two column phases of whole images into rows of the flat, contiguous-row tensor ``out``: row
     ``y`` of channel ``o`` of image ``n`` starts at ``origin + n*sn + o*so + y*sy``; its column ``2x``
@@ -273,47 +301,33 @@ def unpack_pair(Y0, ymap0, Y1, ymap1, rstride, out, N, O, OH, ow, origin, sn, so
     interleave vectorises), so a stride-2 input gradient goes out in one pass instead of two
     half-passes of scattered stores."""
     L = 64 // out.itemsize
-    HW = OH * ow
-    nfull = N - N % L
-    qfull = HW - HW % L
     S0 = np.empty(L * L, dtype=out.dtype)
     S1 = np.empty(L * L, dtype=out.dtype)
     for o in range(o0, o1):
-        b0 = ymap0[o]
-        b1 = ymap1[o]
-        for n0 in range(0, nfull, L):
-            for q0 in range(0, qfull, L):
-                _TRANSPOSE(Y0, b0 + q0 * rstride + n0, rstride, S0, 0, L)  # S[j, i]: image n0+j, pixel q0+i
-                _TRANSPOSE(Y1, b1 + q0 * rstride + n0, rstride, S1, 0, L)
-                for j in range(L):
-                    plane = origin + (n0 + j) * sn + o * so
-                    y = q0 // ow
-                    x = q0 - y * ow
-                    i = 0
-                    while i < L:  # row segments of the L pixels
-                        run = min(L - i, ow - x)
-                        d = np.uint64(plane + y * sy + 2 * x)
-                        src = np.uint64(j * L + i)
-                        for t in range(np.uint64(run)):
-                            out[d + 2 * t] = S0[src + t]
-                            out[d + 2 * t + 1] = S1[src + t]
-                        i += run
-                        x = 0
-                        y += 1
-            for q in range(qfull, HW):
-                y = q // ow
-                x = q - y * ow
-                for i in range(L):
-                    d = origin + (n0 + i) * sn + o * so + y * sy + 2 * x
-                    out[d] = Y0[b0 + q * rstride + n0 + i]
-                    out[d + 1] = Y1[b1 + q * rstride + n0 + i]
-        for n in range(nfull, N):
-            for q in range(HW):
-                y = q // ow
-                x = q - y * ow
-                d = origin + n * sn + o * so + y * sy + 2 * x
-                out[d] = Y0[b0 + q * rstride + n]
-                out[d + 1] = Y1[b1 + q * rstride + n]
+        for n0 in range(0, N, L):
+            for y in range(OH):
+                _pair_row(Y0, ymap0[o], Y1, ymap1[o], rstride, out, n0, min(L, N - n0), y, ow, OH * ow,
+                          origin + n0 * sn + o * so + y * sy, sn, S0, S1)
+
+
+@njit(cache=True, nogil=True)
+def unpack_quad(Ya, ma, Yb, mb, Yc, mc, Yd, md, rstride, out, N, O, OH, ow, sn, so, o0, o1):  # pragma: no cover - numba
+    """The four phases of a 2 x 2 stride, whole images in their lanes, into the contiguous NCHW
+    ``out`` (N, O, 2 * OH, 2 * ow) (flat): rows ``2y`` from ``Ya`` (even columns) and ``Yb`` (odd),
+    rows ``2y + 1`` from ``Yc`` and ``Yd``.  Every row, so every cache line, is written once and in
+    order."""
+    L = 64 // out.itemsize
+    S0 = np.empty(L * L, dtype=out.dtype)
+    S1 = np.empty(L * L, dtype=out.dtype)
+    W = 2 * ow
+    for o in range(o0, o1):
+        for n0 in range(0, N, L):
+            nl = min(L, N - n0)
+            base = n0 * sn + o * so
+            for y in range(OH):
+                _pair_row(Ya, ma[o], Yb, mb[o], rstride, out, n0, nl, y, ow, OH * ow, base + 2 * y * W, sn, S0, S1)
+                _pair_row(Yc, mc[o], Yd, md[o], rstride, out, n0, nl, y, ow, OH * ow, base + (2 * y + 1) * W, sn,
+                          S0, S1)
 
 
 def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:

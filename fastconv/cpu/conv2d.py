@@ -414,11 +414,14 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
     correlation of (a crop of) the output gradient with the phase's taps reversed and transposed,
     planned like any convolution (the lane layout, for narrow planes), written into its phase of ``dx``.
 
-    The phases of one row phase share the cache lines of ``dx``: their lane-layout results are
-    unpacked together, channel by channel, so that each line is written while it is cached.
+    The phases share the cache lines of ``dx``, so their lane-layout results are unpacked together:
+    all four phases of a 2 x 2 stride in one pass over whole rows of ``dx``
+    (:func:`fastconv.cpu._lanes.unpack_quad`), else the two column phases of each row phase
+    (:func:`~fastconv.cpu._lanes.unpack_pair`), else channel by channel.
     """
     (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
     n, c, h, w = dx.shape
+    row_phases = []  # (first row of dx, rows, [(first column, lane result)])
     for ry in range(sy):
         a0, ha, tys, ey, y0, y1, top, bottom = _phase_axis(ry, sy, dy, pt, geo.kh, h, geo.oh)
         pending = []
@@ -435,17 +438,26 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
             pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
             p = _plan_forward(g, wt, pg, "backward_input")
             if p.name in _LANES:
-                pending.append((b0 * sx + rx - pl, _LANES[p.name](g, wt, ba, pg, view, slot=f"out{len(pending)}")))
+                slot = f"out{ry * sx + rx}"
+                pending.append((b0 * sx + rx - pl, _LANES[p.name](g, wt, ba, pg, view, slot=slot)))
             else:
                 _forward(g, wt, ba, pg, view, "backward_input")
+        if pending:
+            row_phases.append((a0 * sy + ry - pt, ha, pending))
 
-        if not pending:
-            continue
-        pair = _pair(pending, sx, w, ha)
+    row_phases.sort(key=lambda r: r[0])
+    pairs = [_pair(pending, sx, w, ha) for _, ha, pending in row_phases]
+    if (sy == 2 and len(row_phases) == 2 and None not in pairs and [r[0] for r in row_phases] == [0, 1]
+            and 2 * row_phases[0][1] == 2 * row_phases[1][1] == h and pairs[0][0].lanes == pairs[1][0].lanes):
+        (a, b), (cc, d) = pairs
+        parallel_for(_lanes.unpack_quad, c, a.Y, a.ymap, b.Y, b.ymap, cc.Y, cc.ymap, d.Y, d.ymap, a.rstride,
+                     dx.reshape(-1), n, c, h // 2, w // 2, c * h * w, h * w, work=dx.size)
+        return
+    for (row0, ha, pending), pair in zip(row_phases, pairs):
         if pair is not None:  # both column phases at once, the rows of dx written whole
             r0, r1 = pair
             parallel_for(_lanes.unpack_pair, c, r0.Y, r0.ymap, r1.Y, r1.ymap, r0.rstride, dx.reshape(-1), n, c, ha,
-                         w // 2, (a0 * sy + ry - pt) * w, c * h * w, h * w, sy * w, work=2 * r0.outa.size)
+                         w // 2, row0 * w, c * h * w, h * w, sy * w, work=2 * r0.outa.size)
             continue
 
         def unpack(o0: int, o1: int, results=[r for _, r in pending]) -> None:
