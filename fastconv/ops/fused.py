@@ -45,24 +45,29 @@ def keeps_preactivation(act: str, slope: float) -> bool:
 
 
 def _activate(z: Tensor, act: str, slope: float) -> Tensor:
-    """act(z) into a new tensor (torch's own elementwise kernels: the same values as the unfused layer)."""
+    """act(z) with torch's own elementwise kernels (the same values as the unfused layer); in place
+    on the convolution's fresh output ``z`` when the backward does not need ``z`` itself."""
     if act == "relu":
-        return torch.relu(z)
+        return torch.relu_(z)
     if act == "leaky_relu":
-        return torch.nn.functional.leaky_relu(z, slope)
+        return torch.nn.functional.leaky_relu(z, slope, inplace=slope >= 0)
     return torch.nn.functional.silu(z)
 
 
 def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float) -> Tensor:
-    """``dy * act'(z)`` exactly as torch's activation backward computes it (``y = act(z)``)."""
+    """``dy * act'(z)`` by torch's own activation-backward kernels (``y = act(z)``): one pass, and the
+    values of the unfused layer bit for bit.  When a graph is being built (double backward), SiLU's
+    derivative is written out in differentiable ops instead (``silu_backward`` has no derivative)."""
     if act == "relu":
-        return torch.where(y > 0, dy, torch.zeros_like(dy))
+        return torch.ops.aten.threshold_backward(dy, y, 0)
     if act == "leaky_relu":
         if slope < 0:
-            return torch.where(z > 0, dy, dy * slope)
-        return torch.where(y > 0, dy, dy * slope)
-    s = torch.sigmoid(z)
-    return dy * s * (1 + z * (1 - s))
+            return torch.ops.aten.leaky_relu_backward(dy, z, slope, False)
+        return torch.ops.aten.leaky_relu_backward(dy, y, slope, True)  # y > 0 exactly where z > 0
+    if torch.is_grad_enabled():
+        s = torch.sigmoid(z)
+        return dy * s * (1 + z * (1 - s))
+    return torch.ops.aten.silu_backward(dy, z)
 
 
 def _empty_like(x: Tensor) -> Tensor:
