@@ -120,6 +120,30 @@ def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
                  macs=geo.macs)
 
 
+def _forward_flat(xa, wa, ba, geo: Geometry, outa) -> None:
+    """Direct convolution over whole padded planes as single rows (:func:`fastconv.cpu._direct.forward_rows`).
+
+    Each image's (phase-split, padded) input plane is one row of ``oh * wq`` positions: a tap is
+    a constant offset from every position, so tiles run along the flattened plane and only the
+    ``wq - ow`` padding columns of each output row are computed in vain (8x8 planes: 80% useful,
+    16x16: 89%); they are cropped on the way out.  Small batches of narrow planes would otherwise
+    run in lanes cut into blocks, each block packed with its halo (2-3 times the input).
+    """
+    mr, nv = rows_blocking(geo.og, geo.oh * geo.cols_read, xa.dtype)
+    tw = nv * (64 // xa.itemsize)
+    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw + geo.cols_read)
+    X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+    offs = _rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation)
+    wp = _direct.pack_weights(wa, geo.groups, mr)
+    bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
+    obs = _direct.blocks(geo.og, mr)
+    flat = geo.oh * rows.wq
+    Z = scratch("flat", (geo.n, geo.o, 1, flat), xa.dtype)
+    parallel_for(_direct.forward_rows, geo.n * geo.groups * obs, X, wp, offs, bp, Z, geo.og, obs, geo.k, rows.img, 0,
+                 mr, macs=geo.n * geo.o * flat * geo.k)
+    torch.from_numpy(outa).copy_(torch.from_numpy(Z).view(geo.n, geo.o, geo.oh, rows.wq)[..., :geo.ow])
+
+
 def _lane_plan(geo: Geometry, dtype, tile: int = 0) -> _lanes.Lanes:
     """The lane blocking of ``geo``'s output, its width a multiple of ``tile`` (default: the wide tile)."""
     lanes = 64 // np.dtype(dtype).itemsize
@@ -230,7 +254,8 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
 _LANES = {"direct/lanes": _lanes_direct, "winograd/lanes": _lanes_winograd}
 
 
-_FORWARD = {"direct/rows": _forward_rows, "direct/lanes": _forward_lanes, "winograd/lanes": _forward_winograd}
+_FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
+            "winograd/lanes": _forward_winograd}
 
 
 def _plan_forward(xa, wa, geo: Geometry, pass_: str) -> Plan:

@@ -109,7 +109,8 @@ def test_patch_conv_transpose_uncovered_border_gets_bias():
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("algorithm", ["direct/small", "direct/rows", "direct/lanes", "winograd/lanes", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct/small", "direct/rows", "direct/flat", "direct/lanes", "winograd/lanes",
+                                       "im2col"])
 def test_gradcheck_every_algorithm(algorithm):
     x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
     wt = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -173,7 +174,7 @@ def test_weight_gradient_non_finite_input_matches_torch(algorithm):
     assert torch.equal(torch.isinf(dw), torch.isinf(ref))
 
 
-@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes", "winograd/lanes"])
+@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "winograd/lanes"])
 def test_results_do_not_depend_on_threads(algorithm, monkeypatch):
     """Every pass reduces in a fixed order: one thread and three threads give identical bits."""
     from fastconv import _threads
@@ -199,8 +200,13 @@ def test_planner_choices_for_the_seed_layers():
     assert plan_name((128, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "winograd/lanes"
     assert plan_name((64, 64, 14, 14), (32, 64, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/lanes"
     assert plan_name((1, 1, 4, 4), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/small"
-    # UNet's deep layers (batch 4): Winograd's blocks would waste lanes; thin heads get thin blocks
-    assert plan_name((4, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
+    # UNet's deep layers (batch 4): whole padded planes as rows (lanes would cut the images into
+    # blocks with halos; Winograd's tiles would waste lanes); weight gradients stay in lanes
+    deep = ((4, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
+    assert plan_name(*deep) == plan_name(*deep, "backward_input") == "direct/flat"
+    assert plan_name(*deep, "backward_weight") == "direct/lanes"
+    with forced("direct/flat"):
+        assert plan_name(*deep, "backward_weight") == "direct/lanes"
     assert plan_name((4, 16, 128, 128), (1, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/rows"
     assert conv_plan.rows_blocking(1, 128 * 128, np.float32) == (1, 8)
     assert plan_name((128, 32, 32, 32), (1, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
