@@ -32,7 +32,7 @@ from .._numba import njit
 from .._threads import num_threads, parallel_for
 from . import _direct, _im2col, _lanes, _patch, _rows, _small, _wgrad, _winograd
 from ._scratch import scratch
-from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, geometry, plan, rows_blocking
+from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -545,15 +545,6 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
 # --------------------------------------------------------------------------- gradient w.r.t. the weight
 
 
-#: Output channels (per group) from which weight gradients run on :func:`fastconv.cpu._wgrad.weight_gather`
-#: (vectors over output channels, two vectors wide); thinner layers reduce over vectors of pixels
-#: instead.  Measured (one thread, float32): 16-channel layers 1.3-1.6x faster reducing over pixels
-#: (half the gather's channel lanes would be padding), 32-channel and deeper 1.6-1.9x faster gathered.
-GATHER_MIN_CHANNELS = 32
-#: ... and from this many taps (input channels x kernel taps per group): with fewer, the gather's
-#: tap tiles are too few to pay for the channels-last copy of the output gradient (3-channel
-#: first layers, 27 taps: 1.5x faster reducing over pixels; 75 taps: 1.1x faster gathered).
-GATHER_MIN_TAPS = 48
 #: Reduction steps per chunk of :func:`fastconv.cpu._wgrad.weight_gather`.
 GATHER_CHUNK = 1024
 
@@ -590,7 +581,7 @@ def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
 def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
     -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
-    if geo.groups == 1 and geo.og >= GATHER_MIN_CHANNELS and geo.k >= GATHER_MIN_TAPS:
+    if gathered(geo):
         tw = _tile(xa.dtype)
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
@@ -650,7 +641,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     -- with enough output channels -- the valid (pixel, lane) pairs, broadcast against channel vectors."""
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
-    if geo.groups == 1 and geo.og >= GATHER_MIN_CHANNELS and geo.k >= GATHER_MIN_TAPS:
+    if gathered(geo):
         opad = -(-geo.o // _tile(xa.dtype)) * _tile(xa.dtype)
         if lanes.blocks == 1 and (lanes.bh, lanes.bw) == (geo.oh, geo.ow):
             B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass

@@ -201,12 +201,16 @@ def test_planner_choices_for_the_seed_layers():
     assert plan_name((64, 64, 14, 14), (32, 64, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/lanes"
     assert plan_name((1, 1, 4, 4), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/small"
     # UNet's deep layers (batch 4): whole padded planes as rows (lanes would cut the images into
-    # blocks with halos; Winograd's tiles would waste lanes); weight gradients stay in lanes
+    # blocks with halos; Winograd's tiles would waste lanes); their gathered weight gradients
+    # step over single pixels in the row layout
     deep = ((4, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
     assert plan_name(*deep) == plan_name(*deep, "backward_input") == "direct/flat"
-    assert plan_name(*deep, "backward_weight") == "direct/lanes"
+    assert plan_name(*deep, "backward_weight") == "direct/rows"
     with forced("direct/flat"):
-        assert plan_name(*deep, "backward_weight") == "direct/lanes"
+        assert plan_name(*deep, "backward_weight") == "direct/rows"
+    # thin weight gradients (dot tiles over pixel vectors) keep narrow rows in lanes
+    assert plan_name((128, 16, 8, 8), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32,
+                     "backward_weight") == "direct/lanes"
     assert plan_name((4, 16, 128, 128), (1, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/rows"
     assert conv_plan.rows_blocking(1, 128 * 128, np.float32) == (1, 8)
     assert plan_name((128, 32, 32, 32), (1, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
