@@ -69,6 +69,10 @@ WINOGRAD_MIN_BATCH = 32
 #: layout uses them only on rows wide enough for their wider tiles (:func:`rows_blocking`).
 #: Measured (one thread, float32): a 32 -> 1 channel 3x3 layer on 128 images of 32x32, 15.5 ms
 #: in rows with the 8-channel block, 5.5 ms in lanes with the 1-channel one (torch: 9.8 ms).
+#: Rows of at least ``ROWS_MIN_WIDTH`` of a wide tile go flat instead (whole planes as rows, with
+#: the thin blocks): two threads, that layer 2.37 -> 1.27 ms; the 3-channel input gradients of
+#: 128 x 3 x 32x32 3x3 and 64 x 3 x 32x32 5x5 first layers 2.88 -> 1.63 and 5.28 -> 2.85 ms.
+#: 16-pixel rows stay in lanes (128 x 32 x 16x16 -> 3: lanes 0.44, flat 0.49 ms).
 THIN_CHANNELS = 4
 
 #: Below this batch, narrow outputs (forward and input gradient) run as flattened planes
@@ -211,7 +215,9 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
     if pass_ == "backward_weight" and gathered(geo):
         return "rows"
     if pass_ != "backward_weight" and geo.og <= THIN_CHANNELS and rows_blocking(geo.og, geo.ow, dtype)[0] == MR:
-        return "lanes"  # rows too short for a thin register block: the lane layout has them
+        # rows too short for a thin register block: whole planes as rows have room for one, if
+        # the rows are not so short that their padding columns dominate; else the lane layout
+        return "flat" if wide and not _skips_pixels(geo) else "lanes"
     return "rows" if wide else "lanes"
 
 

@@ -213,7 +213,8 @@ def test_planner_choices_for_the_seed_layers():
                      "backward_weight") == "direct/lanes"
     assert plan_name((4, 16, 128, 128), (1, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/rows"
     assert conv_plan.rows_blocking(1, 128 * 128, np.float32) == (1, 8)
-    assert plan_name((128, 32, 32, 32), (1, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
+    assert plan_name((128, 32, 32, 32), (1, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/flat"
+    assert plan_name((128, 32, 16, 16), (3, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
     assert plan_name((2, 8, 64, 64), (8, 8, 1, 1), (4, 4), (0, 0, 0, 0), (1, 1), 1, f32) == "im2col"
     # UNet's ConvTranspose2d(k=2, s=2) runs its passes as 1x1 convolutions of 2x2 pixel blocks
     for pass_ in ("forward", "backward_input", "backward_weight"):
