@@ -7,9 +7,12 @@ measured), then runs it on the CPU thread pool:
 
 * ``direct/small`` (:mod:`~fastconv.cpu._small`): tiny problems, plain loops in one call;
 * ``direct/rows`` (:mod:`~fastconv.cpu._rows`): pixels of an output row in the vector lanes;
+* ``direct/flat``: the row kernels over whole padded planes taken as single rows;
 * ``direct/lanes`` (:mod:`~fastconv.cpu._lanes`): images (or image blocks) in the lanes;
 * ``winograd/lanes`` (:mod:`~fastconv.cpu._winograd`): F(2x2, 3x3) for 3x3 stride-1 layers;
-* ``im2col`` (:mod:`~fastconv.cpu._im2col`): columns + BLAS.
+* ``im2col`` (:mod:`~fastconv.cpu._im2col`): columns + BLAS;
+* ``patch`` (:mod:`~fastconv.cpu._patch`): kernels that tile the input, as 1x1 convolutions of
+  pixel blocks.
 
 The direct kernels share one register-blocked micro-kernel (:mod:`~fastconv.cpu._simd`);
 the gradient w.r.t. the input of a stride-1 convolution is a convolution of the output
