@@ -209,62 +209,6 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover 
 
 
 @njit(cache=True, nogil=True)
-def _unpack_strided(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover - numba
-    """:func:`_unpack` into a strided ``out`` (e.g. one stride phase of a bigger tensor): whole
-    images in the lanes go through L x L transposes into a scratch block, then out row by row."""
-    N, O, OH, OW = out.shape
-    L = 64 // out.itemsize
-    count = N * BY * BX
-    if BY * BX == 1 and bh == OH and bw == OW:
-        HW = OH * OW
-        nfull = N - N % L
-        qfull = HW - HW % L
-        S = np.empty(L * L, dtype=out.dtype)
-        for o in range(o0, o1):
-            base = ymap[o]
-            for n0 in range(0, nfull, L):
-                for q0 in range(0, qfull, L):
-                    _TRANSPOSE(Y, base + q0 * rstride + n0, rstride, S, 0, L)  # S[j, i]: image n0+j, pixel q0+i
-                    y0 = q0 // OW
-                    x0 = q0 - y0 * OW
-                    for j in range(L):
-                        plane = out[n0 + j, o]
-                        y, x, i = y0, x0, 0
-                        while i < L:  # row segments of the L pixels
-                            run = min(L - i, OW - x)
-                            row = plane[y]
-                            for t in range(run):
-                                row[x + t] = S[j * L + i + t]
-                            i += run
-                            x = 0
-                            y += 1
-                for q in range(qfull, HW):
-                    y = q // OW
-                    x = q - y * OW
-                    for i in range(L):
-                        out[n0 + i, o, y, x] = Y[base + q * rstride + n0 + i]
-            for n in range(nfull, N):
-                for q in range(HW):
-                    y = q // OW
-                    out[n, o, y, q - y * OW] = Y[base + q * rstride + n]
-        return
-    for o in range(o0, o1):
-        base = ymap[o]
-        for l in range(count):
-            n = l // (BY * BX)
-            b = l - n * (BY * BX)
-            by = b // BX
-            bx = b - by * BX
-            y0 = by * bh
-            x0 = bx * bw
-            plane = out[n, o]
-            for y in range(min(bh, OH - y0)):
-                srow = base + (y * bw) * rstride + l
-                for xx in range(min(bw, OW - x0)):
-                    plane[y0 + y, x0 + xx] = Y[srow + xx * rstride]
-
-
-@njit(cache=True, nogil=True)
 def _pair_rows(Y0, b0, Y1, b1, rstride, out, n0, nl, y, nrows, ow, HW, d0, rowstride, sn, S0,
                S1):  # pragma: no cover - numba
     """Rows ``y .. y + nrows - 1`` of two column phases (pixel ``q = y * ow + x``) of lanes
@@ -340,8 +284,5 @@ def unpack_quad(Ya, ma, Yb, mb, Yc, mc, Yd, md, rstride, out, N, O, OH, ow, sn, 
 
 def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:
     """Write channels [o0, o1) of NCHW ``out`` from the flat lane-layout ``Y``: output channel ``o``,
-    pixel ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``.
-
-    ``out`` may be a strided view (a stride phase of the input gradient is written in place)."""
-    kern = _unpack if out.flags.c_contiguous else _unpack_strided
-    kern(Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw, o0, o1)
+    pixel ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``."""
+    _unpack(Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw, o0, o1)

@@ -183,8 +183,14 @@ class _LaneOut(NamedTuple):
         _lanes.unpack(self.Y, self.ymap, self.rstride, self.outa, self.lanes, o0, o1)
 
 
-def _unpack(res: "_LaneOut") -> None:
-    parallel_for(res.unpack, res.outa.shape[1], work=res.outa.size)
+def _unpack(res: _LaneOut) -> None:
+    """Unpack ``res`` into its output, through a contiguous scratch copy when that is a strided view."""
+    if res.outa.flags.c_contiguous:
+        parallel_for(res.unpack, res.outa.shape[1], work=res.outa.size)
+        return
+    out = scratch("strided_out", res.outa.shape, res.outa.dtype)
+    parallel_for(res._replace(outa=out).unpack, out.shape[1], work=out.size)
+    res.outa[...] = out
 
 
 def _lanes_direct(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOut:
@@ -275,7 +281,7 @@ def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geom
     """``outa`` = the convolution ``geo`` of ``xa`` with ``wa`` (+ ``ba``), as planned for ``pass_``;
     ``outa`` may be a strided view."""
     p = _plan_forward(xa, wa, geo, pass_)
-    if p.name in _LANES or outa.flags.c_contiguous:  # the lane layouts unpack into any strides
+    if outa.flags.c_contiguous:
         _FORWARD[p.name](xa, wa, ba, geo, outa)
         return
     out = scratch("strided_out", outa.shape, outa.dtype)
@@ -444,8 +450,8 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
 
     The phases share the cache lines of ``dx``, so their lane-layout results are unpacked together:
     all four phases of a 2 x 2 stride in one pass over whole rows of ``dx``
-    (:func:`fastconv.cpu._lanes.unpack_quad`), else the two column phases of each row phase
-    (:func:`~fastconv.cpu._lanes.unpack_pair`), else channel by channel.
+    (:func:`fastconv.cpu._lanes.unpack_quad`), or the two column phases of each row phase
+    (:func:`~fastconv.cpu._lanes.unpack_pair`); other strides and odd sizes unpack phase by phase.
     """
     (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
     n, c, h, w = dx.shape
@@ -487,12 +493,8 @@ def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
             parallel_for(_lanes.unpack_pair, c, r0.Y, r0.ymap, r1.Y, r1.ymap, r0.rstride, dx.reshape(-1), n, c, ha,
                          w // 2, row0 * w, c * h * w, h * w, sy * w, work=2 * r0.outa.size)
             continue
-
-        def unpack(o0: int, o1: int, results=[r for _, r in pending]) -> None:
-            for o in range(o0, o1):
-                for res in results:
-                    res.unpack(o, o + 1)
-        parallel_for(unpack, c, work=sum(r.outa.size for _, r in pending))
+        for _, res in pending:
+            _unpack(res)
 
 
 def _pair(pending, sx: int, w: int, ha: int) -> Optional[Tuple[_LaneOut, _LaneOut]]:
