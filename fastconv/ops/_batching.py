@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["front", "fold", "unfold", "fold_channels"]
+__all__ = ["front", "fold", "unfold", "fold_channels", "conv_vmap"]
 
 
 def front(t: Tensor, bdim: Optional[int], size: int) -> Tensor:
@@ -61,3 +61,29 @@ def split_channels(t: Tensor, size: int) -> Tensor:
 def zeros_like_or(t: Optional[Tensor], like: Tensor) -> Tensor:
     """``t``, or zeros shaped like ``like`` when ``t`` is None (an absent tangent)."""
     return torch.zeros_like(like) if t is None else t
+
+
+def conv_vmap(op, info, in_dims, args, groups_at: int):
+    """The batching rule of a convolution-like op ``op(x, weight, bias, *rest)`` whose
+    ``args[groups_at]`` is ``groups``.
+
+    A vmapped input (only) folds into the batch; a vmapped weight or bias folds into the
+    channels, one group per vmapped slice.  For ops with several outputs, empty placeholder
+    outputs stay unbatched.
+    """
+    x, weight, bias = args[:3]
+    xd, wd, bd = in_dims[:3]
+    n = info.batch_size
+    if not any_batched(wd, bd):
+        return _batched(op(fold(x, xd, n), weight, bias, *args[3:]), lambda o: unfold(o, n), 0)
+    rest = list(args[3:])
+    rest[groups_at - 3] *= n
+    out = op(fold_channels(x, xd, n), fold_params(weight, wd, n), fold_params(bias, bd, n), *rest)
+    return _batched(out, lambda o: split_channels(o, n), 1)
+
+
+def _batched(out, unfold_fn, dim: int):
+    if isinstance(out, Tensor):
+        return unfold_fn(out), dim
+    return (tuple(unfold_fn(o) if o.numel() else o for o in out),
+            tuple(dim if o.numel() else None for o in out))

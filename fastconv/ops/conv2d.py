@@ -98,8 +98,9 @@ def _conv2d_setup(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _conv2d_backward(ctx, grad):
-    x, weight = ctx.saved_tensors
+def conv_grads(ctx, grad: Tensor, x: Tensor, weight: Tensor, n_extra: int) -> tuple:
+    """The input, weight and bias gradients of a convolution (geometry ``ctx.geo``) from the
+    gradient of its output, as ``ctx.needs_input_grad`` asks, then ``n_extra`` Nones."""
     gx = gw = gb = None
     if ctx.needs_input_grad[0]:
         gx = conv2d_backward_input(grad, weight, None, *ctx.geo, list(x.shape[2:]))
@@ -107,7 +108,12 @@ def _conv2d_backward(ctx, grad):
         gw = conv2d_backward_weight(x, grad, *ctx.geo, list(weight.shape[2:]))
     if ctx.has_bias and ctx.needs_input_grad[2]:
         gb = conv2d_bias_grad(grad)
-    return gx, gw, gb, None, None, None, None
+    return (gx, gw, gb) + (None,) * n_extra
+
+
+def _conv2d_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    return conv_grads(ctx, grad, x, weight, 4)
 
 
 def _conv2d_jvp(ctx, x_t, w_t, b_t, *_):
@@ -123,14 +129,8 @@ def _conv2d_jvp(ctx, x_t, w_t, b_t, *_):
     return out
 
 
-def _conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
-    xd, wd, bd = in_dims[:3]
-    n = info.batch_size
-    if not B.any_batched(wd, bd):
-        return B.unfold(conv2d_op(B.fold(x, xd, n), weight, bias, stride, padding, dilation, groups), n), 0
-    out = conv2d_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n),
-                    stride, padding, dilation, groups * n)
-    return B.split_channels(out, n), 1
+def _conv2d_vmap(info, in_dims, *args):
+    return B.conv_vmap(conv2d_op, info, in_dims, args, groups_at=6)
 
 
 conv2d_op = define("conv2d", _conv2d, _conv2d_fake, setup_context=_conv2d_setup, backward=_conv2d_backward,
@@ -185,15 +185,8 @@ def _backward_input_jvp(ctx, go_t, w_t, b_t, *_):
     return out
 
 
-def _backward_input_vmap(info, in_dims, grad_out, weight, bias, stride, padding, dilation, groups, in_hw):
-    gd, wd, bd = in_dims[:3]
-    n = info.batch_size
-    if not B.any_batched(wd, bd):
-        out = conv2d_backward_input(B.fold(grad_out, gd, n), weight, bias, stride, padding, dilation, groups, in_hw)
-        return B.unfold(out, n), 0
-    out = conv2d_backward_input(B.fold_channels(grad_out, gd, n), B.fold_params(weight, wd, n),
-                                B.fold_params(bias, bd, n), stride, padding, dilation, groups * n, in_hw)
-    return B.split_channels(out, n), 1
+def _backward_input_vmap(info, in_dims, *args):
+    return B.conv_vmap(conv2d_backward_input, info, in_dims, args, groups_at=6)
 
 
 conv2d_backward_input = define("conv2d_backward_input", _backward_input, _backward_input_fake,

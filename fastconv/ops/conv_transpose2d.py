@@ -79,15 +79,8 @@ def _jvp(ctx, x_t, w_t, b_t, *_):
     return out
 
 
-def _vmap(info, in_dims, x, weight, bias, stride, padding, output_padding, dilation, groups):
-    xd, wd, bd = in_dims[:3]
-    n = info.batch_size
-    if not B.any_batched(wd, bd):
-        out = conv_transpose2d_op(B.fold(x, xd, n), weight, bias, stride, padding, output_padding, dilation, groups)
-        return B.unfold(out, n), 0
-    out = conv_transpose2d_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n),
-                              stride, padding, output_padding, dilation, groups * n)
-    return B.split_channels(out, n), 1
+def _vmap(info, in_dims, *args):
+    return B.conv_vmap(conv_transpose2d_op, info, in_dims, args, groups_at=7)
 
 
 conv_transpose2d_op = define("conv_transpose2d", _conv_transpose2d, _fake, setup_context=_setup, backward=_backward,

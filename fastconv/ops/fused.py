@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import _batching as B
 from ._op import define
-from .conv2d import _conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, out_hw
+from .conv2d import _conv2d, conv2d_op, conv_grads, out_hw
 from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
 
 __all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "keeps_preactivation"]
@@ -107,32 +107,14 @@ def _preactivation(ctx, x, weight, bias, z):
     return z
 
 
-def _conv_grads(ctx, dz, x, weight, n_extra):
-    gx = gw = gb = None
-    if ctx.needs_input_grad[0]:
-        gx = conv2d_backward_input(dz, weight, None, *ctx.geo, list(x.shape[2:]))
-    if ctx.needs_input_grad[1]:
-        gw = conv2d_backward_weight(x, dz, *ctx.geo, list(weight.shape[2:]))
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = conv2d_bias_grad(dz)
-    return (gx, gw, gb) + (None,) * n_extra
-
-
 def _conv2d_act_backward(ctx, dy, _dz):
     x, weight, bias, y, z = ctx.saved_tensors
     dz = _act_grad(dy, y, _preactivation(ctx, x, weight, bias, z), *ctx.act)
-    return _conv_grads(ctx, dz, x, weight, 6)
+    return conv_grads(ctx, dz, x, weight, 6)
 
 
-def _conv2d_act_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups, act, slope):
-    xd, wd, bd = in_dims[:3]
-    n = info.batch_size
-    if not B.any_batched(wd, bd):
-        y, z = conv2d_act_op(B.fold(x, xd, n), weight, bias, stride, padding, dilation, groups, act, slope)
-        return (B.unfold(y, n), B.unfold(z, n) if z.numel() else z), (0, 0 if z.numel() else None)
-    y, z = conv2d_act_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n), stride,
-                         padding, dilation, groups * n, act, slope)
-    return (B.split_channels(y, n), B.split_channels(z, n) if z.numel() else z), (1, 1 if z.numel() else None)
+def _conv2d_act_vmap(info, in_dims, *args):
+    return B.conv_vmap(conv2d_act_op, info, in_dims, args, groups_at=6)
 
 
 conv2d_act_op = define("conv2d_act", _conv2d_act, _conv2d_act_fake, setup_context=_conv2d_act_setup,
@@ -180,20 +162,11 @@ def _conv2d_act_pool_backward(ctx, dp, _didx, _dzp):
     if torch.is_grad_enabled() and keeps_preactivation(*ctx.act):
         zp = _gather(conv2d_op(x, weight, bias, *ctx.geo), idx)
     dz = max_pool2d_backward(_act_grad(dp, p, zp, *ctx.act), idx, ctx.z_hw)
-    return _conv_grads(ctx, dz, x, weight, 11)
+    return conv_grads(ctx, dz, x, weight, 11)
 
 
-def _conv2d_act_pool_vmap(info, in_dims, x, weight, bias, *rest):
-    xd, wd, bd = in_dims[:3]
-    n = info.batch_size
-    if not B.any_batched(wd, bd):
-        outs = conv2d_act_pool_op(B.fold(x, xd, n), weight, bias, *rest)
-        return tuple(B.unfold(o, n) if o.numel() else o for o in outs), tuple(0 if o.numel() else None for o in outs)
-    stride, padding, dilation, groups = rest[:4]
-    outs = conv2d_act_pool_op(B.fold_channels(x, xd, n), B.fold_params(weight, wd, n), B.fold_params(bias, bd, n),
-                              stride, padding, dilation, groups * n, *rest[4:])
-    return tuple(B.split_channels(o, n) if o.numel() else o for o in outs), tuple(1 if o.numel() else None
-                                                                                 for o in outs)
+def _conv2d_act_pool_vmap(info, in_dims, *args):
+    return B.conv_vmap(conv2d_act_pool_op, info, in_dims, args, groups_at=6)
 
 
 conv2d_act_pool_op = define("conv2d_act_pool", _conv2d_act_pool, _conv2d_act_pool_fake,
