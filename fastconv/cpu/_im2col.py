@@ -16,7 +16,6 @@ The kernels are ``nogil`` loops over a task range, split across threads by
 """
 from __future__ import annotations
 
-import threading
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from .._numba import njit
 
 from .._threads import parallel_for
+from ._scratch import scratch
 
 __all__ = ["forward", "backward_input", "backward_weight"]
 
@@ -94,7 +94,6 @@ def _unfold(x, cols, fold, n0, nb, y0, ny, sh, sw, pt, pl, dh, dw, kh, kw, ow, t
 @njit(cache=True, nogil=True)
 def _scatter_rows(src, bias, out, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
     """out[n, o, y, :] = src[o, (n-n0)*ny*ow + (y-y0)*ow + :] + bias[o]  (chunk -> NCHW)."""
-    O = out.shape[1]
     ow = out.shape[3]
     span = ny * ow
     for task in range(t0, t1):
@@ -112,7 +111,6 @@ def _scatter_rows(src, bias, out, n0, nb, y0, ny, t0, t1):  # pragma: no cover -
 @njit(cache=True, nogil=True)
 def _gather_rows(src, dst, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
     """Inverse of :func:`_scatter_rows` without bias: dst[o, col] = src[n, o, y, x] (NCHW -> chunk)."""
-    O = src.shape[1]
     ow = src.shape[3]
     span = ny * ow
     for task in range(t0, t1):
@@ -136,22 +134,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def _t(a: np.ndarray) -> torch.Tensor:
     """``a`` as a torch tensor sharing its memory (for torch's BLAS)."""
     return torch.from_numpy(a)
-
-
-_workspace = threading.local()
-
-
-def _buffer(slot: str, shape: Tuple[int, int], dtype) -> np.ndarray:
-    """A reusable per-thread scratch array (fresh pages cost more than the im2col itself)."""
-    size = shape[0] * shape[1]
-    key = (slot, np.dtype(dtype).str)
-    buf = getattr(_workspace, "bufs", None)
-    if buf is None:
-        buf = _workspace.bufs = {}
-    arr = buf.get(key)
-    if arr is None or arr.size < size:
-        arr = buf[key] = np.empty(size, dtype=dtype)
-    return arr[:size].reshape(shape)
 
 
 def _batch_chunks(n: int, rows_out: int, ow: int, k_rows: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -190,9 +172,9 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     ba = _np(bias) if bias is not None else np.zeros(o, dtype=xa.dtype)
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _batch_chunks(n, oh, ow, c * kh * kw):
-        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
+        cols = scratch("im2col.cols", (c * kh * kw, nb * ny * ow), xa.dtype)
         parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
-        prod = _buffer("prod", (o, nb * ny * ow), xa.dtype)
+        prod = scratch("im2col.prod", (o, nb * ny * ow), xa.dtype)
         torch.matmul(_t(wa), _t(cols.reshape(groups, cg * kh * kw, -1)), out=_t(prod.reshape(groups, o // groups, -1)))
         parallel_for(_scatter_rows, nb * o, prod, ba, outa, n0, nb, y0, ny, work=prod.size)
     return out
@@ -214,9 +196,9 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[
     wt = np.ascontiguousarray(_np(weight).reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
     geom = _geom(stride, padding, dilation, (kh, kw))
     for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
-        g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
+        g = scratch("im2col.grad", (o, nb * ny * ow), ga.dtype)
         parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
-        cols = _buffer("cols", (c * kh * kw, nb * ny * ow), ga.dtype)
+        cols = scratch("im2col.cols", (c * kh * kw, nb * ny * ow), ga.dtype)
         torch.matmul(_t(wt), _t(g.reshape(groups, o // groups, -1)), out=_t(cols.reshape(groups, cg * kh * kw, -1)))
         parallel_for(_unfold, nb * c, gxa, cols, True, n0, nb, y0, ny, *geom, ow, work=cols.size)
     return gx
@@ -234,9 +216,9 @@ def backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride, padding, di
         xa, ga = _np(x), _np(grad_out)
         geom = _geom(stride, padding, dilation, (kh, kw))
         for n0, nb, y0, ny in _batch_chunks(n, oh, ow, max(c * kh * kw, o)):
-            cols = _buffer("cols", (c * kh * kw, nb * ny * ow), xa.dtype)
+            cols = scratch("im2col.cols", (c * kh * kw, nb * ny * ow), xa.dtype)
             parallel_for(_unfold, nb * c, xa, cols, False, n0, nb, y0, ny, *geom, ow, work=cols.size)
-            g = _buffer("grad", (o, nb * ny * ow), ga.dtype)
+            g = scratch("im2col.grad", (o, nb * ny * ow), ga.dtype)
             parallel_for(_gather_rows, nb * o, ga, g, n0, nb, y0, ny, work=g.size)
             _t(gw).baddbmm_(_t(g.reshape(groups, o // groups, -1)), _t(cols.reshape(groups, cg * kh * kw, -1)).mT)
     return torch.from_numpy(gw.reshape(o, cg, kh, kw))

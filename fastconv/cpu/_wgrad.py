@@ -113,7 +113,6 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma:
     TW = NVG * L
     opad = outT.shape[1]
     kp = outT.shape[0]
-    ntt = opad // TW
     kbs = kp // MRG
     ngroups = -(-kbs // groups_k)
     R = sa.shape[0]

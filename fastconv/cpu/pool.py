@@ -119,7 +119,7 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, backward, 
 @njit(cache=True, nogil=True)
 def _adaptive_avg_pool2d(x, out, backward, t0, t1):  # pragma: no cover - numba
     """Forward (backward=False): out = mean over windows of x.  Backward: x += out[o]/area over each window."""
-    N, C = x.shape[0], x.shape[1]
+    C = x.shape[1]
     H, W = x.shape[2], x.shape[3]
     OH, OW = out.shape[2], out.shape[3]
     for task in range(t0, t1):
