@@ -24,7 +24,7 @@ from .._numba import njit
 
 from ._simd import transpose_tile
 
-__all__ = ["Lanes", "plan_lanes", "pack", "unpack", "unpack_pair", "unpack_quad"]
+__all__ = ["Lanes", "plan_lanes", "pack", "unpack"]
 
 _TRANSPOSE = transpose_tile()
 
@@ -206,80 +206,6 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover 
                 srow = base + (y * bw) * rstride + l
                 for xx in range(min(bw, OW - x0)):
                     of[drow + xx] = Y[srow + xx * rstride]
-
-
-@njit(cache=True, nogil=True)
-def _pair_rows(Y0, b0, Y1, b1, rstride, out, n0, nl, y, nrows, ow, HW, d0, rowstride, sn, S0,
-               S1):  # pragma: no cover - numba
-    """Rows ``y .. y + nrows - 1`` of two column phases (pixel ``q = y * ow + x``) of lanes
-    [n0, n0 + nl) into ``out`` at ``d0 + r * rowstride + (n - n0) * sn`` for row ``y + r``: columns
-    ``2x`` from ``Y0`` (channel base ``b0``), ``2x + 1`` from ``Y1``.  Whole vectors of lanes go
-    through L x L transposes, one window of L pixels for as many whole narrow rows as it holds
-    (windows past the plane's end shifted back); partial vectors element by element."""
-    L = 64 // out.itemsize
-    if nl == L and HW >= L:
-        for x0 in range(0, ow, L):
-            q0 = min(y * ow + x0, HW - L)
-            _TRANSPOSE(Y0, b0 + q0 * rstride + n0, rstride, S0, 0, L)  # S[j, i]: lane n0+j, pixel q0+i
-            _TRANSPOSE(Y1, b1 + q0 * rstride + n0, rstride, S1, 0, L)
-            cnt = np.uint64(min(L, ow - x0))
-            for r in range(nrows):
-                for j in range(L):
-                    d = np.uint64(d0 + r * rowstride + j * sn + 2 * x0)
-                    src = np.uint64(j * L + (y + r) * ow + x0 - q0)
-                    for x in range(cnt):
-                        out[d + 2 * x] = S0[src + x]
-                        out[d + 2 * x + 1] = S1[src + x]
-        return
-    for r in range(nrows):
-        for j in range(nl):
-            d = d0 + r * rowstride + j * sn
-            for x in range(ow):
-                q = (y + r) * ow + x
-                out[d + 2 * x] = Y0[b0 + q * rstride + n0 + j]
-                out[d + 2 * x + 1] = Y1[b1 + q * rstride + n0 + j]
-
-
-@njit(cache=True, nogil=True)
-def unpack_pair(Y0, ymap0, Y1, ymap1, rstride, out, N, O, OH, ow, origin, sn, so, sy, o0, o1):  # pragma: no cover - numba
-    """Two column phases of whole images into rows of the flat, contiguous-row tensor ``out``: row
-    ``y`` of channel ``o`` of image ``n`` starts at ``origin + n*sn + o*so + y*sy``; its column ``2x``
-    is pixel ``y * ow + x`` of lane ``n`` of ``Y0`` (as :func:`unpack`), column ``2x + 1`` that of
-    ``Y1``; channels [o0, o1).  Rows are written whole and in order (unsigned indices: the
-    interleave vectorises), so a stride-2 input gradient goes out in one pass instead of two
-    half-passes of scattered stores."""
-    L = 64 // out.itemsize
-    S0 = np.empty(L * L, dtype=out.dtype)
-    S1 = np.empty(L * L, dtype=out.dtype)
-    step = max(1, L // ow)
-    for o in range(o0, o1):
-        for n0 in range(0, N, L):
-            for y in range(0, OH, step):
-                _pair_rows(Y0, ymap0[o], Y1, ymap1[o], rstride, out, n0, min(L, N - n0), y, min(step, OH - y), ow,
-                           OH * ow, origin + n0 * sn + o * so + y * sy, sy, sn, S0, S1)
-
-
-@njit(cache=True, nogil=True)
-def unpack_quad(Ya, ma, Yb, mb, Yc, mc, Yd, md, rstride, out, N, O, OH, ow, sn, so, o0, o1):  # pragma: no cover - numba
-    """The four phases of a 2 x 2 stride, whole images in their lanes, into the contiguous NCHW
-    ``out`` (N, O, 2 * OH, 2 * ow) (flat): rows ``2y`` from ``Ya`` (even columns) and ``Yb`` (odd),
-    rows ``2y + 1`` from ``Yc`` and ``Yd``.  Every row, so every cache line, is written once, a few
-    rows at a time."""
-    L = 64 // out.itemsize
-    S0 = np.empty(L * L, dtype=out.dtype)
-    S1 = np.empty(L * L, dtype=out.dtype)
-    W = 2 * ow
-    step = max(1, L // ow)
-    for o in range(o0, o1):
-        for n0 in range(0, N, L):
-            nl = min(L, N - n0)
-            base = n0 * sn + o * so
-            for y in range(0, OH, step):
-                nr = min(step, OH - y)
-                _pair_rows(Ya, ma[o], Yb, mb[o], rstride, out, n0, nl, y, nr, ow, OH * ow, base + 2 * y * W, 2 * W,
-                           sn, S0, S1)
-                _pair_rows(Yc, mc[o], Yd, md[o], rstride, out, n0, nl, y, nr, ow, OH * ow, base + (2 * y + 1) * W,
-                           2 * W, sn, S0, S1)
 
 
 def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:

@@ -33,7 +33,7 @@ import torch
 from .._numba import njit
 
 from .._threads import num_threads, parallel_for
-from . import _direct, _im2col, _lanes, _patch, _rows, _small, _wgrad, _winograd
+from . import _direct, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -193,9 +193,9 @@ def _unpack(res: _LaneOut) -> None:
     res.outa[...] = out
 
 
-def _lanes_direct(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOut:
+def _lanes_direct(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
     """Direct convolution in the lane layout (register block by :func:`fastconv.cpu._direct.blocking`),
-    left in scratch ``slot``."""
+    left in scratch to unpack."""
     mr, nv = _direct.blocking(geo.og)
     lanes = _lane_plan(geo, xa.dtype, nv * (64 // xa.itemsize))
     P, hb, wb = _pack_lanes(xa, geo, lanes)
@@ -204,7 +204,7 @@ def _lanes_direct(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOu
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
     npix = lanes.bh * lanes.bw
-    Y = scratch(slot, geo.groups * obs * npix * mr * lanes.width, xa.dtype)
+    Y = scratch("out", geo.groups * obs * npix * mr * lanes.width, xa.dtype)
     tasks = geo.groups * obs * (lanes.width // (nv * (64 // xa.itemsize)))
     parallel_for(_direct.forward_tiles, tasks, P.reshape(-1), wp, offs, bp, Y, obs, geo.k, npix, lanes.bw,
                  geo.stride[0], geo.stride[1], wb, lanes.width, mr, macs=geo.macs)
@@ -238,14 +238,14 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     return P
 
 
-def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _LaneOut:
-    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), left in scratch ``slot``."""
+def _lanes_winograd(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
+    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), left in scratch to unpack."""
     lanes = _wino_lanes(geo, xa.dtype)
     P = _wino_pack(xa, geo, lanes)
     obs = _direct.blocks(geo.o)
     opad = obs * _direct.MR
     Up = _winograd.pack_weights(wa, opad)
-    Y = scratch(slot, (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
+    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
     tasks = ntp * (lanes.width // _tile(xa.dtype))
@@ -257,10 +257,6 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, slot: str = "out") -> _Lane
 def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
     """F(2x2, 3x3), then unpacked to NCHW."""
     _unpack(_lanes_winograd(xa, wa, ba, geo, outa))
-
-
-#: The lane-layout plans, whose results can be left in scratch and unpacked later.
-_LANES = {"direct/lanes": _lanes_direct, "winograd/lanes": _lanes_winograd}
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
@@ -379,134 +375,68 @@ def _transposed(wa: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
-    """Input gradient of a strided convolution: one stride-1 convolution per stride phase.
-
-    Input row ``iy = a * sy + ry - pt`` collects the taps ``ky`` with ``ky * dy = ry (mod sy)``
-    at output rows ``a - (ky * dy - ry) / sy``; likewise for columns.
-    """
+    """Input gradient of a strided convolution: one stride-1 convolution per stride phase
+    (:mod:`fastconv.cpu._phases`), each reading one padded row-layout copy of the output gradient
+    with its own taps -- row by row where the phase's rows fill the wide tile, else over whole
+    planes taken as single rows (as ``direct/flat``) -- into contiguous scratch, then interleaved
+    into ``dx`` plane by plane."""
     (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
     n, c, h, w = dx.shape
-    if -(-w // sx) < ROWS_MIN_WIDTH * _tile(ga.dtype):  # narrow phases: each its own planned convolution
-        _backward_input_phase_convs(ga, wa, ba, geo, dx)
-        return
-    mr, nv = rows_blocking(geo.cg, -(-w // sx), ga.dtype)
-    tw = nv * (64 // ga.itemsize)
-    # the output gradient, padded generously so that every phase's taps read inside it
-    py, px = geo.kh * dy + 1, geo.kw * dx_ + 1
-    rows = _rows.plan_rows(geo.o, geo.oh + 2 * py, geo.ow + 2 * px, (1, 1), 0, 2 * tw)
-    G = _rows.pack_rows(ga, rows, py, px, geo.ow + 2 * px, parallel_for, slot="grad")
-    for ry in range(sy):
-        a0 = -(-(pt - ry) // sy)
-        ha = (h - 1 + pt - ry) // sy - a0 + 1
-        tys = [ky for ky in range(geo.kh) if (ky * dy - ry) % sy == 0]
-        for rx in range(sx):
-            b0 = -(-(pl - rx) // sx)
-            wa_ = (w - 1 + pl - rx) // sx - b0 + 1
-            if ha <= 0 or wa_ <= 0:
-                continue
-            txs = [kx for kx in range(geo.kw) if (kx * dx_ - rx) % sx == 0]
-            view = dx[:, :, a0 * sy + ry - pt::sy, b0 * sx + rx - pl::sx][:, :, :ha, :wa_]
-            if not tys or not txs:
-                view[...] = 0 if ba is None else ba.reshape(1, -1, 1, 1)
-                continue
-            ey = np.array([(ky * dy - ry) // sy for ky in tys], dtype=np.int64)
-            ex = np.array([(kx * dx_ - rx) // sx for kx in txs], dtype=np.int64)
-            # weights of this phase: (C, O/g, |tys|, |txs|); taps read g at (a - ey, b - ex)
-            wt = _transposed(wa[:, :, tys][:, :, :, txs], geo.groups)
-            chan = np.arange(geo.o, dtype=np.int64).reshape(geo.groups, geo.og, 1, 1)
-            offs = ((chan * rows.hq + (a0 + py - ey).reshape(1, 1, -1, 1)) * rows.wq
-                    + (b0 + px - ex).reshape(1, 1, 1, -1)).reshape(-1)
-            phase = scratch("phase", (n, c, ha, wa_), ga.dtype)
-            wp = _direct.pack_weights(wt, geo.groups, mr)
-            bp = _direct.pack_bias(ba, c, geo.groups, ga.dtype, mr)
-            obs = _direct.blocks(geo.cg, mr)
-            k = geo.og * len(tys) * len(txs)
-            parallel_for(_direct.forward_rows, n * geo.groups * obs * ha, G, wp, offs, bp, phase, geo.cg, obs, k,
-                         rows.img, rows.wq, mr, macs=phase.size * k)
-            view[...] = phase
-
-
-def _phase_axis(r: int, s: int, d: int, p: int, k: int, size: int, out: int):
-    """One axis of stride phase ``r``: (first phase position a0, positions, taps, tap step, g start,
-    g stop, pad before, pad after) -- the phase as a stride-1 correlation of the output gradient
-    (length ``out``) with its taps reversed, dilated by the tap step."""
-    a0 = -(-(p - r) // s)
-    count = (size - 1 + p - r) // s - a0 + 1
-    taps = [t for t in range(k) if (t * d - r) % s == 0]
-    if count <= 0 or not taps:
-        return a0, count, taps, 1, 0, 0, 0, 0
-    e = [(t * d - r) // s for t in taps]
-    step = e[1] - e[0] if len(e) > 1 else 1
-    base = a0 - e[-1]
-    last = base + count - 1 + (len(e) - 1) * step
-    start, stop = max(base, 0), min(last, out - 1) + 1
-    return a0, count, taps, step, start, stop, max(0, -base), max(0, last - (out - 1))
-
-
-def _backward_input_phase_convs(ga, wa, ba, geo: Geometry, dx) -> None:
-    """Input gradient of a strided convolution with narrow phases: each stride phase is a stride-1
-    correlation of (a crop of) the output gradient with the phase's taps reversed and transposed,
-    planned like any convolution (the lane layout, for narrow planes), written into its phase of ``dx``.
-
-    The phases share the cache lines of ``dx``, so their lane-layout results are unpacked together:
-    all four phases of a 2 x 2 stride in one pass over whole rows of ``dx``
-    (:func:`fastconv.cpu._lanes.unpack_quad`), or the two column phases of each row phase
-    (:func:`~fastconv.cpu._lanes.unpack_pair`); other strides and odd sizes unpack phase by phase.
-    """
-    (sy, sx), (dy, dx_), (pt, pl) = geo.stride, geo.dilation, (geo.pad[0], geo.pad[2])
-    n, c, h, w = dx.shape
-    row_phases = []  # (first row of dx, rows, [(first column, lane result)])
-    for ry in range(sy):
-        a0, ha, tys, ey, y0, y1, top, bottom = _phase_axis(ry, sy, dy, pt, geo.kh, h, geo.oh)
-        pending = []
-        for rx in range(sx):
-            b0, wa_, txs, ex, x0, x1, left, right = _phase_axis(rx, sx, dx_, pl, geo.kw, w, geo.ow)
-            if ha <= 0 or wa_ <= 0:
-                continue
-            view = dx[:, :, a0 * sy + ry - pt::sy, b0 * sx + rx - pl::sx][:, :, :ha, :wa_]
-            if not tys or not txs or y1 <= y0 or x1 <= x0:
-                view[...] = 0 if ba is None else ba.reshape(1, -1, 1, 1)
-                continue
-            g = np.ascontiguousarray(ga[:, :, y0:y1, x0:x1])
-            wt = _transposed(np.ascontiguousarray(wa[:, :, tys[::-1]][:, :, :, txs[::-1]]), geo.groups)
-            pg = geometry(g.shape, wt.shape, (1, 1), (top, bottom, left, right), (ey, ex), geo.groups, (ha, wa_))
-            p = _plan_forward(g, wt, pg, "backward_input")
-            if p.name in _LANES:
-                slot = f"out{ry * sx + rx}"
-                pending.append((b0 * sx + rx - pl, _LANES[p.name](g, wt, ba, pg, view, slot=slot)))
-            else:
-                _forward(g, wt, ba, pg, view, "backward_input")
-        if pending:
-            row_phases.append((a0 * sy + ry - pt, ha, pending))
-
-    row_phases.sort(key=lambda r: r[0])
-    pairs = [_pair(pending, sx, w, ha) for _, ha, pending in row_phases]
-    if (sy == 2 and len(row_phases) == 2 and None not in pairs and [r[0] for r in row_phases] == [0, 1]
-            and 2 * row_phases[0][1] == 2 * row_phases[1][1] == h and pairs[0][0].lanes == pairs[1][0].lanes):
-        (a, b), (cc, d) = pairs
-        parallel_for(_lanes.unpack_quad, c, a.Y, a.ymap, b.Y, b.ymap, cc.Y, cc.ymap, d.Y, d.ymap, a.rstride,
-                     dx.reshape(-1), n, c, h // 2, w // 2, c * h * w, h * w, work=dx.size)
-        return
-    for (row0, ha, pending), pair in zip(row_phases, pairs):
-        if pair is not None:  # both column phases at once, the rows of dx written whole
-            r0, r1 = pair
-            parallel_for(_lanes.unpack_pair, c, r0.Y, r0.ymap, r1.Y, r1.ymap, r0.rstride, dx.reshape(-1), n, c, ha,
-                         w // 2, row0 * w, c * h * w, h * w, sy * w, work=2 * r0.outa.size)
+    ys = _phases.axis_phases(sy, dy, pt, geo.kh, h)
+    xs = _phases.axis_phases(sx, dx_, pl, geo.kw, w)
+    (top, bottom), (left, right) = _phases.axis_padding(ys, geo.oh), _phases.axis_padding(xs, geo.ow)
+    tw = _tile(ga.dtype)
+    wq = geo.ow + left + right
+    rows = _rows.plan_rows(geo.o, geo.oh + top + bottom, wq, (1, 1), 0, 2 * tw + wq)
+    G = _rows.pack_rows(ga, rows, top, left, wq, parallel_for, slot="grad")
+    live = [(py, px) for py in ys for px in xs if py.count > 0 and px.count > 0]
+    flat = {(py.r, px.r): px.count < ROWS_MIN_WIDTH * tw for py, px in live}
+    pitch = {(py.r, px.r): wq if flat[py.r, px.r] else px.count for py, px in live}
+    zoff, total = {}, 0
+    for py, px in live:
+        if py.taps and px.taps:
+            zoff[py.r, px.r] = total
+            total += n * c * py.count * pitch[py.r, px.r]
+    Z = scratch("phases", max(total, 1), ga.dtype)
+    chan = np.arange(geo.o, dtype=np.int64).reshape(geo.groups, geo.og, 1, 1)
+    for py, px in live:
+        key = (py.r, px.r)
+        if key not in zoff:  # no tap reaches this phase: bias only
+            dx[:, :, py.first::sy, px.first::sx][:, :, :py.count, :px.count] = 0 if ba is None else ba.reshape(1, -1, 1, 1)
             continue
-        for _, res in pending:
-            _unpack(res)
-
-
-def _pair(pending, sx: int, w: int, ha: int) -> Optional[Tuple[_LaneOut, _LaneOut]]:
-    """The two column phases of a stride-2 row phase (even columns first) when they fill its rows
-    together: each covers half of ``w`` with whole images in its lanes, laid out alike."""
-    if sx != 2 or len(pending) != 2 or w % 2:
-        return None
-    (x0, a), (x1, b) = sorted(pending, key=lambda p: p[0])
-    same = a.lanes == b.lanes and a.rstride == b.rstride and a.lanes.BY * a.lanes.BX == 1
-    if (x0, x1) != (0, 1) or not same or (a.lanes.bh, a.lanes.bw) != (ha, w // 2):
-        return None
-    return a, b
+        ey = np.array(py.e, dtype=np.int64).reshape(1, 1, -1, 1)
+        ex = np.array(px.e, dtype=np.int64).reshape(1, 1, 1, -1)
+        offs = ((chan * rows.hq + py.a0 + top - ey) * rows.wq + px.a0 + left - ex).reshape(-1)
+        k = geo.og * len(py.taps) * len(px.taps)
+        size = py.count * pitch[key]
+        mr, _ = rows_blocking(geo.cg, size if flat[key] else px.count, ga.dtype)
+        wp = _direct.pack_weights(_transposed(wa[:, :, py.taps][:, :, :, px.taps], geo.groups), geo.groups, mr)
+        bp = _direct.pack_bias(ba, c, geo.groups, ga.dtype, mr)
+        obs = _direct.blocks(geo.cg, mr)
+        z = Z[zoff[key]:zoff[key] + n * c * size]
+        if flat[key]:
+            parallel_for(_direct.forward_rows, n * geo.groups * obs, G, wp, offs, bp, z.reshape(n, c, 1, size),
+                         geo.cg, obs, k, rows.img, 0, mr, macs=z.size * k)
+        else:
+            parallel_for(_direct.forward_rows, n * geo.groups * obs * py.count, G, wp, offs, bp,
+                         z.reshape(n, c, py.count, px.count), geo.cg, obs, k, rows.img, rows.wq, mr, macs=z.size * k)
+    meta = []
+    for py in ys:
+        done = set()
+        for px in xs:
+            key = (py.r, px.r)
+            if key not in zoff or px.r in done:
+                continue
+            mate = [q for q in xs if q.first == px.first + 1 and (py.r, q.r) in zoff]
+            if sx == 2 and mate and mate[0].count == px.count and pitch[py.r, mate[0].r] == pitch[key]:
+                done.add(mate[0].r)
+                z2 = zoff[py.r, mate[0].r]
+            else:
+                z2 = -1
+            meta.append((zoff[key], py.count * pitch[key], pitch[key], py.first, px.first, py.count, px.count, z2))
+    if meta:
+        parallel_for(_phases.scatter, n * c, Z, np.array(meta, dtype=np.int64), dx.reshape(-1), h, w, sy, sx,
+                     work=dx.size)
 
 
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],

@@ -38,7 +38,7 @@ SHAPES = [
     # vector width, in lanes and in rows
     (3, 6, 7, 9, 35, 3, 3, 1),
     (2, 6, 5, 30, 33, 3, 3, 1),
-    # stride-2 input gradients whose four phases are unpacked together (even sizes, whole images in lanes)
+    # a stride-2 input gradient of narrow planes, its column phases interleaved as they are written
     (33, 8, 8, 6, 10, 3, 3, 1),
     # kernels that tile the input with stride == kernel (patch): 2x2 (the UNet's up/down sampling), 3x2
     (4, 6, 16, 17, 5, 2, 2, 1),
