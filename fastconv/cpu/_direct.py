@@ -13,6 +13,8 @@ are packed ``[group, o-block, k, MR]`` (zero rows pad the last block).  Tasks ar
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from .._numba import njit
 
@@ -95,8 +97,10 @@ def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:
     return bp.reshape(-1)
 
 
+@functools.lru_cache(maxsize=1024)
 def tap_offsets(groups: int, cg: int, kh: int, kw: int, hb: int, wb: int, dy: int, dx: int, width: int) -> np.ndarray:
-    """Offset of tap (c, ky, kx) of each group into the packed input, per lane step, flat [g, k]."""
+    """Offset of tap (c, ky, kx) of each group into the packed input, per lane step, flat [g, k]
+    (memoised: callers must not write to it)."""
     c = np.arange(groups * cg, dtype=np.int64).reshape(groups, cg, 1, 1)
     ky = np.arange(kh, dtype=np.int64).reshape(1, 1, kh, 1)
     kx = np.arange(kw, dtype=np.int64).reshape(1, 1, 1, kw)

@@ -13,6 +13,7 @@ the engine drops (forward) or zeroes (weight gradient) those lanes.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,8 +96,10 @@ def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int,
     return X
 
 
+@functools.lru_cache(maxsize=1024)
 def tap_offsets_rows(rows: Rows, groups: int, cg: int, kh: int, kw: int, dy: int, dx: int) -> np.ndarray:
-    """Offset of tap (c, ky, kx) of each group from an output pixel's ``oy * wq + ox``, flat [g, k]."""
+    """Offset of tap (c, ky, kx) of each group from an output pixel's ``oy * wq + ox``, flat [g, k]
+    (memoised: callers must not write to it)."""
     c = np.arange(groups * cg, dtype=np.int64).reshape(-1, 1, 1)
     ay, ry = np.divmod(np.arange(kh, dtype=np.int64) * dy, rows.sy)
     ax, rx = np.divmod(np.arange(kw, dtype=np.int64) * dx, rows.sx)

@@ -15,6 +15,7 @@ The memory stays allocated for the thread (at most the largest size each slot ev
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import Sequence, Union
 
@@ -33,8 +34,8 @@ def scratch(slot: str, shape: Union[int, Sequence[int]], dtype, zero: bool = Fal
     reuses the memory.
     """
     dt = np.dtype(dtype)
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    shape = tuple(int(s) for s in shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    nbytes = math.prod(shape) * dt.itemsize
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}

@@ -329,8 +329,9 @@ def dot_tile(MR: int, NR: int):
 def lane_sums(acc, out):  # pragma: no cover - numba
     """out[i] += the lanes of ``acc[i*L:(i+1)*L]`` summed pairwise in a fixed tree order."""
     L = 64 // acc.itemsize
+    v = np.empty(L, dtype=acc.dtype)
     for i in range(out.shape[0]):
-        v = acc[i * L:(i + 1) * L].copy()
+        v[:] = acc[i * L:(i + 1) * L]
         n = L
         while n > 1:
             h = n // 2

@@ -33,6 +33,7 @@ planned on its own geometry) and ``'backward_weight'``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple
@@ -300,6 +301,13 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name != "direct/flat" or pass_ != "backward_weight")):
             return _parse(name)
+    return _planned(pass_, geo, np.dtype(dtype), tuple(exclude))
+
+
+@functools.lru_cache(maxsize=4096)
+def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...]) -> Plan:
+    """:func:`plan` without a forced algorithm, memoised: the rules read this module's constants
+    when a geometry is first planned (after recalibrating them, call ``_planned.cache_clear()``)."""
     if geo.macs < SMALL_MACS and "direct/small" not in exclude:
         return Plan("direct", "small")
     if patch_applies(geo) and "patch" not in exclude:
