@@ -22,10 +22,13 @@ block on a condition variable instead of spinning.
 * The number of ranges follows ``numba.get_num_threads()`` (so ``numba.set_num_threads`` and
   ``NUMBA_NUM_THREADS`` apply); work under :data:`PARALLEL_MIN_WORK` runs on the calling
   thread only, with no hand-off at all.
-* A hand-off costs 25-35 us on the 2-vCPU machine, on either backend: the worker's wake-up
-  and the GIL passing between the Python parts of the ranges (measured with an empty kernel).
-  Hence the threshold: about the time of copying :data:`PARALLEL_MIN_WORK` elements, or of
-  ``PARALLEL_MIN_WORK * VECTOR_MACS`` register-blocked multiply-adds.
+* :func:`parallel_for` runs a module-level Numba kernel with array and scalar arguments in a
+  native region (:mod:`fastconv._regions`): a compiled entry point on each team thread, no
+  Python and no GIL, about 8 us a hand-off on the 2-vCPU machine.  Anything else (closures,
+  strided arrays) takes the Python path: the worker's wake-up and the GIL passing between the
+  Python parts of the ranges cost 35-60 us a hand-off there, on either backend (measured with
+  an empty kernel).  The threshold is the break-even of the native region: copying
+  :data:`PARALLEL_MIN_WORK` elements takes 17 us on one thread and 17 us split over two.
 * Fork-safe: ``os.register_at_fork`` gives a forked child (a ``DataLoader`` worker, a
   ``multiprocessing`` fork pool) a fresh, empty pool, because the parent's worker threads do
   not exist in the child.
@@ -41,6 +44,8 @@ import threading
 from typing import Callable, List, Optional
 
 import numba
+
+from . import _regions
 
 __all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK", "VECTOR_MACS", "backend"]
 
@@ -194,6 +199,7 @@ def _openmp() -> Optional[_OpenMP]:
 
 
 _omp: Optional[_OpenMP] = _openmp()
+_regions.setup(_find_libgomp() if _omp is not None else None)
 
 
 def backend() -> str:
@@ -205,6 +211,7 @@ def _after_fork_in_child() -> None:
     global _pool, _omp
     _pool = _Pool()
     _omp = None  # GNU OpenMP's threads do not survive a fork, and its pool cannot be rebuilt
+    _regions.disable()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -252,5 +259,7 @@ def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0
     chunks = num_threads() if max(work, n_tasks) + macs // VECTOR_MACS >= PARALLEL_MIN_WORK else 1
     if chunks == 1:
         kernel(*args, 0, n_tasks)
+        return
+    if _omp is not None and _regions.run(kernel, n_tasks, min(chunks, n_tasks), args):
         return
     parallel_ranges(lambda lo, hi: kernel(*args, lo, hi), n_tasks, chunks)

@@ -17,14 +17,14 @@ NCHW and the lane layout.  Lanes past the last image hold zeros.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 from .._numba import njit
 
 from ._simd import transpose_tile
 
-__all__ = ["Lanes", "plan_lanes", "pack", "unpack"]
+__all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
 
 _TRANSPOSE = transpose_tile()
 
@@ -156,16 +156,22 @@ def _pack_planes(x, P, hb, wb, py, px, coff, c0, c1):  # pragma: no cover - numb
                 Pf[((iy + py) * wb + q - iy * W + px) * width + n] = xf[(n * C + c) * HW + q]
 
 
+def pack_task(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, int], pad: Tuple[int, int],
+              P: np.ndarray, coff: int) -> Tuple[Callable, tuple]:
+    """The kernel, and its arguments but the channel range ``c0, c1`` (last), that packs channels
+    [c0, c1) of NCHW ``x`` into channels ``c + coff`` of ``P`` (channels, hb, wb, width): the input
+    region of each lane starts at ``(by * bh * sy - py, bx * bw * sx - px)`` of its image.  Regions
+    that reach past the image are zero-filled.  Run it as ``parallel_for(kernel, c, *args)``."""
+    if lanes.blocks == 1 and pad[0] >= 0 and pad[1] >= 0 and hb >= x.shape[2] + pad[0] and wb >= x.shape[3] + pad[1]:
+        return _pack_planes, (x, P, hb, wb, pad[0], pad[1], coff)
+    return _pack, (x, P, lanes.BY, lanes.BX, hb, wb, lanes.bh * stride[0], lanes.bw * stride[1], pad[0], pad[1], coff)
+
+
 def pack(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, int], pad: Tuple[int, int],
          P: np.ndarray, coff: int, c0: int, c1: int) -> None:
-    """Pack channels [c0, c1) of NCHW ``x`` into channels ``c + coff`` of ``P`` (channels, hb, wb,
-    width): the input region of each lane starts at ``(by * bh * sy - py, bx * bw * sx - px)``
-    of its image.  Regions that reach past the image are zero-filled."""
-    if lanes.blocks == 1 and pad[0] >= 0 and pad[1] >= 0 and hb >= x.shape[2] + pad[0] and wb >= x.shape[3] + pad[1]:
-        _pack_planes(x, P, hb, wb, pad[0], pad[1], coff, c0, c1)
-    else:
-        _pack(x, P, lanes.BY, lanes.BX, hb, wb, lanes.bh * stride[0], lanes.bw * stride[1], pad[0], pad[1], coff,
-              c0, c1)
+    """Pack channels [c0, c1) of ``x`` into ``P``, on the calling thread (see :func:`pack_task`)."""
+    kernel, args = pack_task(x, lanes, hb, wb, stride, pad, P, coff)
+    kernel(*args, c0, c1)
 
 
 @njit(cache=True, nogil=True)
@@ -208,7 +214,8 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover 
                     of[drow + xx] = Y[srow + xx * rstride]
 
 
-def unpack(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes, o0: int, o1: int) -> None:
-    """Write channels [o0, o1) of NCHW ``out`` from the flat lane-layout ``Y``: output channel ``o``,
-    pixel ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``."""
-    _unpack(Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw, o0, o1)
+def unpack_task(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes) -> Tuple[Callable, tuple]:
+    """The kernel, and its arguments but the channel range ``o0, o1`` (last), that writes channels
+    [o0, o1) of NCHW ``out`` from the flat lane-layout ``Y``: output channel ``o``, pixel
+    ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``."""
+    return _unpack, (Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw)

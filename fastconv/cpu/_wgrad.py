@@ -133,23 +133,25 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma:
 
 @njit(cache=True, nogil=True)
 def transpose_into(src, dst, t0, t1):  # pragma: no cover - numba
-    """dst[o, k] = src[k, o] for the rows [t0, t1) of 2-D ``dst`` (O, K); ``src`` is (>= K, >= O),
-    C-contiguous.  Whole L x L blocks go through register transposes."""
+    """dst[o, k] = src[k, o] for the blocks [t0, t1) of ``L`` rows (one cache line of lanes) of 2-D
+    ``dst`` (O, K); ``src`` is (>= K, >= O), C-contiguous.  Whole L x L blocks go through register
+    transposes."""
     O, K = dst.shape
     S = src.shape[1]
     L = 64 // src.itemsize
     sf = src.reshape(-1)
     df = dst.reshape(-1)
     kfull = K - K % L
-    for o0 in range(t0, t1, L):
-        if o0 + L <= t1:
+    r1 = min(t1 * L, O)
+    for o0 in range(t0 * L, r1, L):
+        if o0 + L <= r1:
             for k0 in range(0, kfull, L):
                 _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
             for o in range(o0, o0 + L):
                 for k in range(kfull, K):
                     df[o * K + k] = sf[k * S + o]
         else:
-            for o in range(o0, t1):
+            for o in range(o0, r1):
                 for k in range(K):
                     df[o * K + k] = sf[k * S + o]
 

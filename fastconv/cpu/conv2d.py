@@ -33,7 +33,7 @@ import torch
 from .._numba import njit
 
 from .._threads import num_threads, parallel_for
-from . import _direct, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
+from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -67,6 +67,15 @@ def all_finite(a: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- direct forward
 
 
+def _tap_order(offs: np.ndarray, geo: Geometry, flip: bool) -> np.ndarray:
+    """Tap offsets (flat [g, k], ``k = (c, ky, kx)``) in the packed weights' order: as they are, or,
+    with ``flip``, each channel's taps reversed -- the weights then apply rotated by 180 degrees
+    (an input gradient) while they are packed unrotated, a strided copy with no negative strides."""
+    if not flip:
+        return offs
+    return np.ascontiguousarray(offs.reshape(-1, geo.kh * geo.kw)[:, ::-1]).reshape(-1)  # the kernels read it raw
+
+
 def _tile(dtype) -> int:
     return _direct.NV * (64 // np.dtype(dtype).itemsize)
 
@@ -77,7 +86,7 @@ def pointwise(geo: Geometry) -> bool:
     return (geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
 
 
-def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
+def _forward_pointwise(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """A 1x1 convolution straight from the NCHW planes: each image is one "row" of ``H * W`` pixels.
 
     A partial last tile reads up to a tile past a plane's end: into the next image for all but the
@@ -105,16 +114,16 @@ def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
                  mr, macs=geo.o * hw * geo.k)
 
 
-def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
+def _forward_rows(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution in the row layout (see :func:`fastconv.cpu._direct.forward_rows`)."""
     if pointwise(geo):
-        _forward_pointwise(xa, wa, ba, geo, outa)
+        _forward_pointwise(xa, wa, ba, geo, outa)  # one tap: nothing to flip
         return
     mr, nv = rows_blocking(geo.og, geo.ow, xa.dtype)
     tw = nv * (64 // xa.itemsize)
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-    offs = _rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation)
+    offs = _tap_order(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
     wp = _direct.pack_weights(wa, geo.groups, mr)
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
@@ -123,7 +132,7 @@ def _forward_rows(xa, wa, ba, geo: Geometry, outa) -> None:
                  macs=geo.macs)
 
 
-def _forward_flat(xa, wa, ba, geo: Geometry, outa) -> None:
+def _forward_flat(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution over whole padded planes as single rows (:func:`fastconv.cpu._direct.forward_rows`).
 
     Each image's (phase-split, padded) input plane is one row of ``oh * wq`` positions: a tap is
@@ -136,7 +145,7 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa) -> None:
     tw = nv * (64 // xa.itemsize)
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw + geo.cols_read)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-    offs = _rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation)
+    offs = _tap_order(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
     wp = _direct.pack_weights(wa, geo.groups, mr)
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
@@ -145,6 +154,26 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa) -> None:
     parallel_for(_direct.forward_rows, geo.n * geo.groups * obs, X, wp, offs, bp, Z, geo.og, obs, geo.k, rows.img, 0,
                  mr, macs=geo.n * geo.o * flat * geo.k)
     torch.from_numpy(outa).copy_(torch.from_numpy(Z).view(geo.n, geo.o, geo.oh, rows.wq)[..., :geo.ow])
+
+
+def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
+    """Direct convolution with output channels in the lanes (:mod:`fastconv.cpu._gather`; one
+    group), channels-last in scratch, then transposed to NCHW with the bias."""
+    tw = _gather.NVO * (64 // xa.itemsize)
+    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 0)
+    X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+    offs = _tap_order(_rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
+    wp = _direct.pack_weights(wa, 1, tw)
+    opad = _direct.blocks(geo.o, tw) * tw
+    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq)
+    Y = scratch("out", poff.size * opad, xa.dtype)
+    otiles, ptiles = opad // tw, poff.size // _gather.MRP
+    pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
+    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k, Y, opad,
+                 pchunks, macs=geo.macs)
+    lanes = 64 // xa.itemsize
+    parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, outa,
+                 _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
 
 
 def _lane_plan(geo: Geometry, dtype, tile: int = 0) -> _lanes.Lanes:
@@ -164,8 +193,8 @@ def _pack_lanes(xa, geo: Geometry, lanes: _lanes.Lanes) -> Tuple[np.ndarray, int
     hb, wb = _lane_region(geo, lanes)
     P = scratch("pack", (geo.c, hb, wb, lanes.width), xa.dtype)
     pad = (geo.pad[0], geo.pad[2])
-    parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, hb, wb, geo.stride, pad, P, 0, c0, c1), geo.c,
-                 work=P.size)
+    kernel, args = _lanes.pack_task(xa, lanes, hb, wb, geo.stride, pad, P, 0)
+    parallel_for(kernel, geo.c, *args, work=P.size)
     return P, hb, wb
 
 
@@ -179,27 +208,30 @@ class _LaneOut(NamedTuple):
     lanes: _lanes.Lanes
     outa: np.ndarray
 
-    def unpack(self, o0: int, o1: int) -> None:
-        _lanes.unpack(self.Y, self.ymap, self.rstride, self.outa, self.lanes, o0, o1)
+    def unpack(self) -> None:
+        """Write every channel of ``outa`` (contiguous) on the thread pool."""
+        kernel, args = _lanes.unpack_task(self.Y, self.ymap, self.rstride, self.outa, self.lanes)
+        parallel_for(kernel, self.outa.shape[1], *args, work=self.outa.size)
 
 
 def _unpack(res: _LaneOut) -> None:
     """Unpack ``res`` into its output, through a contiguous scratch copy when that is a strided view."""
     if res.outa.flags.c_contiguous:
-        parallel_for(res.unpack, res.outa.shape[1], work=res.outa.size)
+        res.unpack()
         return
     out = scratch("strided_out", res.outa.shape, res.outa.dtype)
-    parallel_for(res._replace(outa=out).unpack, out.shape[1], work=out.size)
+    res._replace(outa=out).unpack()
     res.outa[...] = out
 
 
-def _lanes_direct(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
+def _lanes_direct(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
     """Direct convolution in the lane layout (register block by :func:`fastconv.cpu._direct.blocking`),
     left in scratch to unpack."""
     mr, nv = _direct.blocking(geo.og)
     lanes = _lane_plan(geo, xa.dtype, nv * (64 // xa.itemsize))
     P, hb, wb = _pack_lanes(xa, geo, lanes)
-    offs = _direct.tap_offsets(geo.groups, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation, lanes.width)
+    offs = _tap_order(_direct.tap_offsets(geo.groups, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation, lanes.width), geo,
+                      flip)
     wp = _direct.pack_weights(wa, geo.groups, mr)
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
@@ -214,9 +246,9 @@ def _lanes_direct(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
     return _LaneOut(Y, ymap, mr * lanes.width, lanes, outa)
 
 
-def _forward_lanes(xa, wa, ba, geo: Geometry, outa) -> None:
+def _forward_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution in the lane layout, then unpacked to NCHW."""
-    _unpack(_lanes_direct(xa, wa, ba, geo, outa))
+    _unpack(_lanes_direct(xa, wa, ba, geo, outa, flip))
 
 
 def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
@@ -233,8 +265,8 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     """``xa`` packed in the lane layout with the 4x4-tile halo of each block."""
     P = scratch("pack", (geo.c, lanes.bh + 2, lanes.bw + 2, lanes.width), xa.dtype)
     pad = (geo.pad[0], geo.pad[2])
-    parallel_for(lambda c0, c1: _lanes.pack(xa, lanes, lanes.bh + 2, lanes.bw + 2, (1, 1), pad, P, 0, c0, c1), geo.c,
-                 work=P.size)
+    kernel, args = _lanes.pack_task(xa, lanes, lanes.bh + 2, lanes.bw + 2, (1, 1), pad, P, 0)
+    parallel_for(kernel, geo.c, *args, work=P.size)
     return P
 
 
@@ -254,13 +286,13 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
     return _LaneOut(Y.reshape(-1), ymap, lanes.width, lanes, outa)
 
 
-def _forward_winograd(xa, wa, ba, geo: Geometry, outa) -> None:
-    """F(2x2, 3x3), then unpacked to NCHW."""
-    _unpack(_lanes_winograd(xa, wa, ba, geo, outa))
+def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
+    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the flipped view)."""
+    _unpack(_lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa))
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
-            "winograd/lanes": _forward_winograd}
+            "direct/gather": _forward_gather, "winograd/lanes": _forward_winograd}
 
 
 def _plan_forward(xa, wa, geo: Geometry, pass_: str) -> Plan:
@@ -273,15 +305,15 @@ def _plan_forward(xa, wa, geo: Geometry, pass_: str) -> Plan:
 
 
 def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
-             pass_: str) -> None:
-    """``outa`` = the convolution ``geo`` of ``xa`` with ``wa`` (+ ``ba``), as planned for ``pass_``;
-    ``outa`` may be a strided view."""
+             pass_: str, flip: bool = False) -> None:
+    """``outa`` = the convolution ``geo`` of ``xa`` with ``wa`` (+ ``ba``), or with ``wa`` rotated by 180
+    degrees when ``flip``, as planned for ``pass_``; ``outa`` may be a strided view."""
     p = _plan_forward(xa, wa, geo, pass_)
     if outa.flags.c_contiguous:
-        _FORWARD[p.name](xa, wa, ba, geo, outa)
+        _FORWARD[p.name](xa, wa, ba, geo, outa, flip)
         return
     out = scratch("strided_out", outa.shape, outa.dtype)
-    _FORWARD[p.name](xa, wa, ba, geo, out)
+    _FORWARD[p.name](xa, wa, ba, geo, out, flip)
     outa[...] = out
 
 
@@ -473,7 +505,7 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     top, left = dy * (kh - 1) - padding[0], dx_ * (kw - 1) - padding[2]
     gt = geometry(grad_out.shape, (c, weight.shape[0] // groups, kh, kw), (1, 1), (top, 0, left, 0), dilation,
                   groups, in_hw)
-    _forward(ga, _transposed(wa[:, :, ::-1, ::-1], groups), ba, gt, dx.numpy(), "backward_input")
+    _forward(ga, _transposed(wa, groups), ba, gt, dx.numpy(), "backward_input", flip=True)
     return dx
 
 
@@ -499,8 +531,7 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, outT,
                  macs=geo.macs)
     L = 64 // outT.itemsize
-    parallel_for(lambda o0, o1: _wgrad.transpose_into(outT, dw.reshape(geo.o, geo.k), o0 * L, min(o1 * L, geo.o)),
-                 -(-geo.o // L), work=dw.size)
+    parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT, dw.reshape(geo.o, geo.k), work=dw.size)
 
 
 def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
@@ -534,8 +565,13 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, owp + ax, 2 * tw)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
     ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
-    G = scratch("grad", (geo.n, geo.groups, ogp, geo.oh, owp), xa.dtype, zero=True)
-    G[:, :, :geo.og, :, :geo.ow] = ga.reshape(geo.n, geo.groups, geo.og, geo.oh, geo.ow)
+    if ogp == geo.og and owp == geo.ow and ga.flags.c_contiguous:
+        G = ga  # already whole channel blocks and whole vectors of columns
+    else:
+        G = scratch("grad", (geo.n, geo.groups, ogp, geo.oh, owp), xa.dtype)
+        G[:, :, :geo.og, :, :geo.ow] = ga.reshape(geo.n, geo.groups, geo.og, geo.oh, geo.ow)
+        G[:, :, geo.og:] = 0
+        G[..., geo.ow:] = 0
     offs = _wgrad.pad_offsets(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation),
                               geo.groups, geo.k)
     kp = offs.size // geo.groups
@@ -627,8 +663,8 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
     tw = _tile(xa.dtype)
     opad = _direct.blocks(geo.o) * _direct.MR
     Gl = scratch("grad", (opad, lanes.bh, lanes.bw, lanes.width), xa.dtype, zero=True)
-    parallel_for(lambda c0, c1: _lanes.pack(ga, lanes, lanes.bh, lanes.bw, (1, 1), (0, 0), Gl, 0, c0, c1), geo.o,
-                 work=Gl.size)
+    kernel, args = _lanes.pack_task(ga, lanes, lanes.bh, lanes.bw, (1, 1), (0, 0), Gl, 0)
+    parallel_for(kernel, geo.o, *args, work=Gl.size)
     cpad = -(-geo.c // tw) * tw
     chunks = (lanes.bh // 2) * (lanes.bw // 2) * (lanes.width // tw)
     slots = min(WINOGRAD_SLOTS, chunks)

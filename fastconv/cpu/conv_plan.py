@@ -12,6 +12,9 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
 * ``direct/flat`` -- narrow outputs of small batches (forward and input gradient): each padded
   plane is one long row, its padding columns computed and cropped, instead of lanes cut into
   blocks that each carry a halo;
+* ``direct/gather`` -- deep layers with outputs narrower than a vector (forward and stride-1
+  input gradient): output channels in the lanes, each pixel's input broadcast against them, so
+  no lane computes padding columns or stray pixels; channels-last scratch, transposed at the end;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
   sides for its 2.25x fewer multiplications to pay for the transforms; forward and input
   gradient only.  Its weight gradient exists (``forced``) but is not planned: where the
@@ -41,10 +44,12 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "ALGORITHMS", "ROWS_MIN_WIDTH"]
+__all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathers_forward", "ALGORITHMS",
+           "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
-ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "winograd/lanes", "im2col", "patch")
+ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes", "im2col",
+              "patch")
 
 #: Below this many multiply-adds a pass runs as plain loops in one Numba call
 #: (:mod:`fastconv.cpu._small`): the engine's set-up would cost more than the arithmetic.
@@ -93,6 +98,21 @@ GATHER_MIN_CHANNELS = 32
 #: tap tiles are too few to pay for the channels-last copy of the output gradient (3-channel
 #: first layers, 27 taps: 1.5x faster reducing over pixels; 75 taps: 1.1x faster gathered).
 GATHER_MIN_TAPS = 48
+
+
+def gathers_forward(geo: Geometry, dtype) -> bool:
+    """Whether the forward pass of ``geo`` (or the convolution of a stride-1 input gradient) runs
+    with output channels in the lanes (``direct/gather``): the deep, ungrouped layers whose weight
+    gradients gather (:func:`gathered`), when output rows are narrower than one vector.
+
+    The pixel layouts fill their lanes only partly there: flat planes of 8x8 compute 96 positions
+    for 64 pixels, lanes cut images into blocks with halos.  Measured (two threads, float32,
+    forward / input gradient, ms): 4 x 256 x 8x8 -> 256 gather 1.43 / 1.42 against flat 1.66 /
+    1.82 (torch 0.84 / 0.89); 4 x 128 x 8x8 -> 256 0.87 / 0.88 against 1.02 / 1.17; 64 x 64 x
+    14x14 -> 32 5x5 2.31 / 4.55 against lanes 3.15 / 4.96.  At 16x16 the layouts tie (4 x 128 x
+    16x16 -> 128: 1.38 / 1.51 against flat 1.37 / 1.34), so wider rows keep theirs.
+    """
+    return gathered(geo) and geo.ow < 64 // as_numpy_dtype(dtype).itemsize
 
 
 def gathered(geo: Geometry) -> bool:
@@ -172,7 +192,7 @@ def geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[in
 @dataclass(frozen=True)
 class Plan:
     """A planner decision: ``algorithm`` ('direct', 'winograd' or 'im2col') and ``layout``
-    ('rows', 'lanes' or '')."""
+    ('rows', 'flat', 'lanes', 'gather' or '')."""
 
     algorithm: str
     layout: str
@@ -211,6 +231,8 @@ def rows_blocking(og: int, ow: int, dtype) -> Tuple[int, int]:
 def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
     from ._direct import MR
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
+    if pass_ != "backward_weight" and gathers_forward(geo, dtype):
+        return "gather"
     if pass_ != "backward_weight" and not wide and geo.n <= FLAT_MAX_BATCH and not _skips_pixels(geo):
         return "flat"
     if pass_ == "backward_weight" and gathered(geo):
@@ -299,7 +321,8 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     name = getattr(_forced, "name", None)
     if name is not None and name not in exclude and name.split("/")[0] not in exclude:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
-                and (name != "direct/flat" or pass_ != "backward_weight")):
+                and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")
+                and (name != "direct/gather" or geo.groups == 1)):
             return _parse(name)
     return _planned(pass_, geo, np.dtype(dtype), tuple(exclude))
 

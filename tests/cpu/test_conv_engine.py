@@ -109,8 +109,8 @@ def test_patch_conv_transpose_uncovered_border_gets_bias():
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("algorithm", ["direct/small", "direct/rows", "direct/flat", "direct/lanes", "winograd/lanes",
-                                       "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather",
+                                       "winograd/lanes", "im2col"])
 def test_gradcheck_every_algorithm(algorithm):
     x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
     wt = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -174,7 +174,7 @@ def test_weight_gradient_non_finite_input_matches_torch(algorithm):
     assert torch.equal(torch.isinf(dw), torch.isinf(ref))
 
 
-@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "winograd/lanes"])
+@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes"])
 def test_results_do_not_depend_on_threads(algorithm, monkeypatch):
     """Every pass reduces in a fixed order: one thread and three threads give identical bits."""
     from fastconv import _threads
@@ -198,16 +198,23 @@ def test_planner_choices_for_the_seed_layers():
     f32 = torch.float32
     assert plan_name((128, 3, 32, 32), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/rows"
     assert plan_name((128, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "winograd/lanes"
-    assert plan_name((64, 64, 14, 14), (32, 64, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/lanes"
+    # deep layers with rows narrower than a vector: output channels in the lanes
+    cifar2 = ((64, 64, 14, 14), (32, 64, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32)
+    assert plan_name(*cifar2) == plan_name(*cifar2, "backward_input") == "direct/gather"
     assert plan_name((1, 1, 4, 4), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/small"
-    # UNet's deep layers (batch 4): whole padded planes as rows (lanes would cut the images into
-    # blocks with halos; Winograd's tiles would waste lanes); their gathered weight gradients
-    # step over single pixels in the row layout
+    # UNet's deep layers (batch 4): channels in the lanes at 8x8; whole padded planes as rows at
+    # 16x16 (lanes would cut the images into blocks with halos; Winograd's tiles would waste
+    # lanes); their gathered weight gradients step over single pixels in the row layout
     deep = ((4, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
-    assert plan_name(*deep) == plan_name(*deep, "backward_input") == "direct/flat"
+    assert plan_name(*deep) == plan_name(*deep, "backward_input") == "direct/gather"
+    deep16 = ((4, 128, 16, 16), (128, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
+    assert plan_name(*deep16) == plan_name(*deep16, "backward_input") == "direct/flat"
     assert plan_name(*deep, "backward_weight") == "direct/rows"
-    with forced("direct/flat"):
-        assert plan_name(*deep, "backward_weight") == "direct/rows"
+    for name in ("direct/flat", "direct/gather"):  # forward-only layouts
+        with forced(name):
+            assert plan_name(*deep, "backward_weight") == "direct/rows"
+    with forced("direct/gather"):  # one group only
+        assert plan_name((4, 64, 8, 8), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, f32) != "direct/gather"
     # thin weight gradients (dot tiles over pixel vectors) keep narrow rows in lanes
     assert plan_name((128, 16, 8, 8), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32,
                      "backward_weight") == "direct/lanes"

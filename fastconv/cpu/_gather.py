@@ -1,0 +1,111 @@
+"""Direct convolution with output channels in the lanes: pixels broadcast against channel vectors.
+
+The forward twin of the gathered weight gradient (:func:`fastconv.cpu._wgrad.weight_gather`).
+For output pixel ``p`` (image, row, column) of the row-layout input ``X``
+(:mod:`fastconv.cpu._rows`) and output channel ``o``,
+
+    Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp[o-tile, k, o]
+
+-- a GEMM whose left operand is read in place (one scalar per pixel and tap, broadcast) and
+whose right operand is the weights packed ``[o-tile, k, TW]`` (:func:`fastconv.cpu._direct.pack_weights`
+with ``TW``-channel blocks).  A register tile is ``MRP`` pixels x ``NVO`` vectors of channels
+(:func:`fastconv.cpu._simd.gather_tile`), so no lane ever computes a padding column or a stray
+pixel: the layout suits narrow planes (8x8, 14x14, 16x16) of deep layers, which the pixel-lane
+layouts fill only partly.  The result is channels-last scratch; :func:`unpack` transposes it to
+NCHW and adds the bias.  Every output element is one tile row's sum over the taps in order,
+whatever the threads.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from .._numba import njit
+
+from ._simd import gather_tile, transpose_tile
+
+__all__ = ["MRP", "NVO", "KCHUNK", "pixel_offsets", "steps", "forward", "unpack"]
+
+#: Output pixels per register tile.
+MRP = 8
+#: Vectors of output channels per register tile.
+NVO = 2
+#: Taps per pass over a task's pixel tiles: their ``KCHUNK x NVO`` weight vectors (32 KB in
+#: float32) stay in L1 while every pixel tile of the task adds its share.
+KCHUNK = 256
+_TILE = gather_tile(MRP, NVO)
+_TRANSPOSE = transpose_tile()
+
+
+@functools.lru_cache(maxsize=256)
+def pixel_offsets(n: int, oh: int, ow: int, img: int, wq: int) -> np.ndarray:
+    """Start of each output pixel ``(image, oy, ox)`` in the row layout, ``n*img + oy*wq + ox``,
+    padded to whole ``MRP`` tiles by repeating the last pixel (memoised: callers must not write)."""
+    b, y, x = np.meshgrid(np.arange(n), np.arange(oh), np.arange(ow), indexing="ij")
+    p = (b * img + y * wq + x).reshape(-1).astype(np.int64)
+    pad = -p.size % MRP
+    return np.concatenate([p, np.full(pad, p[-1], dtype=np.int64)])
+
+
+@functools.lru_cache(maxsize=256)
+def steps(k: int, tw: int) -> np.ndarray:
+    """Offsets ``k * tw`` of each tap's weight vectors within an o-tile (memoised: do not write)."""
+    return np.arange(k, dtype=np.int64) * tw
+
+
+@njit(cache=True, nogil=True)
+def forward(X, poff, offs, Wp, sb, K, Y, opad, pchunks, t0, t1):  # pragma: no cover - numba
+    """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
+
+    ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW``; ``sb`` is
+    :func:`steps`.  A task's pixel tiles are a contiguous share of the ``poff.size / MRP`` tiles;
+    it passes over its taps ``KCHUNK`` at a time (the tile accumulates in ``Y``).
+    """
+    L = 64 // X.itemsize
+    TW = NVO * L
+    ntiles = poff.shape[0] // MRP
+    for task in range(t0, t1):
+        ot = task // pchunks
+        c = task - ot * pchunks
+        p0 = ntiles * c // pchunks
+        p1 = ntiles * (c + 1) // pchunks
+        for k0 in range(0, K, KCHUNK):
+            k1 = min(K, k0 + KCHUNK)
+            a = offs[k0:k1]
+            b = sb[k0:k1]
+            for pt in range(p0, p1):
+                _TILE(X, 0, poff, pt * MRP, a, Wp, ot * K * TW, b, k1 - k0, Y, pt * MRP * opad + ot * TW, opad,
+                      k0 > 0)
+
+
+@njit(cache=True, nogil=True)
+def unpack(Y, opad, out, bias, has_bias, t0, t1):  # pragma: no cover - numba
+    """``out[n, o, p] = Y[n*HW + p, o] (+ bias[o])`` for the tasks [t0, t1) = (image, block of ``L``
+    channels) pairs; whole ``L x L`` blocks go through register transposes."""
+    N, O, H, W = out.shape
+    HW = H * W
+    L = 64 // Y.itemsize
+    obs = -(-O // L)
+    of = out.reshape(-1)
+    pfull = HW - HW % L
+    for task in range(t0, t1):
+        n = task // obs
+        o0 = (task - n * obs) * L
+        o1 = min(O, o0 + L)
+        src = n * HW * opad
+        dst = n * O * HW
+        if o1 - o0 == L:
+            for p0 in range(0, pfull, L):
+                _TRANSPOSE(Y, src + p0 * opad + o0, opad, of, dst + o0 * HW + p0, HW)
+            for o in range(o0, o1):
+                for p in range(pfull, HW):
+                    of[dst + o * HW + p] = Y[src + p * opad + o]
+        else:
+            for o in range(o0, o1):
+                for p in range(HW):
+                    of[dst + o * HW + p] = Y[src + p * opad + o]
+        if has_bias:
+            for o in range(o0, o1):
+                v = bias[o]
+                for p in range(dst + o * HW, dst + (o + 1) * HW):
+                    of[p] += v
