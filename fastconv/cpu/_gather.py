@@ -2,7 +2,7 @@
 
 The forward twin of the gathered weight gradient (:func:`fastconv.cpu._wgrad.weight_gather`).
 For output pixel ``p`` (image, row, column) of the row-layout input ``X``
-(:mod:`fastconv.cpu._rows`) and output channel ``o``,
+(:mod:`fastconv.cpu._rows`, one phase whatever the stride) and output channel ``o``,
 
     Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp[o-tile, k, o]
 
@@ -38,12 +38,15 @@ _TRANSPOSE = transpose_tile()
 
 
 @functools.lru_cache(maxsize=256)
-def pixel_offsets(n: int, oh: int, ow: int, img: int, wq: int) -> np.ndarray:
-    """Start of each output pixel ``(image, oy, ox)`` in the row layout, ``n*img + oy*wq + ox``,
-    padded to whole ``MRP`` tiles by repeating the last pixel (memoised: callers must not write)."""
+def pixel_offsets(n: int, oh: int, ow: int, img: int, wq: int, sy: int = 1, sx: int = 1,
+                  multiple: int = MRP) -> np.ndarray:
+    """Start of each output pixel ``(image, oy, ox)`` in an unsplit row-layout input (one phase:
+    the kernels read single elements, so strides need no phase split), ``n*img + oy*sy*wq +
+    ox*sx``, padded to a multiple of ``multiple`` by repeating the last pixel (memoised: callers
+    must not write)."""
     b, y, x = np.meshgrid(np.arange(n), np.arange(oh), np.arange(ow), indexing="ij")
-    p = (b * img + y * wq + x).reshape(-1).astype(np.int64)
-    pad = -p.size % MRP
+    p = (b * img + y * (sy * wq) + x * sx).reshape(-1).astype(np.int64)
+    pad = -p.size % multiple
     return np.concatenate([p, np.full(pad, p[-1], dtype=np.int64)])
 
 

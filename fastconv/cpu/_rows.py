@@ -57,7 +57,6 @@ def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover 
     for t in range(t0, t1):
         n = t // C
         c = t - n * C
-        src = x[n, c]
         for ry in range(sy):
             for rx in range(sx):
                 base = (((n * C + c) * sy + ry) * sx + rx) * hq * wq
@@ -78,11 +77,18 @@ def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover 
                             X[dst + j] = xf[sb + j]
                         for j in range(hi, wq):
                             X[d + j] = 0
-                    else:
-                        srow = src[iy]
-                        for j in range(wq):
-                            ix = rx + sx * j - pl
-                            X[d + j] = srow[ix] if 0 <= ix < W and ix + pl < cols else 0
+                    else:  # columns rx + sx*j - pl inside the row and before padded column ``cols``
+                        lo = min(max(-((rx - pl) // sx), 0), wq)
+                        hi = min(max(min((W - 1 + pl - rx) // sx, (cols - 1 - rx) // sx) + 1, lo), wq)
+                        for j in range(lo):
+                            X[d + j] = 0
+                        dst = np.uint64(d + lo)
+                        sb = np.uint64(t * H * W + iy * W + rx + sx * lo - pl)
+                        step = np.uint64(sx)
+                        for j in range(np.uint64(hi - lo)):
+                            X[dst + j] = xf[sb + step * j]
+                        for j in range(hi, wq):
+                            X[d + j] = 0
 
 
 def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel,

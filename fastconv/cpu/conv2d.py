@@ -160,12 +160,12 @@ def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None
     """Direct convolution with output channels in the lanes (:mod:`fastconv.cpu._gather`; one
     group), channels-last in scratch, then transposed to NCHW with the bias."""
     tw = _gather.NVO * (64 // xa.itemsize)
-    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 0)
+    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
     offs = _tap_order(_rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
     wp = _direct.pack_weights(wa, 1, tw)
     opad = _direct.blocks(geo.o, tw) * tw
-    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq)
+    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride)
     Y = scratch("out", poff.size * opad, xa.dtype)
     otiles, ptiles = opad // tw, poff.size // _gather.MRP
     pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
@@ -549,12 +549,11 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
     if gathered(geo):
         tw = _tile(xa.dtype)
-        rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, 0, 2 * tw)
+        rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
         B = _channels_last(ga, -(-geo.o // tw) * tw)
-        n_, oy, ox = np.meshgrid(np.arange(geo.n), np.arange(geo.oh), np.arange(geo.ow), indexing="ij")
-        sa = (n_ * rows.img + oy * rows.wq + ox).reshape(-1).astype(np.int64)
-        sb = np.arange(sa.size, dtype=np.int64) * B.shape[1]
+        sa = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, 1)
+        sb = _gather.steps(sa.size, B.shape[1])
         offs = _rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation)
         _weight_gather(X, offs, sa, B, sb, geo, xa.dtype, dw)
         return
@@ -713,7 +712,9 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         dw1 = conv2d_backward_weight(_space_to_depth(x, geo), grad_out.reshape(geo.n, o, 1, geo.oh * geo.ow),
                                      (1, 1), (0, 0, 0, 0), (1, 1), groups, (1, 1))
         return dw1.view(dw.shape)
-    if p.name == "im2col" or not all_finite(xa):
+    # the gathered reduction multiplies only real (image, pixel) pairs: exact on non-finite input
+    exact = p.name == "direct/rows" and gathered(geo)
+    if p.name == "im2col" or not (exact or all_finite(xa)):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
     if pointwise(geo) and groups == 1:
         _weight_pointwise(xa, _np(grad_out), geo, dw.numpy())

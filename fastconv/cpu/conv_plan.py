@@ -94,6 +94,10 @@ FLAT_MAX_BATCH = 31
 #: instead.  Measured (one thread, float32): 16-channel layers 1.3-1.6x faster reducing over pixels
 #: (half the gather's channel lanes would be padding), 32-channel and deeper 1.6-1.9x faster gathered.
 GATHER_MIN_CHANNELS = 32
+#: ... or this many for strided layers, whose pixel-vector reductions first split the input into
+#: phases: 128 x 32 x 16x16 -> 16 3x3/2, weight gradient 0.98 ms gathered against 2.14 in lanes
+#: (forward 0.91 against 1.53; torch 0.53 and 0.48).
+GATHER_MIN_CHANNELS_STRIDED = 16
 #: ... and from this many taps (input channels x kernel taps per group): with fewer, the gather's
 #: tap tiles are too few to pay for the channels-last copy of the output gradient (3-channel
 #: first layers, 27 taps: 1.5x faster reducing over pixels; 75 taps: 1.1x faster gathered).
@@ -103,16 +107,21 @@ GATHER_MIN_TAPS = 48
 def gathers_forward(geo: Geometry, dtype) -> bool:
     """Whether the forward pass of ``geo`` (or the convolution of a stride-1 input gradient) runs
     with output channels in the lanes (``direct/gather``): the deep, ungrouped layers whose weight
-    gradients gather (:func:`gathered`), when output rows are narrower than one vector.
+    gradients gather (:func:`gathered`), when output rows are narrower than one vector or the
+    stride is not 1.
 
     The pixel layouts fill their lanes only partly there: flat planes of 8x8 compute 96 positions
-    for 64 pixels, lanes cut images into blocks with halos.  Measured (two threads, float32,
-    forward / input gradient, ms): 4 x 256 x 8x8 -> 256 gather 1.43 / 1.42 against flat 1.66 /
-    1.82 (torch 0.84 / 0.89); 4 x 128 x 8x8 -> 256 0.87 / 0.88 against 1.02 / 1.17; 64 x 64 x
-    14x14 -> 32 5x5 2.31 / 4.55 against lanes 3.15 / 4.96.  At 16x16 the layouts tie (4 x 128 x
-    16x16 -> 128: 1.38 / 1.51 against flat 1.37 / 1.34), so wider rows keep theirs.
+    for 64 pixels, lanes cut images into blocks with halos, and strides split the input into
+    phases first; the gather reads single elements of one padded copy.  Measured (two threads,
+    float32, forward / input gradient, ms): 4 x 256 x 8x8 -> 256 gather 1.43 / 1.42 against flat
+    1.66 / 1.82 (torch 0.84 / 0.89); 4 x 128 x 8x8 -> 256 0.87 / 0.88 against 1.02 / 1.17;
+    64 x 64 x 14x14 -> 32 5x5 2.31 / 4.55 against lanes 3.15 / 4.96.  Stride 2, forward:
+    128 x 32 x 32x32 -> 32 4x4 (a ConvTranspose2d's input gradient) 4.0 against lanes 9.0 (torch
+    3.6); 8 x 32 x 128x128 -> 64 3x3 5.6 against rows 9.6; 128 x 16 x 16x16 -> 32 0.59 against lanes
+    1.14.  At 16x16, stride 1, the layouts tie (4 x 128 x 16x16 -> 128: 1.38 / 1.51 against flat
+    1.37 / 1.34), and rows of 32 and more gain nothing, so those keep theirs.
     """
-    return gathered(geo) and geo.ow < 64 // as_numpy_dtype(dtype).itemsize
+    return gathered(geo) and (geo.ow < 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
 
 
 def gathered(geo: Geometry) -> bool:
@@ -124,7 +133,8 @@ def gathered(geo: Geometry) -> bool:
     16x16 -> 128 0.59 / 0.97, 128 x 32 x 16x16 -> 64 4.6 / 6.5, 128 x 64 x 8x8 -> 128 3.5 / 4.3;
     14x14 5x5 and 4x4/2 layers within 4%.
     """
-    return geo.groups == 1 and geo.og >= GATHER_MIN_CHANNELS and geo.k >= GATHER_MIN_TAPS
+    least = GATHER_MIN_CHANNELS if geo.stride == (1, 1) else GATHER_MIN_CHANNELS_STRIDED
+    return geo.groups == 1 and geo.og >= least and geo.k >= GATHER_MIN_TAPS
 
 
 #: Winograd needs this many input and output channels: its transforms cost about as much as
@@ -233,6 +243,12 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
     if pass_ != "backward_weight" and gathers_forward(geo, dtype):
         return "gather"
+    if geo.stride != (1, 1) and geo.cg <= THIN_CHANNELS and not gathered(geo):
+        # strided layers on thin inputs (an image model's first layer): the row layout's phase
+        # split is one cheap pass, the lanes' strided blocks are not -- 128 x 1 x 32x32 -> 32
+        # 3x3/2: rows 0.36 / 0.44 ms (forward / weight gradient) against lanes 0.74 / 0.88;
+        # 128 x 3 x 32x32 -> 32: 0.68 / 0.92 against 1.82 / 1.46 (torch 0.32 / 0.32, 2.2 / 0.39)
+        return "rows"
     if pass_ != "backward_weight" and not wide and geo.n <= FLAT_MAX_BATCH and not _skips_pixels(geo):
         return "flat"
     if pass_ == "backward_weight" and gathered(geo):

@@ -160,18 +160,23 @@ def test_winograd_is_not_used_on_non_finite_input():
 
 
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes", "winograd/lanes"])
-def test_weight_gradient_non_finite_input_matches_torch(algorithm):
+@pytest.mark.parametrize("o", [16, 40])  # 40: the gathered reduction, which runs on non-finite input itself
+def test_weight_gradient_non_finite_input_matches_torch(algorithm, o):
     """Throw-away lanes multiply zeros by the input they read; a NaN there must not leak."""
     x = torch.randn(5, 16, 9, 30, dtype=torch.float64)
     x[1, 3, 8, 29] = float("nan")
     x[2, 0, 0, 5] = float("inf")
-    g = torch.randn(5, 16, 9, 30, dtype=torch.float64)
-    ref = torch.ops.aten.convolution_backward(g, x, torch.zeros(16, 16, 3, 3, dtype=torch.float64), [16], [1, 1],
+    x[4, 7, 4, 0] = float("-inf")
+    g = torch.randn(5, o, 9, 30, dtype=torch.float64)
+    ref = torch.ops.aten.convolution_backward(g, x, torch.zeros(o, 16, 3, 3, dtype=torch.float64), [o], [1, 1],
                                               [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1]
     with forced(algorithm):
         dw = C.conv2d_backward_weight(x, g, (1, 1), (1, 1, 1, 1), (1, 1), 1, (3, 3))
     assert torch.equal(torch.isnan(dw), torch.isnan(ref))
     assert torch.equal(torch.isinf(dw), torch.isinf(ref))
+    assert torch.isnan(ref).any() and torch.isfinite(ref).any()
+    finite = torch.isfinite(ref)
+    torch.testing.assert_close(dw[finite], ref[finite], rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes"])
