@@ -712,8 +712,9 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         dw1 = conv2d_backward_weight(_space_to_depth(x, geo), grad_out.reshape(geo.n, o, 1, geo.oh * geo.ow),
                                      (1, 1), (0, 0, 0, 0), (1, 1), groups, (1, 1))
         return dw1.view(dw.shape)
-    # the gathered reduction multiplies only real (image, pixel) pairs: exact on non-finite input
-    exact = p.name == "direct/rows" and gathered(geo)
+    # the gathered reduction multiplies only real (image, pixel) pairs, and so do row-layout
+    # vectors of whole rows: both exact on non-finite input, with no scan
+    exact = p.name == "direct/rows" and (gathered(geo) or geo.ow % (64 // xa.itemsize) == 0)
     if p.name == "im2col" or not (exact or all_finite(xa)):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
     if pointwise(geo) and groups == 1:
