@@ -67,12 +67,6 @@ def check_dtype(op: str, *tensors: torch.Tensor | None) -> None:
             )
 
 
-def _meta(a):
-    if isinstance(a, torch.Tensor):
-        return a.shape, a.dtype, a.device
-    return type(a), a
-
-
 def call_key(*args):
     """A hashable key for an op call's tensor metadata and arguments, or None (not cacheable).
 
@@ -80,7 +74,7 @@ def call_key(*args):
     ``True`` is not ``1``); unhashable arguments (a list) make the call uncacheable.
     Validation results are cached under the key (:func:`remember`).
     """
-    key = tuple(map(_meta, args))
+    key = tuple([(a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else (type(a), a) for a in args])
     try:
         hash(key)
     except TypeError:

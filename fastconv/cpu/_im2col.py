@@ -23,6 +23,7 @@ import torch
 from .._numba import njit
 
 from .._threads import parallel_for
+from ._numpy import view as _np
 from ._scratch import scratch
 
 __all__ = ["forward", "backward_input", "backward_weight"]
@@ -125,10 +126,6 @@ def _gather_rows(src, dst, n0, nb, y0, ny, t0, t1):  # pragma: no cover - numba
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
 
 
 def _t(a: np.ndarray) -> torch.Tensor:

@@ -21,8 +21,9 @@ convolution per stride phase.  Weight gradients reduce over images and pixels in
 order per output tile, so every result is deterministic whatever the number of threads.
 Layouts that compute a few throw-away lanes make the weight gradient multiply zeros by
 whatever input those lanes see; when the input holds an infinity or a NaN that would not
-be torch's NaN, so non-finite inputs go to the exact im2col path instead (and Winograd,
-whose transforms mix neighbouring pixels, is never used on them).
+be torch's NaN, so non-finite inputs go to the exact im2col path instead -- unless the
+reduction has no such lanes (gathered, or rows of whole vectors) -- and Winograd, whose
+transforms mix neighbouring pixels, is never used on them.
 """
 from __future__ import annotations
 
@@ -34,15 +35,12 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
+from ._numpy import view as _np
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
 
 
 #: The ``bias`` argument of the small kernels when there is none (they read it only with ``has_bias``).
@@ -328,16 +326,19 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                    padding: Sequence[int], dilation: Sequence[int], groups: int,
                    out_hw: Tuple[int, int]) -> torch.Tensor:
     """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract)."""
-    n, o = x.shape[0], weight.shape[0]
-    out = torch.empty((n, o, out_hw[0], out_hw[1]), dtype=x.dtype)
-    if out.numel() == 0:
+    n, c = x.shape[:2]
+    o, cg, kh, kw = weight.shape
+    oh, ow = out_hw
+    out = torch.empty((n, o, oh, ow), dtype=x.dtype)
+    size = n * o * oh * ow
+    if size == 0:
         return out
-    if x.shape[1] == 0:
+    if c == 0:
         return _bias_fill(out, bias)
     xa, wa = _np(x), _np(weight)
     ba = None if bias is None else _np(bias)
     # tiny problems skip the planner's set-up altogether
-    small = out.numel() * wa[0].size < SMALL_MACS and not forcing()
+    small = size * cg * kh * kw < SMALL_MACS and not forcing()
     if not small:
         geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
         name = plan("forward", geo, xa.dtype).name
@@ -482,17 +483,20 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         return dx
     if grad_out.numel() == 0 or weight.numel() == 0:
         return _bias_fill(dx, bias)
-    x_shape = (n, c, in_hw[0], in_hw[1])
-    geo = geometry(x_shape, weight.shape, stride, padding, dilation, groups, grad_out.shape[2:])
     ga, wa = _np(grad_out), _np(weight)
-    p = plan("backward_input", geo, ga.dtype)
-    if p.name == "im2col":
+    if grad_out.numel() * wa[0].size < SMALL_MACS and not forcing():  # tiny: no planner set-up
+        name = "direct/small"
+    else:
+        geo = geometry((n, c, in_hw[0], in_hw[1]), weight.shape, stride, padding, dilation, groups,
+                       grad_out.shape[2:])
+        name = plan("backward_input", geo, ga.dtype).name
+    if name == "im2col":
         return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
-    if p.name == "patch":
+    if name == "patch":
         _patch_backward_input(grad_out, weight, bias, geo, dx)
         return dx
     ba = None if bias is None else _np(bias)
-    if p.name == "direct/small":
+    if name == "direct/small":
         _small.backward_input(ga, wa, _NO_BIAS[ga.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1], padding[0],
                               padding[2], dilation[0], dilation[1], groups, dx.numpy())
         return dx
@@ -701,8 +705,12 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     dw = torch.zeros((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)
     if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:
         return dw
-    geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
     xa = _np(x)
+    if grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing():  # tiny: no planner set-up
+        _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],
+                               dilation[1], groups, dw.numpy())
+        return dw
+    geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
     p = plan("backward_weight", geo, xa.dtype)
     if p.name == "direct/small":
         _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],

@@ -21,6 +21,7 @@ import torch
 from .._numba import njit
 
 from .._threads import parallel_for
+from ._numpy import view as _np
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
@@ -234,10 +235,6 @@ def _whole_2x2(kernel, stride, padding, in_hw, out_hw, dilation=(1, 1)) -> bool:
     """Whether a pooling is 2x2 at stride 2 without padding or dilation, every window inside the input."""
     return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
             and tuple(dilation) == (1, 1) and 2 * out_hw[0] <= in_hw[0] and 2 * out_hw[1] <= in_hw[1])
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
 
 
 def _plane_count(t: torch.Tensor) -> int:

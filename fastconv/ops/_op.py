@@ -36,6 +36,7 @@ _is_compiling = torch.compiler.is_compiling
 _dispatch_depth = torch._C._len_torch_dispatch_stack
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 _grad_enabled = torch.is_grad_enabled
+_unwrap_dead = torch._functorch.utils.unwrap_dead_wrappers
 
 
 def tracing(args) -> bool:
@@ -44,17 +45,6 @@ def tracing(args) -> bool:
         return True
     for a in args:
         if isinstance(a, torch.Tensor) and type(a) not in _PLAIN:
-            return True
-    return False
-
-
-def _needs_autograd(args) -> bool:
-    if _functorch_level() is not None:
-        return True
-    if not _grad_enabled():
-        return False
-    for a in args:
-        if isinstance(a, torch.Tensor) and a.requires_grad:
             return True
     return False
 
@@ -80,12 +70,24 @@ class Op:
         self.custom = custom
         self.function = function
         self.__doc__ = impl.__doc__
+        # ``Function.apply`` binds the call to ``forward``'s signature with ``inspect`` (a third
+        # of a small convolution's eager time) before the C++ apply; ``forward`` takes ``*args``,
+        # so outside functorch transforms the C++ apply is called directly
+        self._apply = super(torch.autograd.Function, function).apply
 
     def __call__(self, *args):
-        if tracing(args):
+        if _is_compiling() or _dispatch_depth():
             return self.custom(*args)
-        if _needs_autograd(args):
+        grad = False
+        for a in args:  # tracing() and _needs_autograd() in one pass
+            if isinstance(a, torch.Tensor):
+                if type(a) not in _PLAIN:
+                    return self.custom(*args)
+                grad = grad or a.requires_grad
+        if _functorch_level() is not None:
             return self.function.apply(*args)
+        if grad and _grad_enabled():
+            return self._apply(*_unwrap_dead(args))
         return self.impl(*args)
 
     def __repr__(self) -> str:
