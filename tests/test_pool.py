@@ -114,3 +114,22 @@ def test_pools_more_than_2_31_elements():
     assert out[0, 0, -1, -1].item() == 7.0 and idx[0, 0, -1, -1].item() == h * w - 1
     avg = F.avg_pool2d(x, 1, stride=(1 << 14, 1 << 13))
     assert avg[0, 0, -1, -1].item() == 7.0 and avg.sum().item() == 7.0
+
+
+@pytest.mark.parametrize("kernel, stride, padding, shape", [
+    (2, 2, 0, (3, 5, 9, 11)),   # 2x2 blocks written whole, the odd last row and column zeroed
+    (3, 2, 1, (2, 4, 9, 9)),    # windows overlap and leave their blocks: the scatter-add
+    (3, 2, 0, (2, 4, 8, 8)),
+    (2, 1, 0, (2, 3, 6, 6)),
+])
+def test_max_pool2d_backward_block_writes_match_torch(kernel, stride, padding, shape):
+    """The CPU backward writes a 2x2 stride-2 pooling's gradient block by block (no zero fill)
+    and must notice indices that leave their blocks."""
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out = F.max_pool2d(x, kernel, stride, padding)
+    ref = TF.max_pool2d(x2, kernel, stride, padding)
+    seed = torch.randn_like(ref)
+    out.backward(seed)
+    ref.backward(seed)
+    assert torch.equal(x.grad, x2.grad)

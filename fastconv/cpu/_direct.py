@@ -67,6 +67,10 @@ def pack_weights(w: np.ndarray, groups: int, mr: int = MR) -> np.ndarray:
     og = o // groups
     obs = blocks(og, mr)
     wp = scratch("weights", groups * obs * mr * w[0].size, w.dtype)
+    if groups == 1 and w.transpose(1, 0, 2, 3).flags.c_contiguous:
+        # a transposed weight (an input gradient's): copy whole kernels of ``mr`` rows at a time
+        parallel_for(_pack_transposed, obs, w.transpose(1, 0, 2, 3).reshape(cg, o, kh * kw), mr, wp, work=wp.size)
+        return wp
     if wp.size < PACK_COPY_MIN or min(w.strides) < 0:
         parallel_for(_pack_weights, groups * obs, w, groups, mr, wp, work=wp.size)
         return wp
@@ -105,6 +109,25 @@ def _pack_weights(w, groups, mr, wp, t0, t1):  # pragma: no cover - numba
                     for kx in range(kw):
                         wp[base + k * mr + m] = src[c, ky, kx]
                         k += 1
+
+
+@njit(cache=True, nogil=True)
+def _pack_transposed(wt, mr, wp, t0, t1):  # pragma: no cover - numba
+    """:func:`pack_weights` of ``wt.transpose(1, 0, 2)`` for the o-blocks [t0, t1), ``wt`` the
+    C-contiguous (C, O, taps) original: packed row ``o`` of block ``ob`` is ``wt[:, ob*mr + m]``,
+    so each (c, block) copies ``mr`` contiguous kernels into one ``taps x mr`` tile."""
+    C, O, T = wt.shape
+    for ob in range(t0, t1):
+        mv = min(mr, O - ob * mr)
+        for c in range(C):
+            base = (ob * C + c) * T * mr
+            for m in range(mv):
+                src = wt[c, ob * mr + m]
+                for t in range(T):
+                    wp[base + t * mr + m] = src[t]
+            for m in range(mv, mr):
+                for t in range(T):
+                    wp[base + t * mr + m] = 0
 
 
 def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:

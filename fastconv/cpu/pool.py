@@ -74,6 +74,44 @@ def _max_pool2d_backward(g, idx, gin, t0, t1):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def _max_pool2d_backward_blocks(g, idx, gin, ok, t0, t1):  # pragma: no cover - numba
+    """:func:`_max_pool2d_backward` into an uninitialised ``gin`` when every index lies in its own
+    2x2 block (output ``(oy, ox)`` -> input rows ``2oy, 2oy+1``, columns ``2ox, 2ox+1``, as a 2x2
+    stride-2 pooling's do): each block's four pixels are written once -- the gradient at the
+    index, zeros elsewhere -- and rows and columns past the blocks are zeroed.  Blocks are
+    disjoint, so this is the scatter-add exactly; a plane with an index outside its block gets
+    ``ok[plane] = 0`` (the caller then runs the scatter-add)."""
+    N, C, OH, OW = g.shape
+    H, W = gin.shape[2], gin.shape[3]
+    for task in range(t0, t1):
+        n = task // C
+        c = task - n * C
+        gp = g[n, c]
+        ip = idx[n, c]
+        dst = gin[n, c]
+        inside = True
+        for oy in range(OH):
+            r0 = dst[2 * oy]
+            r1 = dst[2 * oy + 1]
+            base = 2 * oy * W
+            for ox in range(OW):
+                k = ip[oy, ox] - base - 2 * ox  # 0, 1 (first row), W, W + 1 (second row)
+                inside &= k == 0 or k == 1 or k == W or k == W + 1
+                v = gp[oy, ox]
+                r0[2 * ox] = v if k == 0 else 0
+                r0[2 * ox + 1] = v if k == 1 else 0
+                r1[2 * ox] = v if k == W else 0
+                r1[2 * ox + 1] = v if k == W + 1 else 0
+            for x in range(2 * OW, W):
+                r0[x] = 0
+                r1[x] = 0
+        for y in range(2 * OH, H):
+            for x in range(W):
+                dst[y, x] = 0
+        ok[task] = inside
+
+
+@njit(cache=True, nogil=True)
 def _avg_window(o, s, p, k, size):  # pragma: no cover - numba
     """(clipped start, clipped end, unclipped length) of one avg-pool window along an axis."""
     start = o * s - p
@@ -262,6 +300,14 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
 
 
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw) -> torch.Tensor:
+    oh, ow = grad_out.shape[2:]
+    if grad_out.numel() and 2 * oh <= in_hw[0] and 2 * ow <= in_hw[1]:  # maybe a 2x2, stride-2 pooling's
+        gin = _empty(grad_out, in_hw)
+        ok = np.empty(_plane_count(gin), dtype=np.uint8)
+        parallel_for(_max_pool2d_backward_blocks, ok.size, _np(grad_out), _np(indices), _np(gin), ok,
+                     work=gin.numel())
+        if ok.all():
+            return gin
     gin = _zeros(grad_out, in_hw)
     if grad_out.numel():
         parallel_for(_max_pool2d_backward, _plane_count(gin), _np(grad_out), _np(indices), _np(gin), work=grad_out.numel())

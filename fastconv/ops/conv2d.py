@@ -100,7 +100,9 @@ def _conv2d_setup(ctx, inputs, output):
 
 def conv_grads(ctx, grad: Tensor, x: Tensor, weight: Tensor, n_extra: int) -> tuple:
     """The input, weight and bias gradients of a convolution (geometry ``ctx.geo``) from the
-    gradient of its output, as ``ctx.needs_input_grad`` asks, then ``n_extra`` Nones."""
+    gradient of its output, as ``ctx.needs_input_grad`` asks, then ``n_extra`` Nones.  A strided
+    gradient (a ``torch.cat`` input's) is made contiguous once for all three."""
+    grad = grad.contiguous()
     gx = gw = gb = None
     if ctx.needs_input_grad[0]:
         gx = conv2d_backward_input(grad, weight, None, *ctx.geo, list(x.shape[2:]))

@@ -54,6 +54,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
+    grad = grad.contiguous()  # once for every gradient (a torch.cat input's is strided)
     gx = gw = gb = None
     if ctx.needs_input_grad[0]:
         gx = conv2d_op(grad, weight, None, *ctx.geo)
