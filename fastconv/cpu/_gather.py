@@ -6,7 +6,9 @@ For output pixel ``p`` (image, row, column) of the row-layout input ``X``
 
     Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp[o-tile, k, o]
 
--- a GEMM whose left operand is read in place (one scalar per pixel and tap, broadcast) and
+over the taps ``k = (ky, c, kx)`` -- kernel rows outermost, so that the kernel rows a tile's
+output rows read only in the padding (the borders of an input gradient's "full" correlation)
+are a range it skips -- a GEMM whose left operand is read in place (one scalar per pixel and tap, broadcast) and
 whose right operand is the weights packed ``[o-tile, k, TW]`` (:func:`fastconv.cpu._direct.pack_weights`
 with ``TW``-channel blocks).  A register tile is ``MRP`` pixels x ``NVO`` vectors of channels
 (:func:`fastconv.cpu._simd.gather_tile`), so no lane ever computes a padding column or a stray
@@ -18,13 +20,14 @@ whatever the threads.
 from __future__ import annotations
 
 import functools
+from typing import Tuple
 
 import numpy as np
 from .._numba import njit
 
 from ._simd import gather_tile, transpose_tile
 
-__all__ = ["MRP", "NVO", "KCHUNK", "pixel_offsets", "steps", "forward", "unpack"]
+__all__ = ["MRP", "NVO", "KCHUNK", "pixel_offsets", "steps", "tap_ranges", "forward", "unpack"]
 
 #: Output pixels per register tile.
 MRP = 8
@@ -56,13 +59,34 @@ def steps(k: int, tw: int) -> np.ndarray:
     return np.arange(k, dtype=np.int64) * tw
 
 
+@functools.lru_cache(maxsize=256)
+def tap_ranges(n: int, oh: int, ow: int, sy: int, dy: int, kh: int, pad_top: int, h: int, per_row: int,
+               flip: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """For each pixel tile, the taps ``[k0, k1)`` (ordered ``(ky, c, kx)``, ``per_row = c * kw``
+    taps per kernel row) whose kernel rows read inside the image for some pixel of the tile:
+    the rest read zero padding.  Kernel row ``ky`` (position in the packed weights) reads input
+    row ``oy*sy + ky'*dy - pad_top`` with ``ky' = kh-1-ky`` when ``flip``.  (Memoised: do not write.)"""
+    y = (np.arange(n * oh * ow) // ow) % oh
+    pad = -y.size % MRP
+    y = np.concatenate([y, np.full(pad, y[-1])]).reshape(-1, MRP)
+    ky = np.arange(kh)
+    eff = kh - 1 - ky if flip else ky
+    iy = y[:, :, None] * sy + eff[None, None, :] * dy - pad_top  # (tiles, MRP, kh)
+    live = ((iy >= 0) & (iy < h)).any(axis=1)  # (tiles, kh): a kernel row some pixel needs
+    first = np.where(live.any(axis=1), live.argmax(axis=1), 0)
+    last = np.where(live.any(axis=1), kh - live[:, ::-1].argmax(axis=1), 0)
+    return (first * per_row).astype(np.int64), (last * per_row).astype(np.int64)
+
+
 @njit(cache=True, nogil=True)
-def forward(X, poff, offs, Wp, sb, K, Y, opad, pchunks, t0, t1):  # pragma: no cover - numba
+def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, t0, t1):  # pragma: no cover - numba
     """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
 
     ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW``; ``sb`` is
-    :func:`steps`.  A task's pixel tiles are a contiguous share of the ``poff.size / MRP`` tiles;
-    it passes over its taps ``KCHUNK`` at a time (the tile accumulates in ``Y``).
+    :func:`steps`.  Pixel tile ``t`` sums the taps ``[tk0[t], tk1[t])`` only (:func:`tap_ranges`:
+    the others read padding), and is zero when that range is empty.  A task's pixel tiles are a
+    contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps ``KCHUNK`` at a
+    time (a tile accumulates in ``Y``).
     """
     L = 64 // X.itemsize
     TW = NVO * L
@@ -72,13 +96,19 @@ def forward(X, poff, offs, Wp, sb, K, Y, opad, pchunks, t0, t1):  # pragma: no c
         c = task - ot * pchunks
         p0 = ntiles * c // pchunks
         p1 = ntiles * (c + 1) // pchunks
+        for pt in range(p0, p1):
+            if tk0[pt] >= tk1[pt]:
+                for m in range(MRP):
+                    row = (pt * MRP + m) * opad + ot * TW
+                    Y[row:row + TW] = 0
         for k0 in range(0, K, KCHUNK):
             k1 = min(K, k0 + KCHUNK)
-            a = offs[k0:k1]
-            b = sb[k0:k1]
             for pt in range(p0, p1):
-                _TILE(X, 0, poff, pt * MRP, a, Wp, ot * K * TW, b, k1 - k0, Y, pt * MRP * opad + ot * TW, opad,
-                      k0 > 0)
+                lo = max(k0, tk0[pt])
+                hi = min(k1, tk1[pt])
+                if lo < hi:
+                    _TILE(X, 0, poff, pt * MRP, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                          pt * MRP * opad + ot * TW, opad, lo > tk0[pt])
 
 
 @njit(cache=True, nogil=True)

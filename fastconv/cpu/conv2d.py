@@ -161,15 +161,19 @@ def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None
     tw = _gather.NVO * (64 // xa.itemsize)
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
+    # taps ordered (ky, c, kx): the weights as packed, the offsets as applied (flipped or not)
     offs = _tap_order(_rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
-    wp = _direct.pack_weights(wa, 1, tw)
+    offs = np.ascontiguousarray(offs.reshape(geo.cg, geo.kh, geo.kw).transpose(1, 0, 2)).reshape(-1)
+    wp = _direct.pack_weights(wa.transpose(0, 2, 1, 3), 1, tw)
     opad = _direct.blocks(geo.o, tw) * tw
     poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride)
+    tk0, tk1 = _gather.tap_ranges(geo.n, geo.oh, geo.ow, geo.stride[0], geo.dilation[0], geo.kh, geo.pad[0], geo.h,
+                                  geo.cg * geo.kw, flip)
     Y = scratch("out", poff.size * opad, xa.dtype)
     otiles, ptiles = opad // tw, poff.size // _gather.MRP
     pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
-    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k, Y, opad,
-                 pchunks, macs=geo.macs)
+    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k, tk0, tk1, Y,
+                 opad, pchunks, macs=geo.macs)
     lanes = 64 // xa.itemsize
     parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, outa,
                  _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
