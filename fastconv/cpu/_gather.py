@@ -27,7 +27,7 @@ from .._numba import njit
 
 from ._simd import gather_tile, transpose_tile
 
-__all__ = ["MRP", "NVO", "KCHUNK", "pixel_offsets", "steps", "tap_ranges", "forward", "unpack"]
+__all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "steps", "tap_ranges", "forward", "unpack"]
 
 #: Output pixels per register tile.
 MRP = 8
@@ -37,6 +37,13 @@ NVO = 2
 #: float32) stay in L1 while every pixel tile of the task adds its share.
 KCHUNK = 256
 _TILE = gather_tile(MRP, NVO)
+#: The one-vector tile for thin layers (no padding channels), twice the pixels.
+_TILE1 = gather_tile(2 * MRP, 1)
+
+
+def pixels(nv: int) -> int:
+    """Output pixels per tile of ``nv`` vectors of channels (16 accumulators either way)."""
+    return MRP if nv == NVO else 2 * MRP
 _TRANSPOSE = transpose_tile()
 
 
@@ -61,14 +68,14 @@ def steps(k: int, tw: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def tap_ranges(n: int, oh: int, ow: int, sy: int, dy: int, kh: int, pad_top: int, h: int, per_row: int,
-               flip: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """For each pixel tile, the taps ``[k0, k1)`` (ordered ``(ky, c, kx)``, ``per_row = c * kw``
+               flip: bool, tile: int = MRP) -> Tuple[np.ndarray, np.ndarray]:
+    """For each tile of ``tile`` pixels, the taps ``[k0, k1)`` (ordered ``(ky, c, kx)``, ``per_row = c * kw``
     taps per kernel row) whose kernel rows read inside the image for some pixel of the tile:
     the rest read zero padding.  Kernel row ``ky`` (position in the packed weights) reads input
     row ``oy*sy + ky'*dy - pad_top`` with ``ky' = kh-1-ky`` when ``flip``.  (Memoised: do not write.)"""
     y = (np.arange(n * oh * ow) // ow) % oh
-    pad = -y.size % MRP
-    y = np.concatenate([y, np.full(pad, y[-1])]).reshape(-1, MRP)
+    pad = -y.size % tile
+    y = np.concatenate([y, np.full(pad, y[-1])]).reshape(-1, tile)
     ky = np.arange(kh)
     eff = kh - 1 - ky if flip else ky
     iy = y[:, :, None] * sy + eff[None, None, :] * dy - pad_top  # (tiles, MRP, kh)
@@ -79,18 +86,19 @@ def tap_ranges(n: int, oh: int, ow: int, sy: int, dy: int, kh: int, pad_top: int
 
 
 @njit(cache=True, nogil=True)
-def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, t0, t1):  # pragma: no cover - numba
+def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
     """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
 
-    ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW``; ``sb`` is
-    :func:`steps`.  Pixel tile ``t`` sums the taps ``[tk0[t], tk1[t])`` only (:func:`tap_ranges`:
+    ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW`` (``TW = nv``
+    vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`.  Pixel tile ``t`` sums the taps ``[tk0[t], tk1[t])`` only (:func:`tap_ranges`:
     the others read padding), and is zero when that range is empty.  A task's pixel tiles are a
     contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps ``KCHUNK`` at a
     time (a tile accumulates in ``Y``).
     """
     L = 64 // X.itemsize
-    TW = NVO * L
-    ntiles = poff.shape[0] // MRP
+    TW = nv * L
+    mrp = MRP if nv == NVO else 2 * MRP
+    ntiles = poff.shape[0] // mrp
     for task in range(t0, t1):
         ot = task // pchunks
         c = task - ot * pchunks
@@ -98,17 +106,20 @@ def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, t0, t1):  # pr
         p1 = ntiles * (c + 1) // pchunks
         for pt in range(p0, p1):
             if tk0[pt] >= tk1[pt]:
-                for m in range(MRP):
-                    row = (pt * MRP + m) * opad + ot * TW
+                for m in range(mrp):
+                    row = (pt * mrp + m) * opad + ot * TW
                     Y[row:row + TW] = 0
         for k0 in range(0, K, KCHUNK):
             k1 = min(K, k0 + KCHUNK)
             for pt in range(p0, p1):
                 lo = max(k0, tk0[pt])
                 hi = min(k1, tk1[pt])
-                if lo < hi:
-                    _TILE(X, 0, poff, pt * MRP, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
-                          pt * MRP * opad + ot * TW, opad, lo > tk0[pt])
+                if lo < hi and nv == NVO:
+                    _TILE(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                          pt * mrp * opad + ot * TW, opad, lo > tk0[pt])
+                elif lo < hi:
+                    _TILE1(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                           pt * mrp * opad + ot * TW, opad, lo > tk0[pt])
 
 
 @njit(cache=True, nogil=True)

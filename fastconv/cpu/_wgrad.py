@@ -16,7 +16,7 @@ from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
+__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -94,26 +94,43 @@ MRG = 8
 #: Vectors of output channels per register tile of :func:`weight_gather`.
 NVG = 2
 _GATHER = gather_tile(MRG, NVG)
+#: The one-vector tile (thin layers: no padding channels), twice the taps.
+_GATHER1 = gather_tile(2 * MRG, 1)
+
+
+def gather_vectors(o: int, dtype) -> int:
+    """Vectors of output channels per :func:`weight_gather` (and forward gather) tile: one for
+    ``o`` up to one vector's lanes (16 float32: a two-vector tile would be half padding), else
+    ``NVG``."""
+    return 1 if o <= 64 // np.dtype(dtype).itemsize else NVG
+
+
+def gather_taps(nv: int) -> int:
+    """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 vectors or ``2 MRG`` x 1:
+    16 accumulators either way)."""
+    return MRG if nv == NVG else 2 * MRG
 _TRANSPOSE = transpose_tile()
 
 
 @njit(cache=True, nogil=True)
-def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma: no cover - numba
+def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pragma: no cover - numba
     """outT[k, o] = sum_r A[aoff[k] + sa[r]] * B[sb[r] + o] for the tasks [t0, t1).
 
     The reduction steps ``r`` are the valid (image, pixel) pairs of the layer, so no lane is
     ever wasted or multiplied by a stray input.  ``B`` holds the output gradient channel-last
     (one row of ``opad`` channels per step, ``sb[r]`` its start); ``A`` is the packed input,
-    ``aoff`` the tap offsets padded to whole tiles.  A task is one ``NVG * L``-wide tile of
-    output channels times a group of ``groups_k`` tap tiles; it walks the steps ``chunk`` at
+    ``aoff`` the tap offsets padded to whole tiles.  A task is one ``nv * L``-wide tile of
+    output channels (:func:`gather_vectors`) times a group of ``groups_k`` tap tiles
+    (:func:`gather_taps` taps each); it walks the steps ``chunk`` at
     a time, so that a chunk of ``B`` stays in L2 while every tap tile of the group passes
     over it.  Each tile sums its steps in order: the result does not depend on the threads.
     """
     L = 64 // A.itemsize
-    TW = NVG * L
+    TW = nv * L
+    mrg = MRG if nv == NVG else 2 * MRG
     opad = outT.shape[1]
     kp = outT.shape[0]
-    kbs = kp // MRG
+    kbs = kp // mrg
     ngroups = -(-kbs // groups_k)
     R = sa.shape[0]
     flat = outT.reshape(-1)
@@ -127,8 +144,12 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, outT, t0, t1):  # pragma:
             a = sa[r0:r1]
             b = sb[r0:r1]
             for kb in range(kb0, kb1):
-                _GATHER(A, 0, aoff, kb * MRG, a, B, ot * TW, b, r1 - r0, flat, kb * MRG * opad + ot * TW, opad,
-                        r0 > 0)
+                if nv == NVG:
+                    _GATHER(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
+                            r0 > 0)
+                else:
+                    _GATHER1(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
+                             r0 > 0)
 
 
 @njit(cache=True, nogil=True)

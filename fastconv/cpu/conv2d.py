@@ -158,7 +158,8 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
 def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution with output channels in the lanes (:mod:`fastconv.cpu._gather`; one
     group), channels-last in scratch, then transposed to NCHW with the bias."""
-    tw = _gather.NVO * (64 // xa.itemsize)
+    nv = _wgrad.gather_vectors(geo.o, xa.dtype)
+    tw, mrp = nv * (64 // xa.itemsize), _gather.pixels(nv)
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
     # taps ordered (ky, c, kx): the weights as packed, the offsets as applied (flipped or not)
@@ -166,14 +167,14 @@ def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None
     offs = np.ascontiguousarray(offs.reshape(geo.cg, geo.kh, geo.kw).transpose(1, 0, 2)).reshape(-1)
     wp = _direct.pack_weights(wa.transpose(0, 2, 1, 3), 1, tw)
     opad = _direct.blocks(geo.o, tw) * tw
-    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride)
+    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, mrp)
     tk0, tk1 = _gather.tap_ranges(geo.n, geo.oh, geo.ow, geo.stride[0], geo.dilation[0], geo.kh, geo.pad[0], geo.h,
-                                  geo.cg * geo.kw, flip)
+                                  geo.cg * geo.kw, flip, mrp)
     Y = scratch("out", poff.size * opad, xa.dtype)
-    otiles, ptiles = opad // tw, poff.size // _gather.MRP
+    otiles, ptiles = opad // tw, poff.size // mrp
     pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
     parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k, tk0, tk1, Y,
-                 opad, pchunks, macs=geo.macs)
+                 opad, pchunks, nv, macs=geo.macs)
     lanes = 64 // xa.itemsize
     parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, outa,
                  _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
@@ -526,25 +527,35 @@ GATHER_CHUNK = 1024
 
 
 def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
-    """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1)."""
-    tw = _tile(dtype)
-    opad = B.shape[-1] if B.ndim == 2 else -(-geo.o // tw) * tw
-    kp = -(-geo.k // _wgrad.MRG) * _wgrad.MRG
+    """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1); ``B`` has
+    :func:`_gather_width` channels per row."""
+    nv = _wgrad.gather_vectors(geo.o, dtype)
+    tw = nv * (64 // np.dtype(dtype).itemsize)
+    opad = B.shape[-1]
+    mrg = _wgrad.gather_taps(nv)
+    kp = -(-geo.k // mrg) * mrg
     aoff = np.empty(kp, dtype=np.int64)
     aoff[:geo.k] = offs
     aoff[geo.k:] = offs[-1]
     outT = scratch("acc", (kp, opad), dtype)
-    kbs, ntt = kp // _wgrad.MRG, opad // tw
+    kbs, ntt = kp // mrg, opad // tw
     # as few tasks as balance the threads (lcm(o-tiles, threads)): every task streams all of B's
     # rows for its o-tile, so each extra tap group reads the output gradient once more -- 64 x 3 x
     # 32x32 -> 64 5x5: 2.05 ms in 2 tasks against 3.13 in 8; 128 x 32 x 16x16 -> 64: 4.5 against 5.2
     threads = num_threads()
     groups_k = -(-kbs // min(kbs, threads // math.gcd(ntt, threads)))
     tasks = ntt * -(-kbs // groups_k)
-    parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, outT,
+    parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, nv, outT,
                  macs=geo.macs)
     L = 64 // outT.itemsize
     parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT, dw.reshape(geo.o, geo.k), work=dw.size)
+
+
+def _gather_width(o: int, dtype) -> int:
+    """Channels per row of a gathered reduction's channels-last operand: ``o`` padded to whole
+    tiles of :func:`fastconv.cpu._wgrad.gather_vectors` vectors."""
+    tw = _wgrad.gather_vectors(o, dtype) * (64 // np.dtype(dtype).itemsize)
+    return -(-o // tw) * tw
 
 
 def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
@@ -561,10 +572,9 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
     -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
     if gathered(geo):
-        tw = _tile(xa.dtype)
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-        B = _channels_last(ga, -(-geo.o // tw) * tw)
+        B = _channels_last(ga, _gather_width(geo.o, xa.dtype))
         sa = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, 1)
         sb = _gather.steps(sa.size, B.shape[1])
         offs = _rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation)
@@ -625,7 +635,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
     if gathered(geo):
-        opad = -(-geo.o // _tile(xa.dtype)) * _tile(xa.dtype)
+        opad = _gather_width(geo.o, xa.dtype)
         if lanes.blocks == 1 and (lanes.bh, lanes.bw) == (geo.oh, geo.ow):
             B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass
         else:

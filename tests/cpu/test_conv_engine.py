@@ -248,3 +248,29 @@ def test_empty_and_zero_channel_problems():
     out.sum().backward()
     assert x.grad.shape == x.shape and torch.count_nonzero(w.grad) == 0
     assert_close(C.conv2d_bias_grad(torch.zeros(0, 4, 3, 3)), torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("o", [5, 16, 24, 40])
+def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
+    """Thin layers gather with one-vector tiles (16 float32 / 8 float64 channels, twice the
+    pixels or taps), deeper ones with two: both match torch, forward, input and weight gradients."""
+    monkeypatch.setattr(conv_plan, "GATHER_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_plan, "GATHER_MIN_CHANNELS_STRIDED", 1)
+    conv_plan._planned.cache_clear()
+    try:
+        for stride in (1, 2):
+            x = torch.randn(3, 12, 11, 9, dtype=dtype, requires_grad=True)
+            w = torch.randn(o, 12, 3, 3, dtype=dtype, requires_grad=True)
+            ref = TF.conv2d(x, w, stride=stride, padding=1)
+            seed = torch.randn_like(ref)
+            want = grads(ref, (x, w), seed)
+            with forced("direct/gather"):
+                out = F.conv2d(x, w, stride=stride, padding=1)
+                got = grads(out, (x, w), seed)
+            tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+            torch.testing.assert_close(out, ref, **tol)
+            for a, e in zip(got, want):
+                torch.testing.assert_close(a, e, **tol)
+    finally:
+        conv_plan._planned.cache_clear()
