@@ -571,7 +571,7 @@ def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
 def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
     -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
-    if gathered(geo):
+    if gathered(geo, xa.dtype):
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
         B = _channels_last(ga, _gather_width(geo.o, xa.dtype))
@@ -634,7 +634,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     -- with enough output channels -- the valid (pixel, lane) pairs, broadcast against channel vectors."""
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
-    if gathered(geo):
+    if gathered(geo, xa.dtype):
         opad = _gather_width(geo.o, xa.dtype)
         if lanes.blocks == 1 and (lanes.bh, lanes.bw) == (geo.oh, geo.ow):
             B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass
@@ -741,7 +741,7 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         return dw1.view(dw.shape)
     # the gathered reduction multiplies only real (image, pixel) pairs, and so do row-layout
     # vectors of whole rows: both exact on non-finite input, with no scan
-    exact = p.name == "direct/rows" and (gathered(geo) or geo.ow % (64 // xa.itemsize) == 0)
+    exact = p.name == "direct/rows" and (gathered(geo, xa.dtype) or geo.ow % (64 // xa.itemsize) == 0)
     if p.name == "im2col" or not (exact or all_finite(xa)):
         return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
     if pointwise(geo) and groups == 1:

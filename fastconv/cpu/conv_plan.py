@@ -95,8 +95,11 @@ FLAT_MAX_BATCH = 31
 #: (half the gather's channel lanes would be padding), 32-channel and deeper 1.6-1.9x faster gathered.
 GATHER_MIN_CHANNELS = 32
 #: ... or this many for strided layers, whose pixel-vector reductions first split the input into
-#: phases: 128 x 32 x 16x16 -> 16 3x3/2, weight gradient 0.98 ms gathered against 2.14 in lanes
-#: (forward 0.91 against 1.53; torch 0.53 and 0.48).
+#: phases, and for rows narrower than the row layout takes (their pixel vectors run in lanes cut
+#: into blocks): 128 x 32 x 16x16 -> 16 3x3/2, weight gradient 0.98 ms gathered against 2.14 in
+#: lanes (forward 0.91 against 1.53; torch 0.53 and 0.48); stride 1, one-vector tiles: 128 x 16 x
+#: 8x8 -> 16 0.39 against 0.84 ms, 128 x 32 x 16x16 -> 16 1.81 against 3.41 (torch 0.18, 1.18); on
+#: 128x128 rows the two tie (1.90 / 2.10 and 3.55 / 3.35 ms), so wide rows keep the dot products.
 GATHER_MIN_CHANNELS_STRIDED = 16
 #: ... and from this many taps (input channels x kernel taps per group): with fewer, the gather's
 #: tap tiles are too few to pay for the channels-last copy of the output gradient (3-channel
@@ -121,11 +124,12 @@ def gathers_forward(geo: Geometry, dtype) -> bool:
     1.14.  At 16x16, stride 1, the layouts tie (4 x 128 x 16x16 -> 128: 1.38 / 1.51 against flat
     1.37 / 1.34), and rows of 32 and more gain nothing, so those keep theirs.
     """
-    return gathered(geo) and (geo.ow < 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
+    return gathered(geo, dtype) and (geo.ow < 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
 
 
-def gathered(geo: Geometry) -> bool:
-    """Whether the weight gradient of ``geo`` reduces by gathered broadcasts (deep, ungrouped layers).
+def gathered(geo: Geometry, dtype) -> bool:
+    """Whether the weight gradient of ``geo`` in ``dtype`` reduces by gathered broadcasts (deep,
+    ungrouped layers).
 
     Gathered weight gradients run in the row layout whatever the width: its steps are single
     pixels, so narrow rows waste nothing, and the packing carries no halos.  Measured (two
@@ -133,7 +137,8 @@ def gathered(geo: Geometry) -> bool:
     16x16 -> 128 0.59 / 0.97, 128 x 32 x 16x16 -> 64 4.6 / 6.5, 128 x 64 x 8x8 -> 128 3.5 / 4.3;
     14x14 5x5 and 4x4/2 layers within 4%.
     """
-    least = GATHER_MIN_CHANNELS if geo.stride == (1, 1) else GATHER_MIN_CHANNELS_STRIDED
+    wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
+    least = GATHER_MIN_CHANNELS if geo.stride == (1, 1) and wide else GATHER_MIN_CHANNELS_STRIDED
     return geo.groups == 1 and geo.og >= least and geo.k >= GATHER_MIN_TAPS
 
 
@@ -243,7 +248,7 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
     if pass_ != "backward_weight" and gathers_forward(geo, dtype):
         return "gather"
-    if geo.stride != (1, 1) and geo.cg <= THIN_CHANNELS and not gathered(geo):
+    if geo.stride != (1, 1) and geo.cg <= THIN_CHANNELS and not gathered(geo, dtype):
         # strided layers on thin inputs (an image model's first layer): the row layout's phase
         # split is one cheap pass, the lanes' strided blocks are not -- 128 x 1 x 32x32 -> 32
         # 3x3/2: rows 0.36 / 0.44 ms (forward / weight gradient) against lanes 0.74 / 0.88;
@@ -251,7 +256,7 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
         return "rows"
     if pass_ != "backward_weight" and not wide and geo.n <= FLAT_MAX_BATCH and not _skips_pixels(geo):
         return "flat"
-    if pass_ == "backward_weight" and gathered(geo):
+    if pass_ == "backward_weight" and gathered(geo, dtype):
         return "rows"
     if pass_ != "backward_weight" and geo.og <= THIN_CHANNELS and rows_blocking(geo.og, geo.ow, dtype)[0] == MR:
         # rows too short for a thin register block: whole planes as rows have room for one, if

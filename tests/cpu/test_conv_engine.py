@@ -222,8 +222,15 @@ def test_planner_choices_for_the_seed_layers():
             assert plan_name(*deep, "backward_weight") == "direct/rows"
     with forced("direct/gather"):  # one group only
         assert plan_name((4, 64, 8, 8), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, f32) != "direct/gather"
-    # thin weight gradients (dot tiles over pixel vectors) keep narrow rows in lanes
+    # 16-channel weight gradients gather (one-vector tiles) on narrow rows, and keep the dot
+    # tiles over pixel vectors on wide ones; 8 channels reduce over pixel vectors in lanes
     assert plan_name((128, 16, 8, 8), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32,
+                     "backward_weight") == "direct/rows"
+    assert conv_plan.gathered(conv_plan.geometry((128, 16, 8, 8), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                                                 (8, 8)), np.float32)
+    assert not conv_plan.gathered(conv_plan.geometry((4, 16, 128, 128), (16, 16, 3, 3), (1, 1), (1, 1, 1, 1),
+                                                     (1, 1), 1, (128, 128)), np.float32)
+    assert plan_name((128, 16, 8, 8), (8, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32,
                      "backward_weight") == "direct/lanes"
     assert plan_name((4, 16, 128, 128), (1, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32) == "direct/rows"
     assert conv_plan.rows_blocking(1, 128 * 128, np.float32) == (1, 8)
