@@ -44,11 +44,6 @@ from . import _numba
 
 __all__ = ["run", "enabled", "setup", "disable"]
 
-#: Array dtypes the entry points take, by NumPy type character.
-_ARRAY_TYPES = {"f": types.float32, "d": types.float64, "q": types.int64, "l": types.int64, "i": types.int32,
-                "B": types.uint8, "?": types.boolean}
-
-
 def _pointer(ty):
     """An intrinsic turning an int64 address into a ``ty *`` (for ``numba.carray``)."""
     @intrinsic
@@ -161,13 +156,11 @@ _entries: Dict[tuple, Optional[Tuple[int, int]]] = {}
 _native: Optional[_Native] = None
 _dir: Optional[str] = None
 _version: Optional[str] = None
-_ready = False
 
 
 def setup(libgomp: Optional[str]) -> None:
     """Use the libgomp at ``libgomp`` (None: native regions off); called by :mod:`fastconv._threads`."""
-    global _native, _dir, _version, _ready
-    _ready = True
+    global _native, _dir, _version
     if libgomp is None or os.environ.get("FASTCONV_NATIVE_REGIONS", "1") == "0":
         return
     try:
@@ -190,12 +183,16 @@ def enabled() -> bool:
     return _native is not None and _dir is not None and not numba.config.BOUNDSCHECK
 
 
+#: The pointer intrinsic of each array dtype the entry points take, by NumPy type character.
+_PTR = {"f": "ptr_f", "d": "ptr_d", "q": "ptr_q", "l": "ptr_q", "i": "ptr_i", "B": "ptr_B", "?": "ptr_b"}
+
+
 def _spec(a) -> Optional[str]:
     """The slot kind of one argument: ``'a<char><ndim>'`` for a C-contiguous array, ``'i'``, ``'f'``
     or ``'b'`` for a scalar; None for anything else."""
     t = type(a)
     if t is np.ndarray:
-        if not a.flags.c_contiguous or a.dtype.char not in _ARRAY_TYPES or not a.flags.writeable or not a.ndim:
+        if not a.flags.c_contiguous or a.dtype.char not in _PTR or not a.flags.writeable or not a.ndim:
             return None
         return f"a{a.dtype.char}{a.ndim}"
     if t is bool or t is np.bool_:
@@ -205,9 +202,6 @@ def _spec(a) -> Optional[str]:
     if t is float or t is np.float64:
         return "f"
     return None
-
-
-_PTR = {"f": "ptr_f", "d": "ptr_d", "q": "ptr_q", "l": "ptr_q", "i": "ptr_i", "B": "ptr_B", "?": "ptr_b"}
 
 
 def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int]]:
@@ -263,7 +257,7 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int]]:
 def run(kernel, n_tasks: int, chunks: int, args: Sequence) -> bool:
     """Run ``kernel(*args, lo, hi)`` over ``chunks`` ranges of ``range(n_tasks)`` in a native region;
     False (nothing run) when the call cannot go native."""
-    if not _ready or not enabled() or not isinstance(kernel, Dispatcher):
+    if not enabled() or not isinstance(kernel, Dispatcher):
         return False  # (closures and bound methods are new objects per call: never cache them)
     specs = []
     for a in args:

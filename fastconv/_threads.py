@@ -260,6 +260,6 @@ def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0
     if chunks == 1:
         kernel(*args, 0, n_tasks)
         return
-    if _omp is not None and _regions.run(kernel, n_tasks, min(chunks, n_tasks), args):
+    if _regions.run(kernel, n_tasks, min(chunks, n_tasks), args):
         return
     parallel_ranges(lambda lo, hi: kernel(*args, lo, hi), n_tasks, chunks)

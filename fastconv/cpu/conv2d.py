@@ -85,7 +85,7 @@ def pointwise(geo: Geometry) -> bool:
     return (geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
 
 
-def _forward_pointwise(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
+def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     """A 1x1 convolution straight from the NCHW planes: each image is one "row" of ``H * W`` pixels.
 
     A partial last tile reads up to a tile past a plane's end: into the next image for all but the
@@ -166,7 +166,7 @@ def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None
     offs = _tap_order(_rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
     offs = np.ascontiguousarray(offs.reshape(geo.cg, geo.kh, geo.kw).transpose(1, 0, 2)).reshape(-1)
     wp = _direct.pack_weights(wa.transpose(0, 2, 1, 3), 1, tw)
-    opad = _direct.blocks(geo.o, tw) * tw
+    opad = _gather_width(geo.o, xa.dtype)
     poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, mrp)
     tk0, tk1 = _gather.tap_ranges(geo.n, geo.oh, geo.ow, geo.stride[0], geo.dilation[0], geo.kh, geo.pad[0], geo.h,
                                   geo.cg * geo.kw, flip, mrp)
@@ -726,11 +726,10 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         return dw
     xa = _np(x)
     if grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing():  # tiny: no planner set-up
-        _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],
-                               dilation[1], groups, dw.numpy())
-        return dw
-    geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
-    p = plan("backward_weight", geo, xa.dtype)
+        p = Plan("direct", "small")
+    else:
+        geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])
+        p = plan("backward_weight", geo, xa.dtype)
     if p.name == "direct/small":
         _small.backward_weight(xa, _np(grad_out), stride[0], stride[1], padding[0], padding[2], dilation[0],
                                dilation[1], groups, dw.numpy())
