@@ -25,7 +25,7 @@ CUDA_INSTALL_HINT = (
 
 #: The op families; each has ``fastconv/ops/<family>.py``, ``fastconv/cpu/<family>.py`` and
 #: ``fastconv/cuda/<family>.py`` (+ ``kernels/<family>.cu``).
-FAMILIES = ("conv2d", "pool", "ssim")
+FAMILIES = ("conv2d", "pool", "ssim", "batch_norm")
 
 
 def contract(family: str) -> type:

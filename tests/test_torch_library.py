@@ -58,6 +58,12 @@ SAMPLES = {
                                      1e-4, 9e-4)],
     "conv2d_act": lambda: [(_rg(2, 4, 7, 6), _rg(6, 2, 3, 2), _rg(6), [2, 1], [1, 1, 0, 0], [1, 2], 2, "silu", 0.0),
                            (_rg(2, 4, 7, 6), _rg(6, 2, 3, 2), None, [1, 1], [1, 1, 1, 1], [1, 1], 2, "relu", 0.0)],
+    "batch_norm_act": lambda: [(_rg(2, 3, 4, 5), _rg(3), _rg(3), 1e-5, "relu", 0.0),
+                               (_rg(3, 2, 1, 3), None, _rg(2), 1e-3, "silu", 0.0)],
+    # not differentiable (double backward through batch_norm_act recomputes in torch ops): no grad inputs
+    "batch_norm_act_backward": lambda: [(torch.randn(2, 3, 4, 5, **f64), torch.randn(2, 3, 4, 5, **f64),
+                                         torch.rand(3, **f64), None, torch.randn(3, **f64), torch.rand(3, **f64), 1e-5,
+                                         "leaky_relu", 0.1)],
     "conv2d_act_pool": lambda: [(_rg(2, 4, 7, 6), _rg(6, 2, 3, 2), _rg(6), [1, 1], [1, 1, 0, 0], [1, 2], 2,
                                  "leaky_relu", 0.1, [2, 2], [1, 1], [1, 0], [1, 1], True)],
 }

@@ -19,6 +19,8 @@ kernels calling them (and are cached on disk with them):
   X[xbase + offs[r] + sx[s] + l]``: ``MR x NR`` vector accumulators over a reduction whose
   steps ``(sg, sx)`` come from two tables, kept as vectors across calls (weight gradients);
   :func:`lane_sums` adds the lanes in a fixed tree order at the end.
+* :func:`moments` -- ``sum(a - sa)`` and ``sum((a - sa) * (b - sb))`` over whole vectors in float64
+  lanes (batch statistics and their gradients).
 * :func:`transpose_tile` -- an ``L x L`` block transpose through ``shufflevector`` (layout changes).
 * :func:`transform2d` -- ``Y = Lm X Rm^T`` for small constant matrices, on tiles whose elements
   are vectors of lanes (Winograd transforms): straight-line adds in registers.
@@ -39,7 +41,7 @@ from numba.extending import intrinsic
 
 from .._numba import njit
 
-__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_sums", "transpose_tile", "transform2d"]
+__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "moments", "lane_sums", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -318,6 +320,54 @@ def dot_tile(MR: int, NR: int):
             res = _counted_loop(builder, S_, init, body)
             for a, v in zip(aptr, res):
                 _vstore(builder, v, a, vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kern
+
+
+@functools.lru_cache(maxsize=None)
+def moments():
+    """The two-moment reduction over whole vectors, accumulated in float64.
+
+    Call it from Numba as ``kern(A, abase, B, bbase, nvec, sa, sb, acc)``: ``A`` and ``B`` 1-D
+    arrays of one float dtype (``L`` lanes), ``acc`` a 1-D float64 array of ``2 * L``, ``sa`` and
+    ``sb`` float64 shifts, the rest int64.  For ``i < nvec * L``, in order, it adds
+    ``a = A[abase + i] - sa`` to ``acc[i % L]`` and ``a * (B[bbase + i] - sb)`` to
+    ``acc[L + i % L]`` (the elements widened to float64 first), loading ``acc`` first and storing it
+    back.  With ``A is B`` and ``sa == sb`` the second half sums squares (batch variances);
+    :func:`lane_sums` adds the lanes.
+    """
+
+    @intrinsic
+    def kern(typingctx, A, abase, B, bbase, nvec, sa, sb, acc):
+        sig = types.void(A, abase, B, bbase, nvec, sa, sb, acc)
+
+        def codegen(context, builder, signature, args):
+            A_, abase_, B_, bbase_, nvec_, sa_, sb_, acc_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L = lanes(dt)
+            vin = _vec(context, at[0].dtype, L)
+            vd = ir.VectorType(ir.DoubleType(), L)
+            fma = _fma(builder, vd, 64)
+            ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
+            bp = builder.gep(_data(context, builder, at[2], B_), [bbase_])
+            cp = _data(context, builder, at[7], acc_)
+            widen = (lambda v: v) if dt.itemsize == 8 else (lambda v: builder.fpext(v, vd))
+            shift_a, shift_b = _splat(builder, sa_, vd), _splat(builder, sb_, vd)
+            init = [_vload(builder, builder.gep(cp, [_c(h * L)]), vd, 8) for h in range(2)]
+
+            def body(i, acc):
+                off = builder.mul(i, _c(L))
+                a = builder.fsub(widen(_vload(builder, builder.gep(ap, [off]), vin, dt.itemsize)), shift_a)
+                b = builder.fsub(widen(_vload(builder, builder.gep(bp, [off]), vin, dt.itemsize)), shift_b)
+                return [builder.fadd(acc[0], a), builder.call(fma, [a, b, acc[1]])]
+
+            res = _counted_loop(builder, nvec_, init, body)
+            for h in range(2):
+                _vstore(builder, res[h], builder.gep(cp, [_c(h * L)]), vd, 8)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -40,7 +40,7 @@ from ._source import CTYPES, LaunchError, kernel_path, kernel_source, kernels_di
 COMPILE_OPTIONS: Tuple[str, ...] = _nvrtc.LANGUAGE_OPTIONS
 
 #: The op families with a ``kernels/<family>.cu`` and a ``fastconv/cuda/<family>.py``.
-FAMILIES: Tuple[str, ...] = ("conv2d", "pool", "ssim")
+FAMILIES: Tuple[str, ...] = ("conv2d", "pool", "ssim", "batch_norm")
 
 #: Default dynamic shared memory a launch may request without an opt-in attribute.
 MAX_DYNAMIC_SHARED = 48 * 1024

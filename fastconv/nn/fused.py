@@ -7,8 +7,15 @@ them into its weights in eval mode.  The modules it absorbs stay where they are,
 model and in its ``state_dict``; they pass their input through while the fusion is active:
 
 * without a BatchNorm, always;
-* with a BatchNorm (conv -> BN -> act), only in eval mode with running statistics: training
-  needs the batch statistics between conv and activation, so then every module runs as usual.
+* with a BatchNorm (conv -> BN -> act) in eval mode with running statistics, folded into the
+  convolution;
+* with a BatchNorm that normalises with batch statistics (training mode), as the convolution
+  followed by one ``fastconv::batch_norm_act`` op (batch statistics, normalisation and
+  activation fused; :mod:`fastconv.ops.batch_norm`) and the pooling, when that op runs the
+  weights' device and dtype and no ``torch.func`` transform is active.  The running
+  statistics and ``num_batches_tracked`` are updated as ``BatchNorm2d`` does.
+
+Otherwise every module runs as usual.
 
 The folded weights are computed at every call from the current parameters and running
 statistics (``w * gamma / sqrt(var + eps)``, ``(b - mean) * gamma / sqrt(var + eps) + beta``),
@@ -21,8 +28,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..ops import batch_norm as _bn
 from ..ops.fused import conv2d_act, conv2d_act_max_pool
+from .. import functional as F
 from .modules import Conv2d
+
+_functorch_level = torch._C._functorch.peek_interpreter_stack
 
 __all__ = ["FusedConv2d", "ACTIVATION_MODULES", "absorb", "release"]
 
@@ -57,7 +68,8 @@ class FusedConv2d(Conv2d):
     fused_pool : torch.nn.MaxPool2d or None
         The absorbed max pooling.
     fused_bn : torch.nn.BatchNorm2d or None
-        The BatchNorm folded in eval mode.
+        The BatchNorm: folded into the weights in eval mode, fused with the activation when it
+        uses batch statistics.
 
     Examples
     --------
@@ -70,7 +82,7 @@ class FusedConv2d(Conv2d):
     >>> ref = net(x)
     >>> net = fastconv.convert_model(net, fuse=True)
     >>> net[0]
-    FusedConv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), fused=relu, bn folded in eval, max_pool)
+    FusedConv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), fused=relu, bn folded in eval, fused in training, max_pool)
     >>> net[0].fusion_active(), torch.allclose(net(x), ref, atol=1e-6)
     (True, True)
     """
@@ -93,6 +105,30 @@ class FusedConv2d(Conv2d):
             return True
         return not (self.training or bn.training) and bn.track_running_stats and bn.running_mean is not None
 
+    def batch_stats_fused(self) -> bool:
+        """Whether this call runs the convolution, then the BatchNorm (batch statistics), activation
+        and pooling as fused fastconv ops (see the module docstring)."""
+        bn = self.fused_bn
+        if bn is None or not (bn.training or (bn.running_mean is None and bn.running_var is None)):
+            return False
+        return _bn.supported(self.weight) and _functorch_level() is None
+
+    def runs_absorbed(self) -> bool:
+        """Whether this conv runs the modules it absorbed (which then pass their input through)."""
+        return self.fusion_active() or self.batch_stats_fused()
+
+    def _batch_norm_act(self, z: Tensor) -> Tensor:
+        """``act(bn(z))`` with batch statistics, updating the running ones as ``_BatchNorm.forward`` does."""
+        bn = self.fused_bn
+        bn._check_input_dim(z)
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        track = not bn.training or bn.track_running_stats
+        return _bn.batch_norm_act(z, bn.running_mean if track else None, bn.running_var if track else None, bn.weight,
+                                  bn.bias, factor, bn.eps, self.fused_activation, self.fused_slope)
+
     def _folded(self):
         w, b = self.weight, self.bias
         bn = self.fused_bn
@@ -107,9 +143,16 @@ class FusedConv2d(Conv2d):
         return w * scale.reshape(-1, 1, 1, 1), shift
 
     def forward(self, input: Tensor) -> Tensor:
-        """``[pool(]act([bn(]conv(input)[)])[)]`` as one fused op, or the convolution alone when not fused."""
+        """``[pool(]act([bn(]conv(input)[)])[)]`` as one fused op (two, or three with pooling, when the
+        BatchNorm uses batch statistics), or the convolution alone when not fused."""
         if not self.fusion_active():
-            return super().forward(input)
+            if not self.batch_stats_fused():
+                return super().forward(input)
+            y = self._batch_norm_act(super().forward(input))
+            pool = self.fused_pool
+            if pool is None:
+                return y
+            return F.max_pool2d(y, pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode)
         w, b = self._folded()
         padding = self.padding
         if self.padding_mode != "zeros":
@@ -126,7 +169,7 @@ class FusedConv2d(Conv2d):
     def extra_repr(self) -> str:
         parts = [super().extra_repr(), f"fused={self.fused_activation}"]
         if self.fused_bn is not None:
-            parts.append("bn folded in eval")
+            parts.append("bn folded in eval, fused in training")
         if self.fused_pool is not None:
             parts.append("max_pool")
         return ", ".join(parts)
@@ -139,7 +182,7 @@ def _passthrough_class(cls: type) -> type:
         return cached
 
     def forward(self, *args, **kwargs):
-        if self._fused_into[0].fusion_active():
+        if self._fused_into[0].runs_absorbed():
             return args[0]
         return cls.forward(self, *args, **kwargs)
 

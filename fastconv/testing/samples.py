@@ -65,8 +65,18 @@ def _ssim(dt: torch.dtype) -> Dict[str, Tuple[Any, ...]]:
     }
 
 
+def _batch_norm(dt: torch.dtype) -> Dict[str, Tuple[Any, ...]]:
+    x = torch.randn(3, 5, 6, 7).to(dt)
+    w, b = torch.rand(5).to(dt), torch.randn(5).to(dt)
+    mean, var = x.double().mean((0, 2, 3)), x.double().var((0, 2, 3), unbiased=False)
+    return {
+        "batch_norm_act_forward": (x, w, b, 1e-5, "relu", 0.0),
+        "batch_norm_act_backward": (torch.randn_like(x), x, None, b, mean, var, 1e-5, "leaky_relu", 0.1),
+    }
+
+
 _SAMPLES: Dict[str, Callable[[torch.dtype], Dict[str, Tuple[Any, ...]]]] = {"conv2d": _conv, "pool": _pool,
-                                                                             "ssim": _ssim}
+                                                                             "ssim": _ssim, "batch_norm": _batch_norm}
 
 #: Extra samples that reach kernels the basic ones do not (e.g. a special-cased output size).
 _EXTRA: Dict[str, Callable[[torch.dtype], List[Tuple[str, Tuple[Any, ...]]]]] = {
