@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from .._numba import njit
 
+from .._threads import parallel_for
 from ._direct import MR, NV
 from ._simd import gemm_tile, transform2d, transpose_tile
 
@@ -38,56 +39,86 @@ _TRANSPOSE = transpose_tile()
 
 
 @njit(cache=True, nogil=True)
-def _transform3(w, u, t):  # pragma: no cover - numba
-    """u (4, 4) = G w G^T for one 3x3 ``w``, in float64 (``t``: (4, 3) float64 scratch)."""
-    for j in range(3):
-        a, b, c = float(w[0, j]), float(w[1, j]), float(w[2, j])
-        t[0, j] = a
-        t[1, j] = 0.5 * (a + b + c)
-        t[2, j] = 0.5 * (a - b + c)
-        t[3, j] = c
-    for i in range(4):
-        a, b, c = t[i, 0], t[i, 1], t[i, 2]
-        u[i, 0] = a
-        u[i, 1] = 0.5 * (a + b + c)
-        u[i, 2] = 0.5 * (a - b + c)
-        u[i, 3] = c
+def _gwg_row(a, b, d, Up, o, stride):  # pragma: no cover - numba
+    """One row of ``t G^T`` (``t`` = G w): four values ``stride`` apart."""
+    Up[o] = a
+    Up[o + stride] = 0.5 * (a + b + d)
+    Up[o + 2 * stride] = 0.5 * (a - b + d)
+    Up[o + 3 * stride] = d
 
 
 @njit(cache=True, nogil=True)
-def pack_weights(w, opad):  # pragma: no cover - numba
-    """``U = G w G^T`` for every (o, c), packed [xi, o-block, c, MR] (zero rows past O), flat, ``w``'s dtype."""
+def _pack_weights(w, obs, Up, t0, t1):  # pragma: no cover - numba
+    """``Up[xi, ob, c, m] = (G w[ob*MR + m, c] G^T)[xi]`` for the o-blocks [t0, t1), in float64 scalars
+    (straight-line code: the 3x3 kernel and its 4x3 half-transform stay in registers), rounded once."""
+    O, C = w.shape[0], w.shape[1]
+    stride = Up.shape[0] // 16
+    for ob in range(t0, t1):
+        for c in range(C):  # the MR rows of one (xi, o-block, c) are adjacent: write them together
+            for m in range(min(MR, O - ob * MR)):
+                k = w[ob * MR + m, c]  # any strides (the input gradient passes a flipped view)
+                w00, w01, w02 = float(k[0, 0]), float(k[0, 1]), float(k[0, 2])
+                w10, w11, w12 = float(k[1, 0]), float(k[1, 1]), float(k[1, 2])
+                w20, w21, w22 = float(k[2, 0]), float(k[2, 1]), float(k[2, 2])
+                base = (ob * C + c) * MR + m
+                _gwg_row(w00, w01, w02, Up, base, stride)
+                _gwg_row(0.5 * (w00 + w10 + w20), 0.5 * (w01 + w11 + w21), 0.5 * (w02 + w12 + w22), Up,
+                         base + 4 * stride, stride)
+                _gwg_row(0.5 * (w00 - w10 + w20), 0.5 * (w01 - w11 + w21), 0.5 * (w02 - w12 + w22), Up,
+                         base + 8 * stride, stride)
+                _gwg_row(w20, w21, w22, Up, base + 12 * stride, stride)
+
+
+#: Elements between the 16 ``xi`` slices of the packed weights beyond their size: one cache line,
+#: so that the 16 values of one kernel do not all map to one L1 set (a power-of-two slice
+#: size made the packing 4x slower).
+XI_PAD = 16
+
+
+def pack_weights(w: np.ndarray, opad: int) -> np.ndarray:
+    """``U = G w G^T`` for every (o, c), packed [xi, o-block, c, MR] (zero rows past O), flat, ``w``'s dtype;
+    slice ``xi`` starts at ``xi * (len(Up) // 16)`` (the slices are :data:`XI_PAD` elements apart)."""
     O, C = w.shape[0], w.shape[1]
     obs = opad // MR
-    Up = np.zeros(16 * opad * C, dtype=w.dtype)
-    u = np.empty((4, 4))
-    t = np.empty((4, 3))
-    for o in range(O):
-        ob = o // MR
-        m = o - ob * MR
-        for c in range(C):
-            _transform3(w[o, c], u, t)
-            for xi in range(16):
-                Up[((xi * obs + ob) * C + c) * MR + m] = u[xi // 4, xi % 4]
+    size = opad * C + XI_PAD
+    Up = np.empty(16 * size, dtype=w.dtype)
+    if O < opad:  # the rows past O of the last block
+        Up.reshape(16, size)[:, :opad * C].reshape(16, obs, C, MR)[:, obs - 1, :, O - (obs - 1) * MR:] = 0
+    parallel_for(_pack_weights, obs, w, obs, Up, work=16 * opad * C * 4)
     return Up
 
 
 @njit(cache=True, nogil=True)
-def unpack_weight_grad(du, O, C, dw):  # pragma: no cover - numba
-    """dw[o, c] = G^T dU[:, o, c] G (3x3), for dU (16, opad, cpad), in float64."""
-    t = np.empty((3, 4))
-    for o in range(O):
+def _unpack_weight_grad(du, C, dw, t0, t1):  # pragma: no cover - numba
+    """dw[o, c] = G^T dU[:, o, c] G (3x3) for the output channels [t0, t1), in float64 scalars."""
+    for o in range(t0, t1):
         for c in range(C):
-            for j in range(4):
+            for j in range(4):  # t = G^T dU, column j
                 a, b, c2, d = float(du[j, o, c]), float(du[4 + j, o, c]), float(du[8 + j, o, c]), float(du[12 + j, o, c])
-                t[0, j] = a + 0.5 * (b + c2)
-                t[1, j] = 0.5 * (b - c2)
-                t[2, j] = 0.5 * (b + c2) + d
+                r0, r1, r2 = a + 0.5 * (b + c2), 0.5 * (b - c2), 0.5 * (b + c2) + d
+                if j == 0:
+                    t00, t10, t20 = r0, r1, r2
+                elif j == 1:
+                    t01, t11, t21 = r0, r1, r2
+                elif j == 2:
+                    t02, t12, t22 = r0, r1, r2
+                else:
+                    t03, t13, t23 = r0, r1, r2
             for i in range(3):
-                a, b, c2, d = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+                if i == 0:
+                    a, b, c2, d = t00, t01, t02, t03
+                elif i == 1:
+                    a, b, c2, d = t10, t11, t12, t13
+                else:
+                    a, b, c2, d = t20, t21, t22, t23
                 dw[o, c, i, 0] = a + 0.5 * (b + c2)
                 dw[o, c, i, 1] = 0.5 * (b - c2)
                 dw[o, c, i, 2] = 0.5 * (b + c2) + d
+
+
+def unpack_weight_grad(du: np.ndarray, O: int, C: int, dw: np.ndarray) -> None:
+    """dw[o, c] = G^T dU[:, o, c] G (3x3), for dU (16, opad, cpad), in float64."""
+    parallel_for(_unpack_weight_grad, O, du, C, dw, work=O * C * 40)
 
 
 # tile transforms on NV vectors of lanes: V = B^T d B, Y = A^T M A + bias, D = A dY A^T
@@ -103,7 +134,7 @@ def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
     Per chunk: the input tiles of every channel are transformed into an L2-resident
     ``V[xi, c, j]``; then for each block of ``MR`` output channels the 16 GEMMs over channels
     leave ``M[xi, m, j]`` in L1, transformed back into ``Y`` at once.  ``Up`` is the
-    transformed weights packed [xi, o-block, c, MR]; ``bias`` has O entries.
+    transformed weights of :func:`pack_weights`; ``bias`` has O entries.
     """
     C, hb, wb, width = P.shape
     O, bh, bw = Y.shape[0], Y.shape[1], Y.shape[2]
@@ -115,7 +146,10 @@ def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
     TW = NV * L
     ntl = width // TW
     obs = opad // MR
-    V = np.empty(16 * C * TW, dtype=P.dtype)
+    ustride = Up.shape[0] // 16
+    vs = C * TW + L  # V's xi slices, one vector apart beyond their size (a power-of-two stride put the
+    #                  16 stores of each transformed tile into one L1 set)
+    V = np.empty(16 * vs, dtype=P.dtype)
     M = np.empty(16 * MR * TW, dtype=P.dtype)
     offs = np.arange(C) * TW
     zeros = np.zeros(MR, dtype=P.dtype)
@@ -127,10 +161,10 @@ def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
         yb = ((2 * ty) * bw + 2 * tx) * width + l0
         pb = ((2 * ty) * wb + 2 * tx) * width + l0
         for c in range(C):
-            _IN(Pf, c * plane + pb, wb * width, width, V, c * TW, 4 * C * TW, C * TW, 0.0)
+            _IN(Pf, c * plane + pb, wb * width, width, V, c * TW, 4 * vs, vs, 0.0)
         for ob in range(obs):
             for xi in range(16):
-                _GEMM(V, xi * C * TW, Up, (xi * obs + ob) * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR,
+                _GEMM(V, xi * vs, Up, xi * ustride + ob * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR,
                       TW, 0)
             for m in range(min(MR, O - ob * MR)):
                 o = ob * MR + m

@@ -59,7 +59,11 @@ def _finite(a):  # pragma: no cover - numba
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """Whether ``a`` holds no infinity and no NaN."""
+    """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied)."""
+    if not a.flags.c_contiguous:
+        t = a.transpose(np.argsort([-abs(s) for s in a.strides], kind="stable"))
+        if t.flags.c_contiguous:
+            a = t
     return bool(_finite(a.reshape(-1)))
 
 

@@ -69,6 +69,20 @@ ROWS_MIN_WIDTH = 0.75
 #: batch 16 at 8x8 0.69 against 0.50 ms; batch 4 at 32x32 and 128x128 within 7% either way.
 WINOGRAD_MIN_BATCH = 32
 
+#: Below :data:`WINOGRAD_MIN_BATCH`, Winograd still wins forward passes of deep layers whose rows
+#: fill the lanes and whose input side is the heavier one (the output transform and unpacking cost
+#: more per channel than the input transform): at least this many input channels, at least as
+#: many as output channels, and rows of at least :data:`WINOGRAD_MIN_WIDTH`.  Input gradients at
+#: these batches stay direct: Winograd was 0.93-0.96x on the two most favourable UNet layers
+#: (into twice the channels) and 1.03-1.37x on the others.  Measured after the
+#: weight-transform and L1-set fixes of 2026-12-04 (two threads, float32, batch 4): 128 -> 64 at
+#: 32x32 1.93 against 2.40 ms direct, 128 -> 128 and 256 -> 128 at 16x16 1.07 and 2.17 against 1.33
+#: and 2.64 ms; 64 -> 64 at 32x32 and 64 -> 128 at 16x16 within 5% either way, 256 -> 256 at 8x8
+#: 2.37 against 1.69 ms (half its lanes are padding), thinner or output-heavy layers (16-64 input
+#: channels, input gradients into more channels) direct by 20-175%.
+WINOGRAD_DEEP_CHANNELS = 128
+WINOGRAD_MIN_WIDTH = 16
+
 #: Layers with at most this many output channels per group run forward (and input gradients
 #: with at most this many input channels) in the lane layout, whose register blocks come in
 #: 4- and 1-channel shapes (:data:`fastconv.cpu._direct.BLOCKINGS`) at any row width; the row
@@ -296,6 +310,11 @@ def forcing() -> bool:
     return getattr(_forced, "name", None) is not None
 
 
+def _deep_for_winograd(geo: Geometry) -> bool:
+    """The small-batch Winograd rule (:data:`WINOGRAD_DEEP_CHANNELS`)."""
+    return geo.cg >= WINOGRAD_DEEP_CHANNELS and geo.cg >= geo.og and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
+
+
 def winograd_applies(geo: Geometry) -> bool:
     """Whether F(2x2, 3x3) computes this convolution (3x3, stride 1, no dilation, no groups)."""
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
@@ -359,7 +378,8 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
     if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo)
-            and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS and geo.n >= WINOGRAD_MIN_BATCH):
+            and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS
+            and (geo.n >= WINOGRAD_MIN_BATCH or (pass_ == "forward" and _deep_for_winograd(geo)))):
         return Plan("winograd", "lanes")
     return Plan("direct", _direct_layout(geo, dtype, pass_))
 
