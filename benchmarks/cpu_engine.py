@@ -6,7 +6,7 @@ on the 2-core machine).  Each figure is the median of ``--repeat`` interleaved s
 Run it on a quiet machine (``../shared/bin/quiet python benchmarks/cpu_engine.py``).
 
     python benchmarks/cpu_engine.py                 # everything
-    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny
+    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny | passes | blocks
     python benchmarks/cpu_engine.py --json out.json
 
 The ``asv`` benchmarks ``bench_layers``/``bench_train`` time the same things as ``track_``
@@ -15,6 +15,7 @@ ratios; this script prints the whole table at once for the issue notes.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -161,6 +162,37 @@ def _step(model_name: str, kwargs: dict, shape, loss: str, backend: str):
     return step
 
 
+#: (name, N, C, H) -- the UNet's conv -> BatchNorm -> ReLU blocks in training (C -> C channels, 3x3).
+BLOCKS: List[Tuple[str, int, int, int]] = [
+    ("4x16x128^2", 4, 16, 128),
+    ("4x32x64^2", 4, 32, 64),
+    ("4x128x16^2", 4, 128, 16),
+]
+
+
+def bench_blocks(repeat: int) -> List[dict]:
+    """Conv -> BatchNorm2d -> ReLU in training mode, forward+backward: torch's three modules against the
+    converted block (``convert_model(fuse=True)``: the conv, then the fused batch-norm + ReLU op)."""
+    rows = []
+    for name, n, c, h in BLOCKS:
+        torch.manual_seed(0)
+        ref = torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c),
+                                  torch.nn.ReLU(inplace=True))
+        mods = {"torch": ref, "fastconv": fastconv.convert_model(copy.deepcopy(ref), fuse=True)}
+        x = torch.randn(n, c, h, h, requires_grad=True)
+        g = torch.randn(n, c, h, h)
+
+        def step(m):
+            def run():
+                x.grad = None
+                m(x).backward(g)
+            return run
+        t = interleaved({k: step(m) for k, m in mods.items()}, repeat)
+        rows.append(dict(block=name, torch_ms=t["torch"] * 1e3, fastconv_ms=t["fastconv"] * 1e3,
+                         ratio=t["fastconv"] / t["torch"]))
+    return rows
+
+
 def bench_train(repeat: int) -> List[dict]:
     rows = []
     for name, model_name, kwargs, shape, loss in TRAIN:
@@ -203,7 +235,7 @@ def _print(title: str, rows: List[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes"], action="append")
+    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes", "blocks"], action="append")
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
@@ -222,6 +254,9 @@ def main(argv=None) -> int:
     if "passes" in parts:
         out["passes"] = bench_passes(a.repeat)
         _print("conv passes, float32, backend functions (ms; fastconv/torch)", out["passes"])
+    if "blocks" in parts:
+        out["blocks"] = bench_blocks(a.repeat)
+        _print("conv -> BatchNorm -> ReLU blocks, training, forward+backward (fastconv/torch)", out["blocks"])
     if "train" in parts:
         out["train"] = bench_train(a.repeat)
         _print("train steps (fastconv/torch)", out["train"])

@@ -11,7 +11,9 @@ The conv layers are the CPU-engine issue's eight (float32, bias, input and weigh
 * ``c128x16`` 4x128x16^2 -> 128, 3x3 pad 1   (UNet, bottleneck)
 * ``s2x14``   128x32x14^2 -> 16, 3x3 stride 2 pad 1 (Denoiser encoder)
 
-and the seed models' other layers (pools, transposed conv, global average pooling).
+and the seed models' other layers (pools, transposed conv, global average pooling), and the
+UNet's top ``conv -> BatchNorm2d -> ReLU`` block in training mode (``cbr16x128``; fastconv's is
+the converted block, ``convert_model(fuse=True)``: the conv and one fused batch-norm + ReLU op).
 ``LayerRatio.track_ratio_vs_torch`` is **fastconv time / torch time** (below 1: fastconv is
 faster), both timed in the same call; ``WinogradError.track_error_ratio`` is the float32
 error of fastconv's convolution over torch's own float32 error, both against float64 (the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as tnn
 
+import fastconv
 import fastconv.nn as fnn
 
 from .common import require_device, require_fastconv_device, speedup, sync, torch_seed
@@ -42,8 +45,15 @@ LAYERS = {
     "up_convT": (lambda nn: nn.ConvTranspose2d(64, 32, 2, stride=2), (4, 64, 16, 16)),
     "dec_convT": (lambda nn: nn.ConvTranspose2d(16, 32, 4, stride=2, padding=1), (128, 16, 8, 8)),
     "gap": (lambda nn: nn.AdaptiveAvgPool2d(1), (128, 128, 8, 8)),
+    "cbr16x128": (lambda nn: _conv_bn_relu(nn, 16), (4, 16, 128, 128)),
 }
-CONV_LAYERS = [name for name in LAYERS if name[0] in "cs"]
+
+
+def _conv_bn_relu(nn, c: int) -> tnn.Module:
+    """``Conv2d(c, c, 3, padding=1, bias=False) -> BatchNorm2d -> ReLU`` (training mode), fused for fastconv."""
+    block = tnn.Sequential(tnn.Conv2d(c, c, 3, padding=1, bias=False), tnn.BatchNorm2d(c), tnn.ReLU(inplace=True))
+    return fastconv.convert_model(block, fuse=True) if nn is fnn else block
+CONV_LAYERS = [name for name in LAYERS if name[0] in "cs" and not name.startswith("cbr")]
 
 
 def build(layer: str, backend: str, device: str):

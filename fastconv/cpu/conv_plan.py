@@ -297,17 +297,28 @@ def forced(name: Optional[str]) -> Iterator[None]:
     """
     if name is not None and name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; algorithms are {ALGORITHMS}")
+    global _forcing_blocks
     prev = getattr(_forced, "name", None)
     _forced.name = name
+    with _forcing_lock:
+        _forcing_blocks += 1
     try:
         yield
     finally:
         _forced.name = prev
+        with _forcing_lock:
+            _forcing_blocks -= 1
+
+
+#: :func:`forced` blocks active in any thread: while there are none, :func:`forcing` answers
+#: without reading the thread-local (a tiny convolution asks on every call).
+_forcing_blocks = 0
+_forcing_lock = threading.Lock()
 
 
 def forcing() -> bool:
     """Whether a :func:`forced` block is active in this thread."""
-    return getattr(_forced, "name", None) is not None
+    return _forcing_blocks > 0 and getattr(_forced, "name", None) is not None
 
 
 def _deep_for_winograd(geo: Geometry) -> bool:
@@ -358,7 +369,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     """
     if pass_ not in ("forward", "backward_input", "backward_weight"):
         raise ValueError(f"unknown pass {pass_!r}")
-    name = getattr(_forced, "name", None)
+    name = getattr(_forced, "name", None) if _forcing_blocks else None
     if name is not None and name not in exclude and name.split("/")[0] not in exclude:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")

@@ -11,8 +11,9 @@ model and in its ``state_dict``; they pass their input through while the fusion 
   convolution;
 * with a BatchNorm that normalises with batch statistics (training mode), as the convolution
   followed by one ``fastconv::batch_norm_act`` op (batch statistics, normalisation and
-  activation fused; :mod:`fastconv.ops.batch_norm`) and the pooling, when that op runs the
-  weights' device and dtype and no ``torch.func`` transform is active.  The running
+  activation fused; :mod:`fastconv.ops.batch_norm`) and the pooling, on CPU float32/float64
+  weights when no ``torch.func`` transform is active (on CUDA, torch's cuDNN BatchNorm keeps
+  running until the fused CUDA kernels are measured on a GPU).  The running
   statistics and ``num_batches_tracked`` are updated as ``BatchNorm2d`` does.
 
 Otherwise every module runs as usual.
@@ -111,7 +112,8 @@ class FusedConv2d(Conv2d):
         bn = self.fused_bn
         if bn is None or not (bn.training or (bn.running_mean is None and bn.running_var is None)):
             return False
-        return _bn.supported(self.weight) and _functorch_level() is None
+        w = self.weight  # CPU only: the CUDA kernels' one-block-per-channel grid is unmeasured on a GPU
+        return w.device.type == "cpu" and _bn.supported(w) and _functorch_level() is None
 
     def runs_absorbed(self) -> bool:
         """Whether this conv runs the modules it absorbed (which then pass their input through)."""
