@@ -196,3 +196,19 @@ def test_fused_training_falls_back_where_the_op_does_not_run():
     assert seen == [False]
     for k in g_ref:
         torch.testing.assert_close(g[k], g_ref[k])
+
+
+def test_fused_training_under_torch_compile():
+    torch.manual_seed(5)
+    ref = _block(nn.ReLU(), True)
+    net = fastconv.convert_model(copy.deepcopy(ref), fuse=True)
+    compiled = torch.compile(net, backend="aot_eager")
+    x = torch.randn(4, 3, 12, 10)
+    y_ref, y = ref(x), compiled(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    for p, q in zip(ref.parameters(), net.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4)
+    for u, v in zip(ref.buffers(), net.buffers()):
+        torch.testing.assert_close(v, u, rtol=1e-5, atol=1e-6)

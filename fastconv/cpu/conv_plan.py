@@ -158,8 +158,22 @@ def gathered(geo: Geometry, dtype) -> bool:
 
 #: Winograd needs this many input and output channels: its transforms cost about as much as
 #: 16 multiply-adds per tile and channel, so thin layers (the 3-channel first layer of an
-#: image model) run direct.
-WINOGRAD_MIN_CHANNELS = 16
+#: image model) run direct.  Raised from 16 after the fixes of 2026-12-04 made the direct
+#: kernels the faster ones there (two threads, direct against Winograd): 64 x 16 x 32x32 -> 16
+#: input gradient 1.46 against 2.03 ms, 128 x 16 x 16x16 -> 16 forward 0.91 against 1.10,
+#: 32 x 16 x 32x32 -> 32 forward 1.17 against 1.47; with 32 channels they tie or Winograd wins.
+WINOGRAD_MIN_CHANNELS = 32
+
+#: Batches from this size (below :data:`WINOGRAD_MIN_BATCH`) run Winograd in both passes on
+#: layers of at least :data:`WINOGRAD_MID_CHANNELS` input channels and rows of at least
+#: :data:`WINOGRAD_MID_WIDTH`: two threads, forward / input gradient, direct against Winograd:
+#: 8 x 64 x 28x28 -> 64 1.97 / 1.97 against 1.75 / 1.89 ms, 16 x 64 x 14x14 -> 128 2.13 / 2.48
+#: against 1.71 / 2.08, 8 x 256 x 14x14 -> 256 6.59 / 7.96 against 5.72 / 6.05, 16 x 256 x 14x14
+#: -> 256 13.6 / 15.7 against 9.6 / 9.7 (torch 10.7 / 11.3).  At 7x7 the tiles waste too much:
+#: 16 x 512 x 7x7 -> 512 15.4 ms direct, 23.7 Winograd.
+WINOGRAD_MID_BATCH = 8
+WINOGRAD_MID_CHANNELS = 64
+WINOGRAD_MID_WIDTH = 14
 
 
 @dataclass(frozen=True)
@@ -321,6 +335,12 @@ def forcing() -> bool:
     return _forcing_blocks > 0 and getattr(_forced, "name", None) is not None
 
 
+def _mid_batch_winograd(geo: Geometry) -> bool:
+    """The mid-batch Winograd rule (:data:`WINOGRAD_MID_BATCH`)."""
+    return (geo.n >= WINOGRAD_MID_BATCH and geo.cg >= WINOGRAD_MID_CHANNELS
+            and min(geo.oh, geo.ow) >= WINOGRAD_MID_WIDTH)
+
+
 def _deep_for_winograd(geo: Geometry) -> bool:
     """The small-batch Winograd rule (:data:`WINOGRAD_DEEP_CHANNELS`)."""
     return geo.cg >= WINOGRAD_DEEP_CHANNELS and geo.cg >= geo.og and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
@@ -390,7 +410,8 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
         return Plan("im2col", "")
     if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo)
             and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS
-            and (geo.n >= WINOGRAD_MIN_BATCH or (pass_ == "forward" and _deep_for_winograd(geo)))):
+            and (geo.n >= WINOGRAD_MIN_BATCH or _mid_batch_winograd(geo)
+                 or (pass_ == "forward" and _deep_for_winograd(geo)))):
         return Plan("winograd", "lanes")
     return Plan("direct", _direct_layout(geo, dtype, pass_))
 
