@@ -16,7 +16,7 @@ from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
+__all__ = ["MRW", "NRW", "block_rows", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -26,6 +26,7 @@ NRW = 6
 #: MRW x CHUNK vectors, stay in L1 while the chunk's taps stream past them.
 CHUNK = 64
 _DOT = dot_tile(MRW, NRW)
+_DOT1 = dot_tile(1, NRW)
 
 
 def pad_offsets(offs: np.ndarray, groups: int, k: int) -> np.ndarray:
@@ -39,7 +40,7 @@ def pad_offsets(offs: np.ndarray, groups: int, k: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, t0, t1):  # pragma: no cover - numba
+def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, mrw, t0, t1):  # pragma: no cover - numba
     """out[(g*ogp + o) * kp + k] = the reduction above, for the tasks [t0, t1) = (g, o-block, tap group)
     triples (``kgroups`` groups of tap tiles per o-block, so that thin layers still have tasks for
     every thread).
@@ -48,35 +49,46 @@ def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, t0, 
     ``sg``/``sx`` are the steps (offsets added to G's channel start and to the tap offset),
     taken ``chunk`` at a time: the o-block's gradient rows for a chunk stay in L1 while every
     k-block of the group passes over them.  Lane accumulators live in a per-task buffer until the end;
-    each output element is summed by one task in a fixed order, whatever the threads.
+    each output element is summed by one task in a fixed order, whatever the threads.  o-blocks
+    are ``mrw`` channels: :data:`MRW`, or 1 for one output channel per group (depthwise layers,
+    which ``MRW``-channel blocks would pad to a quarter of useful work).
     """
     L = 64 // G.itemsize
-    obs = ogp // MRW
+    obs = ogp // mrw
     kbs = kp // NRW
     per = -(-kbs // kgroups)
     S = sg.shape[0]
-    acc = np.empty(per * MRW * NRW * L, dtype=G.dtype)
-    tile = np.empty(MRW * NRW, dtype=G.dtype)
+    T = mrw * NRW * L
+    acc = np.empty(per * T, dtype=G.dtype)
+    tile = np.empty(mrw * NRW, dtype=G.dtype)
     for task in range(t0, t1):
         gob = task // kgroups
         kb0 = (task - gob * kgroups) * per
         kb1 = min(kbs, kb0 + per)
         g = gob // obs
-        o = g * ogp + (gob - g * obs) * MRW
+        o = g * ogp + (gob - g * obs) * mrw
         acc[:] = 0
         for s0 in range(0, S, chunk):
             s1 = min(S, s0 + chunk)
             a = sg[s0:s1]
             b = sx[s0:s1]
             for kb in range(kb0, kb1):
-                _DOT(G, o * gstride, gstride, X, 0, offs, g * kp + kb * NRW, a, b, s1 - s0, acc,
-                     (kb - kb0) * MRW * NRW * L)
+                if mrw == 1:
+                    _DOT1(G, o * gstride, gstride, X, 0, offs, g * kp + kb * NRW, a, b, s1 - s0, acc, (kb - kb0) * T)
+                else:
+                    _DOT(G, o * gstride, gstride, X, 0, offs, g * kp + kb * NRW, a, b, s1 - s0, acc, (kb - kb0) * T)
         for kb in range(kb0, kb1):
             tile[:] = 0
-            lane_sums(acc[(kb - kb0) * MRW * NRW * L:(kb - kb0 + 1) * MRW * NRW * L], tile)
-            for m in range(MRW):
+            lane_sums(acc[(kb - kb0) * T:(kb - kb0 + 1) * T], tile)
+            for m in range(mrw):
                 for r in range(NRW):
                     out[(o + m) * kp + kb * NRW + r] = tile[m * NRW + r]
+
+
+def block_rows(og: int) -> int:
+    """Output channels per :func:`weight_tiles` o-block for ``og`` per group: :data:`MRW`, or 1 when
+    each group has one (depthwise layers: a 4-channel block would be three quarters padding)."""
+    return 1 if og == 1 else MRW
 
 
 def tap_groups(oblocks: int, kp: int, threads: int) -> int:

@@ -590,7 +590,8 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     ax = (geo.kw - 1) * geo.dilation[1] // geo.stride[1]
     rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, geo.stride, owp + ax, 2 * tw)
     X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-    ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
+    mrw = _wgrad.block_rows(geo.og)
+    ogp = -(-geo.og // mrw) * mrw
     if ogp == geo.og and owp == geo.ow and ga.flags.c_contiguous:
         G = ga  # already whole channel blocks and whole vectors of columns
     else:
@@ -605,10 +606,10 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     sg = ((n_ * geo.groups * ogp * geo.oh + oy) * owp + v * lanes).reshape(-1).astype(np.int64)
     sx = (n_ * rows.img + oy * rows.wq + v * lanes).reshape(-1).astype(np.int64)
     out = np.zeros(geo.groups * ogp * kp, dtype=xa.dtype)
-    oblocks = geo.groups * (ogp // _wgrad.MRW)
+    oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx, _wgrad.CHUNK,
-                 out, ogp, kp, kgroups, macs=geo.macs)
+                 out, ogp, kp, kgroups, mrw, macs=geo.macs)
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
@@ -653,7 +654,8 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
         _weight_gather(P.reshape(-1), offs, sa, B, sb, geo, xa.dtype, dw)
         return
     L = 64 // xa.itemsize
-    ogp = -(-geo.og // _wgrad.MRW) * _wgrad.MRW
+    mrw = _wgrad.block_rows(geo.og)
+    ogp = -(-geo.og // mrw) * mrw
     npix = lanes.bh * lanes.bw
     G = scratch("grad", (geo.groups * ogp, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     for g in range(geo.groups):
@@ -670,10 +672,10 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     sg = (p * lanes.width + v * L).reshape(-1).astype(np.int64)
     sx = ((oy * geo.stride[0] * wb + ox * geo.stride[1]) * lanes.width + v * L).reshape(-1).astype(np.int64)
     out = np.zeros(geo.groups * ogp * kp, dtype=xa.dtype)
-    oblocks = geo.groups * (ogp // _wgrad.MRW)
+    oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), npix * lanes.width, P.reshape(-1), offs, sg,
-                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, macs=geo.macs)
+                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, mrw, macs=geo.macs)
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 

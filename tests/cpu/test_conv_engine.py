@@ -292,3 +292,19 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
                 torch.testing.assert_close(a, e, **tol)
     finally:
         conv_plan._planned.cache_clear()
+
+
+@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_depthwise_weight_gradient_one_channel_blocks(algorithm, dtype):
+    """One output channel per group: weight-gradient blocks of one channel (no padding channels), exact."""
+    torch.manual_seed(7)
+    x = torch.randn(6, 12, 19, 23, dtype=dtype)
+    g = torch.randn(6, 12, 19, 23, dtype=dtype)
+    w = torch.randn(12, 1, 3, 3, dtype=dtype)
+    ref = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 12,
+                                              [False, True, False])[1]
+    with forced(algorithm):
+        got = C.conv2d_backward_weight(x, g, (1, 1), (1, 1, 1, 1), (1, 1), 12, (3, 3))
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol * ref.abs().max().item())
