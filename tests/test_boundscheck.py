@@ -16,8 +16,8 @@ TESTS = Path(__file__).parent
 
 #: The test files that run the CPU kernels (conv engine, pools, SSIM, the image engine), fuzzers included.
 CPU_KERNEL_TESTS = ["cpu", "test_conv.py", "test_conv_transpose.py", "test_pool.py", "test_ssim.py",
-                    "test_fused.py", "test_edge_shapes.py", "test_errors.py", "test_signal.py", "test_filters.py",
-                    "test_fuzz_ops.py", "test_fuzz_image.py"]
+                    "test_fused.py", "test_batch_norm.py", "test_edge_shapes.py", "test_errors.py",
+                    "test_signal.py", "test_filters.py", "test_fuzz_ops.py", "test_fuzz_image.py"]
 
 
 def test_boundscheck_env_makes_an_out_of_range_index_raise(tmp_path):
