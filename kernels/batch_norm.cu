@@ -50,6 +50,17 @@ __device__ __forceinline__ double fc_bn_param(const T* p, int has, int c, double
     return has ? double(load(p[c])) : dflt;
 }
 
+// Channel c's alpha and beta, rounded to A: one computation for the forward and the backward, so the
+// backward recomputes the forward's z exactly.  Returns 1 / sqrt(var + eps) in double.
+template <typename T, typename A>
+__device__ __forceinline__ double fc_bn_affine(const T* w, const T* b, int has_w, int has_b, int c, double m,
+                                               double v, double eps, A* alpha, A* beta) {
+    const double invstd = 1.0 / sqrt(v + eps), sw = invstd * fc_bn_param(w, has_w, c, 1.0);
+    *alpha = A(sw);
+    *beta = A(fc_bn_param(b, has_b, c, 0.0) - m * sw);
+    return invstd;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(FC_BN_THREADS)
     batch_norm_act_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
@@ -83,8 +94,9 @@ __global__ void __launch_bounds__(FC_BN_THREADS)
             mean[c] = m;
             var[c] = v;
         }
-        const double invstd = 1.0 / sqrt(v + eps), sw = invstd * fc_bn_param(w, has_w, c, 1.0);
-        const A alpha = A(sw), beta = A(fc_bn_param(b, has_b, c, 0.0) - m * sw), ns = A(slope), zero = A(0);
+        A alpha, beta;
+        fc_bn_affine(w, b, has_w, has_b, c, m, v, eps, &alpha, &beta);
+        const A ns = A(slope), zero = A(0);
         for (long long n = 0; n < N; ++n) {
             const T* xp = x + (n * C + c) * HW;
             T* yp = y + (n * C + c) * HW;
@@ -122,8 +134,10 @@ __global__ void __launch_bounds__(FC_BN_THREADS)
     __shared__ double out;
     const double cnt = double(N) * double(HW);
     for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        const double m = mean[c], invstd = 1.0 / sqrt(var[c] + eps), sw = invstd * fc_bn_param(w, has_w, c, 1.0);
-        const A alpha = A(sw), beta = A(fc_bn_param(b, has_b, c, 0.0) - m * sw), ns = A(slope);
+        const double m = mean[c];
+        A alpha, beta;
+        const double invstd = fc_bn_affine(w, b, has_w, has_b, c, m, var[c], eps, &alpha, &beta);
+        const A ns = A(slope);
         double sg = 0.0, sgx = 0.0;
         for (long long n = 0; n < N; ++n) {
             const long long base = (n * C + c) * HW;

@@ -38,8 +38,9 @@ from ._simd import moments
 #: The backend contract (:class:`fastconv.ops.batch_norm.Backend`); everything else here is private.
 __all__ = ["batch_norm_act_forward", "batch_norm_act_backward"]
 
-#: Activation codes of the kernels ('silu' runs as IDENTITY, then torch's SiLU kernels).
-_ACT = {"relu": 0, "leaky_relu": 1, "identity": 2, "silu": 2}
+#: Activation codes of the kernels ('silu' runs as the identity, then torch's SiLU kernels).
+_RELU, _LEAKY, _IDENTITY = 0, 1, 2
+_ACT = {"relu": _RELU, "leaky_relu": _LEAKY, "identity": _IDENTITY, "silu": _IDENTITY}
 _moments = moments()
 
 
@@ -92,11 +93,11 @@ def _constants(x, slope):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def _activate(xp, yp, alpha, beta, act, ns, zero):  # pragma: no cover - numba
     """``yp = act(xp * alpha + beta)`` over one plane."""
-    if act == 0:
+    if act == _RELU:
         for i in range(xp.shape[0]):
             z = xp[i] * alpha + beta
             yp[i] = zero if z < zero else z
-    elif act == 1:
+    elif act == _LEAKY:
         for i in range(xp.shape[0]):
             z = xp[i] * alpha + beta
             yp[i] = z if z > zero else z * ns
@@ -109,12 +110,12 @@ def _activate(xp, yp, alpha, beta, act, ns, zero):  # pragma: no cover - numba
 def _act_grad(dyp, xp, gp, alpha, beta, act, ns, zero):  # pragma: no cover - numba
     """``gp = dyp * act'(xp * alpha + beta)`` over one plane (torch's activation-backward formulas);
     nothing for the identity (``gp`` already holds the gradient)."""
-    if act == 0:
+    if act == _RELU:
         for i in range(xp.shape[0]):
             z = xp[i] * alpha + beta
             d = dyp[i]  # loaded unconditionally, so that the loop vectorises
             gp[i] = zero if z <= zero else d
-    elif act == 1:
+    elif act == _LEAKY:
         for i in range(xp.shape[0]):
             z = xp[i] * alpha + beta
             d = dyp[i]
@@ -146,7 +147,7 @@ def _preactivation(x, w, b, eps, mean, var, z, lo, hi):  # pragma: no cover - nu
     for c in range(lo, hi):
         _affine(w, b, mean, var, eps, c, coef)
         for n in range(N):
-            _activate(x[n, c], z[n, c], coef[0], coef[1], 2, coef[2], coef[3])
+            _activate(x[n, c], z[n, c], coef[0], coef[1], _IDENTITY, coef[2], coef[3])
 
 
 @njit(cache=True, nogil=True)
