@@ -1,21 +1,23 @@
 """Direct convolution with output channels in the lanes: pixels broadcast against channel vectors.
 
 The forward twin of the gathered weight gradient (:func:`fastconv.cpu._wgrad.weight_gather`).
-For output pixel ``p`` (image, row, column) of the row-layout input ``X``
-(:mod:`fastconv.cpu._rows`, one phase whatever the stride) and output channel ``o``,
+The input is packed channels-last with its zero halo, ``X[n, r, q, c]`` (:func:`pack_nhwc`), the
+output pixels are ordered ``(oy, ox, image)``, and for output pixel ``p`` and channel ``o``
 
     Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp[o-tile, k, o]
 
-over the taps ``k = (ky, c, kx)`` -- kernel rows outermost, so that the kernel rows a tile's
-output rows read only in the padding (the borders of an input gradient's "full" correlation)
-are a range it skips -- a GEMM whose left operand is read in place (one scalar per pixel and tap, broadcast) and
-whose right operand is the weights packed ``[o-tile, k, TW]`` (:func:`fastconv.cpu._direct.pack_weights`
+over the taps ``k = (ky, kx, c)`` -- a GEMM whose left operand is read in place (one scalar per
+pixel and tap, broadcast; consecutive taps read consecutive channels of one pixel) and whose
+right operand is the weights packed ``[o-tile, k, TW]`` (:func:`fastconv.cpu._direct.pack_weights`
 with ``TW``-channel blocks).  A register tile is ``MRP`` pixels x ``NVO`` vectors of channels
 (:func:`fastconv.cpu._simd.gather_tile`), so no lane ever computes a padding column or a stray
-pixel: the layout suits narrow planes (8x8, 14x14, 16x16) of deep layers, which the pixel-lane
-layouts fill only partly.  The result is channels-last scratch; :func:`unpack` transposes it to
-NCHW and adds the bias.  Every output element is one tile row's sum over the taps in order,
-whatever the threads.
+pixel.  With the images innermost, a tile of a batch of 8 or more holds one output position, and
+its taps that read only padding -- kernel rows and columns outside the image, whole ranges in
+this tap order -- are skipped exactly (:func:`tap_windows`): a 5x5 layer on 14x14 planes
+computes 83% of its full-kernel products, a 3x3 one on 7x7 planes 82%.  The layout suits narrow
+planes (7x7 to 16x16) of deep layers, which the pixel-lane layouts fill only partly.  The result
+is channels-last scratch; :func:`unpack` transposes it to NCHW and adds the bias.  Every output
+element is one tile row's sum over the taps in order, whatever the threads.
 """
 from __future__ import annotations
 
@@ -27,15 +29,18 @@ from .._numba import njit
 
 from ._simd import gather_tile, transpose_tile
 
-__all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "steps", "tap_ranges", "forward", "unpack"]
+__all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "position_offsets", "steps", "tap_offsets", "tap_windows",
+           "pack_nhwc", "forward", "unpack"]
 
 #: Output pixels per register tile.
 MRP = 8
 #: Vectors of output channels per register tile.
 NVO = 2
-#: Taps per pass over a task's pixel tiles: their ``KCHUNK x NVO`` weight vectors (32 KB in
-#: float32) stay in L1 while every pixel tile of the task adds its share.
-KCHUNK = 256
+#: Taps per pass over a task's pixel tiles: their ``KCHUNK x NVO`` weight vectors (16 KB in
+#: float32) stay in L1, next to the tiles' input lines, while every pixel tile of the task adds
+#: its share.  Measured (two threads, float32, forward kernel): 16 x 512 x 7x7 -> 512 3x3 15.6 ms
+#: with 256 taps, 14.0 with 128, 13.8 with 64; 64 x 64 x 14x14 -> 32 5x5 4.25, 3.54, 3.75 ms.
+KCHUNK = 128
 _TILE = gather_tile(MRP, NVO)
 #: The one-vector tile for thin layers (no padding channels), twice the pixels.
 _TILE1 = gather_tile(2 * MRP, 1)
@@ -67,33 +72,135 @@ def steps(k: int, tw: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def tap_ranges(n: int, oh: int, ow: int, sy: int, dy: int, kh: int, pad_top: int, h: int, per_row: int,
-               flip: bool, tile: int = MRP) -> Tuple[np.ndarray, np.ndarray]:
-    """For each tile of ``tile`` pixels, the taps ``[k0, k1)`` (ordered ``(ky, c, kx)``, ``per_row = c * kw``
-    taps per kernel row) whose kernel rows read inside the image for some pixel of the tile:
-    the rest read zero padding.  Kernel row ``ky`` (position in the packed weights) reads input
-    row ``oy*sy + ky'*dy - pad_top`` with ``ky' = kh-1-ky`` when ``flip``.  (Memoised: do not write.)"""
-    y = (np.arange(n * oh * ow) // ow) % oh
-    pad = -y.size % tile
-    y = np.concatenate([y, np.full(pad, y[-1])]).reshape(-1, tile)
-    ky = np.arange(kh)
-    eff = kh - 1 - ky if flip else ky
-    iy = y[:, :, None] * sy + eff[None, None, :] * dy - pad_top  # (tiles, MRP, kh)
-    live = ((iy >= 0) & (iy < h)).any(axis=1)  # (tiles, kh): a kernel row some pixel needs
-    first = np.where(live.any(axis=1), live.argmax(axis=1), 0)
-    last = np.where(live.any(axis=1), kh - live[:, ::-1].argmax(axis=1), 0)
-    return (first * per_row).astype(np.int64), (last * per_row).astype(np.int64)
+def image_stride(hq: int, wq: int, c: int, itemsize: int) -> int:
+    """Elements from one image to the next in :func:`pack_nhwc`'s layout: ``hq * wq * c`` rounded up
+    to an odd number of cache lines, so that a tile's pixels -- one position of consecutive images
+    -- fall in different L1 sets.  (At a power-of-two stride, 16 images of 16x16 x 32 channels, all
+    16 loads of a tap hit one set: the forward kernel ran 15% slower.)"""
+    per_line = 64 // itemsize
+    lines = -(-hq * wq * c // per_line)
+    return (lines | 1) * per_line
+
+
+def pixel_order(n: int, oh: int, ow: int, block: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, output row and column of each pixel in :func:`forward`'s order: blocks of ``block``
+    consecutive images (the last one smaller), within a block ``(oy, ox, image)``.  A tile of
+    ``block`` pixels is then one position of ``block`` images, and a thread's contiguous share of
+    tiles reads a contiguous share of the images (the ones it packed, and fewer pages)."""
+    y, x, i = [], [], []
+    for n0 in range(0, n, block):
+        bs = min(block, n - n0)
+        yy, xx, ii = np.meshgrid(np.arange(oh), np.arange(ow), np.arange(n0, n0 + bs), indexing="ij")
+        y.append(yy.reshape(-1)), x.append(xx.reshape(-1)), i.append(ii.reshape(-1))
+    return np.concatenate(i), np.concatenate(y), np.concatenate(x)
+
+
+@functools.lru_cache(maxsize=256)
+def position_offsets(n: int, oh: int, ow: int, istride: int, wq: int, c: int, sy: int, sx: int,
+                     multiple: int) -> np.ndarray:
+    """Start of each output pixel (:func:`pixel_order` with blocks of ``multiple`` images) in the
+    channels-last input of :func:`pack_nhwc` (images ``istride`` apart, rows of ``wq`` padded
+    positions of ``c`` channels), padded to a multiple of ``multiple`` by repeating the last pixel
+    (memoised: callers must not write)."""
+    b, y, x = pixel_order(n, oh, ow, multiple)
+    p = (b * istride + (y * sy * wq + x * sx) * c).astype(np.int64)
+    pad = -p.size % multiple
+    return np.concatenate([p, np.full(pad, p[-1], dtype=np.int64)])
+
+
+@functools.lru_cache(maxsize=256)
+def tap_offsets(c: int, kh: int, kw: int, wq: int, dy: int, dx: int, flip: bool) -> np.ndarray:
+    """Offset of each tap ``(ky, kx, c)`` from a pixel's start in the channels-last input; with
+    ``flip`` packed tap ``(ky, kx)`` reads kernel position ``(kh-1-ky, kw-1-kx)`` (the weights are
+    packed unrotated, applied rotated: an input gradient).  (Memoised: do not write.)"""
+    ky, kx = np.arange(kh), np.arange(kw)
+    if flip:
+        ky, kx = ky[::-1], kx[::-1]
+    offs = ((ky[:, None, None] * dy * wq + kx[None, :, None] * dx) * c + np.arange(c)[None, None, :])
+    return offs.reshape(-1).astype(np.int64)
+
+
+def _axis_window(o: np.ndarray, s: int, d: int, k: int, pad: int, size: int, flip: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """For output coordinates ``o`` along one axis, the packed taps ``[first, last)`` that read
+    inside the image: tap ``t`` (``k-1-t`` with ``flip``) reads input ``o*s + t*d - pad``."""
+    t = np.arange(k)
+    eff = k - 1 - t if flip else t
+    inside = (o[:, None] * s + eff[None, :] * d - pad >= 0) & (o[:, None] * s + eff[None, :] * d - pad < size)
+    any_ = inside.any(axis=1)
+    first = np.where(any_, inside.argmax(axis=1), 0)
+    last = np.where(any_, k - inside[:, ::-1].argmax(axis=1), 0)
+    return first, last
+
+
+@functools.lru_cache(maxsize=256)
+def tap_windows(n: int, oh: int, ow: int, stride: Tuple[int, int], dilation: Tuple[int, int], kh: int, kw: int,
+                pad: Tuple[int, int], hw: Tuple[int, int], flip: bool, tile: int) -> np.ndarray:
+    """For each tile of ``tile`` pixels of :func:`position_offsets`, the packed kernel rows
+    ``[ky0, ky1)`` and columns ``[kx0, kx1)`` (int64 ``[tiles, 4]``) that read inside the
+    ``hw`` image for some pixel of the tile: the rest read the zero halo.  A tile of one output
+    position skips exactly the taps that read only padding; a tile over two positions takes the
+    hull of theirs.  (Memoised: do not write.)"""
+    _, oy, ox = pixel_order(n, oh, ow, tile)
+    extra = -oy.size % tile
+    oy = np.concatenate([oy, np.full(extra, oy[-1])]).reshape(-1, tile)
+    ox = np.concatenate([ox, np.full(extra, ox[-1])]).reshape(-1, tile)
+    y0, y1 = _axis_window(np.arange(oh), stride[0], dilation[0], kh, pad[0], hw[0], flip)
+    x0, x1 = _axis_window(np.arange(ow), stride[1], dilation[1], kw, pad[1], hw[1], flip)
+    win = np.stack([y0[oy].min(axis=1), y1[oy].max(axis=1), x0[ox].min(axis=1), x1[ox].max(axis=1)], axis=1)
+    return np.ascontiguousarray(win.astype(np.int64))
 
 
 @njit(cache=True, nogil=True)
-def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
+def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
+    """``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``, zero outside ``x``, for the
+    images [t0, t1) (``HQ x WQ`` padded positions; :func:`image_stride`).
+
+    An image is first transposed whole, ``(C, H*W) -> (H*W, C)`` in ``L x L`` register blocks of
+    flattened pixels (rows narrower than ``L`` -- 7x7, 14x14 planes -- transpose as fast as wide
+    ones), then copied row by row into place between the zero halo."""
+    N, C, H, W = x.shape
+    HW = H * W
+    L = 64 // x.itemsize
+    xf = x.reshape(-1)
+    cfull = C - C % L
+    pfull = HW - HW % L
+    tmp = np.empty(HW * C, x.dtype)
+    q0 = min(WQ, max(0, pl))  # columns left of the image
+    q1 = min(WQ, max(q0, pl + W))  # past its right edge
+    for n in range(t0, t1):
+        src = n * C * HW
+        for c0 in range(0, cfull, L):
+            for p0 in range(0, pfull, L):
+                _TRANSPOSE(xf, src + c0 * HW + p0, HW, tmp, p0 * C + c0, C)
+            for p in range(pfull, HW):
+                for c in range(c0, c0 + L):
+                    tmp[p * C + c] = xf[src + c * HW + p]
+        for c in range(cfull, C):
+            for p in range(HW):
+                tmp[p * C + c] = xf[src + c * HW + p]
+        for r in range(HQ):
+            row = n * istride + r * WQ * C
+            iy = r - pt
+            if iy < 0 or iy >= H:
+                Xf[row:row + WQ * C] = 0
+                continue
+            Xf[row:row + q0 * C] = 0
+            Xf[row + q1 * C:row + WQ * C] = 0
+            t = (iy * W + q0 - pl) * C
+            Xf[row + q0 * C:row + q1 * C] = tmp[t:t + (q1 - q0) * C]
+
+
+@njit(cache=True, nogil=True)
+def forward(X, poff, offs, Wp, sb, K, C, kw, win, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
     """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
 
     ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW`` (``TW = nv``
-    vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`.  Pixel tile ``t`` sums the taps ``[tk0[t], tk1[t])`` only (:func:`tap_ranges`:
-    the others read padding), and is zero when that range is empty.  A task's pixel tiles are a
-    contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps ``KCHUNK`` at a
-    time (a tile accumulates in ``Y``).
+    vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the ``K = kh*kw*C`` taps are
+    ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``win[t, 0:2]`` and columns
+    ``win[t, 2:4]`` only (:func:`tap_windows`: the others read padding) -- one contiguous range per
+    kernel row -- and is zero when they are empty.  A task's pixel tiles are a contiguous share of
+    the ``poff.size / MRP`` tiles; it passes over its taps ``KCHUNK`` at a time (a tile accumulates
+    in ``Y``).
     """
     L = 64 // X.itemsize
     TW = nv * L
@@ -105,27 +212,30 @@ def forward(X, poff, offs, Wp, sb, K, tk0, tk1, Y, opad, pchunks, nv, t0, t1):  
         p0 = ntiles * c // pchunks
         p1 = ntiles * (c + 1) // pchunks
         for pt in range(p0, p1):
-            if tk0[pt] >= tk1[pt]:
+            if win[pt, 0] >= win[pt, 1] or win[pt, 2] >= win[pt, 3]:
                 for m in range(mrp):
                     row = (pt * mrp + m) * opad + ot * TW
                     Y[row:row + TW] = 0
         for k0 in range(0, K, KCHUNK):
             k1 = min(K, k0 + KCHUNK)
             for pt in range(p0, p1):
-                lo = max(k0, tk0[pt])
-                hi = min(k1, tk1[pt])
-                if lo < hi and nv == NVO:
-                    _TILE(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
-                          pt * mrp * opad + ot * TW, opad, lo > tk0[pt])
-                elif lo < hi:
-                    _TILE1(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
-                           pt * mrp * opad + ot * TW, opad, lo > tk0[pt])
+                first = (win[pt, 0] * kw + win[pt, 2]) * C
+                for ky in range(win[pt, 0], win[pt, 1]):
+                    lo = max(k0, (ky * kw + win[pt, 2]) * C)
+                    hi = min(k1, (ky * kw + win[pt, 3]) * C)
+                    if lo < hi and nv == NVO:
+                        _TILE(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                              pt * mrp * opad + ot * TW, opad, lo > first)
+                    elif lo < hi:
+                        _TILE1(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                               pt * mrp * opad + ot * TW, opad, lo > first)
 
 
 @njit(cache=True, nogil=True)
-def unpack(Y, opad, out, bias, has_bias, t0, t1):  # pragma: no cover - numba
-    """``out[n, o, p] = Y[n*HW + p, o] (+ bias[o])`` for the tasks [t0, t1) = (image, block of ``L``
-    channels) pairs; whole ``L x L`` blocks go through register transposes."""
+def unpack(Y, opad, block, out, bias, has_bias, t0, t1):  # pragma: no cover - numba
+    """``out[n, o, p] = Y[row(n, p), o] (+ bias[o])``, the rows in :func:`pixel_order` with blocks of
+    ``block`` images, for the tasks [t0, t1) = (image, block of ``L`` channels) pairs; whole
+    ``L x L`` blocks go through register transposes."""
     N, O, H, W = out.shape
     HW = H * W
     L = 64 // Y.itemsize
@@ -136,18 +246,20 @@ def unpack(Y, opad, out, bias, has_bias, t0, t1):  # pragma: no cover - numba
         n = task // obs
         o0 = (task - n * obs) * L
         o1 = min(O, o0 + L)
-        src = n * HW * opad
+        n0 = n - n % block
+        rs = min(block, N - n0) * opad  # from one pixel's row to the next of the same image
+        src = (n0 * HW + n - n0) * opad
         dst = n * O * HW
         if o1 - o0 == L:
             for p0 in range(0, pfull, L):
-                _TRANSPOSE(Y, src + p0 * opad + o0, opad, of, dst + o0 * HW + p0, HW)
+                _TRANSPOSE(Y, src + p0 * rs + o0, rs, of, dst + o0 * HW + p0, HW)
             for o in range(o0, o1):
                 for p in range(pfull, HW):
-                    of[dst + o * HW + p] = Y[src + p * opad + o]
+                    of[dst + o * HW + p] = Y[src + p * rs + o]
         else:
             for o in range(o0, o1):
                 for p in range(HW):
-                    of[dst + o * HW + p] = Y[src + p * opad + o]
+                    of[dst + o * HW + p] = Y[src + p * rs + o]
         if has_bias:
             for o in range(o0, o1):
                 v = bias[o]

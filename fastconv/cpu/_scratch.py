@@ -16,6 +16,7 @@ The memory stays allocated for the thread (at most the largest size each slot ev
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 from typing import Sequence, Union
 
@@ -41,12 +42,29 @@ def scratch(slot: str, shape: Union[int, Sequence[int]], dtype, zero: bool = Fal
         bufs = _local.bufs = {}
     buf = bufs.get(slot)
     if buf is None or buf.nbytes < nbytes + _ALIGN:
-        buf = bufs[slot] = np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)
+        buf = bufs[slot] = _allocate(nbytes)
     start = (-buf.ctypes.data) % _ALIGN
     out = buf[start:start + nbytes].view(dt).reshape(shape)
     if zero:
         out.fill(0)
     return out
+
+
+_HUGE = 2 << 20
+
+
+def _allocate(nbytes: int) -> np.ndarray:
+    if nbytes < _HUGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)
+    size = -(-(nbytes + _ALIGN) // _HUGE) * _HUGE
+    m = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    raw = np.frombuffer(m, dtype=np.uint8)
+    start = (-raw.ctypes.data) % _HUGE
+    try:
+        m.madvise(mmap.MADV_HUGEPAGE, start, size)
+    except OSError:
+        pass
+    return raw[start:start + size]
 
 
 def release() -> None:

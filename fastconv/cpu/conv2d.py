@@ -161,26 +161,27 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
 
 def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution with output channels in the lanes (:mod:`fastconv.cpu._gather`; one
-    group), channels-last in scratch, then transposed to NCHW with the bias."""
+    group): the input packed channels-last with its halo, the output channels-last in scratch,
+    then transposed to NCHW with the bias."""
     nv = _wgrad.gather_vectors(geo.o, xa.dtype)
     tw, mrp = nv * (64 // xa.itemsize), _gather.pixels(nv)
-    rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)
-    X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-    # taps ordered (ky, c, kx): the weights as packed, the offsets as applied (flipped or not)
-    offs = _tap_order(_rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation), geo, flip)
-    offs = np.ascontiguousarray(offs.reshape(geo.cg, geo.kh, geo.kw).transpose(1, 0, 2)).reshape(-1)
-    wp = _direct.pack_weights(wa.transpose(0, 2, 1, 3), 1, tw)
+    hq, wq = geo.rows_read, geo.cols_read
+    istride = _gather.image_stride(hq, wq, geo.c, xa.itemsize)
+    X = scratch("pack", geo.n * istride, xa.dtype)
+    parallel_for(_gather.pack_nhwc, geo.n, xa, X, istride, hq, wq, geo.pad[0], geo.pad[2], work=X.size)
+    offs = _gather.tap_offsets(geo.c, geo.kh, geo.kw, wq, *geo.dilation, flip)
+    wp = _direct.pack_weights(wa.transpose(0, 2, 3, 1), 1, tw)  # taps (ky, kx, c), as the offsets
     opad = _gather_width(geo.o, xa.dtype)
-    poff = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, mrp)
-    tk0, tk1 = _gather.tap_ranges(geo.n, geo.oh, geo.ow, geo.stride[0], geo.dilation[0], geo.kh, geo.pad[0], geo.h,
-                                  geo.cg * geo.kw, flip, mrp)
+    poff = _gather.position_offsets(geo.n, geo.oh, geo.ow, istride, wq, geo.c, *geo.stride, mrp)
+    win = _gather.tap_windows(geo.n, geo.oh, geo.ow, geo.stride, geo.dilation, geo.kh, geo.kw,
+                              (geo.pad[0], geo.pad[2]), (geo.h, geo.w), flip, mrp)
     Y = scratch("out", poff.size * opad, xa.dtype)
     otiles, ptiles = opad // tw, poff.size // mrp
     pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
-    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k, tk0, tk1, Y,
-                 opad, pchunks, nv, macs=geo.macs)
+    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k,
+                 geo.c, geo.kw, win, Y, opad, pchunks, nv, macs=geo.macs)
     lanes = 64 // xa.itemsize
-    parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, outa,
+    parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, mrp, outa,
                  _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
 
 

@@ -294,6 +294,53 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
         conv_plan._planned.cache_clear()
 
 
+@pytest.mark.parametrize("n", [1, 3, 8, 13, 16, 17])
+def test_gather_batches_around_the_tile(n):
+    """The gather's tiles are one output position of 8 images (16 for one-vector tiles): batches
+    below, at and past a tile, and with a partial last block, where tiles span positions; heavy
+    padding (5x5 on 7x7, pad 2; dilation) so that the skipped taps matter.  Float64, forward and
+    both gradients against torch."""
+    for o, k, pad, dil, stride in ((40, 5, 2, 1, 1), (16, 3, 1, 2, 1), (24, 3, (0, 2), 1, 2)):
+        x = torch.randn(n, 9, 7, 6, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(o, 9, k, k, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(o, dtype=torch.float64, requires_grad=True)
+        ref = TF.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil)
+        seed = torch.randn_like(ref)
+        want = grads(ref, (x, w, b), seed)
+        with forced("direct/gather"):
+            out = F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil)
+            got = grads(out, (x, w, b), seed)
+        torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+        for a, e in zip(got, want):
+            torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("n, tile", [(16, 8), (5, 8), (12, 8), (20, 16)])
+def test_gather_tap_windows_skip_only_padding(n, tile, flip):
+    """Every tap outside a tile's window reads the halo for every pixel of the tile, and a tile of
+    one output position has no tap in its window that reads only the halo (the skip is exact)."""
+    from fastconv.cpu import _gather
+    oh, ow, kh, kw, sy, sx, dy, dx, pt, pl, h, w = 6, 5, 5, 3, 1, 2, 1, 1, 2, 1, 6, 9
+    win = _gather.tap_windows(n, oh, ow, (sy, sx), (dy, dx), kh, kw, (pt, pl), (h, w), flip, tile)
+    _, oy, ox = _gather.pixel_order(n, oh, ow, tile)
+    extra = -oy.size % tile
+    oy = np.concatenate([oy, np.full(extra, oy[-1])]).reshape(-1, tile)
+    ox = np.concatenate([ox, np.full(extra, ox[-1])]).reshape(-1, tile)
+    assert win.shape == (oy.shape[0], 4)
+    for t in range(oy.shape[0]):
+        for ky in range(kh):
+            for kx in range(kw):
+                ey, ex = (kh - 1 - ky, kw - 1 - kx) if flip else (ky, kx)
+                iy, ix = oy[t] * sy + ey * dy - pt, ox[t] * sx + ex * dx - pl
+                inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+                in_window = win[t, 0] <= ky < win[t, 1] and win[t, 2] <= kx < win[t, 3]
+                if not in_window:
+                    assert not inside.any()
+                elif len(set(zip(oy[t], ox[t]))) == 1:
+                    assert inside.all()
+
+
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_depthwise_weight_gradient_one_channel_blocks(algorithm, dtype):
