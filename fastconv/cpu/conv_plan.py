@@ -124,21 +124,24 @@ GATHER_MIN_TAPS = 48
 def gathers_forward(geo: Geometry, dtype) -> bool:
     """Whether the forward pass of ``geo`` (or the convolution of a stride-1 input gradient) runs
     with output channels in the lanes (``direct/gather``): the deep, ungrouped layers whose weight
-    gradients gather (:func:`gathered`), when output rows are narrower than one vector or the
+    gradients gather (:func:`gathered`), when output rows are at most one vector wide or the
     stride is not 1.
 
     The pixel layouts fill their lanes only partly there: flat planes of 8x8 compute 96 positions
     for 64 pixels, lanes cut images into blocks with halos, and strides split the input into
-    phases first; the gather reads single elements of one padded copy.  Measured (two threads,
-    float32, forward / input gradient, ms): 4 x 256 x 8x8 -> 256 gather 1.43 / 1.42 against flat
-    1.66 / 1.82 (torch 0.84 / 0.89); 4 x 128 x 8x8 -> 256 0.87 / 0.88 against 1.02 / 1.17;
-    64 x 64 x 14x14 -> 32 5x5 2.31 / 4.55 against lanes 3.15 / 4.96.  Stride 2, forward:
-    128 x 32 x 32x32 -> 32 4x4 (a ConvTranspose2d's input gradient) 4.0 against lanes 9.0 (torch
-    3.6); 8 x 32 x 128x128 -> 64 3x3 5.6 against rows 9.6; 128 x 16 x 16x16 -> 32 0.59 against lanes
-    1.14.  At 16x16, stride 1, the layouts tie (4 x 128 x 16x16 -> 128: 1.38 / 1.51 against flat
-    1.37 / 1.34), and rows of 32 and more gain nothing, so those keep theirs.
+    phases first; the gather reads single elements of one channels-last copy and skips the taps
+    that read padding.  Measured after the channels-last gather of 2026-12-04 (two threads,
+    float32, forward / input gradient, ms, gather against the other layouts): 4 x 256 x 16x16 ->
+    256 input gradient 4.45 against flat 5.37, 4 x 128 x 16x16 -> 128 1.30 / 1.50; 4 x 16 x 16x16
+    -> 32 0.13 / 0.16 against flat 0.19 / 0.18; 64 and 128 x 16 x 16x16 -> 32 0.82 / 0.99 and
+    1.71 / 1.91 against lanes 1.50 / 1.58 and 2.39 / 3.15; 4 x 64 x 16x16 -> 64 and -> 128 within
+    3% either way.  Earlier, on 8x8 and 14x14: 4 x 256 x 8x8 -> 256 against flat 1.66 / 1.82;
+    64 x 64 x 14x14 -> 32 5x5 against lanes 3.15 / 4.96.  Stride 2, forward: 128 x 32 x 32x32 ->
+    32 4x4 (a ConvTranspose2d's input gradient) 4.0 against lanes 9.0 (torch 3.6); 8 x 32 x 128x128
+    -> 64 3x3 5.6 against rows 9.6.  Rows of 32 and more keep the pixel layouts (4 x 64 x 32x32 ->
+    64: rows 1.08 / 1.07 against 1.45 / 1.44).
     """
-    return gathered(geo, dtype) and (geo.ow < 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
+    return gathered(geo, dtype) and (geo.ow <= 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
 
 
 def gathered(geo: Geometry, dtype) -> bool:
@@ -172,6 +175,18 @@ WINOGRAD_MIN_CHANNELS = 32
 #: -> 256 13.6 / 15.7 against 9.6 / 9.7 (torch 10.7 / 11.3).  At 7x7 the tiles waste too much:
 #: 16 x 512 x 7x7 -> 512 15.4 ms direct, 23.7 Winograd.
 WINOGRAD_MID_BATCH = 8
+
+#: Where the gather runs the direct pass (:func:`gathers_forward`: planes up to one vector wide),
+#: Winograd needs this many output channels: its output transform and unpacking are per output
+#: channel, and the gather wastes no lane on a thin output.  Two threads, float32, Winograd
+#: against the gather (forward / input gradient, ms): 64 and 128 x 32 x 8x8 -> 32 0.44 / 0.45
+#: and 0.87 / 0.85 against 0.34 / 0.35 and 0.65 / 0.61; the input gradients (32 outputs) of
+#: 64 x 32 x 8x8 -> 64 0.96 against 0.65, of 16 x 32 x 14x14 -> 64 1.04 against 0.60; at 14x14
+#: and 16x16 with batches of 64 and more, 32 -> 32 within 7% either way, and at 16x16 the input
+#: gradients into 32 channels of 64 and 128 images 2-7% faster in Winograd (whole images in its
+#: lanes), so those keep it.  With 64 outputs Winograd stays as fast or faster (128 x 32 x 8x8 ->
+#: 64 forward 1.43 against 1.51).
+WINOGRAD_GATHER_OUTPUTS = 64
 WINOGRAD_MID_CHANNELS = 64
 WINOGRAD_MID_WIDTH = 14
 
@@ -346,6 +361,12 @@ def _deep_for_winograd(geo: Geometry) -> bool:
     return geo.cg >= WINOGRAD_DEEP_CHANNELS and geo.cg >= geo.og and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
 
 
+def _thin_for_winograd(geo: Geometry, dtype) -> bool:
+    """The gather's rule against Winograd (:data:`WINOGRAD_GATHER_OUTPUTS`)."""
+    return (geo.og < WINOGRAD_GATHER_OUTPUTS and gathers_forward(geo, dtype)
+            and (geo.n < WINOGRAD_MIN_BATCH or geo.ow < 64 // dtype.itemsize))
+
+
 def winograd_applies(geo: Geometry) -> bool:
     """Whether F(2x2, 3x3) computes this convolution (3x3, stride 1, no dilation, no groups)."""
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
@@ -410,6 +431,7 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
         return Plan("im2col", "")
     if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo)
             and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS
+            and not _thin_for_winograd(geo, dtype)
             and (geo.n >= WINOGRAD_MIN_BATCH or _mid_batch_winograd(geo)
                  or (pass_ == "forward" and _deep_for_winograd(geo)))):
         return Plan("winograd", "lanes")
