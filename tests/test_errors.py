@@ -102,3 +102,21 @@ def test_max_pool_window_in_padding_has_no_gradient():
     _, tangent = torch.func.jvp(lambda t: F.max_pool2d(t, 2, padding=1, dilation=2), (x.detach(),),
                                 (torch.ones_like(x),))
     assert tangent.item() == 0.0
+
+
+def test_conv2d_validation_cache_keys_every_argument():
+    """A validated call is remembered under its arguments' metadata: a later call that differs in any
+    one of them (bias shape or dtype, weight dtype, a non-tensor bias, a list) is validated again."""
+    b6 = torch.randn(6)
+    F.conv2d(x4, w4, b6, stride=1, padding=1)  # valid: cached
+    with pytest.raises(RuntimeError, match="expected bias of shape"):
+        F.conv2d(x4, w4, torch.randn(5), stride=1, padding=1)
+    with pytest.raises(TypeError, match="same dtype"):
+        F.conv2d(x4, w4, b6.double(), stride=1, padding=1)
+    with pytest.raises(TypeError, match="same dtype"):
+        F.conv2d(x4, w4.double(), b6, stride=1, padding=1)
+    with pytest.raises(TypeError, match="expected Tensor arguments, got float"):
+        F.conv2d(x4, w4, 1.5, stride=1, padding=1)
+    ref = torch.nn.functional.conv2d(x4, w4, b6, stride=1, padding=1)
+    for stride, padding in ((1, [1, 1]), ([1, 1], 1), ((1, 1), (1, 1))):  # lists: the general key
+        torch.testing.assert_close(F.conv2d(x4, w4, b6, stride=stride, padding=padding), ref)

@@ -74,12 +74,15 @@ class Op:
         # of a small convolution's eager time) before the C++ apply; ``forward`` takes ``*args``,
         # so outside functorch transforms the C++ apply is called directly
         self._apply = super(torch.autograd.Function, function).apply
+        #: Leading arguments that may hold tensors (the schema's tensor parameters come first in
+        #: every fastconv op; the scan below reads no further -- a tiny call counts each one)
+        self._scan = _tensor_prefix(impl)
 
     def __call__(self, *args):
         if _is_compiling() or _dispatch_depth():
             return self.custom(*args)
         grad = False
-        for a in args:  # tracing() and _needs_autograd() in one pass
+        for a in args[:self._scan]:  # tracing() and _needs_autograd() in one pass
             if isinstance(a, torch.Tensor):
                 if type(a) not in _PLAIN:
                     return self.custom(*args)
@@ -92,6 +95,26 @@ class Op:
 
     def __repr__(self) -> str:
         return f"<fastconv op fastconv::{self.name}>"
+
+
+def _tensor_prefix(impl: Callable) -> int:
+    """The number of leading parameters of ``impl`` up to its last tensor-annotated one (all of
+    them when an annotation cannot be read)."""
+    import inspect
+    import typing
+    params = list(inspect.signature(impl).parameters.values())
+    try:
+        hints = typing.get_type_hints(impl)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: scan everything
+        return len(params)
+    last = 0
+    for i, p in enumerate(params):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return len(params)
+        hint = hints.get(p.name)
+        if hint is None or "Tensor" in repr(hint):
+            last = i + 1
+    return last
 
 
 def _function(name: str, impl: Callable, setup_context: Optional[Callable], backward: Optional[Callable],

@@ -74,8 +74,11 @@ def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
 
 def _conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
             dilation: List[int], groups: int) -> Tensor:
-    hw = out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    return kernels("conv2d", x.device).conv2d_forward(x.contiguous(), weight.contiguous(), _opt(bias), stride,
+    (_, _, h, w), (_, _, kh, kw) = x.shape, weight.shape
+    hw = ((h + padding[0] + padding[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,  # out_hw, inline:
+          (w + padding[2] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1)  # tiny calls count
+    return kernels("conv2d", x.device).conv2d_forward(x.contiguous(), weight.contiguous(),
+                                                      None if bias is None else bias.contiguous(), stride,
                                                       padding, dilation, groups, hw)
 
 
@@ -344,8 +347,14 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
     >>> F.conv2d(x, w, padding="same").shape
     torch.Size([1, 1, 4, 4])
     """
-    key = S.call_key(input, weight, bias, stride, padding, dilation, groups)
-    prep = _prepared.get(key)
+    try:  # the validation-cache key of plain tensor arguments and hashable geometry, built inline
+        key = (input.shape, input.dtype, input.device, weight.shape, weight.dtype, weight.device,
+               None if bias is None else (bias.shape, bias.dtype, bias.device), type(stride), stride, type(padding),
+               padding, type(dilation), dilation, type(groups), groups)
+        prep = _prepared.get(key)
+    except (AttributeError, TypeError):  # a non-tensor (an error to report) or a list: the general key
+        key = S.call_key(input, weight, bias, stride, padding, dilation, groups)
+        prep = _prepared.get(key)
     if prep is None:
         prep = _prepare(input, weight, bias, stride, padding, dilation, groups)
         S.remember(_prepared, key, prep)
