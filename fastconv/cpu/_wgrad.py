@@ -40,7 +40,7 @@ def pad_offsets(offs: np.ndarray, groups: int, k: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, mrw, t0, t1):  # pragma: no cover - numba
+def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, mrw, slots, t0, t1):  # pragma: no cover - numba
     """out[(g*ogp + o) * kp + k] = the reduction above, for the tasks [t0, t1) = (g, o-block, tap group)
     triples (``kgroups`` groups of tap tiles per o-block, so that thin layers still have tasks for
     every thread).
@@ -52,23 +52,35 @@ def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, mrw,
     each output element is summed by one task in a fixed order, whatever the threads.  o-blocks
     are ``mrw`` channels: :data:`MRW`, or 1 for one output channel per group (depthwise layers,
     which ``MRW``-channel blocks would pad to a quarter of useful work).
+
+    With ``slots > 1`` the steps are cut into ``slots`` equal ranges, slot-major in the task
+    order: task ``t`` sums the steps of slot ``t // (tasks per slot)`` into ``out[slot]`` (the
+    caller adds the slots in order).  Threads take contiguous task ranges, so a thread then
+    reads the images it packed itself (:func:`fastconv.cpu._rows.pack_rows` splits by image)
+    instead of every image, half of them dirty in the other core's cache.
     """
     L = 64 // G.itemsize
     obs = ogp // mrw
     kbs = kp // NRW
     per = -(-kbs // kgroups)
-    S = sg.shape[0]
     T = mrw * NRW * L
     acc = np.empty(per * T, dtype=G.dtype)
     tile = np.empty(mrw * NRW, dtype=G.dtype)
-    for task in range(t0, t1):
+    size = out.shape[0] // slots
+    tps = size // (ogp * kp) * obs * kgroups  # tasks per slot
+    for t in range(t0, t1):
+        slot = t // tps
+        task = t - slot * tps
+        base = slot * size
+        lo = sg.shape[0] * slot // slots
+        S = sg.shape[0] * (slot + 1) // slots
         gob = task // kgroups
         kb0 = (task - gob * kgroups) * per
         kb1 = min(kbs, kb0 + per)
         g = gob // obs
         o = g * ogp + (gob - g * obs) * mrw
         acc[:] = 0
-        for s0 in range(0, S, chunk):
+        for s0 in range(lo, S, chunk):
             s1 = min(S, s0 + chunk)
             a = sg[s0:s1]
             b = sx[s0:s1]
@@ -82,7 +94,7 @@ def weight_tiles(G, gstride, X, offs, sg, sx, chunk, out, ogp, kp, kgroups, mrw,
             lane_sums(acc[(kb - kb0) * T:(kb - kb0 + 1) * T], tile)
             for m in range(mrw):
                 for r in range(NRW):
-                    out[(o + m) * kp + kb * NRW + r] = tile[m * NRW + r]
+                    out[base + (o + m) * kp + kb * NRW + r] = tile[m * NRW + r]
 
 
 def block_rows(og: int) -> int:

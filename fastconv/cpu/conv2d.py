@@ -573,6 +573,12 @@ def _channels_last(ga, opad: int, by_pixel: bool = False) -> np.ndarray:
     return B
 
 
+#: Row-layout weight gradients of layers with at most :data:`ROW_SLOTS_MAX_CHANNELS` output
+#: channels split their steps (images first) into this many partial sums, added in order.
+ROW_SLOTS = 2
+ROW_SLOTS_MAX_CHANNELS = 32
+
+
 def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
     -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
@@ -606,12 +612,16 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     n_, oy, v = np.meshgrid(np.arange(geo.n), np.arange(geo.oh), np.arange(owp // lanes), indexing="ij")
     sg = ((n_ * geo.groups * ogp * geo.oh + oy) * owp + v * lanes).reshape(-1).astype(np.int64)
     sx = (n_ * rows.img + oy * rows.wq + v * lanes).reshape(-1).astype(np.int64)
-    out = np.zeros(geo.groups * ogp * kp, dtype=xa.dtype)
+    slots = ROW_SLOTS if geo.o <= ROW_SLOTS_MAX_CHANNELS else 1
+    out = np.zeros(slots * geo.groups * ogp * kp, dtype=xa.dtype)
     oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
-    parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx, _wgrad.CHUNK,
-                 out, ogp, kp, kgroups, mrw, macs=geo.macs)
-    dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
+    parallel_for(_wgrad.weight_tiles, slots * oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx,
+                 _wgrad.CHUNK, out, ogp, kp, kgroups, mrw, slots, macs=geo.macs)
+    total = out.reshape(slots, -1)
+    for s in range(1, slots):  # in order: the sum does not depend on the threads
+        total[0] += total[s]
+    dw[...] = total[0].reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
 def _lane_steps(geo: Geometry, lanes: _lanes.Lanes, wb: int):
@@ -676,7 +686,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, oblocks * kgroups, G.reshape(-1), npix * lanes.width, P.reshape(-1), offs, sg,
-                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, mrw, macs=geo.macs)
+                 sx, _wgrad.CHUNK, out, ogp, kp, kgroups, mrw, 1, macs=geo.macs)
     dw[...] = out.reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
 
 
