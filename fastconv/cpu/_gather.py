@@ -30,7 +30,7 @@ from .._numba import njit
 from ._simd import gather_tile, transpose_tile
 
 __all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "position_offsets", "steps", "tap_offsets", "tap_windows",
-           "pack_nhwc", "forward", "unpack"]
+           "transposed_windows", "transposed_offsets", "image_stride", "pixel_order", "pack_nhwc", "forward", "unpack"]
 
 #: Output pixels per register tile.
 MRP = 8
@@ -150,6 +150,52 @@ def tap_windows(n: int, oh: int, ow: int, stride: Tuple[int, int], dilation: Tup
     return np.ascontiguousarray(win.astype(np.int64))
 
 
+def _transposed_axis(i: np.ndarray, s: int, k: int, pad: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For input-gradient coordinates ``i`` of a stride-``s`` convolution along one axis, the taps
+    ``range(first, last, s)`` that reach them: tap ``t`` carries output ``(i + pad - t) / s`` when
+    that divides and lies in ``[0, size)``."""
+    t = np.arange(k)
+    q = i[:, None] + pad - t[None, :]
+    ok = (q % s == 0) & (q >= 0) & (q < s * size)
+    any_ = ok.any(axis=1)
+    first = np.where(any_, ok.argmax(axis=1), 0)
+    last = np.where(any_, k - ok[:, ::-1].argmax(axis=1), 0)
+    return first, last
+
+
+@functools.lru_cache(maxsize=256)
+def transposed_windows(n: int, h: int, w: int, stride: Tuple[int, int], kh: int, kw: int, pad: Tuple[int, int],
+                       out_hw: Tuple[int, int], tile: int) -> np.ndarray:
+    """:func:`tap_windows` for the input gradient of a strided, undilated convolution computed
+    directly (``h x w`` input-gradient pixels in :func:`pixel_order`, the output gradient ``out_hw``):
+    per tile, the kernel rows and columns ``[first, last)`` stepped by the stride that carry a
+    gradient to it -- exact for tiles of one position, the only ones the caller uses.
+    (Memoised: do not write.)"""
+    _, iy, ix = pixel_order(n, h, w, tile)
+    if iy.size % tile:
+        raise ValueError("transposed_windows needs tiles of one position (the batch a multiple of the tile)")
+    y0, y1 = _transposed_axis(np.arange(h), stride[0], kh, pad[0], out_hw[0])
+    x0, x1 = _transposed_axis(np.arange(w), stride[1], kw, pad[1], out_hw[1])
+    iy, ix = iy.reshape(-1, tile)[:, 0], ix.reshape(-1, tile)[:, 0]
+    return np.ascontiguousarray(np.stack([y0[iy], y1[iy], x0[ix], x1[ix]], axis=1).astype(np.int64))
+
+
+@functools.lru_cache(maxsize=256)
+def transposed_offsets(n: int, h: int, w: int, istride: int, c: int, stride: Tuple[int, int], kh: int, kw: int,
+                       pad: Tuple[int, int], ow: int, tile: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixel starts and tap offsets of the direct strided input gradient: pixel ``(b, iy, ix)`` starts at
+    output-gradient position ``((iy + pt) // sy, (ix + pl) // sx)`` of the channels-last, unpadded
+    gradient (``ow`` positions a row, ``c`` channels, images ``istride`` apart), and tap
+    ``(ky, kx, o)`` -- valid only in the residue class of the pixel's phase -- is ``ky // sy`` rows
+    and ``kx // sx`` columns before it.  (Memoised: do not write.)"""
+    (sy, sx), (pt, pl) = stride, pad
+    b, iy, ix = pixel_order(n, h, w, tile)
+    poff = (b * istride + (((iy + pt) // sy) * ow + (ix + pl) // sx) * c).astype(np.int64)
+    ky, kx = np.arange(kh), np.arange(kw)
+    offs = -((ky[:, None, None] // sy) * ow + (kx[None, :, None] // sx)) * c + np.arange(c)[None, None, :]
+    return poff, offs.reshape(-1).astype(np.int64)
+
+
 @njit(cache=True, nogil=True)
 def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
     """``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``, zero outside ``x``, for the
@@ -191,16 +237,17 @@ def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - num
 
 
 @njit(cache=True, nogil=True)
-def forward(X, poff, offs, Wp, sb, K, C, kw, win, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
+def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
     """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
 
     ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW`` (``TW = nv``
     vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the ``K = kh*kw*C`` taps are
-    ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``win[t, 0:2]`` and columns
-    ``win[t, 2:4]`` only (:func:`tap_windows`: the others read padding) -- one contiguous range per
-    kernel row -- and is zero when they are empty.  A task's pixel tiles are a contiguous share of
-    the ``poff.size / MRP`` tiles; it passes over its taps ``KCHUNK`` at a time (a tile accumulates
-    in ``Y``).
+    ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``range(win[t, 0],
+    win[t, 1], ty)`` and columns ``range(win[t, 2], win[t, 3], tx)`` only (:func:`tap_windows`: the
+    others read padding; :func:`transposed_windows`: the others miss the stride) -- with ``tx ==
+    1`` one contiguous range per kernel row -- and is zero when they are empty.  A task's pixel
+    tiles are a contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps
+    ``KCHUNK`` at a time (a tile accumulates in ``Y``).
     """
     L = 64 // X.itemsize
     TW = nv * L
@@ -220,15 +267,16 @@ def forward(X, poff, offs, Wp, sb, K, C, kw, win, Y, opad, pchunks, nv, t0, t1):
             k1 = min(K, k0 + KCHUNK)
             for pt in range(p0, p1):
                 first = (win[pt, 0] * kw + win[pt, 2]) * C
-                for ky in range(win[pt, 0], win[pt, 1]):
-                    lo = max(k0, (ky * kw + win[pt, 2]) * C)
-                    hi = min(k1, (ky * kw + win[pt, 3]) * C)
-                    if lo < hi and nv == NVO:
-                        _TILE(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
-                              pt * mrp * opad + ot * TW, opad, lo > first)
-                    elif lo < hi:
-                        _TILE1(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
-                               pt * mrp * opad + ot * TW, opad, lo > first)
+                for ky in range(win[pt, 0], win[pt, 1], ty):
+                    for kx in range(win[pt, 2], win[pt, 3] if tx > 1 else win[pt, 2] + 1, tx):
+                        lo = max(k0, (ky * kw + kx) * C)
+                        hi = min(k1, (ky * kw + (kx + 1 if tx > 1 else win[pt, 3])) * C)
+                        if lo < hi and nv == NVO:
+                            _TILE(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                                  pt * mrp * opad + ot * TW, opad, lo > first)
+                        elif lo < hi:
+                            _TILE1(X, 0, poff, pt * mrp, offs[lo:hi], Wp, ot * K * TW, sb[lo:hi], hi - lo, Y,
+                                   pt * mrp * opad + ot * TW, opad, lo > first)
 
 
 @njit(cache=True, nogil=True)

@@ -179,7 +179,7 @@ def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None
     otiles, ptiles = opad // tw, poff.size // mrp
     pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
     parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k,
-                 geo.c, geo.kw, win, Y, opad, pchunks, nv, macs=geo.macs)
+                 geo.c, geo.kw, win, 1, 1, Y, opad, pchunks, nv, macs=geo.macs)
     lanes = 64 // xa.itemsize
     parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, mrp, outa,
                  _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
@@ -483,6 +483,42 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
                      work=dx.size)
 
 
+def _gathers_strided(geo: Geometry, dtype) -> bool:
+    """Whether a strided input gradient planned on the gather runs as one (:func:`_backward_input_gather`):
+    one group, no dilation, and whole tiles of one position (the batch a multiple of the tile)."""
+    mrp = _gather.pixels(_wgrad.gather_vectors(geo.c, dtype))
+    return geo.groups == 1 and geo.dilation == (1, 1) and geo.n % mrp == 0
+
+
+def _backward_input_gather(ga, wa, ba, geo: Geometry, dx) -> None:
+    """Input gradient of a strided convolution in one gather pass, no phase split: each
+    input-gradient pixel sums, over the output-gradient positions its stride phase reaches, the
+    gradient (packed channels-last, no halo) against the weights packed ``[c-tile, (ky, kx, o)]``
+    -- only the taps of its phase, exactly (:func:`fastconv.cpu._gather.transposed_windows`) --
+    then the channels-last result is transposed into ``dx`` with the bias.  Measured (two threads,
+    float32): 128 x 32 x 14x14 -> 16 3x3/2, 0.45 ms against 1.15 through the phases."""
+    n, c, h, w = dx.shape
+    nv = _wgrad.gather_vectors(c, ga.dtype)
+    tw, mrp = nv * (64 // ga.itemsize), _gather.pixels(nv)
+    pad = (geo.pad[0], geo.pad[2])
+    istride = _gather.image_stride(geo.oh, geo.ow, geo.o, ga.itemsize)
+    X = scratch("pack", n * istride, ga.dtype)
+    parallel_for(_gather.pack_nhwc, n, ga, X, istride, geo.oh, geo.ow, 0, 0, work=X.size)
+    poff, offs = _gather.transposed_offsets(n, h, w, istride, geo.o, geo.stride, geo.kh, geo.kw, pad, geo.ow, mrp)
+    win = _gather.transposed_windows(n, h, w, geo.stride, geo.kh, geo.kw, pad, (geo.oh, geo.ow), mrp)
+    wp = _direct.pack_weights(wa.transpose(1, 2, 3, 0), 1, tw)  # [c, (ky, kx, o)]: the offsets' order
+    opad = _gather_width(c, ga.dtype)
+    k = geo.kh * geo.kw * geo.o
+    Y = scratch("out", poff.size * opad, ga.dtype)
+    otiles, ptiles = opad // tw, poff.size // mrp
+    pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
+    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(k, tw), k, geo.o, geo.kw, win,
+                 geo.stride[0], geo.stride[1], Y, opad, pchunks, nv, macs=geo.macs)
+    lanes = 64 // ga.itemsize
+    parallel_for(_gather.unpack, n * -(-c // lanes), Y, opad, mrp, dx, _NO_BIAS[ga.dtype.char] if ba is None else ba,
+                 ba is not None, work=dx.size)
+
+
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
                           in_hw: Tuple[int, int]) -> torch.Tensor:
@@ -512,7 +548,10 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
                               padding[2], dilation[0], dilation[1], groups, dx.numpy())
         return dx
     if tuple(stride) != (1, 1):
-        _backward_input_phases(ga, wa, ba, geo, dx.numpy())
+        if name == "direct/gather" and _gathers_strided(geo, ga.dtype):
+            _backward_input_gather(ga, wa, ba, geo, dx.numpy())
+        else:
+            _backward_input_phases(ga, wa, ba, geo, dx.numpy())
         return dx
     # a stride-1 convolution of the output gradient with the flipped, transposed weights
     dy, dx_ = dilation

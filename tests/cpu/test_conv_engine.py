@@ -321,6 +321,53 @@ def test_gather_batches_around_the_tile(n):
             torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [((16, 40, 13, 11), 24, (3, 3), (2, 2), (0, 2)), ((8, 20, 15, 15), 36, (2, 3), (2, 3), (1, 0)),
+                                  ((16, 8, 9, 10), 17, (3, 3), (2, 2), (1, 1)), ((32, 12, 8, 8), 12, (4, 4), (2, 2), (1, 1)),
+                                  ((8, 24, 11, 12), 33, (5, 5), (3, 3), (2, 2)), ((16, 9, 7, 7), 20, (1, 1), (2, 2), (0, 0))])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gather_strided_input_gradient(case, dtype):
+    """Strided input gradients in one gather pass (no phase split): every pixel sums exactly the taps
+    of its stride phase.  Odd sizes, uneven strides, kernels smaller than, equal to and larger than
+    the stride, a bias (conv_transpose2d's), against torch."""
+    xs, o, k, s, p = case
+    x = torch.randn(*xs, dtype=dtype, requires_grad=True)
+    w = torch.randn(o, xs[1], *k, dtype=dtype)
+    b = torch.randn(xs[1], dtype=dtype)
+    y = TF.conv2d(x, w, None, s, p)
+    g = torch.randn_like(y)
+    y.backward(g)
+    with forced("direct/gather"):
+        got = C.conv2d_backward_input(g, w, b, list(s), [p[0], p[0], p[1], p[1]], [1, 1], 1, list(xs[2:]))
+    assert C._gathers_strided(conv_plan.geometry(xs, w.shape, s, (p[0], p[0], p[1], p[1]), (1, 1), 1, y.shape[2:]),
+                              np.dtype("float64" if dtype == torch.float64 else "float32"))
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(got, x.grad + b.reshape(1, -1, 1, 1), **tol)
+
+
+@pytest.mark.parametrize("stride, k, pad", [((2, 2), (3, 3), (1, 1)), ((2, 3), (5, 4), (2, 0)), ((3, 2), (2, 2), (0, 1))])
+def test_gather_transposed_windows_are_the_taps_that_reach(stride, k, pad):
+    """Per tile (one input-gradient position), the stepped windows hold exactly the taps that carry an
+    output-gradient value to it, and the offsets read that value."""
+    from fastconv.cpu import _gather
+    n, h, w, tile, c = 8, 9, 8, 8, 3
+    oh = (h + 2 * pad[0] - k[0]) // stride[0] + 1
+    ow = (w + 2 * pad[1] - k[1]) // stride[1] + 1
+    win = _gather.transposed_windows(n, h, w, stride, k[0], k[1], pad, (oh, ow), tile)
+    ist = _gather.image_stride(oh, ow, c, 4)
+    poff, offs = _gather.transposed_offsets(n, h, w, ist, c, stride, k[0], k[1], pad, ow, tile)
+    b, iy, ix = _gather.pixel_order(n, h, w, tile)
+    for t in range(win.shape[0]):
+        p = t * tile
+        got = {(ky, kx) for ky in range(win[t, 0], win[t, 1], stride[0]) for kx in range(win[t, 2], win[t, 3], stride[1])}
+        want = {(ky, kx) for ky in range(k[0]) for kx in range(k[1])
+                if (iy[p] + pad[0] - ky) % stride[0] == 0 and 0 <= (iy[p] + pad[0] - ky) // stride[0] < oh
+                and (ix[p] + pad[1] - kx) % stride[1] == 0 and 0 <= (ix[p] + pad[1] - kx) // stride[1] < ow}
+        assert got == want
+        for ky, kx in want:
+            qy, qx = (iy[p] + pad[0] - ky) // stride[0], (ix[p] + pad[1] - kx) // stride[1]
+            assert poff[p] + offs[(ky * k[1] + kx) * c] == b[p] * ist + (qy * ow + qx) * c
+
+
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("n, tile", [(16, 8), (5, 8), (12, 8), (20, 16)])
 def test_gather_tap_windows_skip_only_padding(n, tile, flip):
