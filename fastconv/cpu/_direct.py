@@ -23,7 +23,8 @@ from .._threads import parallel_for
 from ._scratch import scratch
 from ._simd import gemm_tile
 
-__all__ = ["MR", "NV", "BLOCKINGS", "blocking", "pack_weights", "tap_offsets", "forward_tiles"]
+__all__ = ["MR", "NV", "BLOCKINGS", "blocking", "pack_weights", "tap_offsets", "forward_tiles", "forward_rows",
+           "forward_rows_chunked"]
 
 #: Output channels per register block.
 MR = 8
@@ -216,3 +217,33 @@ def forward_rows(X, Wp, offs, Bp, out, og, obs, K, img, wq, mr, t0, t1):  # prag
                 _GEMM4(X, xb + ox0, Wp, gob * K * mr, offs, g * K, K, Bp, gob * mr, of, dst + ox0, plane, m, t, 0)
             else:
                 _GEMM1(X, xb + ox0, Wp, gob * K * mr, offs, g * K, K, Bp, gob * mr, of, dst + ox0, plane, m, t, 0)
+
+
+@njit(cache=True, nogil=True)
+def forward_rows_chunked(X, Wp, offs, Bp, out, og, obs, K, img, wq, kchunk, t0, t1):  # pragma: no cover - numba
+    """:func:`forward_rows` with the 8-channel block, a task per (image, group, row), and the taps
+    taken ``kchunk`` at a time across all the group's o-blocks: a chunk's input lines stay in L1
+    while every o-block adds its share (each tile accumulates in ``out``), instead of streaming
+    from L2 once per o-block.  Needs whole tiles: ``og`` a multiple of :data:`MR` and rows a
+    multiple of the tile (the accumulating micro-kernel reads whole tiles back).
+    """
+    N, O, OH, OW = out.shape
+    L = 64 // X.itemsize
+    TW = NV * L
+    G = O // og
+    of = out.reshape(-1)
+    plane = OH * OW
+    for task in range(t0, t1):
+        n = task // (G * OH)
+        r = task - n * (G * OH)
+        g = r // OH
+        oy = r - g * OH
+        xb = n * img + oy * wq
+        for ox0 in range(0, OW, TW):
+            for k0 in range(0, K, kchunk):
+                kc = min(kchunk, K - k0)
+                for ob in range(obs):
+                    gob = g * obs + ob
+                    dst = ((n * O + g * og + ob * MR) * OH + oy) * OW + ox0
+                    _GEMM(X, xb + ox0, Wp, (gob * K + k0) * MR, offs, g * K + k0, kc, Bp, gob * MR, of, dst, plane,
+                          MR, TW, k0 > 0)

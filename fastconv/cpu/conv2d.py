@@ -117,6 +117,10 @@ def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
                  mr, macs=geo.o * hw * geo.k)
 
 
+#: Weights of one tap chunk of the row-layout forward, all o-blocks of a group (bytes; 0: no chunking).
+ROWS_KCHUNK_BYTES = 24576
+
+
 def _forward_rows(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution in the row layout (see :func:`fastconv.cpu._direct.forward_rows`)."""
     if pointwise(geo):
@@ -130,6 +134,11 @@ def _forward_rows(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     wp = _direct.pack_weights(wa, geo.groups, mr)
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     obs = _direct.blocks(geo.og, mr)
+    kchunk = max(16, ROWS_KCHUNK_BYTES // (geo.og * xa.itemsize))
+    if mr == _direct.MR and geo.og % mr == 0 and geo.ow % tw == 0 and obs > 1 and geo.k > kchunk and ROWS_KCHUNK_BYTES:
+        parallel_for(_direct.forward_rows_chunked, geo.n * geo.groups * geo.oh, X, wp, offs, bp, outa, geo.og, obs,
+                     geo.k, rows.img, rows.wq, kchunk, macs=geo.macs)
+        return
     tasks = geo.n * geo.groups * obs * geo.oh
     parallel_for(_direct.forward_rows, tasks, X, wp, offs, bp, outa, geo.og, obs, geo.k, rows.img, rows.wq, mr,
                  macs=geo.macs)

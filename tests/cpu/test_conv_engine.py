@@ -300,6 +300,36 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
         conv_plan._planned.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rows_forward_in_tap_chunks(dtype):
+    """Row-layout passes with several 8-channel blocks and more taps than one chunk run the taps a
+    chunk at a time across the blocks (each tile accumulating in the output): forward, input
+    gradient (its flipped taps) and a bias, against torch and against the unchunked kernel."""
+    x = torch.randn(2, 48, 5, 64, dtype=dtype, requires_grad=True)
+    w = torch.randn(16, 48, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(16, dtype=dtype, requires_grad=True)
+    geo = conv_plan.geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1, (5, 64))
+    kchunk = max(16, C.ROWS_KCHUNK_BYTES // (16 * x.element_size()))
+    assert geo.k > kchunk  # the chunked kernel runs
+    ref = TF.conv2d(x, w, b, padding=1)
+    seed = torch.randn_like(ref)
+    want = grads(ref, (x, w, b), seed)
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    with forced("direct/rows"):
+        out = F.conv2d(x, w, b, padding=1)
+        got = grads(out, (x, w, b), seed)
+        torch.testing.assert_close(out, ref, **tol)
+        for a, e in zip(got, want):
+            torch.testing.assert_close(a, e, **tol)
+        old = C.ROWS_KCHUNK_BYTES
+        C.ROWS_KCHUNK_BYTES = 0
+        try:
+            unchunked = F.conv2d(x, w, b, padding=1)
+        finally:
+            C.ROWS_KCHUNK_BYTES = old
+    torch.testing.assert_close(out, unchunked, **tol)
+
+
 @pytest.mark.parametrize("n", [1, 3, 8, 13, 16, 17])
 def test_gather_batches_around_the_tile(n):
     """The gather's tiles are one output position of 8 images (16 for one-vector tiles): batches
