@@ -120,19 +120,30 @@ NVG = 2
 _GATHER = gather_tile(MRG, NVG)
 #: The one-vector tile (thin layers: no padding channels), twice the taps.
 _GATHER1 = gather_tile(2 * MRG, 1)
+#: The three-vector tile of weight gradients of deep layers: 24 accumulators, 11 loads per 24
+#: multiply-adds (8 taps x 3 vectors of output channels).
+_GATHER3 = gather_tile(MRG, 3)
+#: Output channels (in vectors of lanes) from which weight gradients use three-vector tiles.
+#: Two threads, float32, ms, two / three vectors: 16 x 512 x 7x7 -> 512 19.3-20.9 / 14.3-14.7;
+#: 8 x 128 x 56x56 -> 128 3x3/2 8.7-9.1 / 7.9-8.4; but 4 x 128 and 4 x 256 x 8x8 -> 256 0.70-0.83 /
+#: 0.91-0.99 and 1.44-1.55 / 1.56-1.80 (a 256-channel row pads to 288); forward gathers gained
+#: nothing from three vectors (16 x 512 x 7x7: 13.0 / 12.9).
+WIDE_VECTORS = 24
 
 
-def gather_vectors(o: int, dtype) -> int:
+def gather_vectors(o: int, dtype, wide: bool = False) -> int:
     """Vectors of output channels per :func:`weight_gather` (and forward gather) tile: one for
     ``o`` up to one vector's lanes (16 float32: a two-vector tile would be half padding), else
-    ``NVG``."""
-    return 1 if o <= 64 // np.dtype(dtype).itemsize else NVG
+    ``NVG`` -- or, with ``wide`` (weight gradients), three from :data:`WIDE_VECTORS` vectors."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    if o <= lanes:
+        return 1
+    return 3 if wide and o >= WIDE_VECTORS * lanes else NVG
 
 
 def gather_taps(nv: int) -> int:
-    """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 vectors or ``2 MRG`` x 1:
-    16 accumulators either way)."""
-    return MRG if nv == NVG else 2 * MRG
+    """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 or 3 vectors, ``2 MRG`` x 1)."""
+    return 2 * MRG if nv == 1 else MRG
 _TRANSPOSE = transpose_tile()
 
 
@@ -151,7 +162,7 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
     """
     L = 64 // A.itemsize
     TW = nv * L
-    mrg = MRG if nv == NVG else 2 * MRG
+    mrg = 2 * MRG if nv == 1 else MRG
     opad = outT.shape[1]
     kp = outT.shape[0]
     kbs = kp // mrg
@@ -171,6 +182,9 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
                 if nv == NVG:
                     _GATHER(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
                             r0 > 0)
+                elif nv == 3:
+                    _GATHER3(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
+                             r0 > 0)
                 else:
                     _GATHER1(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
                              r0 > 0)

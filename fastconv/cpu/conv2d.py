@@ -582,7 +582,7 @@ GATHER_CHUNK = 1024
 def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1); ``B`` has
     :func:`_gather_width` channels per row."""
-    nv = _wgrad.gather_vectors(geo.o, dtype)
+    nv = _wgrad.gather_vectors(geo.o, dtype, wide=True)
     tw = nv * (64 // np.dtype(dtype).itemsize)
     opad = B.shape[-1]
     mrg = _wgrad.gather_taps(nv)
@@ -604,10 +604,10 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT, dw.reshape(geo.o, geo.k), work=dw.size)
 
 
-def _gather_width(o: int, dtype) -> int:
+def _gather_width(o: int, dtype, wide: bool = False) -> int:
     """Channels per row of a gathered reduction's channels-last operand: ``o`` padded to whole
-    tiles of :func:`fastconv.cpu._wgrad.gather_vectors` vectors."""
-    tw = _wgrad.gather_vectors(o, dtype) * (64 // np.dtype(dtype).itemsize)
+    tiles of :func:`fastconv.cpu._wgrad.gather_vectors` vectors (``wide``: a weight gradient's)."""
+    tw = _wgrad.gather_vectors(o, dtype, wide) * (64 // np.dtype(dtype).itemsize)
     return -(-o // tw) * tw
 
 
@@ -633,7 +633,7 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
     if gathered(geo, xa.dtype):
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
-        B = _channels_last(ga, _gather_width(geo.o, xa.dtype))
+        B = _channels_last(ga, _gather_width(geo.o, xa.dtype, wide=True))
         sa = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, 1)
         sb = _gather.steps(sa.size, B.shape[1])
         offs = _rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation)
@@ -699,7 +699,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
     if gathered(geo, xa.dtype):
-        opad = _gather_width(geo.o, xa.dtype)
+        opad = _gather_width(geo.o, xa.dtype, wide=True)
         if lanes.blocks == 1 and (lanes.bh, lanes.bw) == (geo.oh, geo.ow):
             B = _channels_last(ga, opad, by_pixel=True)  # rows (pixel, lane) in one pass
         else:

@@ -300,6 +300,22 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
         conv_plan._planned.cache_clear()
 
 
+@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes"])
+def test_wide_gathered_weight_gradients(algorithm):
+    """Weight gradients of 24+ vectors of output channels gather with three-vector tiles (float64:
+    192 channels; 200 pads to 216), in both layouts, against torch."""
+    from fastconv.cpu import _wgrad
+    assert _wgrad.gather_vectors(200, np.float64, wide=True) == 3 and _wgrad.gather_vectors(200, np.float64) == 2
+    x = torch.randn(3, 20, 6, 7, dtype=torch.float64)
+    g = torch.randn(3, 200, 6, 7, dtype=torch.float64)
+    w = torch.randn(200, 20, 3, 3, dtype=torch.float64)
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+    with forced(algorithm):
+        got = C.conv2d_backward_weight(x, g, [1, 1], [1, 1, 1, 1], [1, 1], 1, (3, 3))
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_rows_forward_in_tap_chunks(dtype):
     """Row-layout passes with several 8-channel blocks and more taps than one chunk run the taps a
