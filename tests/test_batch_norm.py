@@ -212,3 +212,36 @@ def test_fused_training_under_torch_compile():
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4)
     for u, v in zip(ref.buffers(), net.buffers()):
         torch.testing.assert_close(v, u, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_batch_behaves_as_torch():
+    """No images: an empty output, zero parameter gradients and untouched running statistics, as
+    torch's layers give (the kernels never see the empty input); the fused module counts the batch."""
+    x = torch.randn(0, 3, 4, 4, requires_grad=True)
+    w = torch.rand(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    rm, rv = torch.randn(3), torch.rand(3) + 0.5
+    rm0, rv0 = rm.clone(), rv.clone()
+    y = ob.batch_norm_act(x, rm, rv, w, b, 0.1, 1e-5, "relu")
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(rm, rm0) and torch.equal(rv, rv0)
+    assert x.grad.shape == x.shape and torch.count_nonzero(w.grad) == 0 and torch.count_nonzero(b.grad) == 0
+    ref = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+    fused = fastconv.convert_model(copy.deepcopy(ref), fuse=True)
+    inp = torch.randn(0, 2, 4, 4)
+    assert fused(inp).shape == ref(inp).shape == (0, 3, 4, 4)
+    assert int(fused[1].num_batches_tracked) == int(ref[1].num_batches_tracked) == 1
+    torch.testing.assert_close(fused[1].running_mean, ref[1].running_mean)
+
+
+def test_statistics_of_offset_data_and_outliers():
+    """The one-pass float64 statistics (shifted by each channel's first element) keep their accuracy
+    on data far from zero and when that first element is an outlier."""
+    x = 1e4 + 1e-2 * torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    x[0, 1, 0, 0] += 100.0  # the shift of channel 1 is an outlier
+    w, b = torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    y, mean, var = cpu_bn.batch_norm_act_forward(x, w, b, 1e-5, "identity", 0.0)
+    torch.testing.assert_close(mean, x.mean((0, 2, 3)), rtol=1e-14, atol=0)
+    torch.testing.assert_close(var, x.var((0, 2, 3), unbiased=False), rtol=1e-9, atol=0)
+    torch.testing.assert_close(y, TF.batch_norm(x, None, None, w, b, True, 0.0, 1e-5), rtol=1e-9, atol=1e-9)

@@ -4,9 +4,9 @@ and activated output, and the exact gradient, one channel per task.
 Semantics are torch's (``F.batch_norm(x, None, None, w, b, training=True, eps=eps)`` then the
 activation):
 
-* per channel ``c``, over the ``N * H * W`` elements: ``mean = sum(x) / n`` and the biased
-  ``var = sum((x - mean)**2) / n - (sum(x - mean) / n)**2`` (two passes, float64 sums; the
-  second term corrects the rounding of ``mean``);
+* per channel ``c``, over the ``N * H * W`` elements, in one pass of float64 sums shifted by
+  the channel's first element ``k`` (so that they do not cancel): ``mean = k + sum(x - k) / n``
+  and the biased ``var = sum((x - k)**2) / n - (sum(x - k) / n)**2``;
 * ``z = x * alpha + beta`` with ``alpha = w / sqrt(var + eps)`` and ``beta = b - mean * alpha``
   rounded to the input's dtype, as torch's transform does; ``y = act(z)``;
 * backward: ``g = dy * act'(z)`` (``z`` recomputed bit for bit), ``db = sum(g)``,
@@ -19,9 +19,8 @@ the kernels; ``'silu'`` runs torch's own vectorised ``silu_`` and ``silu_backwar
 kernels' ``z`` (Numba has no vectorised ``exp`` without SVML: a scalar one was 7x slower), and
 ``'identity'`` is the plain BatchNorm.
 
-A channel's ``N`` planes are read once from memory: the second statistics pass and the
-output pass find them in the cache, so a channel's elements should fit in L2
-(``N * H * W * itemsize`` up to about 1 MiB).
+A channel's ``N`` planes are read once from memory: the output pass finds them in the cache,
+so a channel's elements should fit in L2 (``N * H * W * itemsize`` up to about 1 MiB).
 """
 from __future__ import annotations
 
@@ -128,9 +127,9 @@ def _forward(x, w, b, eps, act, slope, y, mean, var, lo, hi):  # pragma: no cove
     coef, acc = _constants(x, slope)
     cnt = N * HW
     for c in range(lo, hi):
-        s, _ = _channel_moments(x, x, c, 0.0, 0.0, acc)
-        m = s / cnt
-        d, q = _channel_moments(x, x, c, m, m, acc)
+        k = np.float64(x[0, c, 0]) if N * HW > 0 else 0.0  # a shift near the data: one pass, both moments
+        d, q = _channel_moments(x, x, c, k, k, acc)
+        m = k + d / cnt
         v = q / cnt - (d / cnt) * (d / cnt)
         mean[c] = m
         var[c] = 0.0 if v < 0.0 else v  # rounding below 0 clamps; NaN (inf inputs) propagates

@@ -210,6 +210,9 @@ def batch_norm_act(input: Tensor, running_mean: Optional[Tensor], running_var: O
     """
     _check(input, weight, bias, activation)
     slope = float(negative_slope) if activation == "leaky_relu" else 0.0
+    if input.numel() == 0:  # torch's answer: an empty output, zero parameter gradients, no statistics update
+        return _activate(torch.nn.functional.batch_norm(input, None, None, weight, bias, True, 0.0, eps), activation,
+                         slope)
     y, mean, var = batch_norm_act_op(input, weight, bias, float(eps), activation, slope)
     if running_mean is not None or running_var is not None:
         _update_running(running_mean, running_var, mean, var, input.numel() // input.shape[1], momentum)
