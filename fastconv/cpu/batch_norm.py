@@ -32,7 +32,7 @@ import torch
 from .._numba import njit
 from .._threads import parallel_for
 from ._numpy import view as _np
-from ._simd import moments
+from ._reduce import channel_moments as _channel_moments
 
 #: The backend contract (:class:`fastconv.ops.batch_norm.Backend`); everything else here is private.
 __all__ = ["batch_norm_act_forward", "batch_norm_act_backward"]
@@ -40,33 +40,6 @@ __all__ = ["batch_norm_act_forward", "batch_norm_act_backward"]
 #: Activation codes of the kernels ('silu' runs as the identity, then torch's SiLU kernels).
 _RELU, _LEAKY, _IDENTITY = 0, 1, 2
 _ACT = {"relu": _RELU, "leaky_relu": _LEAKY, "identity": _IDENTITY, "silu": _IDENTITY}
-_moments = moments()
-
-
-@njit(cache=True, nogil=True)
-def _channel_moments(a, b, c, sa, sb, acc):  # pragma: no cover - numba
-    """``(sum(a - sa), sum((a - sa) * (b - sb)))`` over channel ``c`` of the ``(N, C, HW)`` arrays
-    ``a`` and ``b``, in float64, in a fixed order."""
-    L = acc.shape[0] // 2
-    N, _, HW = a.shape
-    nv = HW // L
-    acc[:] = 0.0
-    t0 = 0.0
-    t1 = 0.0
-    for n in range(N):
-        ap = a[n, c]
-        bp = b[n, c]
-        _moments(ap, 0, bp, 0, nv, sa, sb, acc)
-        for i in range(nv * L, HW):
-            d = ap[i] - sa
-            t0 += d
-            t1 += d * (bp[i] - sb)
-    s0 = 0.0
-    s1 = 0.0
-    for l in range(L):
-        s0 += acc[l]
-        s1 += acc[L + l]
-    return s0 + t0, s1 + t1
 
 
 @njit(cache=True, nogil=True)

