@@ -149,7 +149,7 @@ _TRANSPOSE = transpose_tile()
 
 @njit(cache=True, nogil=True)
 def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pragma: no cover - numba
-    """outT[k, o] = sum_r A[aoff[k] + sa[r]] * B[sb[r] + o] for the tasks [t0, t1).
+    """outT[s, k, o] = sum_r A[aoff[k] + sa[r]] * B[sb[r] + o] over slot ``s``'s steps, for the tasks [t0, t1).
 
     The reduction steps ``r`` are the valid (image, pixel) pairs of the layer, so no lane is
     ever wasted or multiplied by a stray input.  ``B`` holds the output gradient channel-last
@@ -159,35 +159,43 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
     (:func:`gather_taps` taps each); it walks the steps ``chunk`` at
     a time, so that a chunk of ``B`` stays in L2 while every tap tile of the group passes
     over it.  Each tile sums its steps in order: the result does not depend on the threads.
+
+    ``outT`` is ``(slots, kp, opad)``: the steps are cut into ``slots`` equal ranges, slot-major
+    in the task order, each summed into its own ``outT[s]`` (the caller adds them in order) --
+    as :func:`weight_tiles` does, so that a thread reads the images it packed.
     """
     L = 64 // A.itemsize
     TW = nv * L
     mrg = 2 * MRG if nv == 1 else MRG
-    opad = outT.shape[1]
-    kp = outT.shape[0]
+    slots, kp, opad = outT.shape
     kbs = kp // mrg
     ngroups = -(-kbs // groups_k)
-    R = sa.shape[0]
-    flat = outT.reshape(-1)
-    for task in range(t0, t1):
+    ntt = opad // TW
+    tps = ntt * ngroups  # tasks per slot
+    for t in range(t0, t1):
+        slot = t // tps
+        task = t - slot * tps
+        lo = sa.shape[0] * slot // slots
+        R = sa.shape[0] * (slot + 1) // slots
+        flat = outT[slot].reshape(-1)
         ot = task // ngroups
         kg = task - ot * ngroups
         kb0 = kg * groups_k
         kb1 = min(kbs, kb0 + groups_k)
-        for r0 in range(0, R, chunk):
+        for r0 in range(lo, R, chunk):
             r1 = min(R, r0 + chunk)
             a = sa[r0:r1]
             b = sb[r0:r1]
             for kb in range(kb0, kb1):
                 if nv == NVG:
                     _GATHER(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
-                            r0 > 0)
+                            r0 > lo)
                 elif nv == 3:
                     _GATHER3(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
-                             r0 > 0)
+                             r0 > lo)
                 else:
                     _GATHER1(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
-                             r0 > 0)
+                             r0 > lo)
 
 
 @njit(cache=True, nogil=True)

@@ -593,6 +593,16 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
 
 #: Reduction steps per chunk of :func:`fastconv.cpu._wgrad.weight_gather`.
 GATHER_CHUNK = 1024
+#: Image-major slots of the gathered weight gradient's steps (partial sums added in order), for
+#: layers of at least :data:`GATHER_SLOT_MIN_STEPS` steps (images x output pixels): each thread
+#: then reads the half of the packed input and output gradient it packed, instead of all of
+#: both, dirty in the other core's cache.  Two threads, float32, ms, one slot / two: 4 x 16 x
+#: 64x64 -> 32 0.95 / 0.75; 4 x 64 x 64x64 -> 32 2.35 / 2.18; 4 x 64 x 32x32 -> 64 1.24 / 1.13;
+#: 128 x 32 x 16x16 -> 64 5.15 / 4.39; 128 x 64 x 8x8 -> 128 4.63 / 4.12; 4 x 128 x 16x16 -> 128
+#: 1.18 / 1.13.  Few steps against many taps lose to the second partial sum: 4 x 256 x 8x8 -> 256
+#: (256 steps) 1.38 / 1.60, 16 x 512 x 7x7 -> 512 (784) 13.4 / 14.8.
+GATHER_SLOTS = 2
+GATHER_SLOT_MIN_STEPS = 1024
 
 
 def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
@@ -606,18 +616,21 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     aoff = np.empty(kp, dtype=np.int64)
     aoff[:geo.k] = offs
     aoff[geo.k:] = offs[-1]
-    outT = scratch("acc", (kp, opad), dtype)
+    slots = GATHER_SLOTS if sa.size >= GATHER_SLOT_MIN_STEPS else 1
+    outT = scratch("acc", (slots, kp, opad), dtype)
     kbs, ntt = kp // mrg, opad // tw
     # as few tasks as balance the threads (lcm(o-tiles, threads)): every task streams all of B's
     # rows for its o-tile, so each extra tap group reads the output gradient once more -- 64 x 3 x
     # 32x32 -> 64 5x5: 2.05 ms in 2 tasks against 3.13 in 8; 128 x 32 x 16x16 -> 64: 4.5 against 5.2
     threads = num_threads()
-    groups_k = -(-kbs // min(kbs, threads // math.gcd(ntt, threads)))
-    tasks = ntt * -(-kbs // groups_k)
+    groups_k = -(-kbs // min(kbs, threads // math.gcd(ntt * slots, threads)))
+    tasks = slots * ntt * -(-kbs // groups_k)
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, nv, outT,
                  macs=geo.macs)
+    for s in range(1, slots):  # in order: the sum does not depend on the threads
+        outT[0] += outT[s]
     L = 64 // outT.itemsize
-    parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT, dw.reshape(geo.o, geo.k), work=dw.size)
+    parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT[0], dw.reshape(geo.o, geo.k), work=dw.size)
 
 
 def _gather_width(o: int, dtype, wide: bool = False) -> int:

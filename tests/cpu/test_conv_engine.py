@@ -300,6 +300,33 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
         conv_plan._planned.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gathered_weight_gradient_in_slots(dtype):
+    """Gathered weight gradients of 1024+ steps sum two image-major slots, added in order: equal to
+    torch, and bitwise the same on one thread as on two."""
+    import numba
+    n, c, h, o = 4, 40, 16, 32
+    assert n * h * h >= C.GATHER_SLOT_MIN_STEPS and C.GATHER_SLOTS == 2
+    x = torch.randn(n, c, h, h, dtype=dtype)
+    g = torch.randn(n, o, h, h, dtype=dtype)
+    w = torch.randn(o, c, 3, 3, dtype=dtype)
+    assert plan_name(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1, dtype, "backward_weight") == "direct/rows"
+    assert conv_plan.gathered(conv_plan.geometry(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 1, (h, h)),
+                              np.dtype("float64" if dtype == torch.float64 else "float32"))
+    got = C.conv2d_backward_weight(x, g, [1, 1], [1, 1, 1, 1], [1, 1], 1, (3, 3))
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-3)
+    torch.testing.assert_close(got, want, **tol)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = C.conv2d_backward_weight(x, g, [1, 1], [1, 1, 1, 1], [1, 1], 1, (3, 3))
+    finally:
+        numba.set_num_threads(threads)
+    assert torch.equal(one, got)
+
+
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes"])
 def test_wide_gathered_weight_gradients(algorithm):
     """Weight gradients of 24+ vectors of output channels gather with three-vector tiles (float64:
