@@ -28,6 +28,7 @@ import numpy as np
 from .._numba import njit
 
 from ._simd import gather_tile, transpose_tile
+from ._wgrad import image_channels_last
 
 __all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "position_offsets", "steps", "tap_offsets", "tap_windows",
            "transposed_windows", "transposed_offsets", "image_stride", "pixel_order", "pack_nhwc", "forward", "unpack"]
@@ -206,24 +207,12 @@ def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - num
     ones), then copied row by row into place between the zero halo."""
     N, C, H, W = x.shape
     HW = H * W
-    L = 64 // x.itemsize
     xf = x.reshape(-1)
-    cfull = C - C % L
-    pfull = HW - HW % L
     tmp = np.empty(HW * C, x.dtype)
     q0 = min(WQ, max(0, pl))  # columns left of the image
     q1 = min(WQ, max(q0, pl + W))  # past its right edge
     for n in range(t0, t1):
-        src = n * C * HW
-        for c0 in range(0, cfull, L):
-            for p0 in range(0, pfull, L):
-                _TRANSPOSE(xf, src + c0 * HW + p0, HW, tmp, p0 * C + c0, C)
-            for p in range(pfull, HW):
-                for c in range(c0, c0 + L):
-                    tmp[p * C + c] = xf[src + c * HW + p]
-        for c in range(cfull, C):
-            for p in range(HW):
-                tmp[p * C + c] = xf[src + c * HW + p]
+        image_channels_last(xf, n * C * HW, C, HW, tmp, 0, C, C)
         for r in range(HQ):
             row = n * istride + r * WQ * C
             iy = r - pt

@@ -16,7 +16,7 @@ from .._numba import njit
 
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
-__all__ = ["MRW", "NRW", "block_rows", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "channels_last", "lane_rows", "transpose_into"]
+__all__ = ["MRW", "NRW", "block_rows", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "image_channels_last", "channels_last", "lane_rows", "transpose_into"]
 
 #: Output channels per weight-gradient tile.
 MRW = 4
@@ -224,29 +224,36 @@ def transpose_into(src, dst, t0, t1):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def image_channels_last(gf, src, O, HW, B, dst, rstride, opad):  # pragma: no cover - numba
+    """``B[dst + p*rstride + o] = gf[src + o*HW + p]`` for one image's ``(O, HW)`` planes, and zero
+    for the channels ``O <= o < opad``; whole ``L x L`` (channel x pixel) blocks go through
+    register transposes."""
+    L = 64 // gf.itemsize
+    ofull = O - O % L
+    pfull = HW - HW % L
+    for o0 in range(0, ofull, L):
+        for p0 in range(0, pfull, L):
+            _TRANSPOSE(gf, src + o0 * HW + p0, HW, B, dst + p0 * rstride + o0, rstride)
+    for p in range(HW):
+        row = dst + p * rstride
+        start = ofull if p < pfull else 0
+        for o in range(start, O):
+            B[row + o] = gf[src + o * HW + p]
+        for o in range(O, opad):
+            B[row + o] = 0
+
+
+@njit(cache=True, nogil=True)
 def channels_last(g, B, opad, nstride, pstride, t0, t1):  # pragma: no cover - numba
     """B[(n*nstride + p*pstride) * opad + o] = g[n, o, p] for the images [t0, t1), channels past O zero.
 
     ``nstride=HW, pstride=1`` gives NHWC; ``nstride=1, pstride=N`` gives the (pixel, image) rows of
-    unblocked lanes.  Whole L x L (channel x pixel) blocks go through register transposes."""
+    unblocked lanes (:func:`image_channels_last` per image)."""
     N, O, H, W = g.shape
     HW = H * W
-    L = 64 // g.itemsize
     gf = g.reshape(-1)
-    ofull = O - O % L
-    pfull = HW - HW % L
     for n in range(t0, t1):
-        for o0 in range(0, ofull, L):
-            for p0 in range(0, pfull, L):
-                _TRANSPOSE(gf, (n * O + o0) * HW + p0, HW, B, (n * nstride + p0 * pstride) * opad + o0,
-                           pstride * opad)
-        for p in range(HW):
-            row = (n * nstride + p * pstride) * opad
-            start = ofull if p < pfull else 0
-            for o in range(start, O):
-                B[row + o] = gf[(n * O + o) * HW + p]
-            for o in range(O, opad):
-                B[row + o] = 0
+        image_channels_last(gf, n * O * HW, O, HW, B, n * nstride * opad, pstride * opad, opad)
 
 
 @njit(cache=True, nogil=True)

@@ -184,30 +184,48 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     torch.from_numpy(outa).copy_(torch.from_numpy(Z).view(geo.n, geo.o, geo.oh, rows.wq)[..., :geo.ow])
 
 
+def _pack_channels_last(xa, hq: int, wq: int, pad_top: int, pad_left: int) -> Tuple[np.ndarray, int]:
+    """``xa`` packed channels-last into ``hq x wq`` positions with its zero halo
+    (:func:`fastconv.cpu._gather.pack_nhwc`), and the image stride."""
+    istride = _gather.image_stride(hq, wq, xa.shape[1], xa.itemsize)
+    X = scratch("pack", xa.shape[0] * istride, xa.dtype)
+    parallel_for(_gather.pack_nhwc, xa.shape[0], xa, X, istride, hq, wq, pad_top, pad_left, work=X.size)
+    return X, istride
+
+
+def _run_gather(X, poff, offs, win, steps_yx: Tuple[int, int], c: int, kw: int, w4, ba, outa, macs: int) -> None:
+    """:func:`fastconv.cpu._gather.forward` over ``X`` (``c`` channels a position, taps ``(ky, kx, c)``)
+    with the weights ``w4`` (out, kh, kw, c) -- any view, packed here -- into channels-last
+    scratch, then transposed into NCHW ``outa`` with the bias ``ba``."""
+    o = outa.shape[1]
+    nv = _wgrad.gather_vectors(o, outa.dtype)
+    tw, mrp = nv * (64 // outa.itemsize), _gather.pixels(nv)
+    k = offs.size
+    wp = _direct.pack_weights(w4, 1, tw)
+    opad = _gather_width(o, outa.dtype)
+    Y = scratch("out", poff.size * opad, outa.dtype)
+    otiles, ptiles = opad // tw, poff.size // mrp
+    pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
+    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(k, tw), k, c, kw, win,
+                 steps_yx[0], steps_yx[1], Y, opad, pchunks, nv, macs=macs)
+    lanes = 64 // outa.itemsize
+    parallel_for(_gather.unpack, outa.shape[0] * -(-o // lanes), Y, opad, mrp, outa,
+                 _NO_BIAS[outa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
+
+
 def _forward_gather(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution with output channels in the lanes (:mod:`fastconv.cpu._gather`; one
     group): the input packed channels-last with its halo, the output channels-last in scratch,
     then transposed to NCHW with the bias."""
-    nv = _wgrad.gather_vectors(geo.o, xa.dtype)
-    tw, mrp = nv * (64 // xa.itemsize), _gather.pixels(nv)
+    mrp = _gather.pixels(_wgrad.gather_vectors(geo.o, xa.dtype))
     hq, wq = geo.rows_read, geo.cols_read
-    istride = _gather.image_stride(hq, wq, geo.c, xa.itemsize)
-    X = scratch("pack", geo.n * istride, xa.dtype)
-    parallel_for(_gather.pack_nhwc, geo.n, xa, X, istride, hq, wq, geo.pad[0], geo.pad[2], work=X.size)
+    X, istride = _pack_channels_last(xa, hq, wq, geo.pad[0], geo.pad[2])
     offs = _gather.tap_offsets(geo.c, geo.kh, geo.kw, wq, *geo.dilation, flip)
-    wp = _direct.pack_weights(wa.transpose(0, 2, 3, 1), 1, tw)  # taps (ky, kx, c), as the offsets
-    opad = _gather_width(geo.o, xa.dtype)
     poff = _gather.position_offsets(geo.n, geo.oh, geo.ow, istride, wq, geo.c, *geo.stride, mrp)
     win = _gather.tap_windows(geo.n, geo.oh, geo.ow, geo.stride, geo.dilation, geo.kh, geo.kw,
                               (geo.pad[0], geo.pad[2]), (geo.h, geo.w), flip, mrp)
-    Y = scratch("out", poff.size * opad, xa.dtype)
-    otiles, ptiles = opad // tw, poff.size // mrp
-    pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
-    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(geo.k, tw), geo.k,
-                 geo.c, geo.kw, win, 1, 1, Y, opad, pchunks, nv, macs=geo.macs)
-    lanes = 64 // xa.itemsize
-    parallel_for(_gather.unpack, geo.n * -(-geo.o // lanes), Y, opad, mrp, outa,
-                 _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
+    # taps (ky, kx, c), as the offsets
+    _run_gather(X, poff, offs, win, (1, 1), geo.c, geo.kw, wa.transpose(0, 2, 3, 1), ba, outa, geo.macs)
 
 
 def _lane_plan(geo: Geometry, dtype, tile: int = 0) -> _lanes.Lanes:
@@ -523,25 +541,13 @@ def _backward_input_gather(ga, wa, ba, geo: Geometry, dx) -> None:
     then the channels-last result is transposed into ``dx`` with the bias.  Measured (two threads,
     float32): 128 x 32 x 14x14 -> 16 3x3/2, 0.45 ms against 1.15 through the phases."""
     n, c, h, w = dx.shape
-    nv = _wgrad.gather_vectors(c, ga.dtype)
-    tw, mrp = nv * (64 // ga.itemsize), _gather.pixels(nv)
+    mrp = _gather.pixels(_wgrad.gather_vectors(c, ga.dtype))
     pad = (geo.pad[0], geo.pad[2])
-    istride = _gather.image_stride(geo.oh, geo.ow, geo.o, ga.itemsize)
-    X = scratch("pack", n * istride, ga.dtype)
-    parallel_for(_gather.pack_nhwc, n, ga, X, istride, geo.oh, geo.ow, 0, 0, work=X.size)
+    X, istride = _pack_channels_last(ga, geo.oh, geo.ow, 0, 0)
     poff, offs = _gather.transposed_offsets(n, h, w, istride, geo.o, geo.stride, geo.kh, geo.kw, pad, geo.ow, mrp)
     win = _gather.transposed_windows(n, h, w, geo.stride, geo.kh, geo.kw, pad, (geo.oh, geo.ow), mrp)
-    wp = _direct.pack_weights(wa.transpose(1, 2, 3, 0), 1, tw)  # [c, (ky, kx, o)]: the offsets' order
-    opad = _gather_width(c, ga.dtype)
-    k = geo.kh * geo.kw * geo.o
-    Y = scratch("out", poff.size * opad, ga.dtype)
-    otiles, ptiles = opad // tw, poff.size // mrp
-    pchunks = max(1, min(ptiles, -(-4 * num_threads() // otiles)))
-    parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, _gather.steps(k, tw), k, geo.o, geo.kw, win,
-                 geo.stride[0], geo.stride[1], Y, opad, pchunks, nv, macs=geo.macs)
-    lanes = 64 // ga.itemsize
-    parallel_for(_gather.unpack, n * -(-c // lanes), Y, opad, mrp, dx, _NO_BIAS[ga.dtype.char] if ba is None else ba,
-                 ba is not None, work=dx.size)
+    # [c, (ky, kx, o)]: the offsets' order
+    _run_gather(X, poff, offs, win, geo.stride, geo.o, geo.kw, wa.transpose(1, 2, 3, 0), ba, dx, geo.macs)
 
 
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
