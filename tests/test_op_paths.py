@@ -65,6 +65,45 @@ def test_tracing_detection():
         assert _op.tracing((torch.empty(2),))
 
 
+def test_plain_calls_and_the_ops_agree(monkeypatch):
+    """``Op.plain`` is true exactly when no gradient can flow on plain eager tensors; the pooling
+    functions then call their backend directly (not the op), with the op's answer (torch's)."""
+    x = torch.randn(2, 3, 9, 8)
+    op = fastconv.ops.pool.max_pool2d_op
+    assert op.plain(x) and op.plain(x, torch.nn.Parameter(x, requires_grad=False))
+    assert not op.plain(x.clone().requires_grad_())
+    with torch.no_grad():
+        assert op.plain(x.clone().requires_grad_())
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        assert not op.plain(torch.empty(2))
+    seen = []
+    torch.func.grad(lambda t: (seen.append(op.plain(t)), t.sum())[1])(torch.ones(()))
+    assert seen == [False]
+    calls = []
+
+    class Counted:  # the op, counting calls that reach it
+        def __init__(self, op):
+            self.op, self.plain = op, op.plain
+
+        def __call__(self, *args):
+            calls.append(self.op.name)
+            return self.op(*args)
+
+    for name in ("max_pool2d_op", "avg_pool2d_op"):
+        monkeypatch.setattr(fastconv.ops.pool, name, Counted(getattr(fastconv.ops.pool, name)))
+    xg = x.clone().requires_grad_()
+    for args in ((3, 2, 1, 1, True), (2, None, 0, 2, False)):
+        direct, idx = F.max_pool2d(x, *args, return_indices=True)
+        routed, ridx = F.max_pool2d(xg, *args, return_indices=True)
+        assert torch.equal(direct, routed) and torch.equal(idx, ridx)
+        assert torch.equal(direct, TF.max_pool2d(x, *args))
+    for args in ((3, 2, 1, True, False, None), (2, 1, 0, False, True, 3)):
+        direct = F.avg_pool2d(x, *args)
+        assert torch.equal(direct, F.avg_pool2d(xg, *args))
+        assert_close(direct, TF.avg_pool2d(x, *args))
+    assert calls == ["max_pool2d", "max_pool2d", "avg_pool2d", "avg_pool2d"]  # the requires-grad calls only
+
+
 # --------------------------------------------------------------------------- torch.func
 
 CASES = {

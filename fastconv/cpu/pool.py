@@ -270,9 +270,13 @@ def _avg_pool2d_backward_2x2(g, gin, t0, t1):  # pragma: no cover - numba
 
 
 def _whole_2x2(kernel, stride, padding, in_hw, out_hw, dilation=(1, 1)) -> bool:
-    """Whether a pooling is 2x2 at stride 2 without padding or dilation, every window inside the input."""
-    return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
-            and tuple(dilation) == (1, 1) and 2 * out_hw[0] <= in_hw[0] and 2 * out_hw[1] <= in_hw[1])
+    """Whether a pooling is 2x2 at stride 2 without padding or dilation, every window inside the input
+    (``in_hw`` may be the whole NCHW shape: its last two sizes count)."""
+    return (tuple(kernel) == _TWO and tuple(stride) == _TWO and tuple(padding) == _ZERO
+            and tuple(dilation) == _ONE and 2 * out_hw[0] <= in_hw[-2] and 2 * out_hw[1] <= in_hw[-1])
+
+
+_TWO, _ONE, _ZERO = (2, 2), (1, 1), (0, 0)
 
 
 def _plane_count(t: torch.Tensor) -> int:
@@ -280,7 +284,8 @@ def _plane_count(t: torch.Tensor) -> int:
 
 
 def _empty(x: torch.Tensor, hw: Tuple[int, int], dtype=None) -> torch.Tensor:
-    return torch.empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype=dtype or x.dtype)
+    # torch.empty's varargs form parses faster than a size tuple (tiny calls count)
+    return torch.empty(x.shape[0], x.shape[1], hw[0], hw[1], dtype=dtype or x.dtype)
 
 
 def _zeros(g: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -291,11 +296,12 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
     out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
     if out.numel():
-        if _whole_2x2(kernel, stride, padding, x.shape[2:], out_hw, dilation):
-            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), _np(x), _np(out), _np(idx), work=x.numel())
+        arrays = _np(x), out.numpy(), idx.numpy()
+        if _whole_2x2(kernel, stride, padding, x.shape, out_hw, dilation):
+            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), *arrays, work=x.numel())
         else:
-            parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), _np(out), _np(idx), *kernel, *stride, *padding,
-                         *dilation, work=out.numel() * kernel[0] * kernel[1])
+            parallel_for(_max_pool2d_forward, _plane_count(x), *arrays, *kernel, *stride, *padding, *dilation,
+                         work=out.numel() * kernel[0] * kernel[1])
     return out, idx
 
 
@@ -318,10 +324,10 @@ def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, count_include_p
                        out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        if _whole_2x2(kernel, stride, padding, x.shape[2:], out_hw) and divisor in (0, 4):
-            parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), _np(out), work=x.numel())
+        if _whole_2x2(kernel, stride, padding, x.shape, out_hw) and divisor in (0, 4):
+            parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), out.numpy(), work=x.numel())
         else:
-            parallel_for(_avg_pool2d, _plane_count(x), _np(x), _np(out), *kernel, *stride, *padding,
+            parallel_for(_avg_pool2d, _plane_count(x), _np(x), out.numpy(), *kernel, *stride, *padding,
                          bool(count_include_pad), int(divisor), False, work=out.numel() * kernel[0] * kernel[1])
     return out
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
+from torch import Tensor
 
 __all__ = ["Op", "define", "tracing"]
 
@@ -92,6 +93,18 @@ class Op:
         if grad and _grad_enabled():
             return self._apply(*_unwrap_dead(args))
         return self.impl(*args)
+
+    def plain(self, *tensors: Tensor) -> bool:
+        """Whether a call with these tensor arguments runs the bare implementation: eagerly, on
+        plain tensors, outside ``torch.func`` transforms, with no gradient able to flow.  Public
+        functions use it to call their backend directly on tiny inputs."""
+        if _is_compiling() or _dispatch_depth() or _functorch_level() is not None:
+            return False
+        grad = _grad_enabled()
+        for a in tensors:
+            if type(a) not in _PLAIN or (grad and a.requires_grad):
+                return False
+        return True
 
     def __repr__(self) -> str:
         return f"<fastconv op fastconv::{self.name}>"

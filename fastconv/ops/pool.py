@@ -100,8 +100,12 @@ def _per_plane_vmap(op):
 def _max_pool2d(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], dilation: List[int],
                 ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     hw = _pool_hw(x, kernel, stride, padding, dilation, ceil_mode, "max_pool2d")
-    return kernels("pool", x.device).max_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding),
-                                                        tuple(dilation), hw)
+    return _max_forward(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), hw)
+
+
+def _max_forward(x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                 dilation: Tuple[int, int], hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    return kernels("pool", x.device).max_pool2d_forward(_c(x), kernel, stride, padding, dilation, hw)
 
 
 def _max_pool2d_fake(x, kernel, stride, padding, dilation, ceil_mode):
@@ -179,8 +183,13 @@ max_pool2d_backward = define("max_pool2d_backward", _max_pool2d_backward, _max_b
 def _avg_pool2d(x: Tensor, kernel: List[int], stride: List[int], padding: List[int], count_include_pad: bool,
                 divisor: int, ceil_mode: bool) -> Tensor:
     hw = _pool_hw(x, kernel, stride, padding, (1, 1), ceil_mode, "avg_pool2d")
-    return kernels("pool", x.device).avg_pool2d_forward(_c(x), tuple(kernel), tuple(stride), tuple(padding),
-                                                        count_include_pad, divisor, hw)
+    return _avg_forward(x, tuple(kernel), tuple(stride), tuple(padding), count_include_pad, divisor, hw)
+
+
+def _avg_forward(x: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                 count_include_pad: bool, divisor: int, hw: Tuple[int, int]) -> Tensor:
+    return kernels("pool", x.device).avg_pool2d_forward(_c(x), kernel, stride, padding, count_include_pad, divisor,
+                                                        hw)
 
 
 def _avg_fake(x, kernel, stride, padding, count_include_pad, divisor, ceil_mode):
@@ -356,18 +365,24 @@ def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
     >>> idx[0, 0, 0]
     tensor([5, 6, 7, 7])
     """
-    key = S.call_key(input, kernel_size, stride, padding, dilation, ceil_mode)
-    prep = _prepared.get(key)
+    try:  # the validation-cache key, built inline (see conv2d)
+        key = (input.shape, input.dtype, input.device, type(kernel_size), kernel_size, type(stride), stride,
+               type(padding), padding, type(dilation), dilation, type(ceil_mode), ceil_mode)
+        prep = _prepared.get(key)
+    except (AttributeError, TypeError):
+        key = S.call_key(input, kernel_size, stride, padding, dilation, ceil_mode)
+        prep = _prepared.get(key)
     if prep is None:
         squeeze = _check_input("max_pool2d", input)
         k = S.pair(kernel_size, "kernel_size")
         s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
-        S.pool2d_output_hw("max_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, d, bool(ceil_mode))
-        prep = (squeeze, list(k), list(s), list(p), list(d), bool(ceil_mode))
+        hw = S.pool2d_output_hw("max_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, d,
+                                bool(ceil_mode))
+        prep = (squeeze, (list(k), list(s), list(p), list(d), bool(ceil_mode)), (k, s, p, d, hw))
         S.remember(_prepared, key, prep)
-    squeeze = prep[0]
+    squeeze, args, direct = prep
     x = input.unsqueeze(0) if squeeze else input
-    out, idx = max_pool2d_op(x, *prep[1:])
+    out, idx = _max_forward(x, *direct) if max_pool2d_op.plain(x) else max_pool2d_op(x, *args)
     if squeeze:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out
@@ -428,21 +443,29 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
     tensor([[[[ 2.5000,  4.0000],
               [ 8.5000, 10.0000]]]])
     """
-    key = S.call_key(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, "avg")
-    prep = _prepared.get(key)
+    try:  # the validation-cache key, built inline (see conv2d)
+        key = (input.shape, input.dtype, input.device, type(kernel_size), kernel_size, type(stride), stride,
+               type(padding), padding, type(ceil_mode), ceil_mode, type(count_include_pad), count_include_pad,
+               type(divisor_override), divisor_override, "avg")
+        prep = _prepared.get(key)
+    except (AttributeError, TypeError):
+        key = S.call_key(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, "avg")
+        prep = _prepared.get(key)
     if prep is None:
         squeeze = _check_input("avg_pool2d", input)
         k = S.pair(kernel_size, "kernel_size")
         s, p = _stride(stride, k), S.pair(padding, "padding")
         if divisor_override is not None and int(divisor_override) == 0:
             raise RuntimeError("fastconv.avg_pool2d: divisor must be not zero")
-        S.pool2d_output_hw("avg_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, (1, 1),
-                           bool(ceil_mode))
-        prep = (squeeze, list(k), list(s), list(p), bool(count_include_pad), int(divisor_override or 0),
-                bool(ceil_mode))
+        hw = S.pool2d_output_hw("avg_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, (1, 1),
+                                bool(ceil_mode))
+        include, divisor = bool(count_include_pad), int(divisor_override or 0)
+        prep = (squeeze, (list(k), list(s), list(p), include, divisor, bool(ceil_mode)),
+                (k, s, p, include, divisor, hw))
         S.remember(_prepared, key, prep)
-    squeeze = prep[0]
-    out = avg_pool2d_op(input.unsqueeze(0) if squeeze else input, *prep[1:])
+    squeeze, args, direct = prep
+    x = input.unsqueeze(0) if squeeze else input
+    out = _avg_forward(x, *direct) if avg_pool2d_op.plain(x) else avg_pool2d_op(x, *args)
     return out.squeeze(0) if squeeze else out
 
 
