@@ -31,7 +31,8 @@ from ._simd import gather_tile, transpose_tile
 from ._wgrad import image_channels_last
 
 __all__ = ["MRP", "NVO", "KCHUNK", "pixels", "pixel_offsets", "position_offsets", "steps", "tap_offsets", "tap_windows",
-           "transposed_windows", "transposed_offsets", "image_stride", "pixel_order", "pack_nhwc", "forward", "unpack"]
+           "transposed_windows", "transposed_offsets", "image_stride", "pixel_order", "pack_nhwc", "forward", "unpack",
+           "kernel_order_steps", "pack_rows_transposed", "pack_taps_transposed"]
 
 #: Output pixels per register tile.
 MRP = 8
@@ -50,7 +51,10 @@ _TILE1 = gather_tile(2 * MRP, 1)
 def pixels(nv: int) -> int:
     """Output pixels per tile of ``nv`` vectors of channels (16 accumulators either way)."""
     return MRP if nv == NVO else 2 * MRP
+
+
 _TRANSPOSE = transpose_tile()
+_TRANSPOSE_ROWS = transpose_tile(partial=True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -70,6 +74,64 @@ def pixel_offsets(n: int, oh: int, ow: int, img: int, wq: int, sy: int = 1, sx: 
 def steps(k: int, tw: int) -> np.ndarray:
     """Offsets ``k * tw`` of each tap's weight vectors within an o-tile (memoised: do not write)."""
     return np.arange(k, dtype=np.int64) * tw
+
+
+@functools.lru_cache(maxsize=256)
+def kernel_order_steps(c: int, taps: int, tw: int) -> np.ndarray:
+    """Offsets of each tap's weight vectors within an o-tile packed in the kernels' own order
+    ``(c, ky, kx)`` (:func:`pack_rows_transposed`, :func:`pack_taps_transposed`), for the taps in
+    the gather's order ``(ky, kx, c)`` (memoised: do not write)."""
+    t, ch = np.divmod(np.arange(taps * c, dtype=np.int64), c)
+    return (ch * taps + t) * tw
+
+
+@njit(cache=True, nogil=True)
+def pack_rows_transposed(a, o, k, tw, wp, t0, t1):  # pragma: no cover - numba
+    """``wp[ot, j, m] = a[(ot*tw + m)*k + j]`` (zero for rows ``ot*tw + m >= o``): the ``(o, k)``
+    matrix ``a`` (flat) in o-tiles of ``tw`` columns, for the tasks [t0, t1) = (o-tile, block of
+    ``L`` columns ``j``) pairs; whole ``L x L`` blocks go through register transposes."""
+    L = 64 // a.itemsize
+    nj = -(-k // L)
+    for task in range(t0, t1):
+        ot = task // nj
+        j0 = (task - ot * nj) * L
+        j1 = min(k, j0 + L)
+        base = ot * k * tw
+        for m0 in range(0, tw, L):
+            r0 = ot * tw + m0
+            if j1 - j0 == L and r0 + L <= o:
+                _TRANSPOSE(a, r0 * k + j0, k, wp, base + j0 * tw + m0, tw)
+                continue
+            for j in range(j0, j1):
+                for m in range(L):
+                    wp[base + j * tw + m0 + m] = a[(r0 + m) * k + j] if r0 + m < o else 0
+
+
+@njit(cache=True, nogil=True)
+def pack_taps_transposed(w, c, o, taps, tw, wp, t0, t1):  # pragma: no cover - numba
+    """``wp[ot, i*taps + t, m] = w[(i*o + ot*tw + m)*taps + t]`` (zero for ``ot*tw + m >= o``): the
+    ``(c, o, taps)`` array ``w`` (flat; a transposed OIHW weight's memory) in o-tiles of ``tw``,
+    for the tasks [t0, t1) = (o-tile, ``i``) pairs.  ``L`` consecutive ``o`` of one ``i`` are
+    ``L`` rows ``taps`` apart: register transposes of ``L x L`` blocks (reading past each row into
+    the next) store their first ``min(L, taps - t)`` rows; a block that would read past the array
+    is copied element by element."""
+    L = 64 // w.itemsize
+    k = c * taps
+    for task in range(t0, t1):
+        ot = task // c
+        i = task - ot * c
+        base = (ot * k + i * taps) * tw
+        for m0 in range(0, tw, L):
+            r0 = ot * tw + m0
+            src = (i * o + r0) * taps
+            whole = r0 + L <= o
+            for t0_ in range(0, taps, L):
+                if whole and src + t0_ + (L - 1) * taps + L <= w.size:
+                    _TRANSPOSE_ROWS(w, src + t0_, taps, wp, base + t0_ * tw + m0, tw, min(L, taps - t0_))
+                    continue
+                for t in range(t0_, min(taps, t0_ + L)):
+                    for m in range(L):
+                        wp[base + t * tw + m0 + m] = w[src + m * taps + t] if r0 + m < o else 0
 
 
 @functools.lru_cache(maxsize=256)

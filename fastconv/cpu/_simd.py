@@ -394,52 +394,60 @@ def lane_sums(acc, out):  # pragma: no cover - numba
 
 
 @functools.lru_cache(maxsize=None)
-def transpose_tile():
+def transpose_tile(partial: bool = False):
     """The ``L x L`` block transpose.
 
     Call it from Numba as ``kern(src, sbase, sstride, dst, dbase, dstride)`` (1-D arrays of
     one float dtype, int64 offsets): ``dst[dbase + j*dstride + i] = src[sbase + i*sstride + j]`` for
     ``i, j < L``.  Four (float32) or three (float64) levels of off-diagonal block swaps, one
-    two-source shuffle per row and level.
+    two-source shuffle per row and level.  With ``partial``, ``kern(..., dstride, rows)`` stores
+    the rows ``j < rows`` only (all ``L`` source rows are read whole).
     """
+
+    def codegen(context, builder, signature, args):
+        src_, sbase_, sstride_, dst_, dbase_, dstride_ = args[:6]
+        at = signature.args
+        dt = _dtype_of(at[0])
+        L = lanes(dt)
+        vty = _vec(context, at[0].dtype, L)
+        sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
+        dp = builder.gep(_data(context, builder, at[3], dst_), [dbase_])
+        rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
+                for i in range(L)]
+        b = L // 2
+        mty = ir.VectorType(_I32, L)
+        while b >= 1:
+            lo_mask = ir.Constant(mty, [c if c & b == 0 else L + c - b for c in range(L)])
+            hi_mask = ir.Constant(mty, [c + b if c & b == 0 else L + c for c in range(L)])
+            new = list(rows)
+            for i in range(L):
+                if i & b:
+                    continue
+                j = i + b
+                new[i] = builder.shuffle_vector(rows[i], rows[j], lo_mask)
+                new[j] = builder.shuffle_vector(rows[i], rows[j], hi_mask)
+            rows = new
+            b //= 2
+        for j in range(L):
+            ptr = builder.gep(dp, [builder.mul(_c(j), dstride_)])
+            if partial:
+                with builder.if_then(builder.icmp_signed("<", _c(j), args[6])):
+                    _vstore(builder, rows[j], ptr, vty, dt.itemsize)
+            else:
+                _vstore(builder, rows[j], ptr, vty, dt.itemsize)
+        return context.get_dummy_value()
+
+    if partial:
+        @intrinsic
+        def kern_rows(typingctx, src, sbase, sstride, dst, dbase, dstride, rows):
+            return types.void(src, sbase, sstride, dst, dbase, dstride, rows), codegen
+        return kern_rows
 
     @intrinsic
     def kern(typingctx, src, sbase, sstride, dst, dbase, dstride):
-        sig = types.void(src, sbase, sstride, dst, dbase, dstride)
-
-        def codegen(context, builder, signature, args):
-            src_, sbase_, sstride_, dst_, dbase_, dstride_ = args
-            at = signature.args
-            dt = _dtype_of(at[0])
-            L = lanes(dt)
-            vty = _vec(context, at[0].dtype, L)
-            sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
-            dp = builder.gep(_data(context, builder, at[3], dst_), [dbase_])
-            rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
-                    for i in range(L)]
-            b = L // 2
-            mty = ir.VectorType(_I32, L)
-            while b >= 1:
-                lo_mask = ir.Constant(mty, [c if c & b == 0 else L + c - b for c in range(L)])
-                hi_mask = ir.Constant(mty, [c + b if c & b == 0 else L + c for c in range(L)])
-                new = list(rows)
-                for i in range(L):
-                    if i & b:
-                        continue
-                    j = i + b
-                    new[i] = builder.shuffle_vector(rows[i], rows[j], lo_mask)
-                    new[j] = builder.shuffle_vector(rows[i], rows[j], hi_mask)
-                rows = new
-                b //= 2
-            for j in range(L):
-                _vstore(builder, rows[j], builder.gep(dp, [builder.mul(_c(j), dstride_)]), vty, dt.itemsize)
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return types.void(src, sbase, sstride, dst, dbase, dstride), codegen
 
     return kern
-
-
 
 
 def _combine(builder, terms, vty):

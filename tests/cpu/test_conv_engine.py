@@ -373,6 +373,28 @@ def test_rows_forward_in_tap_chunks(dtype):
     torch.testing.assert_close(out, unchunked, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("o, c, k, nv", [(64, 40, 3, 2), (20, 17, 3, 1), (33, 24, 5, 2), (256, 32, 3, 2), (7, 3, 2, 1)])
+def test_gather_weight_packings(o, c, k, nv, dtype):
+    """The register-transposed packings of the gather's weights (forward: an OIHW view; input
+    gradient: a transposed one; anything else: the strided fallback) equal the packing in the
+    gather's tap order ``(ky, kx, c)`` once their steps reorder the taps; padding channels are zero."""
+    from fastconv.cpu import _direct
+    rng = np.random.default_rng(o * c + k)
+    w = rng.standard_normal((o, c, k, k)).astype(dtype)
+    tw = nv * 64 // w.itemsize
+    for w4 in (w.transpose(0, 2, 3, 1), w.transpose(1, 2, 3, 0), w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)):
+        out, taps = w4.shape[0], w4[0].size
+        opad = -(-out // tw) * tw
+        want = _direct.pack_weights(w4, 1, tw)[:opad * taps].reshape(opad // tw, taps, tw).copy()
+        wp, sb = C._gather_weights(w4, tw, opad)
+        got = wp[:opad * taps].reshape(opad // tw, taps, tw)[:, sb // tw]
+        assert np.array_equal(got, want)
+        tiles = got.transpose(1, 0, 2).reshape(taps, opad)
+        assert not tiles[:, out:].any()
+        assert np.array_equal(tiles[:, :out], w4.reshape(out, taps).T)
+
+
 @pytest.mark.parametrize("n", [1, 3, 8, 13, 16, 17])
 def test_gather_batches_around_the_tile(n):
     """The gather's tiles are one output position of 8 images (16 for one-vector tiles): batches
