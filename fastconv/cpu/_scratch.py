@@ -35,16 +35,15 @@ def scratch(slot: str, shape: Union[int, Sequence[int]], dtype, zero: bool = Fal
     reuses the memory.
     """
     dt = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    shape = tuple(map(int, shape)) if isinstance(shape, (tuple, list)) else (int(shape),)
     nbytes = math.prod(shape) * dt.itemsize
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}
     buf = bufs.get(slot)
-    if buf is None or buf.nbytes < nbytes + _ALIGN:
+    if buf is None or buf.nbytes < nbytes:
         buf = bufs[slot] = _allocate(nbytes)
-    start = (-buf.ctypes.data) % _ALIGN
-    out = buf[start:start + nbytes].view(dt).reshape(shape)
+    out = buf[:nbytes].view(dt).reshape(shape)
     if zero:
         out.fill(0)
     return out
@@ -54,8 +53,12 @@ _HUGE = 2 << 20
 
 
 def _allocate(nbytes: int) -> np.ndarray:
+    """At least ``nbytes`` bytes starting on a 64-byte boundary (so that :func:`scratch` need not
+    look up the address per call); 2 MiB and more on transparent huge pages."""
     if nbytes < _HUGE or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)
+        raw = np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)
+        start = (-raw.ctypes.data) % _ALIGN
+        return raw[start:start + max(nbytes, 1)]
     size = -(-(nbytes + _ALIGN) // _HUGE) * _HUGE
     m = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     raw = np.frombuffer(m, dtype=np.uint8)
