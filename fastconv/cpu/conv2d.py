@@ -471,11 +471,24 @@ def _patch_weight(weight: torch.Tensor) -> torch.Tensor:
 def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           geo: Geometry, dx: torch.Tensor) -> None:
     """Input gradient of a patch convolution: the 1x1 input gradient of the blocks, back in place
-    (depth-to-space); pixels no block covers get ``bias`` (or zero)."""
+    (depth-to-space); pixels no block covers get ``bias`` (or zero).
+
+    Ungrouped, the blocks are one batched product ``W^T g[n]`` on torch's BLAS into this thread's
+    ``"patch"`` scratch (a fresh output-sized temporary faulted its pages in on every call: a
+    ConvTranspose2d's forward)."""
     kk = geo.kh * geo.kw
     bias_k = None if bias is None else bias.repeat_interleave(kk)
-    z = conv2d_backward_input(grad_out.reshape(geo.n, geo.o, 1, geo.oh * geo.ow), _patch_weight(weight), bias_k,
-                              (1, 1), (0, 0, 0, 0), (1, 1), geo.groups, (1, geo.oh * geo.ow))
+    hw = geo.oh * geo.ow
+    if geo.groups == 1:
+        z = torch.from_numpy(scratch("patch", (geo.n, geo.c * kk, 1, hw), dx.numpy().dtype))
+        z3 = z.view(geo.n, geo.c * kk, hw)
+        torch.matmul(weight.detach().reshape(geo.o, geo.c * kk).t(), grad_out.detach().reshape(geo.n, geo.o, hw),
+                     out=z3)
+        if bias_k is not None:
+            z3.add_(bias_k.view(1, -1, 1))
+    else:
+        z = conv2d_backward_input(grad_out.reshape(geo.n, geo.o, 1, hw), _patch_weight(weight), bias_k,
+                                  (1, 1), (0, 0, 0, 0), (1, 1), geo.groups, (1, hw))
     _blocks_copy(dx.numpy(), z.numpy(), geo, False)
     rest = 0 if bias is None else bias.view(1, -1, 1, 1)
     dx[:, :, geo.oh * geo.kh:] = rest
