@@ -129,21 +129,35 @@ _GATHER3 = gather_tile(MRG, 3)
 #: 0.91-0.99 and 1.44-1.55 / 1.56-1.80 (a 256-channel row pads to 288); forward gathers gained
 #: nothing from three vectors (16 x 512 x 7x7: 13.0 / 12.9).
 WIDE_VECTORS = 24
+#: Taps of the four-vector tile (24 accumulators, 12 loads per 24 multiply-adds) that weight
+#: gradients of 64, 128 and 256 output channels use: one o-tile reads each output-gradient row
+#: once per tap tile for 64 channels.  Two threads, float32, ms, two / four vectors (two runs):
+#: 128 x 32 x 16x16 -> 64 4.54-4.31 / 4.31-4.13; 128 x 64 x 8x8 -> 128 4.14-4.03 / 3.95-3.91;
+#: 4 x 256 x 16x16 -> 128 2.19-2.10 / 2.12-2.02; 4 x 64 x 32x32 -> 64 1.11-1.04 / 1.06-1.02;
+#: 4 x 256 x 8x8 -> 256 1.30 / 1.31-1.33.
+GATHER4_TAPS = 6
+_GATHER4 = gather_tile(GATHER4_TAPS, 4)
 
 
 def gather_vectors(o: int, dtype, wide: bool = False) -> int:
     """Vectors of output channels per :func:`weight_gather` (and forward gather) tile: one for
     ``o`` up to one vector's lanes (16 float32: a two-vector tile would be half padding), else
-    ``NVG`` -- or, with ``wide`` (weight gradients), three from :data:`WIDE_VECTORS` vectors."""
+    ``NVG`` -- or, with ``wide`` (weight gradients), four for whole four-vector tiles below
+    :data:`WIDE_VECTORS` vectors (:data:`GATHER4_TAPS`) and three from there."""
     lanes = 64 // np.dtype(dtype).itemsize
     if o <= lanes:
         return 1
+    if wide and o % (4 * lanes) == 0 and o < WIDE_VECTORS * lanes:
+        return 4
     return 3 if wide and o >= WIDE_VECTORS * lanes else NVG
 
 
 def gather_taps(nv: int) -> int:
-    """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 or 3 vectors, ``2 MRG`` x 1)."""
-    return 2 * MRG if nv == 1 else MRG
+    """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 or 3 vectors,
+    :data:`GATHER4_TAPS` x 4, ``2 MRG`` x 1)."""
+    return 2 * MRG if nv == 1 else GATHER4_TAPS if nv == 4 else MRG
+
+
 _TRANSPOSE = transpose_tile()
 
 
@@ -166,7 +180,7 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
     """
     L = 64 // A.itemsize
     TW = nv * L
-    mrg = 2 * MRG if nv == 1 else MRG
+    mrg = 2 * MRG if nv == 1 else GATHER4_TAPS if nv == 4 else MRG
     slots, kp, opad = outT.shape
     kbs = kp // mrg
     ngroups = -(-kbs // groups_k)
@@ -190,6 +204,9 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
                 if nv == NVG:
                     _GATHER(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
                             r0 > lo)
+                elif nv == 4:
+                    _GATHER4(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
+                             r0 > lo)
                 elif nv == 3:
                     _GATHER3(A, 0, aoff, kb * mrg, a, B, ot * TW, b, r1 - r0, flat, kb * mrg * opad + ot * TW, opad,
                              r0 > lo)

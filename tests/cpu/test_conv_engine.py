@@ -327,15 +327,17 @@ def test_gathered_weight_gradient_in_slots(dtype):
     assert torch.equal(one, got)
 
 
+@pytest.mark.parametrize("o, vectors", [(200, 3), (64, 4), (40, 2)])
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes"])
-def test_wide_gathered_weight_gradients(algorithm):
-    """Weight gradients of 24+ vectors of output channels gather with three-vector tiles (float64:
-    192 channels; 200 pads to 216), in both layouts, against torch."""
+def test_wide_gathered_weight_gradients(algorithm, o, vectors):
+    """Weight gradients gather with three-vector tiles from 24 vectors of output channels (float64:
+    192 channels; 200 pads to 216), with four-vector tiles (six taps: 180 taps pad to 186) below
+    that where the channels fill whole four-vector tiles, else two, in both layouts, against torch."""
     from fastconv.cpu import _wgrad
-    assert _wgrad.gather_vectors(200, np.float64, wide=True) == 3 and _wgrad.gather_vectors(200, np.float64) == 2
+    assert _wgrad.gather_vectors(o, np.float64, wide=True) == vectors and _wgrad.gather_vectors(o, np.float64) == 2
     x = torch.randn(3, 20, 6, 7, dtype=torch.float64)
-    g = torch.randn(3, 200, 6, 7, dtype=torch.float64)
-    w = torch.randn(200, 20, 3, 3, dtype=torch.float64)
+    g = torch.randn(3, o, 6, 7, dtype=torch.float64)
+    w = torch.randn(o, 20, 3, 3, dtype=torch.float64)
     want = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                [False, True, False])[1]
     with forced(algorithm):
