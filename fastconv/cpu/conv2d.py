@@ -292,20 +292,24 @@ class _LaneOut(NamedTuple):
     lanes: _lanes.Lanes
     outa: np.ndarray
 
-    def unpack(self) -> None:
-        """Write every channel of ``outa`` (contiguous) on the thread pool."""
-        kernel, args = _lanes.unpack_task(self.Y, self.ymap, self.rstride, self.outa, self.lanes)
+    def unpack(self, check: bool = False) -> bool:
+        """Write every channel of ``outa`` (contiguous) on the thread pool; with ``check``, return
+        whether every value written is finite (else True)."""
+        bad = np.zeros(self.outa.shape[1] if check else 0, dtype=np.uint8)
+        kernel, args = _lanes.unpack_task(self.Y, self.ymap, self.rstride, self.outa, self.lanes, bad)
         parallel_for(kernel, self.outa.shape[1], *args, work=self.outa.size)
+        return not bad.any()
 
 
-def _unpack(res: _LaneOut) -> None:
-    """Unpack ``res`` into its output, through a contiguous scratch copy when that is a strided view."""
+def _unpack(res: _LaneOut, check: bool = False) -> bool:
+    """Unpack ``res`` into its output, through a contiguous scratch copy when that is a strided
+    view; with ``check``, return whether the result is finite (see :meth:`_LaneOut.unpack`)."""
     if res.outa.flags.c_contiguous:
-        res.unpack()
-        return
+        return res.unpack(check)
     out = scratch("strided_out", res.outa.shape, res.outa.dtype)
-    res._replace(outa=out).unpack()
+    ok = res._replace(outa=out).unpack(check)
     res.outa[...] = out
+    return ok
 
 
 def _lanes_direct(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
@@ -370,35 +374,46 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
     return _LaneOut(Y.reshape(-1), ymap, lanes.width, lanes, outa)
 
 
-def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
-    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the flipped view)."""
-    _unpack(_lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa))
+def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bool:
+    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the flipped view); whether
+    the result is finite.
+
+    The transforms mix every input of a tile into every output of it, so an infinity or a NaN
+    in the input, the weights or the bias leaves a non-finite value in the output (which
+    cannot cancel), possibly where the direct sum has none: the caller then recomputes directly.
+    The check reads each output channel back while it is in cache, instead of scanning both
+    operands first (128 x 32 x 16x16 -> 64, forward+backward: 1.05 ms of scans)."""
+    return _unpack(_lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa), check=True)
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
             "direct/gather": _forward_gather, "winograd/lanes": _forward_winograd}
 
 
-def _plan_forward(xa, wa, geo: Geometry, pass_: str) -> Plan:
-    """The plan of a convolution the engine runs as a forward pass (any but im2col and direct/small;
-    no Winograd on non-finite operands)."""
-    p = plan(pass_, geo, xa.dtype)
-    if p.name not in _FORWARD or (p.algorithm == "winograd" and not (all_finite(xa) and all_finite(wa))):
-        p = plan(pass_, geo, xa.dtype, exclude=("winograd", "im2col", "direct/small", "patch"))
+def _plan_forward(geo: Geometry, dtype, pass_: str) -> Plan:
+    """The plan of a convolution the engine runs as a forward pass (any but im2col, direct/small
+    and patch)."""
+    p = plan(pass_, geo, dtype)
+    if p.name not in _FORWARD:
+        p = plan(pass_, geo, dtype, exclude=_NOT_FORWARD)
     return p
+
+
+_NOT_FORWARD = ("im2col", "direct/small", "patch")
 
 
 def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
              pass_: str, flip: bool = False) -> None:
     """``outa`` = the convolution ``geo`` of ``xa`` with ``wa`` (+ ``ba``), or with ``wa`` rotated by 180
-    degrees when ``flip``, as planned for ``pass_``; ``outa`` may be a strided view."""
-    p = _plan_forward(xa, wa, geo, pass_)
-    if outa.flags.c_contiguous:
-        _FORWARD[p.name](xa, wa, ba, geo, outa, flip)
-        return
-    out = scratch("strided_out", outa.shape, outa.dtype)
-    _FORWARD[p.name](xa, wa, ba, geo, out, flip)
-    outa[...] = out
+    degrees when ``flip``, as planned for ``pass_``; ``outa`` may be a strided view.  A Winograd
+    result that is not finite is recomputed directly (see :func:`_forward_winograd`)."""
+    p = _plan_forward(geo, xa.dtype, pass_)
+    out = outa if outa.flags.c_contiguous else scratch("strided_out", outa.shape, outa.dtype)
+    if _FORWARD[p.name](xa, wa, ba, geo, out, flip) is False:
+        p = plan(pass_, geo, xa.dtype, exclude=("winograd",) + _NOT_FORWARD)
+        _FORWARD[p.name](xa, wa, ba, geo, out, flip)
+    if out is not outa:
+        outa[...] = out
 
 
 def _bias_fill(out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -616,11 +631,14 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         geo = geometry((n, c, in_hw[0], in_hw[1]), weight.shape, stride, padding, dilation, groups,
                        grad_out.shape[2:])
         name = plan("backward_input", geo, ga.dtype).name
-    if name == "im2col":
-        return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
     if name == "patch":
         _patch_backward_input(grad_out, weight, bias, geo, dx)
         return dx
+    # non-finite weights: the direct passes would multiply the gradient's zero padding by them (a
+    # NaN), where torch's input gradient -- a scatter of the products -- has none (weights are
+    # small: the scan costs microseconds)
+    if name == "im2col" or not all_finite(wa):
+        return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
     ba = None if bias is None else _np(bias)
     if name == "direct/small":
         _small.backward_input(ga, wa, _NO_BIAS[ga.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1], padding[0],

@@ -167,6 +167,64 @@ def test_winograd_is_not_used_on_non_finite_input():
     torch.testing.assert_close(out[finite], ref[finite], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("where", ["input", "weight", "bias", "overflow"])
+def test_winograd_recomputes_non_finite_results_directly(where, monkeypatch):
+    """Winograd runs first and checks its output: a non-finite operand (or an overflow) leaves
+    an infinity or a NaN there, and the pass is recomputed directly, so that NaN and inf land
+    where torch's do -- forward and input gradient, with the Winograd attempts counted."""
+    x = torch.randn(8, 16, 10, 10, dtype=torch.float64)
+    w = torch.randn(24, 16, 3, 3, dtype=torch.float64)
+    b = torch.randn(24, dtype=torch.float64)
+    g = torch.randn(8, 24, 10, 10, dtype=torch.float64)
+    if where == "input":
+        x[3, 5, 4, 6], x[7, 2, 0, 0], g[2, 3, 5, 5] = float("nan"), float("inf"), float("-inf")
+    elif where == "weight":
+        w[4, 1, 0, 2] = float("inf")
+    elif where == "bias":
+        b[5] = float("nan")
+    else:  # finite operands whose Winograd transforms overflow (the direct sums do not)
+        w = 0.5 + torch.rand(24, 16, 3, 3, dtype=torch.float64) * 0.5
+        x[1, 1, 5, 5] = g[1, 1, 5, 5] = 1.7e308
+    attempts, recomputed = [], []
+    for name, run in list(C._FORWARD.items()):
+        calls = attempts if name == "winograd/lanes" else recomputed
+        monkeypatch.setitem(C._FORWARD, name, lambda *a, _run=run, _calls=calls: _calls.append(1) or _run(*a))
+    with forced("winograd/lanes"):
+        out = C.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, (10, 10))
+        dx = C.conv2d_backward_input(g, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (10, 10))
+    assert len(attempts) == (1 if where == "weight" else 2)  # non-finite weights: the input gradient scatters
+    assert len(recomputed) == (1 if where in ("weight", "bias") else 2)  # the bias is the forward's only
+    ref = TF.conv2d(x, w, b, padding=1)
+    ref_dx = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                 [True, False, False])[0]
+    for got, want in ((out, ref), (dx, ref_dx)):
+        assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(torch.isinf(got), torch.isinf(want))
+        finite = torch.isfinite(want)
+        torch.testing.assert_close(got[finite], want[finite], rtol=1e-9, atol=1e-9)
+    if where == "overflow":
+        assert torch.isfinite(ref).all() and torch.isfinite(ref_dx).all()
+    else:
+        assert not torch.isfinite(ref).all() and torch.isfinite(ref).any()
+
+
+def test_input_gradient_of_non_finite_weights_has_no_padding_nans():
+    """An infinite weight times the output gradient's zero padding would be a NaN; torch's input
+    gradient scatters the products and has none, so neither has ours (whatever the plan)."""
+    x = torch.randn(8, 16, 10, 10, dtype=torch.float64)
+    w = torch.randn(24, 16, 3, 3, dtype=torch.float64)
+    g = torch.randn(8, 24, 10, 10, dtype=torch.float64)
+    w[4, 1, 0, 2] = float("inf")
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [True, False, False])[0]
+    assert torch.isinf(want).any() and not torch.isnan(want).any()
+    for algorithm in (None, "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes"):
+        with forced(algorithm):
+            got = C.conv2d_backward_input(g, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (10, 10))
+        assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(torch.isinf(got), torch.isinf(want))
+        finite = torch.isfinite(want)
+        torch.testing.assert_close(got[finite], want[finite], rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes", "winograd/lanes"])
 @pytest.mark.parametrize("o, width", [(16, 30), (40, 30), (16, 16)])
 def test_weight_gradient_non_finite_input_matches_torch(algorithm, o, width):
