@@ -906,9 +906,9 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
                            dilation: Sequence[int], groups: int, kernel_hw: Tuple[int, int]) -> torch.Tensor:
     """Gradient of conv2d w.r.t. its OIHW weight of spatial size ``kernel_hw``."""
     o, c = grad_out.shape[1], x.shape[1]
-    dw = torch.zeros((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)
+    dw = torch.empty((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)  # every path writes it all
     if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:
-        return dw
+        return dw.zero_()
     xa = _np(x)
     if grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing():  # tiny: no planner set-up
         p = Plan("direct", "small")
