@@ -104,6 +104,34 @@ def test_plain_calls_and_the_ops_agree(monkeypatch):
     assert calls == ["max_pool2d", "max_pool2d", "avg_pool2d", "avg_pool2d"]  # the requires-grad calls only
 
 
+def _zero_fills(run) -> list:
+    """The shapes of the zero tensors torch creates or fills while ``run()`` runs."""
+    with torch.profiler.profile(record_shapes=True) as prof:
+        run()
+    return [e.input_shapes[0] for e in prof.events() if e.name in ("aten::zeros", "aten::zero_", "aten::fill_")]
+
+
+def test_no_zero_gradients_for_non_differentiable_outputs():
+    """The ops with non-differentiable outputs (max pooling's indices, batch-norm statistics, the
+    fused ops' pre-activations) do not have autograd materialise zero gradients for them: a
+    fill of an output's size per backward."""
+    from fastconv.ops.batch_norm import batch_norm_act
+    from fastconv.ops.fused import conv2d_act, conv2d_act_max_pool
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    cases = {"max_pool2d": lambda: F.max_pool2d(x, 2),
+             "batch_norm_act": lambda: batch_norm_act(x, torch.zeros(3), torch.ones(3)),
+             "conv2d_act": lambda: conv2d_act(x, w, padding=1),
+             "conv2d_act_max_pool": lambda: conv2d_act_max_pool(x, w, padding=1, pool_kernel_size=2)}
+    for name, op in cases.items():
+        out = op()
+        seed = torch.randn_like(out)
+        fills = _zero_fills(lambda: out.backward(seed))
+        assert not [s for s in fills if list(s) in (list(out.shape), [3], [4])], (name, fills)
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        x.grad = None
+
+
 # --------------------------------------------------------------------------- torch.func
 
 CASES = {

@@ -81,6 +81,7 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias, mean, var)
     ctx.args = (eps, act, slope)
     ctx.mark_non_differentiable(mean, var)
+    ctx.set_materialize_grads(False)  # no zero gradients for the statistics (see pool._max_setup)
 
 
 def _activate(z: Tensor, act: str, slope: float) -> Tensor:
@@ -124,6 +125,8 @@ batch_norm_act_backward_op = define("batch_norm_act_backward", _batch_norm_act_b
 
 
 def _backward(ctx, dy, _dmean, _dvar):
+    if dy is None:  # gradients are not materialised (see _setup)
+        return (None,) * 6
     x, weight, bias, mean, var = ctx.saved_tensors
     eps, act, slope = ctx.args
     if torch.is_grad_enabled():

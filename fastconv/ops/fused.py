@@ -98,6 +98,7 @@ def _conv2d_act_setup(ctx, inputs, output):
     ctx.act = (act, slope)
     ctx.has_bias = bias is not None
     ctx.mark_non_differentiable(z)
+    ctx.set_materialize_grads(False)  # no zero gradient for z (see pool._max_setup)
 
 
 def _preactivation(ctx, x, weight, bias, z):
@@ -108,6 +109,8 @@ def _preactivation(ctx, x, weight, bias, z):
 
 
 def _conv2d_act_backward(ctx, dy, _dz):
+    if dy is None:  # gradients are not materialised (see _conv2d_act_setup)
+        return (None,) * 9
     x, weight, bias, y, z = ctx.saved_tensors
     dz = _act_grad(dy, y, _preactivation(ctx, x, weight, bias, z), *ctx.act)
     return conv_grads(ctx, dz, x, weight, 6)
@@ -155,9 +158,12 @@ def _conv2d_act_pool_setup(ctx, inputs, output):
     ctx.has_bias = bias is not None
     ctx.z_hw = list(out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation))
     ctx.mark_non_differentiable(idx, zp)
+    ctx.set_materialize_grads(False)  # no zero gradients for idx and zp (see pool._max_setup)
 
 
 def _conv2d_act_pool_backward(ctx, dp, _didx, _dzp):
+    if dp is None:  # gradients are not materialised (see _conv2d_act_pool_setup)
+        return (None,) * 14
     x, weight, bias, p, idx, zp = ctx.saved_tensors
     if torch.is_grad_enabled() and keeps_preactivation(*ctx.act):
         zp = _gather(conv2d_op(x, weight, bias, *ctx.geo), idx)

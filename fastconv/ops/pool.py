@@ -118,9 +118,14 @@ def _max_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.save_for_forward(output[1])
     ctx.mark_non_differentiable(output[1])
+    # autograd would hand backward a gradient of zeros for the indices (a fill of the output's
+    # size per call); the values' gradient is always defined when backward runs
+    ctx.set_materialize_grads(False)
 
 
 def _max_backward(ctx, grad, _grad_indices):
+    if grad is None:  # gradients are not materialised (see _max_setup)
+        return (None,) * 6
     (indices,) = ctx.saved_tensors
     return max_pool2d_backward(grad, indices, ctx.in_hw), None, None, None, None, None
 
