@@ -248,8 +248,8 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
             fills.append(f"    d[{slot}] = 1 if {v} else 0")
             slot += 1
     sig = "(" + ", ".join(specs) + ")"
-    src = _TEMPLATE.format(module=module, name=name, sig=sig, nslots=slot, unpack="\n".join(lines), fill="\n".join(fills),
-                           args=", ".join(names))
+    src = _TEMPLATE.format(module=module, name=name, sig=sig, nslots=slot, unpack="\n".join(lines),
+                           fill="\n".join(fills), args=", ".join(names))
     tag = hashlib.sha1((src + _version + _file_hash(py)).encode()).hexdigest()[:20]
     path = os.path.join(_dir, f"r_{tag}.py")
     if not os.path.exists(path):

@@ -133,8 +133,6 @@ def _counted_loop(builder, count, carried, body):
     return out
 
 
-
-
 def _dtype_of(aryty) -> np.dtype:
     return np.dtype(str(aryty.dtype))
 
@@ -216,8 +214,6 @@ def gemm_tile(MR: int, NV: int):
     return kern
 
 
-
-
 @functools.lru_cache(maxsize=None)
 def gather_tile(MR: int, NV: int):
     """The gathered-broadcast GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
@@ -273,8 +269,6 @@ def gather_tile(MR: int, NV: int):
         return sig, codegen
 
     return kern
-
-
 
 
 @functools.lru_cache(maxsize=None)
@@ -391,6 +385,15 @@ def lane_sums(acc, out):  # pragma: no cover - numba
         out[i] += v[0]
 
 
+def _src_dst(context, builder, at, args, d: int):
+    """The prologue of a copy intrinsic whose arguments are ``(src, sbase, ...)`` with ``(dst,
+    dbase)`` at position ``d``: the dtype, its lanes, the vector type and the two base pointers."""
+    dt = _dtype_of(at[0])
+    L = lanes(dt)
+    vty = _vec(context, at[0].dtype, L)
+    sp = builder.gep(_data(context, builder, at[0], args[0]), [args[1]])
+    dp = builder.gep(_data(context, builder, at[d], args[d]), [args[d + 1]])
+    return dt, L, vty, sp, dp
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,12 +409,7 @@ def transpose_tile(partial: bool = False):
 
     def codegen(context, builder, signature, args):
         src_, sbase_, sstride_, dst_, dbase_, dstride_ = args[:6]
-        at = signature.args
-        dt = _dtype_of(at[0])
-        L = lanes(dt)
-        vty = _vec(context, at[0].dtype, L)
-        sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
-        dp = builder.gep(_data(context, builder, at[3], dst_), [dbase_])
+        dt, L, vty, sp, dp = _src_dst(context, builder, signature.args, args, 3)
         rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
                 for i in range(L)]
         b = L // 2
@@ -491,11 +489,7 @@ def _transform2d(Lm, Rm, NV: int, add: bool):
         def codegen(context, builder, signature, args):
             src_, sbase_, srow_, scol_, dst_, dbase_, drow_, dcol_, bias_ = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L = lanes(dt)
-            vty = _vec(context, at[0].dtype, L)
-            sp = builder.gep(_data(context, builder, at[0], src_), [sbase_])
-            dp = builder.gep(_data(context, builder, at[4], dst_), [dbase_])
+            dt, L, vty, sp, dp = _src_dst(context, builder, at, args, 4)
             bv = _splat(builder, context.cast(builder, bias_, at[8], at[0].dtype), vty) if add else None
             for v in range(NV):
                 x = [[_vload(builder, builder.gep(sp, [builder.add(builder.add(builder.mul(_c(i), srow_),
