@@ -211,6 +211,14 @@ class Geometry:
     oh: int
     ow: int
 
+    def __hash__(self) -> int:  # computed once: the planner's caches hash a geometry per pass
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.n, self.c, self.h, self.w, self.o, self.cg, self.kh, self.kw, self.groups, self.stride,
+                      self.pad, self.dilation, self.oh, self.ow))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     @property
     def og(self) -> int:
         """Output channels per group."""
@@ -239,7 +247,14 @@ class Geometry:
 
 def geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], padding: Sequence[int],
              dilation: Sequence[int], groups: int, out_hw: Sequence[int]) -> Geometry:
-    """The :class:`Geometry` of a conv2d call (shapes as torch's; ``padding`` as (top, bottom, left, right))."""
+    """The :class:`Geometry` of a conv2d call (shapes as torch's; ``padding`` as (top, bottom, left, right)),
+    memoised: a pass asks for one or two, and building a frozen dataclass costs microseconds."""
+    return _geometry(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation), groups,
+                     tuple(out_hw))
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups, out_hw) -> Geometry:
     n, c, h, w = (int(v) for v in x_shape)
     o, cg, kh, kw = (int(v) for v in w_shape)
     return Geometry(n, c, h, w, o, cg, kh, kw, int(groups), (int(stride[0]), int(stride[1])),
@@ -255,8 +270,8 @@ class Plan:
     algorithm: str
     layout: str
 
-    @property
-    def name(self) -> str:
+    @functools.cached_property
+    def name(self) -> str:  # (plans are memoised: computed once)
         return f"{self.algorithm}/{self.layout}" if self.layout else self.algorithm
 
     def __str__(self) -> str:
