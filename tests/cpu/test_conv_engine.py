@@ -455,6 +455,37 @@ def test_gather_weight_packings(o, c, k, nv, dtype):
         assert np.array_equal(tiles[:, :out], w4.reshape(out, taps).T)
 
 
+def test_space_to_depth_reuses_its_last_copy_only_while_valid():
+    """The blocks of a ConvTranspose2d's output gradient serve both of its gradients: a second
+    call on the same, unmodified tensor copies nothing; an in-place change, another tensor or
+    the patch input gradient (which takes the scratch over) make it copy again -- and the
+    gradients equal torch's either way."""
+    g = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    geo = conv_plan.geometry(g.shape, (5, 3, 2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 1, (4, 3))
+    copies = []
+    original = C._blocks_copy
+    C._blocks_copy = lambda *a: copies.append(1) or original(*a)
+    try:
+        first = C._space_to_depth(g, geo)
+        assert C._space_to_depth(g, geo) is first and len(copies) == 1
+        g.mul_(2)
+        assert torch.equal(C._space_to_depth(g, geo), C._space_to_depth(g.clone(), geo)) and len(copies) == 3
+        f64 = dict(dtype=torch.float64)
+        C._patch_backward_input(torch.randn(2, 5, 4, 3, **f64), torch.randn(5, 3, 2, 2, **f64), None, geo,
+                                torch.empty(2, 3, 8, 6, **f64))
+        C._space_to_depth(g, geo)
+        assert len(copies) == 5  # one for the depth-to-space, one new space-to-depth
+    finally:
+        C._blocks_copy = original
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    ref = TF.conv_transpose2d(x, wt, b, stride=2)
+    seed = torch.randn_like(ref)
+    for a, e in zip(grads(F.conv_transpose2d(x, wt, b, stride=2), (x, wt, b), seed), grads(ref, (x, wt, b), seed)):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("n", [1, 3, 8, 13, 16, 17])
 def test_gather_batches_around_the_tile(n):
     """The gather's tiles are one output position of 8 images (16 for one-vector tiles): batches
