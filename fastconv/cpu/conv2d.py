@@ -22,8 +22,10 @@ order per output tile, so every result is deterministic whatever the number of t
 Layouts that compute a few throw-away lanes make the weight gradient multiply zeros by
 whatever input those lanes see; when the input holds an infinity or a NaN that would not
 be torch's NaN, so non-finite inputs go to the exact im2col path instead -- unless the
-reduction has no such lanes (gathered, or rows of whole vectors) -- and Winograd, whose
-transforms mix neighbouring pixels, is never used on them.
+reduction has no such lanes (gathered, or rows of whole vectors).  Winograd, whose
+transforms mix neighbouring pixels, checks its own output and leaves a non-finite one to the
+direct layouts; input gradients of non-finite weights scatter through im2col (the direct
+layouts would multiply the output gradient's zero padding by them: NaN where torch has none).
 """
 from __future__ import annotations
 

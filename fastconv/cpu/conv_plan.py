@@ -416,7 +416,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         float32 or float64.
     exclude : sequence of str
         Algorithms ('winograd') or plan names ('direct/small') not to choose (the engine
-        excludes Winograd on non-finite inputs).  ``'patch'`` is planned for every pass where
+        excludes Winograd when its result was not finite).  ``'patch'`` is planned for every pass where
         it applies (the 1x1 convolution it runs is planned in turn).
 
     Returns
