@@ -63,6 +63,25 @@ def test_python_path_takes_what_native_cannot():
     np.testing.assert_array_equal(out, want)
 
 
+def test_a_fill_that_fails_leaves_the_kernel_to_the_python_path(monkeypatch):
+    """The compiled fill writes a call's arguments into the slots; if it cannot run, run() declines
+    (and remembers it), and parallel_for computes the kernel on the Python path."""
+    out, x, idx = _args(np.float32)
+    _regions.run(_affine, out.size, 2, (out, x, idx, 1.0, 0, False))
+    key = next(k for k in _regions._entries if k[0] is _affine and k[1][0] == "af1")
+    address, nslots, fill = _regions._entries[key]
+
+    def broken(*a):
+        raise TypeError("no matching definition")
+    monkeypatch.setitem(_regions._entries, key, (address, nslots, broken))
+    assert not _regions.run(_affine, out.size, 2, (out, x, idx, 1.0, 0, False))
+    assert _regions._entries[key] is None
+    want = np.empty_like(out)
+    _affine(want, x, idx, 0.5, 2, True, 0, out.size)
+    _threads.parallel_for(_affine, out.size, out, x, idx, 0.5, 2, True, work=1 << 30)
+    np.testing.assert_array_equal(out, want)
+
+
 def test_bounds_checking_keeps_the_python_path(monkeypatch):
     """A cfunc cannot raise the IndexError that NUMBA_BOUNDSCHECK=1 turns an out-of-range index into."""
     out, x, idx = _args(np.float64)
