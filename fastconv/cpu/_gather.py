@@ -260,21 +260,22 @@ def transposed_offsets(n: int, h: int, w: int, istride: int, c: int, stride: Tup
 
 
 @njit(cache=True, nogil=True)
-def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
+def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
     """``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``, zero outside ``x``, for the
     images [t0, t1) (``HQ x WQ`` padded positions; :func:`image_stride`).
 
     An image is first transposed whole, ``(C, H*W) -> (H*W, C)`` in ``L x L`` register blocks of
     flattened pixels (rows narrower than ``L`` -- 7x7, 14x14 planes -- transpose as fast as wide
-    ones), then copied row by row into place between the zero halo."""
+    ones) into its share of ``tmp`` (``x``'s size: the caller's scratch, not an allocation per
+    call), then copied row by row into place between the zero halo."""
     N, C, H, W = x.shape
     HW = H * W
     xf = x.reshape(-1)
-    tmp = np.empty(HW * C, x.dtype)
     q0 = min(WQ, max(0, pl))  # columns left of the image
     q1 = min(WQ, max(q0, pl + W))  # past its right edge
     for n in range(t0, t1):
-        image_channels_last(xf, n * C * HW, C, HW, tmp, 0, C, C)
+        base = n * HW * C
+        image_channels_last(xf, n * C * HW, C, HW, tmp, base, C, C)
         for r in range(HQ):
             row = n * istride + r * WQ * C
             iy = r - pt
@@ -283,7 +284,7 @@ def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - num
                 continue
             Xf[row:row + q0 * C] = 0
             Xf[row + q1 * C:row + WQ * C] = 0
-            t = (iy * W + q0 - pl) * C
+            t = base + (iy * W + q0 - pl) * C
             Xf[row + q0 * C:row + q1 * C] = tmp[t:t + (q1 - q0) * C]
 
 

@@ -194,7 +194,8 @@ def _pack_channels_last(xa, hq: int, wq: int, pad_top: int, pad_left: int) -> Tu
     (:func:`fastconv.cpu._gather.pack_nhwc`), and the image stride."""
     istride = _gather.image_stride(hq, wq, xa.shape[1], xa.itemsize)
     X = scratch("pack", xa.shape[0] * istride, xa.dtype)
-    parallel_for(_gather.pack_nhwc, xa.shape[0], xa, X, istride, hq, wq, pad_top, pad_left, work=X.size)
+    tmp = scratch("pack_tmp", xa.size, xa.dtype)
+    parallel_for(_gather.pack_nhwc, xa.shape[0], xa, X, tmp, istride, hq, wq, pad_top, pad_left, work=X.size)
     return X, istride
 
 
