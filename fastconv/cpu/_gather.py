@@ -48,7 +48,8 @@ _TILE = gather_tile(MRP, NVO)
 _TILE1 = gather_tile(2 * MRP, 1)
 
 
-def pixels(nv: int) -> int:
+@njit(cache=True)
+def pixels(nv: int) -> int:  # pragma: no cover - numba (forward calls it too)
     """Output pixels per tile of ``nv`` vectors of channels (16 accumulators either way)."""
     return MRP if nv == NVO else 2 * MRP
 
@@ -303,7 +304,7 @@ def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, 
     """
     L = 64 // X.itemsize
     TW = nv * L
-    mrp = MRP if nv == NVO else 2 * MRP
+    mrp = pixels(nv)
     ntiles = poff.shape[0] // mrp
     for task in range(t0, t1):
         ot = task // pchunks

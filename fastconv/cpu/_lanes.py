@@ -22,6 +22,7 @@ from typing import Callable, Tuple
 import numpy as np
 from .._numba import njit
 
+from ._reduce import finite
 from ._simd import transpose_tile
 
 __all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
@@ -181,9 +182,7 @@ def _finite_planes(of, N, O, HW, o):  # pragma: no cover - numba
     ok = True
     for n in range(N):
         base = (n * O + o) * HW
-        for q in range(HW):
-            v = of[base + q]
-            ok &= abs(v) <= 3.4e38 if of.itemsize == 4 else abs(v) <= 1.7e308
+        ok &= finite(of[base:base + HW])
     return ok
 
 

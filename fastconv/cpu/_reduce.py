@@ -6,7 +6,7 @@ from __future__ import annotations
 from .._numba import njit
 from ._simd import moments
 
-__all__ = ["channel_moments"]
+__all__ = ["channel_moments", "finite"]
 
 _moments = moments()
 
@@ -35,3 +35,14 @@ def channel_moments(a, b, c, sa, sb, acc):  # pragma: no cover - numba
         s0 += acc[l]
         s1 += acc[L + l]
     return s0 + t0, s1 + t1
+
+
+@njit(cache=True, nogil=True)
+def finite(a):  # pragma: no cover - numba
+    """Whether every element of the flat array ``a`` is finite (one vectorised pass; float32
+    magnitudes up to 3.4e38, float64 up to 1.7e308)."""
+    ok = True
+    for i in range(a.shape[0]):
+        v = a[i]
+        ok &= abs(v) <= 3.4e38 if a.itemsize == 4 else abs(v) <= 1.7e308
+    return ok

@@ -152,7 +152,8 @@ def gather_vectors(o: int, dtype, wide: bool = False) -> int:
     return 3 if wide and o >= WIDE_VECTORS * lanes else NVG
 
 
-def gather_taps(nv: int) -> int:
+@njit(cache=True)
+def gather_taps(nv: int) -> int:  # pragma: no cover - numba (weight_gather calls it too)
     """Taps per :func:`weight_gather` tile of ``nv`` vectors (``MRG`` x 2 or 3 vectors,
     :data:`GATHER4_TAPS` x 4, ``2 MRG`` x 1)."""
     return 2 * MRG if nv == 1 else GATHER4_TAPS if nv == 4 else MRG
@@ -180,7 +181,7 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
     """
     L = 64 // A.itemsize
     TW = nv * L
-    mrg = 2 * MRG if nv == 1 else GATHER4_TAPS if nv == 4 else MRG
+    mrg = gather_taps(nv)
     slots, kp, opad = outT.shape
     kbs = kp // mrg
     ngroups = -(-kbs // groups_k)

@@ -42,7 +42,7 @@ from .._numba import njit
 from .._threads import num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._numpy import view as _np
-from ._reduce import channel_moments
+from ._reduce import channel_moments, finite
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -54,23 +54,13 @@ __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", 
 _NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
 
 
-@njit(cache=True, nogil=True)
-def _finite(a):  # pragma: no cover - numba
-    """Whether every element of the flat array ``a`` is finite (one vectorised pass)."""
-    ok = True
-    for i in range(a.shape[0]):
-        v = a[i]
-        ok &= abs(v) <= 3.4e38 if a.itemsize == 4 else abs(v) <= 1.7e308
-    return ok
-
-
 def all_finite(a: np.ndarray) -> bool:
     """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied)."""
     if not a.flags.c_contiguous:
         t = a.transpose(np.argsort([-abs(s) for s in a.strides], kind="stable"))
         if t.flags.c_contiguous:
             a = t
-    return bool(_finite(a.reshape(-1)))
+    return bool(finite(a.reshape(-1)))
 
 
 # --------------------------------------------------------------------------- direct forward
@@ -306,17 +296,6 @@ class _LaneOut(NamedTuple):
         return not bad.any()
 
 
-def _unpack(res: _LaneOut, check: bool = False) -> bool:
-    """Unpack ``res`` into its output, through a contiguous scratch copy when that is a strided
-    view; with ``check``, return whether the result is finite (see :meth:`_LaneOut.unpack`)."""
-    if res.outa.flags.c_contiguous:
-        return res.unpack(check)
-    out = scratch("strided_out", res.outa.shape, res.outa.dtype)
-    ok = res._replace(outa=out).unpack(check)
-    res.outa[...] = out
-    return ok
-
-
 def _lanes_direct(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
     """Direct convolution in the lane layout (register block by :func:`fastconv.cpu._direct.blocking`),
     left in scratch to unpack."""
@@ -341,7 +320,7 @@ def _lanes_direct(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneO
 
 def _forward_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Direct convolution in the lane layout, then unpacked to NCHW."""
-    _unpack(_lanes_direct(xa, wa, ba, geo, outa, flip))
+    _lanes_direct(xa, wa, ba, geo, outa, flip).unpack()
 
 
 def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
@@ -388,7 +367,7 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     cannot cancel), possibly where the direct sum has none: the caller then recomputes directly.
     The check reads each output channel back while it is in cache, instead of scanning both
     operands first (128 x 32 x 16x16 -> 64, forward+backward: 1.05 ms of scans)."""
-    return _unpack(_lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa), check=True)
+    return _lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa).unpack(check=True)
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
