@@ -390,6 +390,8 @@ def test_max_pool_kernels(emu, case, dtype):
     y, idx = cuda_pool.max_pool2d_forward(x.to(dtype), k, s, p, d, tuple(ref.shape[2:]))
     assert torch.equal(idx, ridx)
     torch.testing.assert_close(y.double(), ref, equal_nan=True, rtol=0, atol=0)
+    values = cuda_pool.max_pool2d_values_for(tuple(x.shape), dtype, k, s, p, d, tuple(ref.shape[2:]))
+    torch.testing.assert_close(values(x.to(dtype)).double(), ref, equal_nan=True, rtol=0, atol=0)
     go = torch.randn_like(ref).to(dtype).double()
     xr = x.clone().requires_grad_()
     F.max_pool2d(xr, k, s, p, d, ceil_mode=cm).backward(go)
@@ -412,6 +414,8 @@ def test_avg_pool_kernels(emu, case, cip, div, dtype):
     rtol, atol = TOL[dtype]
     y = cuda_pool.avg_pool2d_forward(x.to(dtype), k, s, p, cip, div, tuple(ref.shape[2:]))
     torch.testing.assert_close(y.double(), ref.detach(), rtol=rtol, atol=atol)
+    forward = cuda_pool.avg_pool2d_forward_for(tuple(x.shape), dtype, k, s, p, cip, div, tuple(ref.shape[2:]))
+    assert torch.equal(forward(x.to(dtype)), y)
     gx = cuda_pool.avg_pool2d_backward(go.to(dtype), k, s, p, cip, div, (h, w))
     torch.testing.assert_close(gx.double(), xr.grad, rtol=rtol, atol=atol)
 

@@ -133,3 +133,43 @@ def test_max_pool2d_backward_block_writes_match_torch(kernel, stride, padding, s
     out.backward(seed)
     ref.backward(seed)
     assert torch.equal(x.grad, x2.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 4, 4), (2, 3, 9, 8), (3, 5, 7), (4, 32, 64, 64)])
+@pytest.mark.parametrize("max_args,avg_args", [
+    ((2,), (2,)),                                    # whole 2x2 windows
+    ((3, 2, 1, 1, True), (3, 2, 1, True, False)),   # padding, ceil_mode, clipped divisor
+    (((2, 3), 1, (1, 0), (2, 1)), ((3, 2), (1, 2), (1, 0), False, True, 5)),
+])
+def test_no_grad_pool_calls_match_torch(dtype, shape, max_args, avg_args):
+    """Calls no gradient flows through take their own routes (values without indices; the smallest
+    from tensor addresses, on any strides): bit for bit torch's, NaN included; 3D is unbatched."""
+    x = torch.randn(*shape, dtype=dtype)
+    x.view(-1)[3] = float("nan")
+    strided = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # the same values, column-major planes
+    assert torch.equal(strided.isnan(), x.isnan()) and not strided.is_contiguous()
+    inputs = [x, strided]
+    with torch.no_grad():
+        for t in inputs:
+            ref_max, ref_avg = TF.max_pool2d(t, *max_args), TF.avg_pool2d(t, *avg_args)
+            assert torch.equal(F.max_pool2d(t, *max_args).isnan(), ref_max.isnan())
+            torch.testing.assert_close(F.max_pool2d(t, *max_args), ref_max, rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(F.avg_pool2d(t, *avg_args), ref_avg, equal_nan=True)
+    # the same calls with a gradient to flow take the op (indices saved), with the same values
+    xg = inputs[1].detach().requires_grad_()
+    torch.testing.assert_close(F.max_pool2d(xg, *max_args), TF.max_pool2d(inputs[1], *max_args), rtol=0, atol=0,
+                               equal_nan=True)
+
+
+def test_smallest_pool_calls_run_from_addresses():
+    """The smallest no-grad calls skip NumPy views; larger ones keep the threaded kernels."""
+    from fastconv.cpu import pool as P
+
+    small = P.max_pool2d_values_for((1, 1, 4, 4), torch.float32, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+    large = P.max_pool2d_values_for((8, 64, 128, 128), torch.float32, (2, 2), (2, 2), (0, 0), (1, 1), (64, 64))
+    assert getattr(small, "func", None) is P._from_address and getattr(large, "func", None) is not P._from_address
+    avg = P.avg_pool2d_forward_for((1, 2, 5, 5), torch.float64, (3, 3), (1, 1), (1, 1), True, 0, (5, 5))
+    assert avg.func is P._from_address
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(avg(x), TF.avg_pool2d(x, 3, 1, 1), rtol=1e-15, atol=0)

@@ -14,17 +14,21 @@ backward scatters never race.  Semantics are torch's, bit for bit where torch is
 """
 from __future__ import annotations
 
-from typing import Tuple
+import functools
+from typing import Callable, Tuple
 
 import numpy as np
 import torch
-from .._numba import njit
+from numba import carray
 
-from .._threads import parallel_for
+from .._numba import njit
+from .._threads import PARALLEL_MIN_WORK, parallel_for
+from ._address import NO_INDEX, WITNESS, pointer_like
 from ._numpy import view as _np
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
-__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+__all__ = ["max_pool2d_forward", "max_pool2d_values_for", "max_pool2d_backward", "avg_pool2d_forward",
+           "avg_pool2d_forward_for", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 
@@ -33,6 +37,7 @@ def _max_pool2d_forward(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  #
     N, C, H, W = x.shape
     OH = out.shape[2]
     OW = out.shape[3]
+    want = idx.shape[0] != 0  # else values only (see max_pool2d_values)
     for task in range(t0, t1):
         n = task // C
         c = task - n * C
@@ -55,7 +60,8 @@ def _max_pool2d_forward(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  #
                             best = v
                             arg = iy * W + ix
                 out[n, c, oy, ox] = best
-                idx[n, c, oy, ox] = arg
+                if want:
+                    idx[n, c, oy, ox] = arg
 
 
 @njit(cache=True, nogil=True)
@@ -191,17 +197,16 @@ def _max_pool2d_forward_2x2(x, out, idx, t0, t1):  # pragma: no cover - numba
     when greater or NaN."""
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
+    want = idx.shape[0] != 0  # else values only
     for task in range(t0, t1):
         n = task // C
         c = task - n * C
         xp = x[n, c]
         op = out[n, c]
-        ip = idx[n, c]
         for oy in range(OH):
             r0 = xp[2 * oy]
             r1 = xp[2 * oy + 1]
             orow = op[oy]
-            irow = ip[oy]
             base = 2 * oy * W
             for ox in range(OW):
                 a = r0[2 * ox]
@@ -220,7 +225,8 @@ def _max_pool2d_forward_2x2(x, out, idx, t0, t1):  # pragma: no cover - numba
                     best = d
                     arg = W + 1
                 orow[ox] = best
-                irow[ox] = base + 2 * ox + arg
+                if want:
+                    idx[n, c, oy, ox] = base + 2 * ox + arg
 
 
 @njit(cache=True, nogil=True)
@@ -266,7 +272,47 @@ def _avg_pool2d_backward_2x2(g, gin, t0, t1):  # pragma: no cover - numba
             gin[n, c, iy, :] = 0
 
 
+@njit(cache=True, nogil=True)
+def _max_small(xa, oa, wit, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, two):  # pragma: no cover
+    """Max pooling values (no indices) of all planes, from addresses (see :mod:`._address`)."""
+    x = carray(pointer_like(xa, wit), (N, C, H, W))
+    out = carray(pointer_like(oa, wit), (N, C, OH, OW))
+    none = carray(pointer_like(0, NO_INDEX), (0, 0, 0, 0))
+    if two:
+        _max_pool2d_forward_2x2(x, out, none, 0, N * C)
+    else:
+        _max_pool2d_forward(x, out, none, kh, kw, sh, sw, ph, pw, dh, dw, 0, N * C)
+
+
+@njit(cache=True, nogil=True)
+def _avg_small(xa, oa, wit, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, include_pad, divisor,
+               two):  # pragma: no cover - numba
+    """Average pooling of all planes, from addresses (see :mod:`._address`)."""
+    x = carray(pointer_like(xa, wit), (N, C, H, W))
+    out = carray(pointer_like(oa, wit), (N, C, OH, OW))
+    if two:
+        _avg_pool2d_2x2(x, out, 0, N * C)
+    else:
+        _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor, False, 0, N * C)
+
+
 # --------------------------------------------------------------------------- entry points
+
+
+def _small(dtype: torch.dtype, work: int) -> bool:
+    """Whether a pooling runs on one thread from addresses (:func:`_from_address`): a non-empty call
+    with little work (see :func:`fastconv._threads.parallel_for`) in a dtype with a witness."""
+    return 0 < work < PARALLEL_MIN_WORK and dtype in WITNESS
+
+
+def _from_address(kernel, out_shape: Tuple[int, ...], dtype: torch.dtype, geometry: tuple,
+                  x: torch.Tensor) -> torch.Tensor:
+    """``kernel(x address, out address, *geometry)`` into a new ``out_shape`` tensor: the smallest
+    calls' path, which skips NumPy views (see :mod:`._address`)."""
+    x = x.contiguous()
+    out = torch.empty(*out_shape, dtype=dtype)
+    kernel(x.data_ptr(), out.data_ptr(), *geometry)
+    return out
 
 
 def _whole_2x2(kernel, stride, padding, in_hw, out_hw, dilation=(1, 1)) -> bool:
@@ -305,6 +351,34 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     return out, idx
 
 
+def max_pool2d_values_for(shape: Tuple[int, int, int, int], dtype: torch.dtype, kernel, stride, padding, dilation,
+                          out_hw) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function computing max pooling values alone (no indices) of inputs of ``shape`` and
+    ``dtype``, for calls no gradient can flow through; built once per call signature."""
+    n, c, h, w = shape
+    two = _whole_2x2(kernel, stride, padding, shape, out_hw, dilation)
+    work = n * c * h * w if two else n * c * out_hw[0] * out_hw[1] * kernel[0] * kernel[1]
+    if _small(dtype, work):
+        geometry = (WITNESS[dtype], n, c, h, w, *out_hw, *kernel, *stride, *padding, *dilation, two)
+        return functools.partial(_from_address, _max_small, (n, c, *out_hw), dtype, geometry)
+
+    def values(x: torch.Tensor) -> torch.Tensor:
+        x, out = x.contiguous(), _empty(x, out_hw)
+        if not out.numel():
+            return out
+        if two:
+            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), _np(x), out.numpy(), _NO_INDICES, work=work)
+        else:
+            parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), out.numpy(), _NO_INDICES, *kernel, *stride,
+                         *padding, *dilation, work=work)
+        return out
+    return values
+
+
+#: The index array of a values-only max pooling (the kernels write indices only into a non-empty one).
+_NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
+
+
 def max_pool2d_backward(grad_out: torch.Tensor, indices: torch.Tensor, in_hw) -> torch.Tensor:
     oh, ow = grad_out.shape[2:]
     if grad_out.numel() and 2 * oh <= in_hw[0] and 2 * ow <= in_hw[1]:  # maybe a 2x2, stride-2 pooling's
@@ -324,12 +398,28 @@ def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, count_include_p
                        out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        if _whole_2x2(kernel, stride, padding, x.shape, out_hw) and divisor in (0, 4):
-            parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), out.numpy(), work=x.numel())
+        two = _whole_2x2(kernel, stride, padding, x.shape, out_hw) and divisor in (0, 4)
+        work = x.numel() if two else out.numel() * kernel[0] * kernel[1]
+        if two:
+            parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), out.numpy(), work=work)
         else:
             parallel_for(_avg_pool2d, _plane_count(x), _np(x), out.numpy(), *kernel, *stride, *padding,
-                         bool(count_include_pad), int(divisor), False, work=out.numel() * kernel[0] * kernel[1])
+                         bool(count_include_pad), int(divisor), False, work=work)
     return out
+
+
+def avg_pool2d_forward_for(shape: Tuple[int, int, int, int], dtype: torch.dtype, kernel, stride, padding,
+                           count_include_pad: bool, divisor: int, out_hw) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`avg_pool2d_forward` for inputs of ``shape`` and ``dtype``, built once per call signature
+    (the smallest calls run from addresses)."""
+    n, c, h, w = shape
+    two = _whole_2x2(kernel, stride, padding, shape, out_hw) and divisor in (0, 4)
+    work = n * c * h * w if two else n * c * out_hw[0] * out_hw[1] * kernel[0] * kernel[1]
+    if _small(dtype, work):
+        geometry = (WITNESS[dtype], n, c, h, w, *out_hw, *kernel, *stride, *padding, bool(count_include_pad),
+                    int(divisor), two)
+        return functools.partial(_from_address, _avg_small, (n, c, *out_hw), dtype, geometry)
+    return lambda x: avg_pool2d_forward(x.contiguous(), kernel, stride, padding, count_include_pad, divisor, out_hw)
 
 
 def avg_pool2d_backward(grad_out: torch.Tensor, kernel, stride, padding, count_include_pad: bool, divisor: int,

@@ -6,7 +6,7 @@ sizes computed here are the launch contracts stated in ``pool.cu``.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 
@@ -14,8 +14,8 @@ from . import _runtime as rt
 from . import _rowsum, _source
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
-__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+__all__ = ["max_pool2d_forward", "max_pool2d_values_for", "max_pool2d_backward", "avg_pool2d_forward",
+           "avg_pool2d_forward_for", "avg_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 FAMILY = "pool"
 THREADS = _source.constant(FAMILY, "FC_POOL_THREADS")
@@ -52,6 +52,21 @@ def max_pool2d_forward(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[i
                 kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
                 dh=dilation[0], dw=dilation[1])
     return y, idx
+
+
+def max_pool2d_values_for(shape: Tuple[int, int, int, int], dtype: torch.dtype, kernel: Tuple[int, int],
+                          stride: Tuple[int, int], padding: Tuple[int, int], dilation: Tuple[int, int],
+                          out_hw: Tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The values of :func:`max_pool2d_forward` for inputs of ``shape`` (the kernel writes its indices
+    to a discarded array: on the GPU that costs one cached allocation, not a second kernel)."""
+    return lambda x: max_pool2d_forward(x.contiguous(), kernel, stride, padding, dilation, out_hw)[0]
+
+
+def avg_pool2d_forward_for(shape: Tuple[int, int, int, int], dtype: torch.dtype, kernel: Tuple[int, int],
+                           stride: Tuple[int, int], padding: Tuple[int, int], count_include_pad: bool, divisor: int,
+                           out_hw: Tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`avg_pool2d_forward` for inputs of ``shape``."""
+    return lambda x: avg_pool2d_forward(x.contiguous(), kernel, stride, padding, count_include_pad, divisor, out_hw)
 
 
 def _check_plane(h: int, w: int) -> None:

@@ -15,7 +15,7 @@ Padding is implicit: max pooling treats it as -inf, average pooling as zeros.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -40,6 +40,13 @@ class Backend(Protocol):
                            out_hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """(values, int64 flat ``h*W + w`` argmax indices within each plane); padding is -inf."""
 
+    def max_pool2d_values_for(self, shape: Tuple[int, int, int, int], dtype: torch.dtype,
+                              kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                              dilation: Tuple[int, int], out_hw: Tuple[int, int]) -> Callable[[Tensor], Tensor]:
+        """The function ``x -> values`` of :meth:`max_pool2d_forward` alone (no indices) for inputs of
+        ``shape`` and ``dtype`` (any strides), for calls no gradient flows through; public
+        functions build it once per call signature."""
+
     def max_pool2d_backward(self, grad_out: Tensor, indices: Tensor, in_hw: Tuple[int, int]) -> Tensor:
         """``grad_out`` routed back to ``indices`` (summed where windows share an argmax)."""
 
@@ -47,6 +54,13 @@ class Backend(Protocol):
                            padding: Tuple[int, int], count_include_pad: bool, divisor: int,
                            out_hw: Tuple[int, int]) -> Tensor:
         """Window means (zero padding; ``divisor`` 0 = torch's divisor rule, else the override)."""
+
+    def avg_pool2d_forward_for(self, shape: Tuple[int, int, int, int], dtype: torch.dtype,
+                               kernel: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int],
+                               count_include_pad: bool, divisor: int,
+                               out_hw: Tuple[int, int]) -> Callable[[Tensor], Tensor]:
+        """The function ``x -> out`` of :meth:`avg_pool2d_forward` for inputs of ``shape`` and ``dtype``
+        (any strides), built once per call signature."""
 
     def avg_pool2d_backward(self, grad_out: Tensor, kernel: Tuple[int, int], stride: Tuple[int, int],
                             padding: Tuple[int, int], count_include_pad: bool, divisor: int,
@@ -383,11 +397,19 @@ def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
         s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
         hw = S.pool2d_output_hw("max_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, d,
                                 bool(ceil_mode))
-        prep = (squeeze, (list(k), list(s), list(p), list(d), bool(ceil_mode)), (k, s, p, d, hw))
+        shape = (1, *input.shape) if squeeze else tuple(input.shape)
+        prep = (squeeze, (list(k), list(s), list(p), list(d), bool(ceil_mode)), (k, s, p, d, hw),
+                kernels("pool", input.device).max_pool2d_values_for(shape, input.dtype, k, s, p, d, hw))
         S.remember(_prepared, key, prep)
-    squeeze, args, direct = prep
+    squeeze, args, direct, values = prep
     x = input.unsqueeze(0) if squeeze else input
-    out, idx = _max_forward(x, *direct) if max_pool2d_op.plain(x) else max_pool2d_op(x, *args)
+    if max_pool2d_op.plain(x):
+        if not return_indices:  # no gradient can flow and no indices are wanted: the values alone
+            out = values(x)
+            return out.squeeze(0) if squeeze else out
+        out, idx = _max_forward(x, *direct)
+    else:
+        out, idx = max_pool2d_op(x, *args)
     if squeeze:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out
@@ -465,12 +487,13 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
         hw = S.pool2d_output_hw("avg_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, (1, 1),
                                 bool(ceil_mode))
         include, divisor = bool(count_include_pad), int(divisor_override or 0)
+        shape = (1, *input.shape) if squeeze else tuple(input.shape)
         prep = (squeeze, (list(k), list(s), list(p), include, divisor, bool(ceil_mode)),
-                (k, s, p, include, divisor, hw))
+                kernels("pool", input.device).avg_pool2d_forward_for(shape, input.dtype, k, s, p, include, divisor, hw))
         S.remember(_prepared, key, prep)
-    squeeze, args, direct = prep
+    squeeze, args, forward = prep
     x = input.unsqueeze(0) if squeeze else input
-    out = _avg_forward(x, *direct) if avg_pool2d_op.plain(x) else avg_pool2d_op(x, *args)
+    out = forward(x) if avg_pool2d_op.plain(x) else avg_pool2d_op(x, *args)
     return out.squeeze(0) if squeeze else out
 
 
