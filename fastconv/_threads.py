@@ -51,7 +51,7 @@ __all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK"
 
 #: Below this much work (element copies or scalar operations) a kernel runs on the calling
 #: thread only: two threads would save less than the hand-off costs.
-PARALLEL_MIN_WORK = 1 << 17
+PARALLEL_MIN_WORK = 1 << 16
 #: Multiply-adds of the vectorised, register-blocked kernels per unit of work (they run about
 #: 16 to an element copy): ``parallel_for(..., macs=n)`` counts ``n // VECTOR_MACS``.
 VECTOR_MACS = 16

@@ -7,9 +7,12 @@ the image (padding contributes nothing), accumulated in the tensor's dtype.
 """
 from __future__ import annotations
 
-from .._numba import njit
+from numba import carray
 
-__all__ = ["forward", "backward_input", "backward_weight"]
+from .._numba import njit
+from ._address import pointer_like
+
+__all__ = ["forward", "forward_at", "backward_input", "backward_input_at", "backward_weight", "backward_weight_at"]
 
 
 @njit(cache=True, nogil=True)
@@ -36,6 +39,18 @@ def forward(x, w, b, has_bias, sy, sx, pt, pl, dy, dx, groups, out):  # pragma: 
                                 if 0 <= ix < W:
                                     acc += x[n, c0 + c, iy, ix] * w[o, c, ky, kx]
                     out[n, o, oy, ox] = acc
+
+
+@njit(cache=True, nogil=True)
+def forward_at(xa, wa, ba, oa, wit, N, C, H, W, O, cg, kh, kw, OH, OW, has_bias, sy, sx, pt, pl, dy, dx,
+               groups):  # pragma: no cover - numba
+    """:func:`forward` on contiguous arrays at addresses (:mod:`fastconv.cpu._address`); ``ba`` is
+    read only ``has_bias``."""
+    x = carray(pointer_like(xa, wit), (N, C, H, W))
+    w = carray(pointer_like(wa, wit), (O, cg, kh, kw))
+    b = carray(pointer_like(ba, wit), (O if has_bias else 0,))
+    out = carray(pointer_like(oa, wit), (N, O, OH, OW))
+    forward(x, w, b, has_bias, sy, sx, pt, pl, dy, dx, groups, out)
 
 
 @njit(cache=True, nogil=True)
@@ -69,6 +84,17 @@ def backward_input(g, w, b, has_bias, sy, sx, pt, pl, dy, dx, groups, dx_out):  
 
 
 @njit(cache=True, nogil=True)
+def backward_input_at(ga, wa, ba, da, wit, N, C, H, W, O, cg, kh, kw, OH, OW, has_bias, sy, sx, pt, pl, dy, dx,
+                      groups):  # pragma: no cover - numba
+    """:func:`backward_input` on contiguous arrays at addresses (``da``: the ``(N, C, H, W)`` input
+    gradient; ``ba`` read only ``has_bias``)."""
+    g = carray(pointer_like(ga, wit), (N, O, OH, OW))
+    w = carray(pointer_like(wa, wit), (O, cg, kh, kw))
+    b = carray(pointer_like(ba, wit), (C if has_bias else 0,))
+    backward_input(g, w, b, has_bias, sy, sx, pt, pl, dy, dx, groups, carray(pointer_like(da, wit), (N, C, H, W)))
+
+
+@njit(cache=True, nogil=True)
 def backward_weight(x, g, sy, sx, pt, pl, dy, dx, groups, dw):  # pragma: no cover - numba
     """dw[o, c, ky, kx] = sum over n, oy, ox of g[n, o, oy, ox] * x[n, g*cg + c, oy*sy - pt + ky*dy, ...]."""
     N, C, H, W = x.shape
@@ -91,3 +117,12 @@ def backward_weight(x, g, sy, sx, pt, pl, dy, dx, groups, dw):  # pragma: no cov
                                 if 0 <= ix < W:
                                     acc += g[n, o, oy, ox] * x[n, c0 + c, iy, ix]
                     dw[o, c, ky, kx] = acc
+
+
+@njit(cache=True, nogil=True)
+def backward_weight_at(xa, ga, da, wit, N, C, H, W, O, cg, kh, kw, OH, OW, sy, sx, pt, pl, dy, dx,
+                       groups):  # pragma: no cover - numba
+    """:func:`backward_weight` on contiguous arrays at addresses (``da``: the ``(O, cg, kh, kw)`` gradient)."""
+    x = carray(pointer_like(xa, wit), (N, C, H, W))
+    g = carray(pointer_like(ga, wit), (N, O, OH, OW))
+    backward_weight(x, g, sy, sx, pt, pl, dy, dx, groups, carray(pointer_like(da, wit), (O, cg, kh, kw)))

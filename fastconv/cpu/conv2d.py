@@ -41,6 +41,7 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
+from ._address import WITNESS
 from ._numpy import view as _np
 from ._reduce import channel_moments, finite
 from ._scratch import scratch
@@ -407,11 +408,20 @@ def _bias_fill(out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def _addressable(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a small pass may run from the tensors' addresses (:mod:`fastconv.cpu._address`):
+    all contiguous (None counts), of a dtype with a witness."""
+    for t in tensors:
+        if t is not None and not (t.dtype in WITNESS and t.is_contiguous()):
+            return False
+    return True
+
+
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
                    padding: Sequence[int], dilation: Sequence[int], groups: int,
                    out_hw: Tuple[int, int]) -> torch.Tensor:
     """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract)."""
-    n, c, _, _ = x.shape
+    n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = out_hw
     out = x.new_empty((n, o, oh, ow))  # (0.3 us less than torch.empty with a dtype)
@@ -420,10 +430,15 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         return out
     if c == 0:
         return _bias_fill(out, bias)
+    # tiny problems skip the planner's set-up altogether, and the smallest even the NumPy views
+    small = size * cg * kh * kw < SMALL_MACS and not forcing()
+    if small and _addressable(x, weight, bias):
+        _small.forward_at(x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
+                          WITNESS[x.dtype], n, c, h, w, o, cg, kh, kw, oh, ow, bias is not None, stride[0], stride[1],
+                          padding[0], padding[2], dilation[0], dilation[1], groups)
+        return out
     xa, wa = _np(x), _np(weight)
     ba = None if bias is None else _np(bias)
-    # tiny problems skip the planner's set-up altogether
-    small = size * cg * kh * kw < SMALL_MACS and not forcing()
     if not small:
         geo = geometry(x.shape, weight.shape, stride, padding, dilation, groups, out_hw)
         name = plan("forward", geo, xa.dtype).name
@@ -623,8 +638,17 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         return dx
     if grad_out.numel() == 0 or weight.numel() == 0:
         return _bias_fill(dx, bias)
+    o, cg, kh, kw = weight.shape
+    small = grad_out.numel() * cg * kh * kw < SMALL_MACS and not forcing()  # tiny: no planner set-up
+    if small and _addressable(grad_out, weight, bias):  # the smallest: not even NumPy views (a scatter of
+        _small.backward_input_at(grad_out.data_ptr(), weight.data_ptr(),  # products, exact on any weights)
+                                 0 if bias is None else bias.data_ptr(), dx.data_ptr(), WITNESS[dx.dtype], n, c,
+                                 in_hw[0], in_hw[1], o, cg, kh, kw, grad_out.shape[2], grad_out.shape[3],
+                                 bias is not None, stride[0], stride[1], padding[0], padding[2], dilation[0],
+                                 dilation[1], groups)
+        return dx
     ga, wa = _np(grad_out), _np(weight)
-    if grad_out.numel() * wa[0].size < SMALL_MACS and not forcing():  # tiny: no planner set-up
+    if small:
         name = "direct/small"
     else:
         geo = geometry((n, c, in_hw[0], in_hw[1]), weight.shape, stride, padding, dilation, groups,
@@ -908,8 +932,14 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     dw = torch.empty((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)  # every path writes it all
     if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:
         return dw.zero_()
+    small = grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing()  # tiny: no planner set-up
+    if small and _addressable(x, grad_out):  # the smallest: not even NumPy views
+        _small.backward_weight_at(x.data_ptr(), grad_out.data_ptr(), dw.data_ptr(), WITNESS[dw.dtype], *x.shape, o,
+                                  *dw.shape[1:], *grad_out.shape[2:], stride[0], stride[1], padding[0], padding[2],
+                                  dilation[0], dilation[1], groups)
+        return dw
     xa = _np(x)
-    if grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing():  # tiny: no planner set-up
+    if small:
         p = Plan("direct", "small")
     else:
         geo = geometry(x.shape, dw.shape, stride, padding, dilation, groups, grad_out.shape[2:])

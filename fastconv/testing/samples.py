@@ -47,8 +47,10 @@ def _pool(dt: torch.dtype) -> Dict[str, Tuple[Any, ...]]:
     idx = torch.randint(0, 90, (2, 4, 5, 5))
     return {
         "max_pool2d_forward": (x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5)),
+        "max_pool2d_values_for": (tuple(x.shape), dt, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5), x),
         "max_pool2d_backward": (y, idx, (9, 10)),
         "avg_pool2d_forward": (x, (3, 3), (2, 2), (1, 1), False, 0, (5, 5)),
+        "avg_pool2d_forward_for": (tuple(x.shape), dt, (3, 3), (2, 2), (1, 1), False, 0, (5, 5), x),
         "avg_pool2d_backward": (y, (3, 3), (2, 2), (1, 1), False, 0, (9, 10)),
         "adaptive_avg_pool2d_forward": (x, (4, 3)),
         "adaptive_avg_pool2d_backward": (y[:, :, :4, :3].contiguous(), (9, 10)),
@@ -95,7 +97,10 @@ def allow_tf32(flag: bool) -> Iterator[None]:
 
 
 def backend_calls(family: str, dtype: torch.dtype) -> Iterator[Tuple[str, Tuple[Any, ...]]]:
-    """(contract function name, arguments) for every function of ``family``'s Backend protocol."""
+    """(contract function name, arguments) for every function of ``family``'s Backend protocol.
+
+    A ``*_for`` function returns a per-signature function; its arguments are followed by that
+    function's input (see :func:`call`)."""
     contract = [n for n, f in vars(_backend.contract(family)).items()
                 if inspect.isfunction(f) and not n.startswith("_")]
     samples = _SAMPLES[family](dtype)
@@ -105,6 +110,14 @@ def backend_calls(family: str, dtype: torch.dtype) -> Iterator[Tuple[str, Tuple[
     for name in contract:
         yield name, samples[name]
     yield from _EXTRA.get(family, lambda dt: [])(dtype)
+
+
+def call(module: Any, name: str, args: Tuple[Any, ...]) -> Any:
+    """One sample call of backend ``module``'s ``name``: a ``*_for`` function builds its
+    per-signature function from all arguments but the last, which that function then runs on."""
+    if name.endswith("_for"):
+        return getattr(module, name)(*args[:-1])(args[-1])
+    return getattr(module, name)(*args)
 
 
 def run_all(dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16, torch.float64, torch.bfloat16)) -> None:
@@ -122,7 +135,7 @@ def run_all(dtypes: Sequence[torch.dtype] = (torch.float32, torch.float16, torch
             for tf32 in ((False, True) if dt == torch.float32 else (True,)):  # float32: exact and TF32 paths
                 with allow_tf32(tf32):
                     for name, args in backend_calls(family, dt):
-                        getattr(mod, name)(*args)
+                        call(mod, name, args)
     launched = {expr for expr, *_ in rt.launches[start:]}
     ctypes = {_runtime.CTYPES[dt] for dt in dtypes}
     table = {e for fam in _backend.FAMILIES for e in _runtime.name_expressions(fam)

@@ -594,3 +594,47 @@ def test_depthwise_weight_gradient_one_channel_blocks(algorithm, dtype):
         got = C.conv2d_backward_weight(x, g, (1, 1), (1, 1, 1, 1), (1, 1), 12, (3, 3))
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", [  # (x shape, w shape, stride, padding, dilation, groups, bias)
+    ((1, 1, 4, 4), (1, 1, 3, 3), 1, 1, 1, 1, False),
+    ((2, 4, 5, 6), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2, True),
+    ((1, 3, 7, 5), (2, 3, 1, 3), 3, (0, 2), 1, 1, True),
+])
+def test_smallest_passes_run_from_addresses(monkeypatch, dtype, case):
+    """The smallest convolutions run their three passes from the tensors' addresses, with the
+    values and gradients of torch, on strided and non-finite operands too: a NaN input
+    poisons what torch's does, and so does an infinite weight in the input gradient (a scatter
+    of products: none with the padding)."""
+    from fastconv.cpu import _small
+    xs, ws, stride, padding, dilation, groups, has_bias = case
+    ran = []
+    for name in ("forward_at", "backward_input_at", "backward_weight_at"):
+        fn = getattr(_small, name)
+        monkeypatch.setattr(_small, name, lambda *a, _fn=fn, _name=name: (ran.append(_name), _fn(*a))[1])
+    g = torch.Generator().manual_seed(len(xs) + ws[0])
+    x = torch.randn(*xs, dtype=dtype, generator=g)
+    x[0, 0, 1, 1] = float("nan")
+    w = torch.randn(*ws, dtype=dtype, generator=g)
+    b = torch.randn(ws[0], dtype=dtype, generator=g) if has_bias else None
+    geometry = (stride, padding, dilation, groups)
+    for xv in (x, x.transpose(2, 3).contiguous().transpose(2, 3)):  # contiguous, then strided (made contiguous)
+        ran.clear()
+        leaves = [t.clone().requires_grad_() for t in (xv, w, b) if t is not None]
+        refs = [t.clone().requires_grad_() for t in (xv, w, b) if t is not None]
+        out = F.conv2d(*leaves[:2], leaves[2] if has_bias else None, *geometry)
+        ref = TF.conv2d(*refs[:2], refs[2] if has_bias else None, *geometry)
+        seed = torch.randn(ref.shape, dtype=dtype, generator=g)
+        torch.testing.assert_close(out, ref, equal_nan=True)
+        for a, e in zip(grads(out, leaves, seed), grads(ref, refs, seed)):
+            torch.testing.assert_close(a, e, equal_nan=True)
+        assert sorted(ran) == ["backward_input_at", "backward_weight_at", "forward_at"]
+    w_inf = w.clone()
+    w_inf[0, 0, 0, -1] = float("inf")
+    gx = torch.randn(ref.shape, dtype=dtype, generator=g)
+    xr = x.nan_to_num().requires_grad_()
+    ours = torch.autograd.grad(F.conv2d(xr, w_inf, b, *geometry), xr, gx)[0]
+    theirs = torch.autograd.grad(TF.conv2d(xr, w_inf, b, *geometry), xr, gx)[0]
+    assert torch.equal(ours.isnan(), theirs.isnan()) and torch.equal(ours.isinf(), theirs.isinf())
+    torch.testing.assert_close(ours, theirs, equal_nan=True)
