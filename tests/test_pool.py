@@ -173,3 +173,15 @@ def test_smallest_pool_calls_run_from_addresses():
     assert avg.func is P._from_address
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(avg(x), TF.avg_pool2d(x, 3, 1, 1), rtol=1e-15, atol=0)
+
+
+def test_pools_compile_with_dynamic_shapes():
+    """A trace with symbolic sizes validates through the same cache but never builds the eager
+    per-signature functions (their routing needs concrete sizes); two sizes, one graph."""
+    torch._dynamo.reset()
+    fn = torch.compile(lambda t: F.max_pool2d(t, 3, 2, 1) + F.avg_pool2d(t, 3, 2, 1), dynamic=True,
+                       fullgraph=True, backend="aot_eager")
+    for shape in [(2, 3, 9, 8), (1, 4, 12, 10)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(fn(x), TF.max_pool2d(x, 3, 2, 1) + TF.avg_pool2d(x, 3, 2, 1))

@@ -37,7 +37,7 @@ def _max_pool2d_forward(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, t0, t1):  #
     N, C, H, W = x.shape
     OH = out.shape[2]
     OW = out.shape[3]
-    want = idx.shape[0] != 0  # else values only (see max_pool2d_values)
+    want = idx.shape[0] != 0  # else values only (see max_pool2d_values_for)
     for task in range(t0, t1):
         n = task // C
         c = task - n * C
@@ -299,6 +299,15 @@ def _avg_small(xa, oa, wit, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, include_
 # --------------------------------------------------------------------------- entry points
 
 
+def _route(shape, out_hw, kernel, stride, padding, dilation=(1, 1), divisor: int = 0) -> Tuple[bool, int]:
+    """Whether a pooling of an NCHW ``shape`` runs the whole-2x2 kernels, and its work (for
+    :func:`fastconv._threads.parallel_for`): every input read once, or every window tap."""
+    n, c, h, w = shape
+    if _whole_2x2(kernel, stride, padding, shape, out_hw, dilation) and divisor in (0, 4):
+        return True, n * c * h * w
+    return False, n * c * out_hw[0] * out_hw[1] * kernel[0] * kernel[1]
+
+
 def _small(dtype: torch.dtype, work: int) -> bool:
     """Whether a pooling runs on one thread from addresses (:func:`_from_address`): a non-empty call
     with little work (see :func:`fastconv._threads.parallel_for`) in a dtype with a witness."""
@@ -342,35 +351,33 @@ def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_h
     """Max pooling; returns ``(out, indices)`` with int64 flat in-plane indices."""
     out, idx = _empty(x, out_hw), _empty(x, out_hw, torch.int64)
     if out.numel():
-        arrays = _np(x), out.numpy(), idx.numpy()
-        if _whole_2x2(kernel, stride, padding, x.shape, out_hw, dilation):
-            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), *arrays, work=x.numel())
-        else:
-            parallel_for(_max_pool2d_forward, _plane_count(x), *arrays, *kernel, *stride, *padding, *dilation,
-                         work=out.numel() * kernel[0] * kernel[1])
+        _max_pool(_np(x), out.numpy(), idx.numpy(), kernel, stride, padding, dilation)
     return out, idx
+
+
+def _max_pool(xa: np.ndarray, outa: np.ndarray, idxa: np.ndarray, kernel, stride, padding, dilation) -> None:
+    """Max pooling of the planes of ``xa`` into ``outa``, and ``idxa`` unless it is empty (:data:`_NO_INDICES`)."""
+    two, work = _route(xa.shape, outa.shape[2:], kernel, stride, padding, dilation)
+    if two:
+        parallel_for(_max_pool2d_forward_2x2, xa.shape[0] * xa.shape[1], xa, outa, idxa, work=work)
+    else:
+        parallel_for(_max_pool2d_forward, xa.shape[0] * xa.shape[1], xa, outa, idxa, *kernel, *stride, *padding,
+                     *dilation, work=work)
 
 
 def max_pool2d_values_for(shape: Tuple[int, int, int, int], dtype: torch.dtype, kernel, stride, padding, dilation,
                           out_hw) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function computing max pooling values alone (no indices) of inputs of ``shape`` and
     ``dtype``, for calls no gradient can flow through; built once per call signature."""
-    n, c, h, w = shape
-    two = _whole_2x2(kernel, stride, padding, shape, out_hw, dilation)
-    work = n * c * h * w if two else n * c * out_hw[0] * out_hw[1] * kernel[0] * kernel[1]
+    two, work = _route(shape, out_hw, kernel, stride, padding, dilation)
     if _small(dtype, work):
-        geometry = (WITNESS[dtype], n, c, h, w, *out_hw, *kernel, *stride, *padding, *dilation, two)
-        return functools.partial(_from_address, _max_small, (n, c, *out_hw), dtype, geometry)
+        geometry = (WITNESS[dtype], *shape, *out_hw, *kernel, *stride, *padding, *dilation, two)
+        return functools.partial(_from_address, _max_small, (*shape[:2], *out_hw), dtype, geometry)
 
     def values(x: torch.Tensor) -> torch.Tensor:
         x, out = x.contiguous(), _empty(x, out_hw)
-        if not out.numel():
-            return out
-        if two:
-            parallel_for(_max_pool2d_forward_2x2, _plane_count(x), _np(x), out.numpy(), _NO_INDICES, work=work)
-        else:
-            parallel_for(_max_pool2d_forward, _plane_count(x), _np(x), out.numpy(), _NO_INDICES, *kernel, *stride,
-                         *padding, *dilation, work=work)
+        if out.numel():
+            _max_pool(_np(x), out.numpy(), _NO_INDICES, kernel, stride, padding, dilation)
         return out
     return values
 
@@ -398,8 +405,7 @@ def avg_pool2d_forward(x: torch.Tensor, kernel, stride, padding, count_include_p
                        out_hw) -> torch.Tensor:
     out = _empty(x, out_hw)
     if out.numel():
-        two = _whole_2x2(kernel, stride, padding, x.shape, out_hw) and divisor in (0, 4)
-        work = x.numel() if two else out.numel() * kernel[0] * kernel[1]
+        two, work = _route(x.shape, out_hw, kernel, stride, padding, divisor=divisor)
         if two:
             parallel_for(_avg_pool2d_2x2, _plane_count(x), _np(x), out.numpy(), work=work)
         else:
@@ -412,13 +418,11 @@ def avg_pool2d_forward_for(shape: Tuple[int, int, int, int], dtype: torch.dtype,
                            count_include_pad: bool, divisor: int, out_hw) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`avg_pool2d_forward` for inputs of ``shape`` and ``dtype``, built once per call signature
     (the smallest calls run from addresses)."""
-    n, c, h, w = shape
-    two = _whole_2x2(kernel, stride, padding, shape, out_hw) and divisor in (0, 4)
-    work = n * c * h * w if two else n * c * out_hw[0] * out_hw[1] * kernel[0] * kernel[1]
+    two, work = _route(shape, out_hw, kernel, stride, padding, divisor=divisor)
     if _small(dtype, work):
-        geometry = (WITNESS[dtype], n, c, h, w, *out_hw, *kernel, *stride, *padding, bool(count_include_pad),
+        geometry = (WITNESS[dtype], *shape, *out_hw, *kernel, *stride, *padding, bool(count_include_pad),
                     int(divisor), two)
-        return functools.partial(_from_address, _avg_small, (n, c, *out_hw), dtype, geometry)
+        return functools.partial(_from_address, _avg_small, (*shape[:2], *out_hw), dtype, geometry)
     return lambda x: avg_pool2d_forward(x.contiguous(), kernel, stride, padding, count_include_pad, divisor, out_hw)
 
 

@@ -87,7 +87,7 @@ def _pool_hw(x: Tensor, kernel, stride, padding, dilation, ceil_mode, op) -> Tup
     """Validated output size of a pooling (cached per shape and arguments; errors are not cached;
     symbolic shapes, when tracing with dynamic shapes, are not cached either)."""
     args = (op, tuple(x.shape), tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode))
-    if all(type(v) is int for v in args[1]):
+    if _concrete(args[1]) is not None:
         return _pool_hw_of(*args)
     return S.pool2d_output_hw(*args)
 
@@ -321,6 +321,12 @@ def _check_input(op: str, x: Tensor, empty_channels: bool = False) -> bool:
 _prepared: dict = {}
 
 
+def _concrete(shape: Sequence) -> Optional[Tuple[int, ...]]:
+    """``shape`` as a tuple of ints, or None when it is symbolic (a trace with dynamic shapes, which
+    never takes the per-signature functions)."""
+    return tuple(shape) if all(type(v) is int for v in shape) else None
+
+
 def _stride(stride: Optional[S.IntPair], kernel: Tuple[int, int]) -> Tuple[int, int]:
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         return kernel
@@ -397,14 +403,14 @@ def max_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
         s, p, d = _stride(stride, k), S.pair(padding, "padding"), S.pair(dilation, "dilation")
         hw = S.pool2d_output_hw("max_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, d,
                                 bool(ceil_mode))
-        shape = (1, *input.shape) if squeeze else tuple(input.shape)
+        shape = _concrete((1, *input.shape) if squeeze else input.shape)
         prep = (squeeze, (list(k), list(s), list(p), list(d), bool(ceil_mode)), (k, s, p, d, hw),
-                kernels("pool", input.device).max_pool2d_values_for(shape, input.dtype, k, s, p, d, hw))
+                shape and kernels("pool", input.device).max_pool2d_values_for(shape, input.dtype, k, s, p, d, hw))
         S.remember(_prepared, key, prep)
     squeeze, args, direct, values = prep
     x = input.unsqueeze(0) if squeeze else input
     if max_pool2d_op.plain(x):
-        if not return_indices:  # no gradient can flow and no indices are wanted: the values alone
+        if values and not return_indices:  # no gradient can flow and no indices are wanted: the values alone
             out = values(x)
             return out.squeeze(0) if squeeze else out
         out, idx = _max_forward(x, *direct)
@@ -487,13 +493,14 @@ def avg_pool2d(input: Tensor, kernel_size: S.IntPair, stride: Optional[S.IntPair
         hw = S.pool2d_output_hw("avg_pool2d", (1, *input.shape) if squeeze else input.shape, k, s, p, (1, 1),
                                 bool(ceil_mode))
         include, divisor = bool(count_include_pad), int(divisor_override or 0)
-        shape = (1, *input.shape) if squeeze else tuple(input.shape)
+        shape = _concrete((1, *input.shape) if squeeze else input.shape)
         prep = (squeeze, (list(k), list(s), list(p), include, divisor, bool(ceil_mode)),
-                kernels("pool", input.device).avg_pool2d_forward_for(shape, input.dtype, k, s, p, include, divisor, hw))
+                shape and kernels("pool", input.device).avg_pool2d_forward_for(shape, input.dtype, k, s, p, include,
+                                                                               divisor, hw))
         S.remember(_prepared, key, prep)
     squeeze, args, forward = prep
     x = input.unsqueeze(0) if squeeze else input
-    out = forward(x) if avg_pool2d_op.plain(x) else avg_pool2d_op(x, *args)
+    out = forward(x) if forward and avg_pool2d_op.plain(x) else avg_pool2d_op(x, *args)
     return out.squeeze(0) if squeeze else out
 
 
