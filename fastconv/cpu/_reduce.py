@@ -6,7 +6,7 @@ from __future__ import annotations
 from .._numba import njit
 from ._simd import moments
 
-__all__ = ["channel_moments", "finite"]
+__all__ = ["channel_moments", "finite", "finite_chunks"]
 
 _moments = moments()
 
@@ -46,3 +46,10 @@ def finite(a):  # pragma: no cover - numba
         v = a[i]
         ok &= abs(v) <= 3.4e38 if a.itemsize == 4 else abs(v) <= 1.7e308
     return ok
+
+
+@njit(cache=True, nogil=True)
+def finite_chunks(a, chunk, ok, t0, t1):  # pragma: no cover - numba
+    """``ok[t] = finite(a[t * chunk:(t + 1) * chunk])`` for the chunks [t0, t1) of the flat ``a``."""
+    for t in range(t0, t1):
+        ok[t] = finite(a[t * chunk:(t + 1) * chunk])

@@ -43,7 +43,7 @@ from .._threads import num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._address import WITNESS
 from ._numpy import view as _np
-from ._reduce import channel_moments, finite
+from ._reduce import channel_moments, finite_chunks
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -56,12 +56,17 @@ _NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.floa
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied)."""
+    """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied;
+    a large array in chunks on the thread team: 256 x 256 x 3x3 weights took 36 us on one core)."""
     if not a.flags.c_contiguous:
         t = a.transpose(np.argsort([-abs(s) for s in a.strides], kind="stable"))
         if t.flags.c_contiguous:
             a = t
-    return bool(finite(a.reshape(-1)))
+    flat = a.reshape(-1)
+    chunks = 4 * num_threads()
+    ok = np.empty(chunks, dtype=np.uint8)
+    parallel_for(finite_chunks, chunks, flat, -(-flat.size // chunks), ok, work=flat.size)
+    return bool(ok.all())
 
 
 # --------------------------------------------------------------------------- direct forward

@@ -638,3 +638,17 @@ def test_smallest_passes_run_from_addresses(monkeypatch, dtype, case):
     theirs = torch.autograd.grad(TF.conv2d(xr, w_inf, b, *geometry), xr, gx)[0]
     assert torch.equal(ours.isnan(), theirs.isnan()) and torch.equal(ours.isinf(), theirs.isinf())
     torch.testing.assert_close(ours, theirs, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape", [(256, 256, 3, 3), (7, 5, 3, 3), (1,)])
+def test_all_finite_scans_every_chunk(shape):
+    """The weight scan that sends non-finite weights' input gradients to im2col runs in chunks on the
+    thread team (large arrays): an infinity or a NaN in any chunk, and in a transposed view, is seen."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert C.all_finite(a) and C.all_finite(a.T)
+    flat = a.reshape(-1)
+    for pos in sorted({0, flat.size // 3, flat.size // 2, flat.size - 1}):
+        for bad in (np.inf, -np.inf, np.nan):
+            b = flat.copy()
+            b[pos] = bad
+            assert not C.all_finite(b.reshape(shape)) and not C.all_finite(b.reshape(shape).T)
