@@ -265,15 +265,35 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     """``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``, zero outside ``x``, for the
     images [t0, t1) (``HQ x WQ`` padded positions; :func:`image_stride`).
 
-    An image is first transposed whole, ``(C, H*W) -> (H*W, C)`` in ``L x L`` register blocks of
-    flattened pixels (rows narrower than ``L`` -- 7x7, 14x14 planes -- transpose as fast as wide
-    ones) into its share of ``tmp`` (``x``'s size: the caller's scratch, not an allocation per
-    call), then copied row by row into place between the zero halo."""
+    With whole ``L x L`` blocks in every image row (``C`` and ``W`` multiples of the vector width,
+    the image inside the padded positions) the blocks are transposed straight into place.
+    Otherwise an image is first transposed whole, ``(C, H*W) -> (H*W, C)`` in ``L x L`` register
+    blocks of flattened pixels (rows narrower than ``L`` -- 7x7, 14x14 planes -- transpose as fast
+    as wide ones) into its share of ``tmp`` (``x``'s size: the caller's scratch, not an allocation
+    per call), then copied row by row into place between the zero halo."""
     N, C, H, W = x.shape
     HW = H * W
     xf = x.reshape(-1)
     q0 = min(WQ, max(0, pl))  # columns left of the image
     q1 = min(WQ, max(q0, pl + W))  # past its right edge
+    L = 64 // x.itemsize
+    if C % L == 0 and W % L == 0 and 0 <= pt and pt + H <= HQ and 0 <= pl and pl + W <= WQ:
+        # whole L x L blocks of every image row land in place: transposed straight into ``Xf`` (one
+        # pass, not two through ``tmp``); only the halo is written apart
+        for n in range(t0, t1):
+            for r in range(HQ):
+                row = n * istride + r * WQ * C
+                iy = r - pt
+                if iy < 0 or iy >= H:
+                    Xf[row:row + WQ * C] = 0
+                    continue
+                Xf[row:row + pl * C] = 0
+                Xf[row + (pl + W) * C:row + WQ * C] = 0
+                src = n * C * HW + iy * W
+                for c0 in range(0, C, L):
+                    for x0 in range(0, W, L):
+                        _TRANSPOSE(xf, src + c0 * HW + x0, HW, Xf, row + (pl + x0) * C + c0, C)
+        return
     for n in range(t0, t1):
         base = n * HW * C
         image_channels_last(xf, n * C * HW, C, HW, tmp, base, C, C)

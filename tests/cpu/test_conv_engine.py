@@ -652,3 +652,29 @@ def test_all_finite_scans_every_chunk(shape):
             b = flat.copy()
             b[pos] = bad
             assert not C.all_finite(b.reshape(shape)) and not C.all_finite(b.reshape(shape).T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", [  # (N, C, H, W, HQ, WQ, pad top, pad left)
+    (2, 32, 4, 16, 6, 18, 1, 1),   # whole vector blocks in every row: transposed straight into place
+    (3, 16, 3, 32, 5, 34, 1, 1),
+    (2, 64, 2, 16, 2, 16, 0, 0),
+    (1, 16, 3, 16, 4, 19, 0, 2),   # uneven halo
+    (2, 24, 3, 16, 5, 18, 1, 1),   # channels off the vector width: through the per-image buffer
+    (2, 32, 4, 8, 6, 10, 1, 1),    # rows narrower than a vector
+    (1, 16, 4, 16, 3, 17, 1, 0),   # the last image row outside the positions read
+])
+def test_channels_last_packing_with_halo(dtype, geometry):
+    """The gather's input packing: ``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``,
+    zero outside ``x``, on both of its paths."""
+    from fastconv.cpu import _gather
+    n, c, h, w, hq, wq, pt, pl = geometry
+    x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(dtype)
+    istride = _gather.image_stride(hq, wq, c, x.itemsize)
+    got = np.full(n * istride, np.nan, dtype)
+    _gather.pack_nhwc(x, got, np.empty(x.size, dtype), istride, hq, wq, pt, pl, 0, n)
+    padded = np.zeros((n, c, max(hq, pt + h), max(wq, pl + w)), dtype)
+    padded[:, :, pt:pt + h, pl:pl + w] = x
+    want = padded[:, :, :hq, :wq].transpose(0, 2, 3, 1).reshape(n, -1)
+    for i in range(n):
+        np.testing.assert_array_equal(got[i * istride:i * istride + hq * wq * c], want[i])
