@@ -277,26 +277,13 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     q0 = min(WQ, max(0, pl))  # columns left of the image
     q1 = min(WQ, max(q0, pl + W))  # past its right edge
     L = 64 // x.itemsize
-    if C % L == 0 and W % L == 0 and 0 <= pt and pt + H <= HQ and 0 <= pl and pl + W <= WQ:
-        # whole L x L blocks of every image row land in place: transposed straight into ``Xf`` (one
-        # pass, not two through ``tmp``); only the halo is written apart
-        for n in range(t0, t1):
-            for r in range(HQ):
-                row = n * istride + r * WQ * C
-                iy = r - pt
-                if iy < 0 or iy >= H:
-                    Xf[row:row + WQ * C] = 0
-                    continue
-                Xf[row:row + pl * C] = 0
-                Xf[row + (pl + W) * C:row + WQ * C] = 0
-                src = n * C * HW + iy * W
-                for c0 in range(0, C, L):
-                    for x0 in range(0, W, L):
-                        _TRANSPOSE(xf, src + c0 * HW + x0, HW, Xf, row + (pl + x0) * C + c0, C)
-        return
+    # whole L x L blocks in every image row land in place: transposed straight into ``Xf`` (one
+    # pass, not two through ``tmp``)
+    direct = C % L == 0 and W % L == 0 and 0 <= pt and pt + H <= HQ and 0 <= pl and pl + W <= WQ
     for n in range(t0, t1):
         base = n * HW * C
-        image_channels_last(xf, n * C * HW, C, HW, tmp, base, C, C)
+        if not direct:
+            image_channels_last(xf, n * C * HW, C, HW, tmp, base, C, C)
         for r in range(HQ):
             row = n * istride + r * WQ * C
             iy = r - pt
@@ -305,8 +292,13 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
                 continue
             Xf[row:row + q0 * C] = 0
             Xf[row + q1 * C:row + WQ * C] = 0
-            t = base + (iy * W + q0 - pl) * C
-            Xf[row + q0 * C:row + q1 * C] = tmp[t:t + (q1 - q0) * C]
+            if direct:  # (q0 = pl, q1 = pl + W)
+                for c0 in range(0, C, L):
+                    for x0 in range(0, W, L):
+                        _TRANSPOSE(xf, base + c0 * HW + iy * W + x0, HW, Xf, row + (q0 + x0) * C + c0, C)
+            else:
+                t = base + (iy * W + q0 - pl) * C
+                Xf[row + q0 * C:row + q1 * C] = tmp[t:t + (q1 - q0) * C]
 
 
 @njit(cache=True, nogil=True)
