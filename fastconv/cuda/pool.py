@@ -15,7 +15,8 @@ from . import _rowsum, _source
 
 #: The backend contract (:class:`fastconv.ops.pool.Backend`); everything else here is private.
 __all__ = ["max_pool2d_forward", "max_pool2d_values_for", "max_pool2d_backward", "avg_pool2d_forward",
-           "avg_pool2d_forward_for", "avg_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+           "avg_pool2d_forward_for", "avg_pool2d_backward", "adaptive_avg_pool2d_forward",
+           "adaptive_avg_pool2d_backward"]
 
 FAMILY = "pool"
 THREADS = _source.constant(FAMILY, "FC_POOL_THREADS")
