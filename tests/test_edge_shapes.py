@@ -113,3 +113,28 @@ def test_ssim_without_channels_raises(fn):
     x = torch.rand(2, 0, 200, 200)
     with pytest.raises(ValueError, match="at least one channel"):
         fn(x, x)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 4, 4), (2, 8, 32, 32)])  # the address paths, the planned kernels
+def test_lazily_negated_views_read_as_their_values(shape):
+    """``torch._neg_view`` tensors hold the negatives in memory (``is_neg()``); every op reads their
+    values, as torch's do -- on the smallest calls' address paths too."""
+    x = torch.randn(*shape)
+    w = torch.randn(shape[1], shape[1], 3, 3)
+    n, nw = torch._neg_view(x), torch._neg_view(w)
+    assert n.is_neg() and nw.is_neg()
+    with torch.no_grad():
+        for ours, ref in [(F.conv2d(n, w, padding=1), TF.conv2d(-x, w, padding=1)),
+                          (F.conv2d(x, nw, padding=1), TF.conv2d(x, -w, padding=1)),
+                          (F.max_pool2d(n, 2), TF.max_pool2d(-x, 2)),
+                          (F.avg_pool2d(n, 3, 1, 1), TF.avg_pool2d(-x, 3, 1, 1))]:
+            torch.testing.assert_close(ours, ref)
+    if shape[-1] >= 11:  # SSIM's window
+        a, b = torch.rand(*shape), torch.rand(*shape)
+        torch.testing.assert_close(fastconv.ssim(torch._neg_view(-a), b), fastconv.ssim(a, b))
+    xg = x.clone().requires_grad_()
+    seed = torch.randn(shape[0], shape[1], shape[2], shape[3])
+    F.conv2d(xg, w, padding=1).backward(torch._neg_view(seed))  # a negated output gradient too
+    xr = x.clone().requires_grad_()
+    TF.conv2d(xr, w, padding=1).backward(-seed)
+    torch.testing.assert_close(xg.grad, xr.grad)

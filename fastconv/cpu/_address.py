@@ -7,7 +7,8 @@ through :func:`pointer_like`.  The element type comes from a *witness*, a NumPy 
 that type (:data:`WITNESS`), so one entry point compiles once per dtype.
 
 The caller guarantees what NumPy would have checked: the tensor is C-contiguous, lives on
-the CPU, holds the witness's dtype and outlives the call.
+the CPU, holds the witness's dtype, is not a lazily negated view (``is_neg()``: its memory holds
+the negatives) and outlives the call.
 """
 from __future__ import annotations
 

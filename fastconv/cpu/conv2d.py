@@ -415,9 +415,9 @@ def _bias_fill(out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
 
 def _addressable(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether a small pass may run from the tensors' addresses (:mod:`fastconv.cpu._address`):
-    all contiguous (None counts), of a dtype with a witness."""
+    all contiguous and not lazily negated (None counts), of a dtype with a witness."""
     for t in tensors:
-        if t is not None and not (t.dtype in WITNESS and t.is_contiguous()):
+        if t is not None and not (t.dtype in WITNESS and t.is_contiguous() and not t.is_neg()):
             return False
     return True
 

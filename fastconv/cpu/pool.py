@@ -318,7 +318,7 @@ def _from_address(kernel, out_shape: Tuple[int, ...], dtype: torch.dtype, geomet
                   x: torch.Tensor) -> torch.Tensor:
     """``kernel(x address, out address, *geometry)`` into a new ``out_shape`` tensor: the smallest
     calls' path, which skips NumPy views (see :mod:`._address`)."""
-    x = x.contiguous()
+    x = x.resolve_neg().contiguous() if x.is_neg() else x.contiguous()  # (a negated view holds -x)
     out = torch.empty(*out_shape, dtype=dtype)
     kernel(x.data_ptr(), out.data_ptr(), *geometry)
     return out

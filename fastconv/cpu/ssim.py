@@ -29,6 +29,7 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_ranges
 from .._window import gaussian_window
+from ._numpy import view as _np
 
 #: The backend contract (:class:`fastconv.ops.ssim.Backend`); everything else here is private.
 __all__ = ["ssim_stats_forward", "ssim_stats_backward"]
@@ -248,7 +249,7 @@ def _thread_count(x: torch.Tensor) -> int:
 
 def _plane_views(t: torch.Tensor) -> np.ndarray:
     n, c, h, w = t.shape
-    return t.detach().numpy().reshape(n * c, h, w)
+    return _np(t).reshape(n * c, h, w)
 
 
 def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigma: float, c1: float,
@@ -273,8 +274,8 @@ def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tenso
     if x.numel():
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
         xa, ya, gxa, gya = _plane_views(x), _plane_views(y), _plane_views(gx), _plane_views(gy)
-        gs = g_ssim.detach().numpy().reshape(-1).astype(np.float64)
-        gc = g_cs.detach().numpy().reshape(-1).astype(np.float64)
+        gs = _np(g_ssim).reshape(-1).astype(np.float64)
+        gc = _np(g_cs).reshape(-1).astype(np.float64)
         parallel_ranges(lambda p0, p1: _ssim_stats_backward(xa, ya, g, float(c1), float(c2), gs, gc, gxa, gya,
                                                             p0, p1),
                         xa.shape[0], _thread_count(x))
