@@ -231,6 +231,10 @@ def test_host_array_detaches_and_shares_memory():
     assert p[0].item() == 42.0
     b = _runtime.host_array(torch.ones(3, dtype=torch.bfloat16, requires_grad=True), np, writable=False)
     assert b.dtype == np.int16 and (b == 0x3F80).all()
+    x = torch.arange(6.0)
+    assert (_runtime.host_array(torch._neg_view(x), np, writable=False) == -x.numpy()).all()  # values, not memory
+    with pytest.raises(_source.LaunchError, match="negated view"):
+        _runtime.host_array(torch._neg_view(x), np, writable=True)
 
 
 # --------------------------------------------------------------------------- NVRTC with subnormals kept

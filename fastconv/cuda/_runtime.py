@@ -88,14 +88,15 @@ def host_array(t: torch.Tensor, xp: Any, writable: bool = True) -> Any:
     ``xp`` is the device library (``cupy``, or ``numpy`` for CPU tensors under the emulator).
     The tensor is detached first (torch refuses to export a tensor that requires grad), a
     non-contiguous input (``writable=False``) is made contiguous (the kernels index densely),
-    a non-contiguous output is an error, and bfloat16 travels as int16 (neither CuPy nor NumPy
-    has bfloat16).  Export goes through DLPack.
+    and so is a lazily negated one resolved (``is_neg()``: its memory holds the negatives); a
+    non-contiguous or negated output is an error, and bfloat16 travels as int16 (neither CuPy
+    nor NumPy has bfloat16).  Export goes through DLPack.
     """
     t = t.detach()
-    if not t.is_contiguous():
+    if not t.is_contiguous() or t.is_neg():
         if writable:
-            raise LaunchError("fastconv CUDA launch: an output tensor must be contiguous")
-        t = t.contiguous()
+            raise LaunchError("fastconv CUDA launch: an output tensor must be contiguous and not a negated view")
+        t = t.resolve_neg().contiguous()
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
     return xp.from_dlpack(t)
