@@ -15,13 +15,17 @@ __all__ = ["blocks_copy"]
 
 
 @njit(cache=True, nogil=True)
-def blocks_copy(planes, blocks, to_blocks, t0, t1):  # pragma: no cover - numba
-    """Copy planes [t0, t1) into their blocks (``to_blocks``) or the blocks into the planes.
+def blocks_copy(planes, blocks, to_blocks, shift, t0, t1):  # pragma: no cover - numba
+    """Copy planes [t0, t1) into their blocks (``to_blocks``) or the blocks into the planes, then
+    adding ``shift[t % shift.size]`` to every pixel of plane ``t`` when ``shift`` is not empty
+    (a transposed convolution's bias per output channel, in the copy instead of a pass of its own).
 
     2-pixel-wide blocks (the common k=2, s=2 layers) interleave two contiguous rows, which
     the compiler turns into vector shuffles; other widths copy element by element."""
     _, kh, kw, oh, ow = blocks.shape
+    shifted = shift.size > 0
     for t in range(t0, t1):
+        s = shift[t % shift.size] if shifted else blocks.dtype.type(0)
         for y in range(oh):
             for ky in range(kh):
                 row = planes[t, y * kh + ky]
@@ -32,6 +36,10 @@ def blocks_copy(planes, blocks, to_blocks, t0, t1):  # pragma: no cover - numba
                         for x in range(ow):
                             a[x] = row[2 * x]
                             b[x] = row[2 * x + 1]
+                    elif shifted:
+                        for x in range(ow):
+                            row[2 * x] = a[x] + s
+                            row[2 * x + 1] = b[x] + s
                     else:
                         for x in range(ow):
                             row[2 * x] = a[x]
@@ -42,6 +50,9 @@ def blocks_copy(planes, blocks, to_blocks, t0, t1):  # pragma: no cover - numba
                     if to_blocks:
                         for x in range(ow):
                             blk[x] = row[x * kw + kx]
+                    elif shifted:
+                        for x in range(ow):
+                            row[x * kw + kx] = blk[x] + s
                     else:
                         for x in range(ow):
                             row[x * kw + kx] = blk[x]

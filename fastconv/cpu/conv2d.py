@@ -490,10 +490,14 @@ def _space_to_depth(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
     return blocks
 
 
-def _blocks_copy(planes: np.ndarray, blocks: np.ndarray, geo: Geometry, to_blocks: bool) -> None:
+def _blocks_copy(planes: np.ndarray, blocks: np.ndarray, geo: Geometry, to_blocks: bool,
+                 bias: Optional[np.ndarray] = None) -> None:
+    """Space-to-depth (``to_blocks``) or depth-to-space copy between NCHW ``planes`` and ``blocks``;
+    from blocks, ``bias`` (per channel of ``planes``) is added on the way."""
     nc = geo.n * planes.shape[1]
+    shift = _NO_BIAS[planes.dtype.char][:0] if bias is None else bias
     parallel_for(_patch.blocks_copy, nc, planes.reshape(nc, planes.shape[2], planes.shape[3]),
-                 blocks.reshape(nc, geo.kh, geo.kw, geo.oh, geo.ow), to_blocks, work=blocks.size)
+                 blocks.reshape(nc, geo.kh, geo.kw, geo.oh, geo.ow), to_blocks, shift, work=blocks.size)
 
 
 def _patch_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -510,7 +514,6 @@ def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     ``"patch"`` scratch (a fresh output-sized temporary faulted its pages in on every call: a
     ConvTranspose2d's forward)."""
     kk = geo.kh * geo.kw
-    bias_k = None if bias is None else bias.repeat_interleave(kk)
     hw = geo.oh * geo.ow
     if geo.groups == 1:
         _last_blocks.value = None  # the scratch is about to hold something else
@@ -518,12 +521,13 @@ def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         z3 = z.view(geo.n, geo.c * kk, hw)
         torch.matmul(weight.detach().reshape(geo.o, geo.c * kk).t(), grad_out.detach().reshape(geo.n, geo.o, hw),
                      out=z3)
-        if bias_k is not None:
-            z3.add_(bias_k.view(1, -1, 1))
+        ba = None if bias is None else _np(bias.contiguous())  # added in the copy below
     else:
-        z = conv2d_backward_input(grad_out.reshape(geo.n, geo.o, 1, hw), _patch_weight(weight), bias_k,
-                                  (1, 1), (0, 0, 0, 0), (1, 1), geo.groups, (1, hw))
-    _blocks_copy(dx.numpy(), z.numpy(), geo, False)
+        z = conv2d_backward_input(grad_out.reshape(geo.n, geo.o, 1, hw), _patch_weight(weight),
+                                  None if bias is None else bias.repeat_interleave(kk), (1, 1), (0, 0, 0, 0), (1, 1),
+                                  geo.groups, (1, hw))
+        ba = None
+    _blocks_copy(dx.numpy(), z.numpy(), geo, False, ba)
     rest = 0 if bias is None else bias.view(1, -1, 1, 1)
     dx[:, :, geo.oh * geo.kh:] = rest
     dx[:, :, :, geo.ow * geo.kw:] = rest
