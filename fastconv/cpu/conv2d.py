@@ -380,6 +380,10 @@ _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/
             "direct/gather": _forward_gather, "winograd/lanes": _forward_winograd}
 
 
+#: Plans that are not forward passes of the engine (the callers of :func:`_forward` take them).
+_NOT_FORWARD = ("im2col", "direct/small", "patch")
+
+
 def _plan_forward(geo: Geometry, dtype, pass_: str) -> Plan:
     """The plan of a convolution the engine runs as a forward pass (any but im2col, direct/small
     and patch)."""
@@ -387,9 +391,6 @@ def _plan_forward(geo: Geometry, dtype, pass_: str) -> Plan:
     if p.name not in _FORWARD:
         p = plan(pass_, geo, dtype, exclude=_NOT_FORWARD)
     return p
-
-
-_NOT_FORWARD = ("im2col", "direct/small", "patch")
 
 
 def _forward(xa: np.ndarray, wa: np.ndarray, ba: Optional[np.ndarray], geo: Geometry, outa: np.ndarray,
@@ -684,7 +685,6 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
         return dx
     # a stride-1 convolution of the output gradient with the flipped, transposed weights
     dy, dx_ = dilation
-    kh, kw = weight.shape[2:]
     top, left = dy * (kh - 1) - padding[0], dx_ * (kw - 1) - padding[2]
     gt = geometry(grad_out.shape, (c, weight.shape[0] // groups, kh, kw), (1, 1), (top, 0, left, 0), dilation,
                   groups, in_hw)
