@@ -662,6 +662,9 @@ def test_all_finite_scans_every_chunk(shape):
     (1, 16, 3, 16, 4, 19, 0, 2),   # uneven halo
     (2, 24, 3, 16, 5, 18, 1, 1),   # channels off the vector width: through the per-image buffer
     (2, 32, 4, 8, 6, 10, 1, 1),    # rows narrower than a vector
+    (2, 16, 14, 14, 16, 16, 1, 1),  # ... and a partial last block of flattened pixels (196)
+    (3, 32, 7, 7, 9, 11, 1, 2),    # ... 49 pixels, uneven halo
+    (1, 16, 3, 5, 3, 5, 0, 0),     # fewer pixels than a block, no halo
     (1, 16, 4, 16, 3, 17, 1, 0),   # the last image row outside the positions read
 ])
 def test_channels_last_packing_with_halo(dtype, geometry):
