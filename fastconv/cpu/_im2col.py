@@ -23,6 +23,7 @@ import torch
 from .._numba import njit
 
 from .._threads import parallel_for
+from . import _outputs
 from ._numpy import view as _np
 from ._scratch import scratch
 
@@ -162,7 +163,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     n, c, _, _ = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = out_hw
-    out = torch.empty((n, o, oh, ow), dtype=x.dtype)
+    out = _outputs.new(x, (n, o, oh, ow), n * o * oh * ow)
     if out.numel() == 0:
         return out
     xa, wa, outa = _np(x), _np(weight).reshape(groups, o // groups, cg * kh * kw), _np(out)
@@ -184,7 +185,7 @@ def backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[
     _, cg, kh, kw = weight.shape
     c = cg * groups
     if bias is None:
-        gx = torch.zeros((n, c, in_hw[0], in_hw[1]), dtype=grad_out.dtype)
+        gx = _outputs.new(grad_out, (n, c, in_hw[0], in_hw[1]), n * c * in_hw[0] * in_hw[1]).zero_()
     else:
         gx = bias.detach().reshape(1, c, 1, 1).expand(n, c, in_hw[0], in_hw[1]).contiguous()
     if gx.numel() == 0 or grad_out.numel() == 0:

@@ -31,6 +31,7 @@ import torch
 
 from .._numba import njit
 from .._threads import parallel_for
+from . import _outputs
 from ._numpy import view as _np
 from ._reduce import channel_moments as _channel_moments
 
@@ -162,7 +163,7 @@ def batch_norm_act_forward(x: torch.Tensor, weight: Optional[torch.Tensor], bias
     C = x.shape[1]
     xs = _planes(x)
     w, b = _params(weight, bias, C, xs.dtype)
-    y = torch.empty_like(x)
+    y = _outputs.new(x, x.shape, x.numel())
     mean = torch.empty(C, dtype=torch.float64)
     var = torch.empty(C, dtype=torch.float64)
     parallel_for(_forward, C, xs, w, b, float(eps), _ACT[act], float(slope), _planes(y), mean.numpy(), var.numpy(),
@@ -183,11 +184,11 @@ def batch_norm_act_backward(grad: torch.Tensor, x: torch.Tensor, weight: Optiona
     if act == "identity":
         dx = grad.clone()  # the kernel turns the gradient in dx into dx in place
     elif act == "silu":
-        z = torch.empty_like(x)
+        z = _outputs.new(x, x.shape, x.numel())
         parallel_for(_preactivation, C, xs, w, b, float(eps), m, v, _planes(z), work=2 * x.numel())
         dx = torch.ops.aten.silu_backward(grad, z)
     else:
-        dx = torch.empty_like(x)
+        dx = _outputs.new(x, x.shape, x.numel())
     dw = torch.empty(C, dtype=torch.float64)
     db = torch.empty(C, dtype=torch.float64)
     parallel_for(_backward, C, _planes(grad), xs, w, b, float(eps), _ACT[act], float(slope), m, v, _planes(dx),

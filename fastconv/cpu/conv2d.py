@@ -40,7 +40,7 @@ import torch
 from .._numba import njit
 
 from .._threads import num_threads, parallel_for
-from . import _direct, _gather, _im2col, _lanes, _patch, _phases, _rows, _small, _wgrad, _winograd
+from . import _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._address import WITNESS
 from ._numpy import view as _np
 from ._reduce import channel_moments, finite_chunks
@@ -430,8 +430,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = out_hw
-    out = x.new_empty((n, o, oh, ow))  # (0.3 us less than torch.empty with a dtype)
     size = n * o * oh * ow
+    out = _outputs.new(x, (n, o, oh, ow), size)
     if size == 0:
         return out
     if c == 0:
@@ -643,7 +643,7 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw``, plus ``bias`` per channel."""
     n = grad_out.shape[0]
     c = weight.shape[1] * groups
-    dx = torch.empty((n, c, in_hw[0], in_hw[1]), dtype=grad_out.dtype)
+    dx = _outputs.new(grad_out, (n, c, in_hw[0], in_hw[1]), n * c * in_hw[0] * in_hw[1])
     if dx.numel() == 0:
         return dx
     if grad_out.numel() == 0 or weight.numel() == 0:

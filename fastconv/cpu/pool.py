@@ -23,6 +23,7 @@ from numba import carray
 
 from .._numba import njit
 from .._threads import PARALLEL_MIN_WORK, parallel_for
+from . import _outputs
 from ._address import NO_INDEX, WITNESS, pointer_like
 from ._numpy import view as _np
 
@@ -339,12 +340,16 @@ def _plane_count(t: torch.Tensor) -> int:
 
 
 def _empty(x: torch.Tensor, hw: Tuple[int, int], dtype=None) -> torch.Tensor:
+    dtype = dtype or x.dtype
+    numel = x.shape[0] * x.shape[1] * hw[0] * hw[1]
+    if numel * dtype.itemsize >= _outputs.POOL_MIN_BYTES:
+        return _outputs.empty((x.shape[0], x.shape[1], hw[0], hw[1]), dtype)
     # torch.empty's varargs form parses faster than a size tuple (tiny calls count)
-    return torch.empty(x.shape[0], x.shape[1], hw[0], hw[1], dtype=dtype or x.dtype)
+    return torch.empty(x.shape[0], x.shape[1], hw[0], hw[1], dtype=dtype)
 
 
 def _zeros(g: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-    return torch.zeros((g.shape[0], g.shape[1], hw[0], hw[1]), dtype=g.dtype)
+    return _empty(g, hw).zero_()
 
 
 def max_pool2d_forward(x: torch.Tensor, kernel, stride, padding, dilation, out_hw):

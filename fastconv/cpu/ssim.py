@@ -29,6 +29,7 @@ from .._numba import njit
 
 from .._threads import num_threads, parallel_ranges
 from .._window import gaussian_window
+from . import _outputs
 from ._numpy import view as _np
 
 #: The backend contract (:class:`fastconv.ops.ssim.Backend`); everything else here is private.
@@ -269,8 +270,8 @@ def ssim_stats_forward(x: torch.Tensor, y: torch.Tensor, win_size: int, win_sigm
 def ssim_stats_backward(g_ssim: torch.Tensor, g_cs: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                         win_size: int, win_sigma: float, c1: float, c2: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`ssim_stats_forward` w.r.t. ``x`` and ``y`` given upstream ``(N, C)`` gradients."""
-    gx = torch.empty_like(x, memory_format=torch.contiguous_format)
-    gy = torch.empty_like(y, memory_format=torch.contiguous_format)
+    gx = _outputs.new(x, x.shape, x.numel())
+    gy = _outputs.new(y, y.shape, y.numel())
     if x.numel():
         g = gaussian_window(win_size, win_sigma, x.dtype).numpy()
         xa, ya, gxa, gya = _plane_views(x), _plane_views(y), _plane_views(gx), _plane_views(gy)
