@@ -6,8 +6,13 @@ on the 2-core machine).  Each figure is the median of ``--repeat`` interleaved s
 Run it on a quiet machine (``../shared/bin/quiet python benchmarks/cpu_engine.py``).
 
     python benchmarks/cpu_engine.py                 # everything
-    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny | passes | blocks
+    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny | passes | blocks | separate
     python benchmarks/cpu_engine.py --json out.json
+
+``separate`` times each train step in a process of its own (fastconv's and torch's processes
+alternate, ``--rounds`` each; the figure is the median of the processes' medians): in one process
+each side's memory affects the other's page faults -- fastconv's output pool keeps pages that torch
+would otherwise reuse, and torch's frees decide which of fastconv's allocations fault.
 
 The ``asv`` benchmarks ``bench_layers``/``bench_train`` time the same things as ``track_``
 ratios; this script prints the whole table at once for the issue notes.
@@ -18,6 +23,7 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Tuple
@@ -203,6 +209,42 @@ def bench_train(repeat: int) -> List[dict]:
     return rows
 
 
+def _train_row(name: str) -> tuple:
+    for row in TRAIN:
+        if row[0] == name:
+            return row
+    raise ValueError(f"no train step named {name!r}")
+
+
+def step_seconds(name: str, backend: str, repeat: int) -> float:
+    """Median seconds of ``repeat`` train steps of ``name`` on ``backend`` (after three warm-up steps)."""
+    _, model_name, kwargs, shape, loss = _train_row(name)
+    step = _step(model_name, kwargs, shape, loss, backend)
+    for _ in range(3):
+        step()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def bench_train_separate(repeat: int, rounds: int, threads: int) -> List[dict]:
+    """:func:`bench_train` with each side in processes of its own, alternating (see the module notes)."""
+    rows = []
+    for name, *_ in TRAIN:
+        t: Dict[str, List[float]] = {"fastconv": [], "torch": []}
+        for _ in range(rounds):
+            for backend in t:
+                out = subprocess.run([sys.executable, __file__, "--step", name, backend, "--repeat", str(repeat),
+                                      "--threads", str(threads)], capture_output=True, text=True, check=True)
+                t[backend].append(float(out.stdout.split()[-1]))
+        fc, tc = statistics.median(t["fastconv"]), statistics.median(t["torch"])
+        rows.append(dict(model=name, torch_ms=tc * 1e3, fastconv_ms=fc * 1e3, ratio=fc / tc))
+    return rows
+
+
 def bench_tiny(repeat: int) -> List[dict]:
     x = torch.randn(1, 1, 4, 4)
     w = torch.randn(1, 1, 3, 3)
@@ -235,12 +277,17 @@ def _print(title: str, rows: List[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes", "blocks"], action="append")
+    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes", "blocks", "separate"], action="append")
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=3, help="processes per side for 'separate'")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--step", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.step:  # one side of 'separate', in its own process: print the median seconds
+        print(step_seconds(a.step[0], a.step[1], a.repeat))
+        return 0
     parts = a.only or ["layers", "train", "tiny"]
     out = {"fastconv": fastconv.__version__, "torch": torch.__version__, "threads": a.threads}
     print(f"fastconv {fastconv.__version__}, torch {torch.__version__}, {a.threads} threads, median of {a.repeat}",
@@ -260,6 +307,9 @@ def main(argv=None) -> int:
     if "train" in parts:
         out["train"] = bench_train(a.repeat)
         _print("train steps (fastconv/torch)", out["train"])
+    if "separate" in parts:
+        out["separate"] = bench_train_separate(a.repeat, a.rounds, a.threads)
+        _print(f"train steps, each side in its own processes ({a.rounds} each; fastconv/torch)", out["separate"])
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=1)
