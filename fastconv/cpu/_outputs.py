@@ -37,7 +37,26 @@ POOL_MIN_BYTES = 256 << 10
 #: The most bytes the pool's storages may hold, in use or free.
 POOL_MAX_BYTES = int(float(os.environ.get("FASTCONV_OUTPUT_POOL_MB", "1024")) * (1 << 20))
 
-_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private: without it, no pool
+
+def _counts_references():
+    """torch's (private) reference count of a storage, if it counts as the pool needs: 1 for the
+    storage alone, one more for each tensor on it, back to 1 when they are gone; else None (no pool)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return None
+    try:
+        storage = torch.empty(4).untyped_storage()
+        alone = count(storage._cdata)
+        t = torch.empty((0,)).set_(storage, 0, (2, 2))
+        v = t[1:]
+        held = count(storage._cdata)
+        del t, v
+        return count if (alone, held, count(storage._cdata)) == (1, 3, 1) else None
+    except Exception:  # noqa: BLE001 - any surprise: no pool
+        return None
+
+
+_use_count = _counts_references()
 _lock = threading.Lock()
 #: Storages by size in bytes, least recently handed out first.
 _pool: "OrderedDict[int, List[torch.UntypedStorage]]" = OrderedDict()
@@ -69,8 +88,12 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         bucket = _pool.get(nbytes)
         if bucket is not None:
             _pool.move_to_end(nbytes)
-            for storage in bucket:
+            for i, storage in enumerate(bucket):
                 if _free(storage):
+                    if storage.nbytes() != nbytes:  # resized by its last user: not the pool's any more
+                        del bucket[i]
+                        _held[0] -= nbytes
+                        break
                     return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
         if _held[0] + nbytes > POOL_MAX_BYTES and not _evict(_held[0] + nbytes - POOL_MAX_BYTES):
             return torch.empty(shape, dtype=dtype)

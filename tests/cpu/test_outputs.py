@@ -153,3 +153,21 @@ def test_new_matches_the_template(dtype):
     for shape in [(3, 4), BIG]:
         t = _outputs.new(like, shape, int(np.prod(shape)))
         assert t.shape == shape and t.dtype == dtype and t.is_contiguous()
+
+
+def test_a_storage_resized_by_its_user_leaves_the_pool():
+    a = _outputs.empty(BIG, torch.float32)
+    ptr, held = a.data_ptr(), _outputs.held_bytes()
+    a.untyped_storage().resize_(0)  # as FSDP-style code frees a parameter's storage
+    del a
+    b = _outputs.empty(BIG, torch.float32)
+    assert b.data_ptr() != ptr and b.untyped_storage().nbytes() == NUMEL * 4
+    assert _outputs.held_bytes() == held  # the resized storage dropped, a new one pooled
+    b.fill_(1.0)
+    assert float(b.sum()) == NUMEL
+
+
+def test_the_pool_is_on_with_this_torch():
+    """The reference count the pool relies on behaves as checked at import (else outputs would
+    silently come from torch: correct, but without the pool)."""
+    assert _outputs._use_count is not None
