@@ -1,9 +1,21 @@
 """Memory the CPU kernels keep between calls, and how to give it back."""
 from __future__ import annotations
 
+import torch
+
 from .cpu import _outputs, _scratch
 
-__all__ = ["empty_cache"]
+__all__ = ["empty_cache", "output_like"]
+
+
+def output_like(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised contiguous tensor of ``t``'s shape, dtype and device for an op to write its
+    result into: on the CPU from the pool of storages whose pages stay mapped
+    (:mod:`fastconv.cpu._outputs`), elsewhere -- and for tensor subclasses, such as the fake
+    tensors of a trace -- from torch."""
+    if type(t) is torch.Tensor and t.device.type == "cpu":
+        return _outputs.new(t, t.shape, t.numel())
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
 
 def empty_cache() -> None:

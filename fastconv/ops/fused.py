@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..memory import output_like
 from . import _batching as B
 from ._op import define
 from .conv2d import _conv2d, conv2d_op, conv_grads, out_hw
@@ -58,16 +59,22 @@ def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float
     """``dy * act'(z)`` by torch's own activation-backward kernels (``y = act(z)``): one pass, and the
     values of the unfused layer bit for bit.  When a graph is being built (double backward), SiLU's
     derivative is written out in differentiable ops instead (``silu_backward`` has no derivative)."""
-    if act == "relu":
-        return torch.ops.aten.threshold_backward(dy, y, 0)
-    if act == "leaky_relu":
-        if slope < 0:
-            return torch.ops.aten.leaky_relu_backward(dy, z, slope, False)
-        return torch.ops.aten.leaky_relu_backward(dy, y, slope, True)  # y > 0 exactly where z > 0
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled():  # differentiable forms
+        if act == "relu":
+            return torch.ops.aten.threshold_backward(dy, y, 0)
+        if act == "leaky_relu":
+            return (torch.ops.aten.leaky_relu_backward(dy, z, slope, False) if slope < 0
+                    else torch.ops.aten.leaky_relu_backward(dy, y, slope, True))
         s = torch.sigmoid(z)
         return dy * s * (1 + z * (1 - s))
-    return torch.ops.aten.silu_backward(dy, z)
+    out = output_like(dy)  # (on the CPU, pages already mapped: no faults in the kernel)
+    if act == "relu":
+        return torch.ops.aten.threshold_backward.grad_input(dy, y, 0, grad_input=out)
+    if act == "leaky_relu":
+        if slope < 0:
+            return torch.ops.aten.leaky_relu_backward.grad_input(dy, z, slope, False, grad_input=out)
+        return torch.ops.aten.leaky_relu_backward.grad_input(dy, y, slope, True, grad_input=out)  # y > 0 where z > 0
+    return torch.ops.aten.silu_backward.grad_input(dy, z, grad_input=out)
 
 
 def _empty_like(x: Tensor) -> Tensor:
