@@ -12,7 +12,9 @@ autograd treat them like any other output) on storages the pool keeps.  A storag
 once no tensor refers to it (torch's reference count of the storage: a tensor, a view, a NumPy
 array or a DLPack capsule of it all hold one), so the activations and gradients one training step
 frees are the outputs of the next, with their pages in place.  Storages are pooled by size in
-bytes, whatever the dtype.
+bytes, whatever the dtype.  A storage moved to shared memory (a tensor sent to another process,
+as from a ``DataLoader`` worker) or resized by its user leaves the pool: another process may
+still read it.
 
 Outputs under :data:`POOL_MIN_BYTES` come from torch (glibc reuses small blocks without faults).
 The pool keeps at most ``FASTCONV_OUTPUT_POOL_MB`` megabytes (environment, read at import;
@@ -90,7 +92,9 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
             _pool.move_to_end(nbytes)
             for i, storage in enumerate(bucket):
                 if _free(storage):
-                    if storage.nbytes() != nbytes:  # resized by its last user: not the pool's any more
+                    if storage.nbytes() != nbytes or storage.is_shared():
+                        # resized by its last user, or moved to shared memory (sent to another
+                        # process, which may still read it): not the pool's any more
                         del bucket[i]
                         _held[0] -= nbytes
                         break

@@ -171,3 +171,16 @@ def test_the_pool_is_on_with_this_torch():
     """The reference count the pool relies on behaves as checked at import (else outputs would
     silently come from torch: correct, but without the pool)."""
     assert _outputs._use_count is not None
+
+
+def test_a_storage_sent_to_another_process_leaves_the_pool():
+    """A tensor put in shared memory (as ``torch.multiprocessing`` does to send it, e.g. from a
+    DataLoader worker) may still be read by the receiver after the sender drops it."""
+    a = _outputs.empty(BIG, torch.float32).fill_(7.0)
+    held = _outputs.held_bytes()
+    a.share_memory_()
+    shared = a.untyped_storage()
+    del a
+    b = _outputs.empty(BIG, torch.float32).fill_(1.0)
+    assert b.data_ptr() != shared.data_ptr() and _outputs.held_bytes() == held  # dropped, a new one pooled
+    assert float(torch.empty((0,)).set_(shared, 0, BIG).mean()) == 7.0  # what the receiver reads, untouched
