@@ -681,3 +681,52 @@ def test_channels_last_packing_with_halo(dtype, geometry):
     want = padded[:, :, :hq, :wq].transpose(0, 2, 3, 1).reshape(n, -1)
     for i in range(n):
         np.testing.assert_array_equal(got[i * istride:i * istride + hq * wq * c], want[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [  # (N, O, OH, OW, BY, BX, bh, bw, rstride factor)
+    (4, 3, 16, 16, 4, 2, 4, 8, 1),   # the Winograd lanes of 4 x C x 16x16
+    (4, 2, 8, 8, 2, 2, 4, 4, 1),     # ... and of 8x8
+    (3, 2, 15, 13, 2, 2, 8, 8, 1),   # blocks past the output's edges, lanes off the vector width
+    (2, 3, 9, 9, 2, 3, 6, 4, 2),     # a wider row stride (the direct lanes' o-blocks)
+    (5, 1, 7, 11, 1, 2, 7, 6, 1),    # one block row
+])
+def test_lane_unpacking_of_blocks(dtype, case):
+    """The blocked lane layout back to NCHW (:func:`fastconv.cpu._lanes.unpack_task`): every output
+    pixel once, from its lane and block pixel; the finiteness flags from the output only."""
+    from fastconv.cpu import _lanes
+    n, o, oh, ow, by, bx, bh, bw, f = case
+    count = n * by * bx
+    L = 64 // np.dtype(dtype).itemsize
+    width = -(-count // L) * L
+    lanes = _lanes.Lanes(n, by, bx, bh, bw, count, width)
+    rstride = f * width
+    npix = bh * bw
+    rng = np.random.default_rng(2)
+    ymap = (rng.permutation(o) * npix * rstride).astype(np.int64)
+    Y = rng.standard_normal(o * npix * rstride).astype(dtype)
+    want = np.full((n, o, oh, ow), np.nan, dtype)
+    for c in range(o):
+        for lane in range(count):
+            img, b = divmod(lane, by * bx)
+            y0, x0 = (b // bx) * bh, (b % bx) * bw
+            for p in range(npix):
+                y, x = divmod(p, bw)
+                if y0 + y < oh and x0 + x < ow:
+                    want[img, c, y0 + y, x0 + x] = Y[ymap[c] + p * rstride + lane]
+    got = np.full_like(want, np.nan)
+    bad = np.zeros(o, np.uint8)
+    kernel, args = _lanes.unpack_task(Y, ymap, rstride, got, lanes, bad)
+    kernel(*args, 0, o)
+    np.testing.assert_array_equal(got, want)
+    assert not bad.any()
+    last = ymap[o - 1] + rstride * (npix - 1)  # the last block pixel of lane 0 (inside the output)
+    Y[last] = np.inf
+    kernel(*args, 0, o)
+    assert bad[o - 1] == 1 and not bad[:o - 1].any()
+    if by * bh > oh:  # the last lane's last block pixel lies past the output: not written, not checked
+        Y[last] = 0
+        bad[:] = 0
+        Y[last + count - 1] = np.nan
+        kernel(*args, 0, o)
+        assert not bad.any()
