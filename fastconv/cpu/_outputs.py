@@ -87,23 +87,21 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     if nbytes < POOL_MIN_BYTES or _use_count is None or nbytes > POOL_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     with _lock:  # a storage found free is taken (referenced by the new tensor) before another thread looks
-        bucket = _pool.get(nbytes)
-        if bucket is not None:
-            _pool.move_to_end(nbytes)
-            for i, storage in enumerate(bucket):
-                if _free(storage):
-                    if storage.nbytes() != nbytes or storage.is_shared():
-                        # resized by its last user, or moved to shared memory (sent to another
-                        # process, which may still read it): not the pool's any more
-                        del bucket[i]
-                        _held[0] -= nbytes
-                        break
-                    return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
+        bucket = _pool.setdefault(nbytes, [])
+        _pool.move_to_end(nbytes)
+        for i, storage in enumerate(bucket):
+            if _free(storage):
+                if storage.nbytes() != nbytes or storage.is_shared():
+                    # resized by its last user, or moved to shared memory (sent to another
+                    # process, which may still read it): not the pool's any more
+                    del bucket[i]
+                    _held[0] -= nbytes
+                    break
+                return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
         if _held[0] + nbytes > POOL_MAX_BYTES and not _evict(_held[0] + nbytes - POOL_MAX_BYTES):
             return torch.empty(shape, dtype=dtype)
         out = torch.empty(shape, dtype=dtype)
-        _pool.setdefault(nbytes, []).append(out.untyped_storage())
-        _pool.move_to_end(nbytes)
+        _pool.setdefault(nbytes, []).append(out.untyped_storage())  # (eviction may have dropped the bucket)
         _held[0] += nbytes
         return out
 

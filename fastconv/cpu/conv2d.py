@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from .._numba import njit
 
-from .._threads import num_threads, parallel_for
+from .._threads import PARALLEL_MIN_WORK, num_threads, parallel_for
 from . import _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._address import WITNESS
 from ._numpy import view as _np
-from ._reduce import channel_moments, finite_chunks
+from ._reduce import channel_moments, finite, finite_chunks
 from ._scratch import scratch
 from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
 
@@ -63,6 +63,8 @@ def all_finite(a: np.ndarray) -> bool:
         if t.flags.c_contiguous:
             a = t
     flat = a.reshape(-1)
+    if flat.size < PARALLEL_MIN_WORK:  # one thread's work: one scan, no chunk flags
+        return bool(finite(flat))
     chunks = 4 * num_threads()
     ok = np.empty(chunks, dtype=np.uint8)
     parallel_for(finite_chunks, chunks, flat, -(-flat.size // chunks), ok, work=flat.size)
