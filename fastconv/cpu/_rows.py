@@ -20,7 +20,7 @@ import numpy as np
 from .._numba import njit
 from ._scratch import scratch
 
-__all__ = ["Rows", "plan_rows", "pack_rows", "tap_offsets_rows"]
+__all__ = ["Rows", "plan_rows", "pack_plane", "pack_rows", "tap_offsets_rows"]
 
 
 @dataclass(frozen=True)
@@ -45,50 +45,81 @@ def plan_rows(c: int, rows_needed: int, cols_needed: int, stride, min_wq: int, s
     return Rows(sy, sx, hq, wq, c * sy * sx * hq * wq, slack)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def pack_plane(xf, src, H, W, X, base, sy, sx, hq, wq, pt, pl, cols, R):  # pragma: no cover - numba
+    """X[base + ((ry * sx + rx) * hq + i) * wq + j] = plane[ry + sy*i - pt, rx + sx*j - pl] of the
+    H x W plane at ``xf[src:]`` (flat), zero outside it and from padded column ``cols`` on;
+    ``R`` is a row of at least ``2 * wq`` elements of scratch.
+
+    Each column phase's span of columns inside the plane is worked out once, not per row (its
+    floor divisions cost more than a short row's copy).  Unit-stride rows copy through unsigned
+    flat indices (no wrap-around test per element), so the copies vectorise; with stride 2 each
+    row is copied, padded, into ``R`` and split into its two phases in one loop (two vector loads
+    and shuffles: a phase alone compiled to gathers)."""
+    if sx == 2:
+        lo = min(max(pl, 0), 2 * wq)  # the padded row's columns inside the plane: [lo, hi)
+        hi = min(max(min(pl + W, cols), lo), 2 * wq)
+        R[:lo] = 0
+        R[hi:2 * wq] = 0
+        n = np.uint64(hi - lo)
+        for ry in range(sy):
+            p0 = base + ry * 2 * hq * wq
+            for i in range(hq):
+                iy = ry + sy * i - pt
+                d0 = p0 + i * wq
+                d1 = d0 + hq * wq
+                if iy < 0 or iy >= H:
+                    X[d0:d0 + wq] = 0
+                    X[d1:d1 + wq] = 0
+                    continue
+                sb = np.uint64(src + iy * W + lo - pl)
+                for j in range(n):
+                    R[np.uint64(lo) + j] = xf[sb + j]
+                for j in range(np.uint64(wq)):
+                    X[np.uint64(d0) + j] = R[np.uint64(2) * j]
+                    X[np.uint64(d1) + j] = R[np.uint64(2) * j + np.uint64(1)]
+        return
+    for rx in range(sx):
+        # columns rx + sx*j - pl inside the row and before padded column ``cols``: j in [lo, hi)
+        if sx == 1:  # (no divisions: a plane of 3 x 32x32 pixels costs about as much as four)
+            lo = min(max(pl, 0), wq)
+            hi = min(max(min(pl + W, cols), lo), wq)
+        else:
+            lo = min(max(-((rx - pl) // sx), 0), wq)
+            hi = min(max(min((W - 1 + pl - rx) // sx, (cols - 1 - rx) // sx) + 1, lo), wq)
+        n = np.uint64(hi - lo)
+        for ry in range(sy):
+            pbase = base + (ry * sx + rx) * hq * wq
+            for i in range(hq):
+                iy = ry + sy * i - pt
+                d = pbase + i * wq
+                if iy < 0 or iy >= H:
+                    X[d:d + wq] = 0
+                    continue
+                for j in range(lo):
+                    X[d + j] = 0
+                dst = np.uint64(d + lo)
+                sb = np.uint64(src + iy * W + rx + sx * lo - pl)
+                if sx == 1:
+                    for j in range(n):
+                        X[dst + j] = xf[sb + j]
+                else:
+                    step = np.uint64(sx)
+                    for j in range(n):
+                        X[dst + j] = xf[sb + step * j]
+                for j in range(hi, wq):
+                    X[d + j] = 0
+
+
 @njit(cache=True, nogil=True)
 def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover - numba
     """X[n, c, ry, rx, i, j] = x[n, c, ry + sy*i - pt, rx + sx*j - pl] (zero outside x and from
-    padded column ``cols`` on), for the (image, channel) planes [t0, t1).
-
-    Unit-stride rows copy through unsigned flat indices: no negative-index wrap-around test per
-    element, so the copy vectorises."""
+    padded column ``cols`` on), for the (image, channel) planes [t0, t1) (:func:`pack_plane`)."""
     N, C, H, W = x.shape
     xf = x.reshape(-1)
+    R = np.empty(2 * wq, dtype=x.dtype)
     for t in range(t0, t1):
-        n = t // C
-        c = t - n * C
-        for ry in range(sy):
-            for rx in range(sx):
-                base = (((n * C + c) * sy + ry) * sx + rx) * hq * wq
-                for i in range(hq):
-                    iy = ry + sy * i - pt
-                    d = base + i * wq
-                    if iy < 0 or iy >= H:
-                        X[d:d + wq] = 0
-                        continue
-                    if sx == 1:
-                        lo = min(max(pl, 0), wq)
-                        hi = min(max(min(pl + W, cols), lo), wq)
-                        for j in range(lo):
-                            X[d + j] = 0
-                        dst = np.uint64(d + lo)
-                        sb = np.uint64(t * H * W + iy * W + lo - pl)
-                        for j in range(np.uint64(hi - lo)):
-                            X[dst + j] = xf[sb + j]
-                        for j in range(hi, wq):
-                            X[d + j] = 0
-                    else:  # columns rx + sx*j - pl inside the row and before padded column ``cols``
-                        lo = min(max(-((rx - pl) // sx), 0), wq)
-                        hi = min(max(min((W - 1 + pl - rx) // sx, (cols - 1 - rx) // sx) + 1, lo), wq)
-                        for j in range(lo):
-                            X[d + j] = 0
-                        dst = np.uint64(d + lo)
-                        sb = np.uint64(t * H * W + iy * W + rx + sx * lo - pl)
-                        step = np.uint64(sx)
-                        for j in range(np.uint64(hi - lo)):
-                            X[dst + j] = xf[sb + step * j]
-                        for j in range(hi, wq):
-                            X[d + j] = 0
+        pack_plane(xf, t * H * W, H, W, X, t * sy * sx * hq * wq, sy, sx, hq, wq, pt, pl, cols, R)
 
 
 def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel,

@@ -15,6 +15,9 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
 * ``direct/gather`` -- deep layers with outputs narrower than a vector (forward and stride-1
   input gradient): output channels in the lanes, each pixel's input broadcast against them, so
   no lane computes padding columns or stray pixels; channels-last scratch, transposed at the end;
+* ``direct/depthwise`` -- depthwise layers (one input channel per group; forward and stride-1
+  input gradient): each (image, channel) plane packed, computed and cropped while it is in
+  cache (:mod:`fastconv.cpu._depthwise`), instead of a pass over memory to pack the whole input;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
   sides for its 2.25x fewer multiplications to pay for the transforms; forward and input
   gradient only.  Its weight gradient exists (``forced``) but is not planned: where the
@@ -48,8 +51,8 @@ __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathe
            "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
-ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes", "im2col",
-              "patch")
+ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "direct/depthwise",
+              "winograd/lanes", "im2col", "patch")
 
 #: Below this many multiply-adds a pass runs as plain loops in one Numba call
 #: (:mod:`fastconv.cpu._small`): the engine's set-up would cost more than the arithmetic.
@@ -387,6 +390,12 @@ def winograd_applies(geo: Geometry) -> bool:
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
 
 
+def depthwise_applies(geo: Geometry, pass_: str = "forward") -> bool:
+    """Whether ``direct/depthwise`` runs a pass of ``geo``: one input channel per group, any number
+    of outputs per group, every pass and stride."""
+    return geo.groups > 1 and geo.cg == 1 and geo.groups == geo.c
+
+
 def patch_applies(geo: Geometry) -> bool:
     """Whether the kernel tiles the input: kernel == stride (not 1x1), no dilation, no padding (a
     negative bottom or right padding -- a transposed convolution's ``output_padding`` -- only
@@ -429,7 +438,8 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     if name is not None and name not in exclude and name.split("/")[0] not in exclude:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")
-                and (name != "direct/gather" or geo.groups == 1)):
+                and (name != "direct/gather" or geo.groups == 1)
+                and (name != "direct/depthwise" or depthwise_applies(geo, pass_))):
             return _parse(name)
     return _planned(pass_, geo, np.dtype(dtype), tuple(exclude))
 
@@ -442,6 +452,8 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
         return Plan("direct", "small")
     if patch_applies(geo) and "patch" not in exclude:
         return Plan("patch", "")
+    if depthwise_applies(geo, pass_) and "direct/depthwise" not in exclude:
+        return Plan("direct", "depthwise")
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
     if (pass_ != "backward_weight" and "winograd" not in exclude and winograd_applies(geo)
@@ -469,11 +481,14 @@ def plan_name(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[i
     dt = as_numpy_dtype(dtype)
     oh = conv_out_size(x_shape[2], w_shape[2], stride[0], padding[0] + padding[1], dilation[0])
     ow = conv_out_size(x_shape[3], w_shape[3], stride[1], padding[2] + padding[3], dilation[1])
-    if pass_ == "backward_input" and tuple(stride) == (1, 1):
+    geo = geometry(x_shape, w_shape, stride, padding, dilation, groups, (oh, ow))
+    name = plan(pass_, geo, dt).name
+    if pass_ == "backward_input" and tuple(stride) == (1, 1) and name not in ("direct/small", "direct/depthwise",
+                                                                             "im2col", "patch"):
         # the engine plans the convolution of the output gradient with the flipped, transposed weights
         n, c, h, w = x_shape
         o, _, kh, kw = w_shape
         top, left = dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[2]
         geo = geometry((n, o, oh, ow), (c, o // groups, kh, kw), (1, 1), (top, 0, left, 0), dilation, groups, (h, w))
         return plan(pass_, geo, dt).name
-    return plan(pass_, geometry(x_shape, w_shape, stride, padding, dilation, groups, (oh, ow)), dt).name
+    return name

@@ -225,6 +225,64 @@ def test_input_gradient_of_non_finite_weights_has_no_padding_nans():
         torch.testing.assert_close(got[finite], want[finite], rtol=1e-9, atol=1e-9)
 
 
+#: (x shape, w shape, stride, padding, groups): a Winograd-sized 3x3 layer, a deep one (gathered),
+#: a 5x5, a strided depthwise one and a 4x4/2 -- each above the small-problem threshold -- and a
+#: small one.
+NON_FINITE_CASES = [((4, 32, 12, 12), (32, 32, 3, 3), 1, 1, 1), ((16, 48, 8, 8), (48, 48, 3, 3), 1, 1, 1),
+                    ((4, 8, 20, 20), (16, 8, 5, 5), 1, 2, 1), ((4, 24, 18, 18), (24, 1, 3, 3), 2, 1, 24),
+                    ((4, 16, 16, 16), (32, 16, 4, 4), 2, 1, 1), ((2, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1)]
+
+
+def _same_non_finite(got, want, tol):
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isinf(), want.isinf())
+    finite = want.isfinite()
+    torch.testing.assert_close(got[finite], want[finite], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+def test_forward_of_non_finite_weights_treats_padding_as_torch(dtype, case):
+    """An infinite or NaN weight meets the zero padding in the border outputs.  torch's float32
+    convolution (oneDNN) sums only the taps inside the image there (inf stays inf); its float64
+    one multiplies im2col's zero columns (NaN).  Every plan, forced or not, gives the dtype's answer."""
+    xs, ws, stride, padding, groups = case
+    gen = torch.Generator().manual_seed(sum(xs))
+    x = torch.randn(*xs, dtype=dtype, generator=gen)
+    w = torch.randn(*ws, dtype=dtype, generator=gen)
+    b = torch.randn(ws[0], dtype=dtype, generator=gen)
+    w[0, 0, 0, 0] = float("inf")
+    w[-1, -1, -1, -1] = float("nan")
+    want = TF.conv2d(x, w, b, stride, padding, 1, groups)
+    assert want.isinf().any() and want.isfinite().any()
+    assert want[:, 0].isnan().any() == (dtype == torch.float64)  # the infinite weight's channel: the conventions
+    for algorithm in (None,) + conv_plan.ALGORITHMS:
+        with forced(algorithm):
+            got = F.conv2d(x, w, b, stride, padding, 1, groups)
+        _same_non_finite(got, want, 1e-4 if dtype == torch.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+def test_weight_gradient_of_non_finite_output_gradient_treats_padding_as_torch(dtype, case):
+    """The weight gradient's border taps multiply the output gradient by the input's zero
+    padding: an infinite output gradient leaves inf there in torch's float32 gradient and NaN in
+    its float64 one, and in ours, whatever the plan."""
+    xs, ws, stride, padding, groups = case
+    gen = torch.Generator().manual_seed(sum(ws))
+    x = torch.randn(*xs, dtype=dtype, generator=gen)
+    w = torch.randn(*ws, dtype=dtype, generator=gen)
+    g = torch.randn_like(TF.conv2d(x, w, None, stride, padding, 1, groups))
+    g[0, 0, 0, 0] = float("inf")
+    g[-1, -1, -1, -1] = float("-inf")
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0],
+                                               groups, [False, True, False])[1]
+    assert want.isinf().any() and want.isfinite().any()
+    for algorithm in (None,) + conv_plan.ALGORITHMS:
+        with forced(algorithm):
+            got = C.conv2d_backward_weight(x, g, (stride,) * 2, (padding,) * 4, (1, 1), groups, tuple(ws[2:]))
+        _same_non_finite(got, want, 1e-4 if dtype == torch.float32 else 1e-9)
+
+
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/lanes", "winograd/lanes"])
 @pytest.mark.parametrize("o, width", [(16, 30), (40, 30), (16, 16)])
 def test_weight_gradient_non_finite_input_matches_torch(algorithm, o, width):
@@ -594,6 +652,104 @@ def test_depthwise_weight_gradient_one_channel_blocks(algorithm, dtype):
         got = C.conv2d_backward_weight(x, g, (1, 1), (1, 1, 1, 1), (1, 1), 12, (3, 3))
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+#: (n, c, h, w, outputs per channel, kh, kw, stride, padding, dilation): depthwise layers with
+#: channel multipliers of 1 to 8 (the 1-, 4- and 8-channel register blocks), strides of 1 to 4
+#: (4 > 3x3: rows and columns no tap reads), odd and non-square planes, dilation.
+DEPTHWISE = [
+    (3, 8, 17, 19, 1, 3, 3, (1, 1), (1, 1), (1, 1)),
+    (2, 6, 20, 14, 1, 3, 3, (2, 2), (1, 1), (1, 1)),
+    (2, 5, 16, 21, 2, 5, 5, (2, 1), (2, 2), (1, 1)),
+    (2, 4, 23, 18, 3, 3, 3, (3, 3), (0, 1), (1, 1)),
+    (2, 4, 15, 30, 8, 3, 3, (1, 2), (2, 1), (2, 1)),
+    (2, 3, 12, 12, 5, 7, 7, (1, 1), (3, 3), (1, 1)),
+    (1, 6, 19, 17, 1, 3, 3, (4, 4), (1, 1), (1, 1)),
+    (2, 4, 9, 40, 1, 2, 4, (2, 3), (0, 2), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_matches_torch(case, dtype):
+    """``direct/depthwise`` (forced past the small-problem path): values and the three gradients."""
+    n, c, h, w, m, kh, kw, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(n * c * h + w)
+    x = torch.randn(n, c, h, w, dtype=dtype, generator=gen, requires_grad=True)
+    wt = torch.randn(c * m, 1, kh, kw, dtype=dtype, generator=gen, requires_grad=True)
+    b = torch.randn(c * m, dtype=dtype, generator=gen, requires_grad=True)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    ref = TF.conv2d(x, wt, b, **kwargs)
+    seed = torch.randn(ref.shape, dtype=dtype, generator=gen)
+    with forced("direct/depthwise"):
+        for name in ("forward", "backward_input", "backward_weight"):
+            assert conv_plan.plan(name, conv_plan.geometry(x.shape, wt.shape, stride, padding * 2, dilation, c,
+                                                           ref.shape[2:]), dtype).name == "direct/depthwise"
+        out = F.conv2d(x, wt, b, **kwargs)
+        got = grads(out, (x, wt, b), seed)
+    want = grads(ref, (x, wt, b), seed)
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    for a, e in zip((out,) + tuple(got), (ref,) + tuple(want)):
+        torch.testing.assert_close(a, e, **tol)
+
+
+def test_depthwise_is_planned_and_gradchecks():
+    """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes, and its
+    first and second derivatives pass gradcheck."""
+    f32 = torch.float32
+    for shape, stride in (((8, 144, 56, 56), 2), ((8, 32, 112, 112), 1), ((8, 512, 14, 14), 1)):
+        for name in ("forward", "backward_input", "backward_weight"):
+            assert plan_name(shape, (shape[1], 1, 3, 3), (stride,) * 2, (1,) * 4, (1, 1), shape[1], f32,
+                             name) == "direct/depthwise"
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(6, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=3)  # noqa: E731
+    with forced("direct/depthwise"):
+        assert torch.autograd.gradcheck(fn, (x, wt, b))
+        assert torch.autograd.gradgradcheck(fn, (x, wt, b))
+
+
+def test_depthwise_results_do_not_depend_on_threads(monkeypatch):
+    """The depthwise passes split planes or channels across threads and sum in a fixed order: one
+    thread and three give identical bits."""
+    from fastconv import _threads
+    x = torch.randn(5, 12, 21, 18)
+    w = torch.randn(24, 1, 3, 3)
+    g = torch.randn(5, 24, 11, 9)
+    runs = []
+    for threads in (1, 3):
+        monkeypatch.setattr(_threads, "num_threads", lambda t=threads: t)
+        monkeypatch.setattr(_threads, "PARALLEL_MIN_WORK", 1)
+        with forced("direct/depthwise"):
+            runs.append((C.conv2d_forward(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 12, (11, 9)),
+                         C.conv2d_backward_input(g, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 12, (21, 18)),
+                         C.conv2d_backward_weight(x, g, (2, 2), (1, 1, 1, 1), (1, 1), 12, (3, 3))))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [  # (H, W, sy, sx, pad top, pad left, kh, kw, cut): cut drops padded columns
+    (7, 9, 1, 1, 1, 1, 3, 3, 0), (8, 11, 2, 2, 1, 2, 3, 5, 0), (9, 10, 3, 2, 0, 1, 4, 3, 1), (5, 6, 2, 3, 2, 2, 5, 5, 0),
+    (28, 28, 2, 2, 2, 2, 5, 5, 1), (7, 7, 2, 2, 0, 0, 1, 1, 0), (6, 9, 1, 2, 3, 3, 3, 3, 1), (6, 8, 2, 2, 1, 1, 3, 3, 0),
+])
+def test_plane_packing_in_phases(case, dtype):
+    """One plane in the row layout's padded stride phases (:func:`fastconv.cpu._rows.pack_plane`,
+    the stride-2 rows split through a scratch row): every element, padding and cut columns zero."""
+    from fastconv.cpu import _rows
+    H, W, sy, sx, pt, pl, kh, kw, cut = case
+    x = np.random.default_rng(H * W).standard_normal((H, W)).astype(dtype)
+    oh, ow = (H + 2 * pt - kh) // sy + 1, (W + 2 * pl - kw) // sx + 1
+    cols = (ow - 1) * sx + kw - cut
+    hq, wq = -(-((oh - 1) * sy + kh) // sy), -(-cols // sx) + cut
+    X = np.full(sy * sx * hq * wq, 7.0, dtype)
+    _rows.pack_plane(x.reshape(-1), 0, H, W, X, 0, sy, sx, hq, wq, pt, pl, cols, np.full(2 * wq, 5.0, dtype))
+    xp = np.zeros((hq * sy + H, wq * sx + W), dtype)
+    xp[pt:pt + H, pl:pl + W] = x
+    xp[:, cols:] = 0
+    want = np.stack([xp[ry::sy][:hq, rx::sx][:, :wq] for ry in range(sy) for rx in range(sx)])
+    np.testing.assert_array_equal(X.reshape(sy * sx, hq, wq), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)

@@ -1,0 +1,191 @@
+"""Depthwise convolutions: each input channel read by its own output channels only.
+
+A depthwise layer (``groups == C``, one input channel per group, ``m`` output channels per
+group) does ``kh * kw`` multiply-adds per output, so it is bound by memory, not arithmetic:
+the row and flat layouts first copy the whole input into their padded layout (a pass over
+memory as long as the convolution itself), then read it back.  Here each task takes one
+(image, channel) plane and does all of it while the plane is in cache:
+
+1. the plane is copied into a per-task buffer in the flat layout of ``direct/flat`` -- padded,
+   split into stride phases (:func:`fastconv.cpu._rows.pack_plane`), so every tap is a constant
+   offset from an output position ``oy * wq + ox``;
+2. the ``m`` output planes are computed over the whole flattened plane, tile by tile, by the
+   register-blocked micro-kernel of :mod:`fastconv.cpu._direct` (the ``wq - ow`` padding
+   columns of each row are computed too: 28 of 29 useful at 56x56, stride 2);
+3. the rows are cropped into the NCHW output.
+
+The input is read from memory once and the output written once.  The sums multiply the zero
+padding like the other direct layouts (a non-finite weight leaves a NaN there: see
+:func:`fastconv.cpu.conv2d._padding_mismatch`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import njit
+from ._direct import _GEMM, _GEMM1, _GEMM4
+from ._rows import pack_plane
+from ._simd import lane_sums
+from ._wgrad import _DOT1, NRW
+
+__all__ = ["forward", "backward_input", "weight"]
+
+
+@njit(cache=True, nogil=True)
+def forward(x, Wp, offs, Bp, out, m, obs, mr, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover - numba
+    """Planes [t0, t1) (``n * C + c``) of a depthwise convolution into NCHW ``out``.
+
+    ``Wp``/``Bp`` are the weights and bias packed [c, o-block, tap, mr] / [c, o-block, mr]
+    (:func:`fastconv.cpu._direct.pack_weights` with ``groups == C``; ``mr`` 8, 4 or 1);
+    ``offs`` the taps' offsets in one plane's flat layout of ``sy x sx`` phases of ``hq x wq``.
+    Output channel ``c * m + j`` reads input channel ``c``."""
+    N, C, H, W = x.shape
+    O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    K = offs.size
+    L = 16 if x.itemsize == 4 else 8
+    nv = 2 if mr == 8 else (4 if mr == 4 else 8)
+    TW = nv * L
+    flat = OH * wq
+    span = -(-flat // TW) * TW
+    img = sy * sx * hq * wq
+    P = np.zeros(img + span + wq, dtype=x.dtype)  # slack: the last tile's lanes read past the plane
+    Z = np.empty(mr * span, dtype=x.dtype)
+    R = np.empty(2 * wq, dtype=x.dtype)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in range(t0, t1):
+        n = t // C
+        c = t - n * C
+        pack_plane(xf, t * H * W, H, W, P, 0, sy, sx, hq, wq, pt, pl, cols, R)
+        for ob in range(obs):
+            gob = c * obs + ob
+            mv = min(mr, m - ob * mr)
+            for p0 in range(0, flat, TW):
+                tv = min(TW, flat - p0)
+                if mr == 8:
+                    _GEMM(P, p0, Wp, gob * K * mr, offs, 0, K, Bp, gob * mr, Z, p0, span, mv, tv, 0)
+                elif mr == 4:
+                    _GEMM4(P, p0, Wp, gob * K * mr, offs, 0, K, Bp, gob * mr, Z, p0, span, mv, tv, 0)
+                else:
+                    _GEMM1(P, p0, Wp, gob * K * mr, offs, 0, K, Bp, gob * mr, Z, p0, span, mv, tv, 0)
+            for j in range(mv):
+                crop(Z, j * span, wq, of, ((n * O + c * m + ob * mr + j) * OH) * OW, OH, OW, L)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def crop(Z, src, wq, of, dst, OH, OW, L):  # pragma: no cover - numba
+    """of[dst + oy * OW + ox] = Z[src + oy * wq + ox]: whole vectors as fixed-length copies (one
+    vector load and store each; a row loop of runtime length stays scalar below 64 elements),
+    then the rest of each row."""
+    whole = OW - OW % L
+    for oy in range(OH):
+        d = np.uint64(dst + oy * OW)
+        s = np.uint64(src + oy * wq)
+        for v in range(0, whole, L):
+            for l in range(L):
+                of[d + np.uint64(v + l)] = Z[s + np.uint64(v + l)]
+        for ox in range(whole, OW):
+            of[d + np.uint64(ox)] = Z[s + np.uint64(ox)]
+
+
+@njit(cache=True, nogil=True)
+def weight(x, g, offs, steps, dw, m, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover - numba
+    """The weight gradient of a depthwise convolution for input channels [t0, t1) (each with its
+    ``m`` output channels): dw[c*m + j, 0, ky, kx] = sum over images n and output pixels p of
+    g[n, c*m + j, p] * (the padded input plane (n, c) at p's tap (ky, kx)).
+
+    Per image the input plane is packed as in :func:`forward` and each output-gradient plane
+    copied to the same flat positions (``oy * wq + ox``, zeros in the padding columns and past
+    the plane); :func:`fastconv.cpu._wgrad` 's ``1 x NRW`` dot-product tile then adds every tap's
+    products to vector accumulators (``offs``: the taps, padded to whole tiles by repeating the
+    last; ``steps``: the vectors of positions).  Lanes and images are added in a fixed order, so
+    the result does not depend on the threads.  The padding columns multiply zeros by whatever
+    input they read (the caller sends non-finite input elsewhere)."""
+    N, C, H, W = x.shape
+    OH, OW = g.shape[2], g.shape[3]
+    K = dw.shape[2] * dw.shape[3]
+    kp = offs.size
+    L = 16 if x.itemsize == 4 else 8
+    flat = OH * wq
+    nvec = steps.size
+    span = nvec * L
+    img = sy * sx * hq * wq
+    P = np.zeros(img + span + wq, dtype=x.dtype)
+    Gq = np.zeros(span, dtype=x.dtype)  # the padding columns and the tail stay zero
+    R = np.empty(2 * wq, dtype=x.dtype)
+    acc = np.empty(m * kp * L, dtype=x.dtype)
+    sums = np.empty(m * kp, dtype=x.dtype)
+    xf, gf, df = x.reshape(-1), g.reshape(-1), dw.reshape(-1)
+    for c in range(t0, t1):
+        acc[:] = 0
+        for n in range(N):
+            pack_plane(xf, (n * C + c) * H * W, H, W, P, 0, sy, sx, hq, wq, pt, pl, cols, R)
+            for j in range(m):
+                src = ((n * C + c) * m + j) * OH * OW
+                for oy in range(OH):
+                    d = np.uint64(oy * wq)
+                    s = np.uint64(src + oy * OW)
+                    for ox in range(np.uint64(OW)):
+                        Gq[d + ox] = gf[s + ox]
+                for kb in range(0, kp, NRW):
+                    _DOT1(Gq, 0, 0, P, 0, offs, kb, steps, steps, nvec, acc, (j * kp + kb) * L)
+        sums[:] = 0
+        lane_sums(acc, sums)
+        for j in range(m):
+            for k in range(K):
+                df[(c * m + j) * K + k] = sums[j * kp + k]
+
+
+@njit(cache=True, nogil=True)
+def backward_input(g, Wq, offs, ntaps, meta, Bp, dx, m, top, left, wq, span, t0, t1):  # pragma: no cover - numba
+    """Planes [t0, t1) (``n * C + c``) of the input gradient of a depthwise convolution, any
+    stride: the sum over its ``m`` output channels of each output-gradient plane spread back
+    through the weights.
+
+    The gradient splits into stride phases (:mod:`fastconv.cpu._phases`): the input pixels
+    ``(y0 + i * sy, x0 + j * sx)`` of phase ``f`` each sum the taps of that phase only, from output
+    positions at a constant offset per tap -- a stride-1 correlation.  Per plane, the ``m``
+    output-gradient planes are copied, padded by ``top``/``left`` (and zeros after), to a flat
+    buffer of pitch ``wq``; each phase is computed over its rows of that pitch by the
+    micro-kernel of :func:`forward`, taps ``offs[f, :ntaps[f]]`` with weights
+    ``Wq[c, f, :ntaps[f]]`` and the bias ``Bp[c]``, then written to its pixels of ``dx``.  ``meta[f]``
+    is ``(y0, x0, rows, cols, sy, sx)``; phases no tap reaches hold the bias alone."""
+    N, O, OH, OW = g.shape
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    F, KM = offs.shape
+    TW = 8 * (16 if g.itemsize == 4 else 8)
+    gimg = span + wq  # one padded output-gradient plane, with a tile of slack
+    Gp = np.zeros(m * gimg + TW, dtype=g.dtype)
+    Z = np.empty(span + TW, dtype=g.dtype)
+    gf, df = g.reshape(-1), dx.reshape(-1)
+    of = offs.reshape(-1)
+    wf = Wq.reshape(-1)
+    for t in range(t0, t1):
+        n = t // C
+        c = t - n * C
+        for j in range(m):
+            src = (n * O + c * m + j) * OH * OW
+            for oy in range(OH):
+                d = np.uint64(j * gimg + (oy + top) * wq + left)
+                s = np.uint64(src + oy * OW)
+                for ox in range(np.uint64(OW)):
+                    Gp[d + ox] = gf[s + ox]
+        for f in range(F):
+            y0, x0, rows, cols, sy, sx = meta[f]
+            if rows <= 0 or cols <= 0:
+                continue
+            base = np.uint64(t * H * W + y0 * W + x0)
+            if ntaps[f] == 0:
+                for i in range(rows):
+                    for jx in range(cols):
+                        df[base + np.uint64(i * sy * W + jx * sx)] = Bp[c]
+                continue
+            flat = rows * wq
+            for p0 in range(0, flat, TW):
+                _GEMM1(Gp, p0, wf, (c * F + f) * KM, of, f * KM, ntaps[f], Bp, c, Z, p0, span, 1, min(TW, flat - p0), 0)
+            for i in range(rows):
+                d = base + np.uint64(i * sy * W)
+                z = np.uint64(i * wq)
+                step = np.uint64(sx)
+                for jx in range(np.uint64(cols)):
+                    df[d + jx * step] = Z[z + jx]
