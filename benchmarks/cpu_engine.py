@@ -6,7 +6,7 @@ on the 2-core machine).  Each figure is the median of ``--repeat`` interleaved s
 Run it on a quiet machine (``../shared/bin/quiet python benchmarks/cpu_engine.py``).
 
     python benchmarks/cpu_engine.py                 # everything
-    python benchmarks/cpu_engine.py --only layers   # layers | train | tiny | passes | blocks | separate
+    python benchmarks/cpu_engine.py --only layers   # layers | common | train | tiny | passes | blocks | separate
     python benchmarks/cpu_engine.py --json out.json
 
 ``separate`` times each train step in a process of its own (fastconv's and torch's processes
@@ -47,6 +47,21 @@ LAYERS: List[Tuple[str, int, int, int, int, int, int, int]] = [
     ("128x32x14^2->16 3x3 s2", 128, 32, 14, 16, 3, 2, 1),
 ]
 
+#: (name, N, C, H, O, k, stride, padding, groups) -- common layers beyond the issue's: ResNet's
+#: 3x3 body, downsampling and stem, a bottleneck's 1x1, ResNeXt's grouped 3x3 and MobileNet /
+#: ConvNeXt depthwise layers (``--only common``; asv: ``bench_layers.CommonLayerRatio``).
+COMMON: List[Tuple[str, int, int, int, int, int, int, int, int]] = [
+    ("resnet 8x64x56^2->64 3x3", 8, 64, 56, 64, 3, 1, 1, 1),
+    ("resnet 8x64x56^2->128 3x3 s2", 8, 64, 56, 128, 3, 2, 1, 1),
+    ("resnet stem 8x3x224^2->64 7x7 s2", 8, 3, 224, 64, 7, 2, 3, 1),
+    ("bottleneck 8x256x56^2->64 1x1", 8, 256, 56, 64, 1, 1, 0, 1),
+    ("resnext 8x128x28^2 3x3 g32", 8, 128, 28, 128, 3, 1, 1, 32),
+    ("depthwise 8x32x112^2 3x3", 8, 32, 112, 32, 3, 1, 1, 32),
+    ("depthwise 8x144x56^2 3x3 s2", 8, 144, 56, 144, 3, 2, 1, 144),
+    ("depthwise 8x96x56^2 7x7", 8, 96, 56, 96, 7, 1, 3, 96),
+    ("depthwise 8x512x14^2 3x3", 8, 512, 14, 512, 3, 1, 1, 512),
+]
+
 #: (name, model factory kwargs, input shape, loss)
 TRAIN = [
     ("classifier b128 3x32^2", "Classifier", dict(in_channels=3, image_size=32), (128, 3, 32, 32), "ce"),
@@ -77,22 +92,23 @@ def _tiny_loop(fn: Callable[[], object], n: int = 200) -> Callable[[], None]:
     return run
 
 
-def bench_layers(repeat: int) -> List[dict]:
+def bench_layers(repeat: int, layers=LAYERS) -> List[dict]:
     rows = []
-    for name, n, c, h, o, k, s, p in LAYERS:
+    for name, n, c, h, o, k, s, p, *groups in layers:
+        g = groups[0] if groups else 1
         torch.manual_seed(0)
         x = torch.randn(n, c, h, h, requires_grad=True)
-        w = torch.randn(o, c, k, k, requires_grad=True)
+        w = torch.randn(o, c // g, k, k, requires_grad=True)
         b = torch.randn(o, requires_grad=True)
 
         def make(conv):
             def fwd():
                 with torch.no_grad():
-                    conv(x, w, b, stride=s, padding=p)
+                    conv(x, w, b, stride=s, padding=p, groups=g)
 
             def fwd_bwd():
                 x.grad = w.grad = b.grad = None
-                y = conv(x, w, b, stride=s, padding=p)
+                y = conv(x, w, b, stride=s, padding=p, groups=g)
                 y.backward(torch.ones_like(y))
             return fwd, fwd_bwd
 
@@ -103,7 +119,7 @@ def bench_layers(repeat: int) -> List[dict]:
         plan = None
         try:
             from fastconv.cpu.conv_plan import plan_name
-            plan = " ".join(plan_name((n, c, h, h), (o, c, k, k), (s, s), (p, p, p, p), (1, 1), 1, torch.float32, ps)
+            plan = " ".join(plan_name((n, c, h, h), (o, c // g, k, k), (s, s), (p, p, p, p), (1, 1), g, torch.float32, ps)
                             for ps in ("forward", "backward_input", "backward_weight"))
         except Exception:  # older engines have no planner
             pass
@@ -277,7 +293,8 @@ def _print(title: str, rows: List[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["layers", "train", "tiny", "passes", "blocks", "separate"], action="append")
+    ap.add_argument("--only", choices=["layers", "common", "train", "tiny", "passes", "blocks", "separate"],
+                    action="append")
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--rounds", type=int, default=3, help="processes per side for 'separate'")
     ap.add_argument("--threads", type=int, default=2)
@@ -298,6 +315,9 @@ def main(argv=None) -> int:
     if "layers" in parts:
         out["layers"] = bench_layers(a.repeat)
         _print("conv layers, float32 (fastconv/torch time ratio; < 1 is faster)", out["layers"])
+    if "common" in parts:
+        out["common"] = bench_layers(a.repeat, COMMON)
+        _print("common layers beyond the issue's, float32 (fastconv/torch time ratio; < 1 is faster)", out["common"])
     if "passes" in parts:
         out["passes"] = bench_passes(a.repeat)
         _print("conv passes, float32, backend functions (ms; fastconv/torch)", out["passes"])

@@ -56,12 +56,12 @@ def _conv_bn_relu(nn, c: int) -> tnn.Module:
 CONV_LAYERS = [name for name in LAYERS if name[0] in "cs" and not name.startswith("cbr")]
 
 
-def build(layer: str, backend: str, device: str):
+def build(layer: str, backend: str, device: str, layers=LAYERS):
     """The layer (same initial parameters for both backends), an input and an output gradient."""
     require_device(device)
     if backend == "fastconv":
         require_fastconv_device(device)
-    factory, shape = LAYERS[layer]
+    factory, shape = layers[layer]
     torch_seed(0)
     mod = factory(fnn if backend == "fastconv" else tnn).to(device)
     torch_seed(1)
@@ -148,6 +148,36 @@ class LayerRatio:
 
     def setup(self, layer, pass_, device):
         self.fns = {b: _pass_fn(*build(layer, b, device), pass_, device) for b in ("fastconv", "torch")}
+
+    def track_ratio_vs_torch(self, layer, pass_, device):
+        return 1.0 / speedup(self.fns["fastconv"], self.fns["torch"], k=3)
+
+
+#: Common layers beyond the issue's eight (float32, bias; name -> layer factory, input shape):
+#: ResNet's 3x3 body, downsampling and stem, a bottleneck's 1x1, ResNeXt's grouped 3x3 and the
+#: depthwise layers of MobileNet (stride 1 and 2) and ConvNeXt (7x7).
+COMMON_LAYERS = {
+    "rn3x56": (lambda nn: nn.Conv2d(64, 64, 3, padding=1), (8, 64, 56, 56)),
+    "rn3x56s2": (lambda nn: nn.Conv2d(64, 128, 3, stride=2, padding=1), (8, 64, 56, 56)),
+    "stem7x224": (lambda nn: nn.Conv2d(3, 64, 7, stride=2, padding=3), (8, 3, 224, 224)),
+    "pw256x56": (lambda nn: nn.Conv2d(256, 64, 1), (8, 256, 56, 56)),
+    "g32x28": (lambda nn: nn.Conv2d(128, 128, 3, padding=1, groups=32), (8, 128, 28, 28)),
+    "dw3x112": (lambda nn: nn.Conv2d(32, 32, 3, padding=1, groups=32), (8, 32, 112, 112)),
+    "dw3x56s2": (lambda nn: nn.Conv2d(144, 144, 3, stride=2, padding=1, groups=144), (8, 144, 56, 56)),
+    "dw7x56": (lambda nn: nn.Conv2d(96, 96, 7, padding=3, groups=96), (8, 96, 56, 56)),
+    "dw3x14": (lambda nn: nn.Conv2d(512, 512, 3, padding=1, groups=512), (8, 512, 14, 14)),
+}
+
+
+class CommonLayerRatio:
+    """fastconv time / torch time of the common layers (:data:`COMMON_LAYERS`), forward and
+    forward+backward, both timed in one call (below 1: faster)."""
+    params = [list(COMMON_LAYERS), ["forward", "forward_backward"], ["cpu", "cuda"]]
+    param_names = ["layer", "pass", "device"]
+    unit = "ratio"
+
+    def setup(self, layer, pass_, device):
+        self.fns = {b: _pass_fn(*build(layer, b, device, COMMON_LAYERS), pass_, device) for b in ("fastconv", "torch")}
 
     def track_ratio_vs_torch(self, layer, pass_, device):
         return 1.0 / speedup(self.fns["fastconv"], self.fns["torch"], k=3)

@@ -269,8 +269,9 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     the image inside the padded positions) the blocks are transposed straight into place.
     Otherwise an image is first transposed whole, ``(C, H*W) -> (H*W, C)`` in ``L x L`` register
     blocks of flattened pixels (rows narrower than ``L`` -- 7x7, 14x14 planes -- transpose as fast
-    as wide ones) into its share of ``tmp`` (``x``'s size: the caller's scratch, not an allocation
-    per call), then copied row by row into place between the zero halo."""
+    as wide ones) into the first image slot of the task range's share of ``tmp`` (``x``'s size: the
+    caller's scratch, not an allocation per call), then copied row by row into place between the
+    zero halo."""
     N, C, H, W = x.shape
     HW = H * W
     xf = x.reshape(-1)
@@ -280,10 +281,13 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     # whole L x L blocks in every image row land in place: transposed straight into ``Xf`` (one
     # pass, not two through ``tmp``)
     direct = C % L == 0 and W % L == 0 and 0 <= pt and pt + H <= HQ and 0 <= pl and pl + W <= WQ
+    # this task range's first image slot of ``tmp``, reused image after image, stays in cache (a slot
+    # per image went through memory: 8 x 64 x 56x56 with halo, 0.83 -> 0.75 ms on two threads)
+    slot = t0 * HW * C
     for n in range(t0, t1):
         base = n * HW * C
         if not direct:
-            image_channels_last(xf, n * C * HW, C, HW, tmp, base, C, C)
+            image_channels_last(xf, base, C, HW, tmp, slot, C, C)
         for r in range(HQ):
             row = n * istride + r * WQ * C
             iy = r - pt
@@ -297,7 +301,7 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
                     for x0 in range(0, W, L):
                         _TRANSPOSE(xf, base + c0 * HW + iy * W + x0, HW, Xf, row + (q0 + x0) * C + c0, C)
             else:
-                t = base + (iy * W + q0 - pl) * C
+                t = slot + (iy * W + q0 - pl) * C
                 Xf[row + q0 * C:row + q1 * C] = tmp[t:t + (q1 - q0) * C]
 
 
