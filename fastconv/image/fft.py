@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import scipy.fft as sfft
 from .._numba import njit
 
 from .._threads import num_threads
@@ -39,6 +38,7 @@ def fft_valid(ext: np.ndarray, kk: np.ndarray, oh: int, ow: int) -> np.ndarray:
 
     Returns a C-contiguous (oh, ow[, C]) array of ``ext``'s dtype.
     """
+    import scipy.fft as sfft  # on first use (see fastconv.image.plan.fft_shape)
     p, q = kk.shape
     s = fft_shape(oh, ow, p, q)
     kflip = kk[::-1, ::-1]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Union
 
 import numpy as np
-import scipy.fft as sfft
 from numba.extending import register_jitable
 
 from .._threads import num_threads
@@ -160,6 +159,7 @@ def zero_fill_route(M: int, N: int, P: int, Q: int, mode: int, dtype: np.dtype) 
 
 def fft_shape(oh: int, ow: int, p: int, q: int):
     """Padded (fast) transform size of an FFT correlation with a valid (oh, ow) result."""
+    import scipy.fft as sfft  # on first use: importing it costs 14 MB of memory and 0.1 s
     return sfft.next_fast_len(oh + p - 1, True), sfft.next_fast_len(ow + q - 1, True)
 
 
