@@ -305,21 +305,27 @@ def test_weight_gradient_non_finite_input_matches_torch(algorithm, o, width):
     torch.testing.assert_close(dw[finite], ref[finite], rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes"])
+@pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes",
+                                       "direct/depthwise"])
 def test_results_do_not_depend_on_threads(algorithm, monkeypatch):
-    """Every pass reduces in a fixed order: one thread and three threads give identical bits."""
+    """Every pass reduces in a fixed order: one thread and three threads give identical bits (the
+    depthwise passes, splitting planes or channels, on a strided depthwise layer)."""
     from fastconv import _threads
-    x = torch.randn(20, 16, 12, 28)
-    w = torch.randn(24, 16, 3, 3)
-    g = torch.randn(20, 24, 12, 28)
+    if algorithm == "direct/depthwise":
+        (n, c, h, w), o, (oh, ow), stride, groups = (5, 12, 21, 18), 24, (11, 9), (2, 2), 12
+    else:
+        (n, c, h, w), o, (oh, ow), stride, groups = (20, 16, 12, 28), 24, (12, 28), (1, 1), 1
+    x = torch.randn(n, c, h, w)
+    wt = torch.randn(o, c // groups, 3, 3)
+    g = torch.randn(n, o, oh, ow)
     runs = []
     for threads in (1, 3):
         monkeypatch.setattr(_threads, "num_threads", lambda t=threads: t)
         monkeypatch.setattr(_threads, "PARALLEL_MIN_WORK", 1)
         with forced(algorithm):
-            runs.append((C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (12, 28)),
-                         C.conv2d_backward_input(g, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (12, 28)),
-                         C.conv2d_backward_weight(x, g, (1, 1), (1, 1, 1, 1), (1, 1), 1, (3, 3))))
+            runs.append((C.conv2d_forward(x, wt, None, stride, (1, 1, 1, 1), (1, 1), groups, (oh, ow)),
+                         C.conv2d_backward_input(g, wt, None, stride, (1, 1, 1, 1), (1, 1), groups, (h, w)),
+                         C.conv2d_backward_weight(x, g, stride, (1, 1, 1, 1), (1, 1), groups, (3, 3))))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
@@ -708,25 +714,6 @@ def test_depthwise_is_planned_and_gradchecks():
     with forced("direct/depthwise"):
         assert torch.autograd.gradcheck(fn, (x, wt, b))
         assert torch.autograd.gradgradcheck(fn, (x, wt, b))
-
-
-def test_depthwise_results_do_not_depend_on_threads(monkeypatch):
-    """The depthwise passes split planes or channels across threads and sum in a fixed order: one
-    thread and three give identical bits."""
-    from fastconv import _threads
-    x = torch.randn(5, 12, 21, 18)
-    w = torch.randn(24, 1, 3, 3)
-    g = torch.randn(5, 24, 11, 9)
-    runs = []
-    for threads in (1, 3):
-        monkeypatch.setattr(_threads, "num_threads", lambda t=threads: t)
-        monkeypatch.setattr(_threads, "PARALLEL_MIN_WORK", 1)
-        with forced("direct/depthwise"):
-            runs.append((C.conv2d_forward(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 12, (11, 9)),
-                         C.conv2d_backward_input(g, w, None, (2, 2), (1, 1, 1, 1), (1, 1), 12, (21, 18)),
-                         C.conv2d_backward_weight(x, g, (2, 2), (1, 1, 1, 1), (1, 1), 12, (3, 3))))
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
