@@ -675,18 +675,18 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
                      work=dx.size)
 
 
-def _backward_input_depthwise(ga, wa, ba, geo: Geometry, dx) -> None:
-    """Input gradient of a depthwise convolution, any stride, plane by plane by stride phase
-    (:func:`fastconv.cpu._depthwise.backward_input`)."""
-    n, c, h, w = dx.shape
+@functools.lru_cache(maxsize=256)
+def _depthwise_phases(geo: Geometry, itemsize: int):
+    """The stride phases of a depthwise input gradient (:func:`fastconv.cpu._depthwise.backward_input`):
+    the taps' offsets and weight indices per phase, their counts, each phase's pixels, and the
+    padded output-gradient plane's geometry (memoised: do not write)."""
     m = geo.og
-    ys = _phases.axis_phases(geo.stride[0], geo.dilation[0], geo.pad[0], geo.kh, h)
-    xs = _phases.axis_phases(geo.stride[1], geo.dilation[1], geo.pad[2], geo.kw, w)
+    ys = _phases.axis_phases(geo.stride[0], geo.dilation[0], geo.pad[0], geo.kh, geo.h)
+    xs = _phases.axis_phases(geo.stride[1], geo.dilation[1], geo.pad[2], geo.kw, geo.w)
     (top, bottom), (left, right) = _phases.axis_padding(ys, geo.oh), _phases.axis_padding(xs, geo.ow)
     wq = geo.ow + left + right
-    hp = geo.oh + top + bottom
-    lanes = 8 * (64 // ga.itemsize)
-    span = -(-hp * wq // lanes) * lanes
+    lanes = 8 * (64 // itemsize)
+    span = -(-(geo.oh + top + bottom) * wq // lanes) * lanes
     phases = [(py, px) for py in ys for px in xs]
     km = m * max(1, max(len(py.taps) * len(px.taps) for py, px in phases))
     offs = np.zeros((len(phases), km), dtype=np.int64)
@@ -703,9 +703,17 @@ def _backward_input_depthwise(ga, wa, ba, geo: Geometry, dx) -> None:
                     k += 1
         ntaps[f] = k
         meta[f] = (py.first, px.first, py.count, px.count, *geo.stride)
-    Wq = np.ascontiguousarray(wa.reshape(c, m * geo.kh * geo.kw)[:, widx])  # (c, phases, km)
+    return offs, widx, ntaps, meta, top, left, wq, span
+
+
+def _backward_input_depthwise(ga, wa, ba, geo: Geometry, dx) -> None:
+    """Input gradient of a depthwise convolution, any stride, plane by plane by stride phase
+    (:func:`fastconv.cpu._depthwise.backward_input`)."""
+    n, c = dx.shape[:2]
+    offs, widx, ntaps, meta, top, left, wq, span = _depthwise_phases(geo, ga.itemsize)
+    Wq = np.ascontiguousarray(wa.reshape(c, -1)[:, widx])  # (c, phases, taps)
     bp = np.zeros(c, dtype=ga.dtype) if ba is None else ba
-    parallel_for(_depthwise.backward_input, n * c, ga, Wq, offs, ntaps, meta, bp, dx, m, top, left, wq, span,
+    parallel_for(_depthwise.backward_input, n * c, ga, Wq, offs, ntaps, meta, bp, dx, geo.og, top, left, wq, span,
                  macs=geo.macs)
 
 

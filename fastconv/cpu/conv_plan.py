@@ -15,9 +15,9 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
 * ``direct/gather`` -- deep layers with outputs narrower than a vector (forward and stride-1
   input gradient): output channels in the lanes, each pixel's input broadcast against them, so
   no lane computes padding columns or stray pixels; channels-last scratch, transposed at the end;
-* ``direct/depthwise`` -- depthwise layers (one input channel per group; forward and stride-1
-  input gradient): each (image, channel) plane packed, computed and cropped while it is in
-  cache (:mod:`fastconv.cpu._depthwise`), instead of a pass over memory to pack the whole input;
+* ``direct/depthwise`` -- depthwise layers (one input channel per group; every pass, any
+  stride): each (image, channel) plane packed, computed and cropped while it is in cache
+  (:mod:`fastconv.cpu._depthwise`), instead of a pass over memory to pack the whole input;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
   sides for its 2.25x fewer multiplications to pay for the transforms; forward and input
   gradient only.  Its weight gradient exists (``forced``) but is not planned: where the
@@ -390,9 +390,9 @@ def winograd_applies(geo: Geometry) -> bool:
     return (geo.kh, geo.kw) == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1) and geo.groups == 1
 
 
-def depthwise_applies(geo: Geometry, pass_: str = "forward") -> bool:
-    """Whether ``direct/depthwise`` runs a pass of ``geo``: one input channel per group, any number
-    of outputs per group, every pass and stride."""
+def depthwise_applies(geo: Geometry) -> bool:
+    """Whether ``direct/depthwise`` runs ``geo``: one input channel per group, any number of
+    outputs per group (every pass and stride)."""
     return geo.groups > 1 and geo.cg == 1 and geo.groups == geo.c
 
 
@@ -439,7 +439,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")
                 and (name != "direct/gather" or geo.groups == 1)
-                and (name != "direct/depthwise" or depthwise_applies(geo, pass_))):
+                and (name != "direct/depthwise" or depthwise_applies(geo))):
             return _parse(name)
     return _planned(pass_, geo, np.dtype(dtype), tuple(exclude))
 
@@ -452,7 +452,7 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
         return Plan("direct", "small")
     if patch_applies(geo) and "patch" not in exclude:
         return Plan("patch", "")
-    if depthwise_applies(geo, pass_) and "direct/depthwise" not in exclude:
+    if depthwise_applies(geo) and "direct/depthwise" not in exclude:
         return Plan("direct", "depthwise")
     if _skips_pixels(geo) and "im2col" not in exclude:
         return Plan("im2col", "")
