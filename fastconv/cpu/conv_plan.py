@@ -288,7 +288,8 @@ def as_numpy_dtype(dtype) -> np.dtype:
     return np.dtype(dtype)
 
 
-def _tile(dtype) -> int:
+@functools.lru_cache(maxsize=16)
+def _tile(dtype) -> int:  # (memoised: asked several times a pass)
     from ._direct import NV
     return NV * 64 // as_numpy_dtype(dtype).itemsize
 
