@@ -1067,7 +1067,8 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     dw = torch.empty((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)  # every path writes it all
     if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:
         return dw.zero_()
-    small = grad_out.numel() * dw[0].numel() < SMALL_MACS and not forcing()  # tiny: no planner set-up
+    k = (c // groups) * kernel_hw[0] * kernel_hw[1]  # taps per output channel (dw[0].numel() costs a view)
+    small = grad_out.numel() * k < SMALL_MACS and not forcing()  # tiny: no planner set-up
     if small and _addressable(x, grad_out):  # the smallest: not even NumPy views
         _small.backward_weight_at(x.data_ptr(), grad_out.data_ptr(), dw.data_ptr(), WITNESS[dw.dtype], *x.shape, o,
                                   *dw.shape[1:], *grad_out.shape[2:], stride[0], stride[1], padding[0], padding[2],
