@@ -387,13 +387,19 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     return _lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa).unpack(check=True)
 
 
+def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:
+    """The row layout of one padded, phase-split input plane of a depthwise layer, and its taps' offsets."""
+    rows = _rows.plan_rows(1, geo.rows_read, geo.cols_read, geo.stride, 0, 0)
+    return rows, _rows.tap_offsets_rows(rows, 1, 1, geo.kh, geo.kw, *geo.dilation)
+
+
 def _forward_depthwise(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Depthwise convolution plane by plane, each packed, computed and cropped in cache
     (:func:`fastconv.cpu._depthwise.forward`)."""
     m = geo.og
     mr = 1 if m < 4 else (4 if m < 8 else _direct.MR)  # (a 4-channel block for 2 outputs: twice the work)
-    rows = _rows.plan_rows(1, geo.rows_read, geo.cols_read, geo.stride, 0, 0)
-    offs = _tap_order(_rows.tap_offsets_rows(rows, 1, 1, geo.kh, geo.kw, *geo.dilation), geo, flip)
+    rows, offs = _depthwise_plane(geo)
+    offs = _tap_order(offs, geo, flip)
     wp = _direct.pack_weights(wa, geo.groups, mr)
     bp = _direct.pack_bias(ba, geo.o, geo.groups, xa.dtype, mr)
     parallel_for(_depthwise.forward, geo.n * geo.c, xa, wp, offs, bp, outa, m, _direct.blocks(m, mr), mr,
@@ -1041,8 +1047,8 @@ def _weight_pointwise(xa, ga, geo: Geometry, dw) -> None:
 
 def _weight_depthwise(xa, ga, geo: Geometry, dw) -> None:
     """Depthwise weight gradient, a task per input channel over all images (:func:`fastconv.cpu._depthwise.weight`)."""
-    rows = _rows.plan_rows(1, geo.rows_read, geo.cols_read, geo.stride, 0, 0)
-    offs = _wgrad.pad_offsets(_rows.tap_offsets_rows(rows, 1, 1, geo.kh, geo.kw, *geo.dilation), 1, geo.kh * geo.kw)
+    rows, offs = _depthwise_plane(geo)
+    offs = _wgrad.pad_offsets(offs, 1, geo.kh * geo.kw)
     lanes = 64 // xa.itemsize
     steps = np.arange(-(-geo.oh * rows.wq // lanes), dtype=np.int64) * lanes
     parallel_for(_depthwise.weight, geo.c, xa, ga, offs, steps, dw, geo.og, *geo.stride, rows.hq, rows.wq, geo.pad[0],
@@ -1084,9 +1090,10 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
         dw1 = conv2d_backward_weight(_space_to_depth(x, geo), grad_out.reshape(geo.n, o, 1, geo.oh * geo.ow),
                                      (1, 1), (0, 0, 0, 0), (1, 1), groups, (1, 1))
         return dw1.view(dw.shape)
-    dw = _backward_weight(p, x, grad_out, geo, dw)
+    dw, checked = _backward_weight(p, x, grad_out, geo, dw)
     skips = p.name == "direct/small"
-    if any(padding) and skips == (xa.dtype == np.float64) and not all_finite(_np(dw)) and not all_finite(ga):
+    if (any(padding) and skips == (xa.dtype == np.float64) and not (checked or all_finite(_np(dw)))
+            and not all_finite(ga)):
         if skips:
             return _im2col.backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)
         dw = torch.empty_like(dw)
@@ -1095,19 +1102,21 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     return dw
 
 
-def _backward_weight(p: Plan, x: torch.Tensor, grad_out: torch.Tensor, geo: Geometry, dw: torch.Tensor) -> torch.Tensor:
-    """The weight gradient of ``geo`` as planned (``p``: not ``patch``), in ``dw`` or a new tensor."""
+def _backward_weight(p: Plan, x: torch.Tensor, grad_out: torch.Tensor, geo: Geometry,
+                     dw: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    """The weight gradient of ``geo`` as planned (``p``: not ``patch``), in ``dw`` or a new tensor,
+    and whether it was found finite on the way (False: not checked, or not finite)."""
     xa, ga = _np(x), _np(grad_out)
     stride, padding, dilation = geo.stride, geo.pad, geo.dilation
     if p.name == "direct/small":
         _small.backward_weight(xa, ga, stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
                                geo.groups, dw.numpy())
-        return dw
+        return dw, False
     if p.name == "im2col":
-        return _im2col.backward_weight(x, grad_out, stride, padding, dilation, geo.groups, (geo.kh, geo.kw))
+        return _im2col.backward_weight(x, grad_out, stride, padding, dilation, geo.groups, (geo.kh, geo.kw)), False
     if pointwise(geo) and geo.groups == 1:
         _weight_pointwise(xa, ga, geo, dw.numpy())
-        return dw
+        return dw, False
     _WEIGHT[p.name](xa, ga, geo, dw.numpy())
     # the gathered reduction multiplies only real (image, pixel) pairs, and so do row-layout
     # vectors of whole rows; the other layouts multiply zeros by whatever input their throw-away
@@ -1115,12 +1124,14 @@ def _backward_weight(p: Plan, x: torch.Tensor, grad_out: torch.Tensor, geo: Geom
     # finite result, so only a non-finite one is recomputed -- on im2col, which multiplies real
     # pairs only (a scan of the input first cost 0.3 ms on 8 x 144 x 56x56)
     exact = p.name == "direct/rows" and (gathered(geo, xa.dtype) or geo.ow % (64 // xa.itemsize) == 0)
-    if not exact and not all_finite(_np(dw)):
-        if p.name == "winograd/lanes":  # (forced only) transforms mix a non-finite value into every tap
-            return _backward_weight(plan("backward_weight", geo, xa.dtype, exclude=("winograd", "direct/small")), x,
-                                    grad_out, geo, dw)
-        return _im2col.backward_weight(x, grad_out, stride, padding, dilation, geo.groups, (geo.kh, geo.kw))
-    return dw
+    if exact:
+        return dw, False
+    if all_finite(_np(dw)):
+        return dw, True
+    if p.name == "winograd/lanes":  # (forced only) transforms mix a non-finite value into every tap
+        return _backward_weight(plan("backward_weight", geo, xa.dtype, exclude=("winograd", "direct/small")), x,
+                                grad_out, geo, dw)
+    return _im2col.backward_weight(x, grad_out, stride, padding, dilation, geo.groups, (geo.kh, geo.kw)), False
 
 
 # --------------------------------------------------------------------------- bias gradient
