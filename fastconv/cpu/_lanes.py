@@ -23,11 +23,12 @@ import numpy as np
 from .._numba import njit
 
 from ._reduce import finite
-from ._simd import transpose_tile
+from ._simd import copy_short, transpose_tile
 
 __all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
 
 _TRANSPOSE = transpose_tile()
+_COPY = copy_short()
 
 
 @dataclass(frozen=True)
@@ -72,37 +73,56 @@ def plan_lanes(n: int, oh: int, ow: int, tile: int, min_lanes: int) -> Lanes:
     return Lanes(n, by, bx, bh, bw, count, -(-count // tile) * tile)
 
 
+_TRANSPOSE_ROWS = transpose_tile(partial=True)
+
+
 @njit(cache=True, nogil=True)
 def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cover - numba
-    """P[c + coff, y, x, l] = x[n, c, by*ry - py + y, bx*rx - px + x] (zero outside x), for channels [c0, c1)."""
+    """P[c + coff, y, x, l] = x[n, c, by*ry - py + y, bx*rx - px + x] (zero outside x), for channels [c0, c1).
+
+    Per (channel, region row, L lanes), the lanes' row segments are copied side by side into a
+    scratch and written to the lanes through an L x L transpose.  The lanes' columns inside the
+    image are fixed, so each scratch row keeps its zeros outside them; only rows above or below
+    the image are zeroed.  (A scalar store per pixel and lane took 0.14 ms for 4 x 128 x 16x16
+    in Winograd's 32 lanes, this 0.05.)"""
     N, C, H, W = x.shape
     width = P.shape[3]
+    L = 64 // x.itemsize
     count = N * BY * BX
+    SW = -(-wb // L) * L
+    S = np.zeros(width * SW, dtype=x.dtype)  # row l: lane l's segment
+    src = np.empty(width, dtype=np.int64)  # lane l: its image's plane (channel 0) + column x0
+    iy0 = np.empty(width, dtype=np.int64)
+    lo = np.zeros(width, dtype=np.int64)
+    hi = np.zeros(width, dtype=np.int64)
+    for l in range(count):
+        n = l // (BY * BX)
+        b = l - n * (BY * BX)
+        by = b // BX
+        x0 = (b - by * BX) * rx - px
+        iy0[l] = by * ry - py
+        src[l] = n * C * H * W + x0
+        lo[l] = min(max(0, -x0), wb)
+        hi[l] = max(min(wb, W - x0), lo[l])
+    xf = x.reshape(-1)
+    Pf = P.reshape(-1)
+    plane = hb * wb * width
     for c in range(c0, c1):
-        Pc = P[c + coff]
-        for l in range(count):
-            n = l // (BY * BX)
-            b = l - n * (BY * BX)
-            by = b // BX
-            bx = b - by * BX
-            y0 = by * ry - py
-            x0 = bx * rx - px
-            src = x[n, c]
-            for y in range(hb):
-                iy = y0 + y
-                row = Pc[y]
-                if iy < 0 or iy >= H:
-                    for xx in range(wb):
-                        row[xx, l] = 0
-                    continue
-                srow = src[iy]
-                for xx in range(wb):
-                    ix = x0 + xx
-                    row[xx, l] = srow[ix] if 0 <= ix < W else 0
-        for l in range(count, width):
-            for y in range(hb):
-                for xx in range(wb):
-                    Pc[y, xx, l] = 0
+        for y in range(hb):
+            for l in range(count):
+                base = l * SW
+                iy = iy0[l] + y
+                if 0 <= iy < H:
+                    s = src[l] + (c * H + iy) * W
+                    for x0 in range(lo[l], hi[l], L):
+                        _COPY(xf, s + x0, S, base + x0, min(L, hi[l] - x0))
+                else:
+                    for xx in range(lo[l], hi[l]):
+                        S[base + xx] = 0
+            d = (c + coff) * plane + y * wb * width
+            for g0 in range(0, width, L):
+                for xx0 in range(0, wb, L):
+                    _TRANSPOSE_ROWS(S, g0 * SW + xx0, SW, Pf, d + xx0 * width + g0, width, min(L, wb - xx0))
 
 
 @njit(cache=True, nogil=True)
@@ -214,20 +234,42 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
             if check and not _finite_planes(of, N, O, HW, o):
                 bad[o] = 1
         return
+    # blocks: per (channel, block row, L lanes), the lanes' pixels are transposed into a scratch
+    # of L rows, each then copied into its block (scalar loads a pixel and lane took 0.12 ms for
+    # 4 x 128 x 16x16 in Winograd's 32 lanes, this 0.04)
+    SW = -(-bw // L) * L
+    S = np.empty(L * SW, dtype=Y.dtype)
+    dst = np.empty(count, dtype=np.int64)  # lane l: its block's first pixel in channel 0
+    rows = np.empty(count, dtype=np.int64)  # ... its block rows inside the output
+    cols = np.empty(count, dtype=np.int64)  # ... and columns
+    for l in range(count):
+        n = l // (BY * BX)
+        b = l - n * (BY * BX)
+        by = b // BX
+        x0 = (b - by * BX) * bw
+        dst[l] = (n * O * OH + by * bh) * OW + x0
+        rows[l] = min(bh, OH - by * bh)
+        cols[l] = min(bw, OW - x0)
+    top = Y.shape[0]
     for o in range(o0, o1):
         base = ymap[o]
-        for l in range(count):
-            n = l // (BY * BX)
-            b = l - n * (BY * BX)
-            by = b // BX
-            bx = b - by * BX
-            y0 = by * bh
-            x0 = bx * bw
-            for y in range(min(bh, OH - y0)):
-                drow = ((n * O + o) * OH + y0 + y) * OW + x0
-                srow = base + (y * bw) * rstride + l
-                for xx in range(min(bw, OW - x0)):
-                    of[drow + xx] = Y[srow + xx * rstride]
+        for y in range(bh):
+            for g0 in range(0, count, L):
+                nl = min(L, count - g0)
+                for xx0 in range(0, bw, L):
+                    s0 = base + (y * bw + xx0) * rstride + g0
+                    if s0 + (L - 1) * rstride + L <= top:  # (rows past the block row read other pixels)
+                        _TRANSPOSE(Y, s0, rstride, S, xx0, SW)
+                    else:
+                        for i in range(min(L, bw - xx0)):
+                            for j in range(nl):
+                                S[j * SW + xx0 + i] = Y[s0 + i * rstride + j]
+                for i in range(nl):
+                    l = g0 + i
+                    if y < rows[l]:
+                        d = dst[l] + (o * OH + y) * OW
+                        for x0 in range(0, cols[l], L):
+                            _COPY(S, i * SW + x0, of, d + x0, min(L, cols[l] - x0))
         if check and not _finite_planes(of, N, O, OH * OW, o):
             bad[o] = 1
 

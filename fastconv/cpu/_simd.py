@@ -396,6 +396,40 @@ def _src_dst(context, builder, at, args, d: int):
     return dt, L, vty, sp, dp
 
 
+def _masked_load(builder, vty: ir.VectorType, bits: int):
+    mty = ir.VectorType(ir.IntType(1), vty.count)
+    fnty = ir.FunctionType(vty, [vty.as_pointer(), _I32, mty, vty])
+    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{vty.count}f{bits}.p0")
+
+
+@functools.lru_cache(maxsize=None)
+def copy_short():
+    """A copy of at most one vector.
+
+    Call it from Numba as ``kern(src, sbase, dst, dbase, n)`` (1-D arrays of one float dtype,
+    int64 offsets): ``dst[dbase + i] = src[sbase + i]`` for ``i < n <= L``, through one masked load
+    and one masked store (nothing else is read or written).  Short rows copied by a loop run its
+    scalar remainder only: a 14-element row is 14 loads and stores.
+    """
+
+    def codegen(context, builder, signature, args):
+        dt, L, vty, sp, dp = _src_dst(context, builder, signature.args, args, 2)
+        bits = dt.itemsize * 8
+        lane = ir.Constant(ir.VectorType(_I64, L), list(range(L)))
+        mask = builder.icmp_signed("<", lane, _splat(builder, args[4], ir.VectorType(_I64, L)))
+        align = ir.Constant(_I32, dt.itemsize)
+        v = builder.call(_masked_load(builder, vty, bits), [builder.bitcast(sp, vty.as_pointer()), align, mask,
+                                                            ir.Constant(vty, [0.0] * L)])
+        builder.call(_masked_store(builder, vty, bits), [v, builder.bitcast(dp, vty.as_pointer()), align, mask])
+        return context.get_dummy_value()
+
+    @intrinsic
+    def kern(typingctx, src, sbase, dst, dbase, n):
+        return types.void(src, sbase, dst, dbase, n), codegen
+
+    return kern
+
+
 @functools.lru_cache(maxsize=None)
 def transpose_tile(partial: bool = False):
     """The ``L x L`` block transpose.

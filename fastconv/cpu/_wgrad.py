@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from .._numba import njit
 
+from ._reduce import finite
 from ._simd import dot_tile, gather_tile, lane_sums, transpose_tile
 
 __all__ = ["MRW", "NRW", "block_rows", "weight_tiles", "tap_groups", "pad_offsets", "MRG", "NVG", "gather_vectors", "gather_taps", "weight_gather", "image_channels_last", "channels_last", "lane_rows", "transpose_into"]
@@ -216,29 +217,56 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
                              r0 > lo)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _slot_sum(sf, i, slot, slots):  # pragma: no cover - numba
+    """sf[i] + sf[slot + i] + ... over ``slots`` partial sums, added in order."""
+    v = sf[i]
+    for s in range(1, slots):
+        v += sf[s * slot + i]
+    return v
+
+
 @njit(cache=True, nogil=True)
-def transpose_into(src, dst, t0, t1):  # pragma: no cover - numba
-    """dst[o, k] = src[k, o] for the blocks [t0, t1) of ``L`` rows (one cache line of lanes) of 2-D
-    ``dst`` (O, K); ``src`` is (>= K, >= O), C-contiguous.  Whole L x L blocks go through register
-    transposes."""
+def transpose_into(src, dst, bad, t0, t1):  # pragma: no cover - numba
+    """dst[o, k] = sum_s src[s, k, o] for the blocks [t0, t1) of ``L`` rows (one cache line of
+    lanes) of 2-D ``dst`` (O, K); ``src`` is (slots, >= K, >= O), C-contiguous, its partial sums
+    added in order (so the result does not depend on the threads).  Whole L x L blocks go through
+    register transposes (the partial sums of one block added first into a scratch tile).
+    ``bad[t] = 1`` where block ``t``'s rows of ``dst`` hold an infinity or a NaN (read back while
+    in cache), else 0."""
     O, K = dst.shape
-    S = src.shape[1]
+    slots, S = src.shape[0], src.shape[2]
     L = 64 // src.itemsize
     sf = src.reshape(-1)
+    slot = src.shape[1] * S
     df = dst.reshape(-1)
+    T = np.empty(L * L, dtype=src.dtype)
     kfull = K - K % L
     r1 = min(t1 * L, O)
     for o0 in range(t0 * L, r1, L):
-        if o0 + L <= r1:
+        o1 = min(o0 + L, r1)
+        if o1 == o0 + L:
             for k0 in range(0, kfull, L):
-                _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
-            for o in range(o0, o0 + L):
-                for k in range(kfull, K):
-                    df[o * K + k] = sf[k * S + o]
+                if slots == 1:
+                    _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
+                    continue
+                for i in range(L):
+                    r = (k0 + i) * S + o0
+                    a = sf[r:r + L]
+                    for j in range(L):
+                        T[i * L + j] = a[j]
+                    for s in range(1, slots):
+                        b = sf[s * slot + r:s * slot + r + L]
+                        for j in range(L):
+                            T[i * L + j] += b[j]
+                _TRANSPOSE(T, 0, L, df, o0 * K + k0, K)
+            kleft = kfull
         else:
-            for o in range(o0, r1):
-                for k in range(K):
-                    df[o * K + k] = sf[k * S + o]
+            kleft = 0
+        for o in range(o0, o1):
+            for k in range(kleft, K):
+                df[o * K + k] = _slot_sum(sf, k * S + o, slot, slots)
+        bad[o0 // L] = 0 if finite(df[o0 * K:o1 * K]) else 1
 
 
 @njit(cache=True, nogil=True)

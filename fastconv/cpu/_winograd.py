@@ -48,18 +48,21 @@ def _gwg_row(a, b, d, Up, o, stride):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _pack_weights(w, obs, Up, t0, t1):  # pragma: no cover - numba
-    """``Up[xi, ob, c, m] = (G w[ob*MR + m, c] G^T)[xi]`` for the o-blocks [t0, t1), in float64 scalars
-    (straight-line code: the 3x3 kernel and its 4x3 half-transform stay in registers), rounded once."""
-    O, C = w.shape[0], w.shape[1]
+def _pack_weights(w, transposed, flip, obs, Up, t0, t1):  # pragma: no cover - numba
+    """``Up[xi, ob, c, m] = (G k G^T)[xi]`` for the o-blocks [t0, t1), in float64 scalars (straight-line
+    code: the 3x3 kernel and its 4x3 half-transform stay in registers), rounded once; ``k`` is
+    ``w[ob*MR + m, c]``, or ``w[c, ob*MR + m]`` when ``transposed``, rotated by 180 degrees when ``flip``
+    (the input gradient's weights, read in place: a strided view would leave the native regions)."""
+    O, C = (w.shape[1], w.shape[0]) if transposed else (w.shape[0], w.shape[1])
     stride = Up.shape[0] // 16
+    a, d = (2, -1) if flip else (0, 1)  # the first row/column read and the step
     for ob in range(t0, t1):
         for c in range(C):  # the MR rows of one (xi, o-block, c) are adjacent: write them together
             for m in range(min(MR, O - ob * MR)):
-                k = w[ob * MR + m, c]  # any strides (the input gradient passes a flipped view)
-                w00, w01, w02 = float(k[0, 0]), float(k[0, 1]), float(k[0, 2])
-                w10, w11, w12 = float(k[1, 0]), float(k[1, 1]), float(k[1, 2])
-                w20, w21, w22 = float(k[2, 0]), float(k[2, 1]), float(k[2, 2])
+                k = w[c, ob * MR + m] if transposed else w[ob * MR + m, c]
+                w00, w01, w02 = float(k[a, a]), float(k[a, a + d]), float(k[a, a + 2 * d])
+                w10, w11, w12 = float(k[a + d, a]), float(k[a + d, a + d]), float(k[a + d, a + 2 * d])
+                w20, w21, w22 = float(k[a + 2 * d, a]), float(k[a + 2 * d, a + d]), float(k[a + 2 * d, a + 2 * d])
                 base = (ob * C + c) * MR + m
                 _gwg_row(w00, w01, w02, Up, base, stride)
                 _gwg_row(0.5 * (w00 + w10 + w20), 0.5 * (w01 + w11 + w21), 0.5 * (w02 + w12 + w22), Up,
@@ -75,16 +78,21 @@ def _pack_weights(w, obs, Up, t0, t1):  # pragma: no cover - numba
 XI_PAD = 16
 
 
-def pack_weights(w: np.ndarray, opad: int) -> np.ndarray:
+def pack_weights(w: np.ndarray, opad: int, flip: bool = False) -> np.ndarray:
     """``U = G w G^T`` for every (o, c), packed [xi, o-block, c, MR] (zero rows past O), flat, ``w``'s dtype;
-    slice ``xi`` starts at ``xi * (len(Up) // 16)`` (the slices are :data:`XI_PAD` elements apart)."""
+    slice ``xi`` starts at ``xi * (len(Up) // 16)`` (the slices are :data:`XI_PAD` elements apart).
+    ``w`` (O, C, 3, 3) may be the channel-swapped view ``w.transpose(1, 0, 2, 3)`` of a contiguous
+    array (the input gradient's): it is read in place, as are the kernels rotated by 180 degrees
+    when ``flip``."""
     O, C = w.shape[0], w.shape[1]
+    transposed = not w.flags.c_contiguous and w.transpose(1, 0, 2, 3).flags.c_contiguous
+    base = w.transpose(1, 0, 2, 3) if transposed else np.ascontiguousarray(w)
     obs = opad // MR
     size = opad * C + XI_PAD
     Up = np.empty(16 * size, dtype=w.dtype)
     if O < opad:  # the rows past O of the last block
         Up.reshape(16, size)[:, :opad * C].reshape(16, obs, C, MR)[:, obs - 1, :, O - (obs - 1) * MR:] = 0
-    parallel_for(_pack_weights, obs, w, obs, Up, work=16 * opad * C * 4)
+    parallel_for(_pack_weights, obs, base, transposed, flip, obs, Up, work=16 * opad * C * 4)
     return Up
 
 

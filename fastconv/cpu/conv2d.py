@@ -359,13 +359,14 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     return P
 
 
-def _lanes_winograd(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
-    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`), left in scratch to unpack."""
+def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
+    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`) of ``wa`` (rotated by 180 degrees when
+    ``flip``), left in scratch to unpack."""
     lanes = _wino_lanes(geo, xa.dtype)
     P = _wino_pack(xa, geo, lanes)
     obs = _direct.blocks(geo.o)
     opad = obs * _direct.MR
-    Up = _winograd.pack_weights(wa, opad)
+    Up = _winograd.pack_weights(wa, opad, flip)
     Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
@@ -376,7 +377,7 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa) -> _LaneOut:
 
 
 def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bool:
-    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the flipped view); whether
+    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the kernels flipped); whether
     the result is finite.
 
     The transforms mix every input of a tile into every output of it, so an infinity or a NaN
@@ -384,7 +385,7 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     cannot cancel), possibly where the direct sum has none: the caller then recomputes directly.
     The check reads each output channel back while it is in cache, instead of scanning both
     operands first (128 x 32 x 16x16 -> 64, forward+backward: 1.05 ms of scans)."""
-    return _lanes_winograd(xa, wa[:, :, ::-1, ::-1] if flip else wa, ba, geo, outa).unpack(check=True)
+    return _lanes_winograd(xa, wa, ba, geo, outa, flip).unpack(check=True)
 
 
 def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:
@@ -822,9 +823,10 @@ GATHER_SLOTS = 2
 GATHER_SLOT_MIN_STEPS = 1024
 
 
-def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
+def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> bool:
     """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1); ``B`` has
-    :func:`_gather_width` channels per row."""
+    :func:`_gather_width` channels per row.  Returns whether ``dw`` is finite (checked as it is
+    written: a scan after cost 12-25 us on 128 x 128 x 3x3, the partial sums' NumPy addition 30)."""
     nv = _wgrad.gather_vectors(geo.o, dtype, wide=True)
     tw = nv * (64 // np.dtype(dtype).itemsize)
     opad = B.shape[-1]
@@ -844,10 +846,10 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> None:
     tasks = slots * ntt * -(-kbs // groups_k)
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, nv, outT,
                  macs=geo.macs)
-    for s in range(1, slots):  # in order: the sum does not depend on the threads
-        outT[0] += outT[s]
     L = 64 // outT.itemsize
-    parallel_for(_wgrad.transpose_into, -(-geo.o // L), outT[0], dw.reshape(geo.o, geo.k), work=dw.size)
+    bad = np.empty(-(-geo.o // L), dtype=np.uint8)
+    parallel_for(_wgrad.transpose_into, bad.size, outT, dw.reshape(geo.o, geo.k), bad, work=slots * dw.size)
+    return not bad.any()
 
 
 def _gather_width(o: int, dtype, wide: bool = False) -> int:
@@ -884,9 +886,11 @@ def _row_steps(n: int, planes: int, oh: int, owp: int, lanes: int, img: int, wq:
     return sg, sx
 
 
-def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
+def _weight_rows(xa, ga, geo: Geometry, dw) -> Optional[bool]:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
-    -- with enough output channels -- the valid pixels, broadcast against channel vectors."""
+    -- with enough output channels -- the valid pixels, broadcast against channel vectors.
+    Returns whether ``dw`` is finite where that was checked on the way (the gathered reduction),
+    else None."""
     if gathered(geo, xa.dtype):
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)
@@ -894,8 +898,7 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> None:
         sa = _gather.pixel_offsets(geo.n, geo.oh, geo.ow, rows.img, rows.wq, *geo.stride, 1)
         sb = _gather.steps(sa.size, B.shape[1])
         offs = _rows.tap_offsets_rows(rows, 1, geo.cg, geo.kh, geo.kw, *geo.dilation)
-        _weight_gather(X, offs, sa, B, sb, geo, xa.dtype, dw)
-        return
+        return _weight_gather(X, offs, sa, B, sb, geo, xa.dtype, dw)
     lanes = 64 // xa.itemsize
     owp = -(-geo.ow // lanes) * lanes
     tw = _tile(xa.dtype)
@@ -961,9 +964,10 @@ def _lane_vector_steps(nv: int, bw: int, npix: int, stride: Tuple[int, int], wb:
     return sg, sx
 
 
-def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
+def _weight_lanes(xa, ga, geo: Geometry, dw) -> Optional[bool]:
     """Weight gradient in the lane layout: steps are (output pixel of a block, vector of lanes), or
-    -- with enough output channels -- the valid (pixel, lane) pairs, broadcast against channel vectors."""
+    -- with enough output channels -- the valid (pixel, lane) pairs, broadcast against channel
+    vectors.  Returns whether ``dw`` is finite where that was checked (see :func:`_weight_rows`)."""
     lanes = _lane_plan(geo, xa.dtype)
     P, hb, wb = _pack_lanes(xa, geo, lanes)
     if gathered(geo, xa.dtype):
@@ -978,8 +982,7 @@ def _weight_lanes(xa, ga, geo: Geometry, dw) -> None:
         sa, p, lane = _lane_steps(geo, lanes, wb)
         sb = ((p * lanes.count + lane) * B.shape[1]).astype(np.int64)
         offs = _direct.tap_offsets(1, geo.cg, geo.kh, geo.kw, hb, wb, *geo.dilation, lanes.width)
-        _weight_gather(P.reshape(-1), offs, sa, B, sb, geo, xa.dtype, dw)
-        return
+        return _weight_gather(P.reshape(-1), offs, sa, B, sb, geo, xa.dtype, dw)
     L = 64 // xa.itemsize
     mrw = _wgrad.block_rows(geo.og)
     ogp = -(-geo.og // mrw) * mrw
@@ -1117,7 +1120,7 @@ def _backward_weight(p: Plan, x: torch.Tensor, grad_out: torch.Tensor, geo: Geom
     if pointwise(geo) and geo.groups == 1:
         _weight_pointwise(xa, ga, geo, dw.numpy())
         return dw, False
-    _WEIGHT[p.name](xa, ga, geo, dw.numpy())
+    finite_ = _WEIGHT[p.name](xa, ga, geo, dw.numpy())  # (None: not checked)
     # the gathered reduction multiplies only real (image, pixel) pairs, and so do row-layout
     # vectors of whole rows; the other layouts multiply zeros by whatever input their throw-away
     # lanes read, and a non-finite one there leaves a NaN that torch has not.  It cannot hide in a
@@ -1125,8 +1128,8 @@ def _backward_weight(p: Plan, x: torch.Tensor, grad_out: torch.Tensor, geo: Geom
     # pairs only (a scan of the input first cost 0.3 ms on 8 x 144 x 56x56)
     exact = p.name == "direct/rows" and (gathered(geo, xa.dtype) or geo.ow % (64 // xa.itemsize) == 0)
     if exact:
-        return dw, False
-    if all_finite(_np(dw)):
+        return dw, finite_ is True
+    if finite_ or (finite_ is None and all_finite(_np(dw))):
         return dw, True
     if p.name == "winograd/lanes":  # (forced only) transforms mix a non-finite value into every tap
         return _backward_weight(plan("backward_weight", geo, xa.dtype, exclude=("winograd", "direct/small")), x,

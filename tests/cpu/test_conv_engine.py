@@ -827,12 +827,44 @@ def test_channels_last_packing_with_halo(dtype, geometry):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [  # (N, C, H, W, BY, BX, bh, bw, stride, pad, hb, wb)
+    (4, 3, 16, 16, 4, 2, 4, 8, 1, 1, 6, 10),      # Winograd's lanes of 4 x C x 16x16 (halo 2)
+    (3, 2, 15, 13, 2, 2, 8, 7, 1, 2, 12, 11),     # regions past the image, lanes off the vector width
+    (2, 2, 21, 40, 2, 2, 11, 20, 2, 1, 23, 41),   # strided regions wider than a vector
+    (5, 1, 9, 9, 1, 2, 9, 5, 1, 0, 11, 7),        # no padding, the last region past the right edge
+])
+def test_lane_packing_of_blocks(dtype, case):
+    """NCHW into the blocked lane layout (:func:`fastconv.cpu._lanes.pack_task`): each lane holds
+    its block's input region, zero outside the image, and lanes past the last block are zero."""
+    from fastconv.cpu import _lanes
+    n, c, h, w, by, bx, bh, bw, s, pad, hb, wb = case
+    count = n * by * bx
+    L = 64 // np.dtype(dtype).itemsize
+    width = -(-count // L) * L + L  # a whole spare vector of lanes
+    lanes = _lanes.Lanes(n, by, bx, bh, bw, count, width)
+    x = np.random.default_rng(3).standard_normal((n, c, h, w)).astype(dtype) + 1  # no zeros
+    xp = np.zeros((n, c, h + 2 * hb + s * by * bh, w + 2 * wb + s * bx * bw), dtype)
+    xp[:, :, hb:hb + h, wb:wb + w] = x
+    want = np.zeros((c + 1, hb, wb, width), dtype)  # one channel more: packed at an offset of 1
+    for lane in range(count):
+        img, b = divmod(lane, by * bx)
+        y0, x0 = (b // bx) * bh * s - pad + hb, (b % bx) * bw * s - pad + wb
+        want[1:, :, :, lane] = xp[img, :, y0:y0 + hb, x0:x0 + wb]
+    got = np.full_like(want, np.nan)
+    got[0] = 0
+    kernel, args = _lanes.pack_task(x, lanes, hb, wb, (s, s), (pad, pad), got, 1)
+    kernel(*args, 0, c)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", [  # (N, O, OH, OW, BY, BX, bh, bw, rstride factor)
     (4, 3, 16, 16, 4, 2, 4, 8, 1),   # the Winograd lanes of 4 x C x 16x16
     (4, 2, 8, 8, 2, 2, 4, 4, 1),     # ... and of 8x8
     (3, 2, 15, 13, 2, 2, 8, 8, 1),   # blocks past the output's edges, lanes off the vector width
     (2, 3, 9, 9, 2, 3, 6, 4, 2),     # a wider row stride (the direct lanes' o-blocks)
     (5, 1, 7, 11, 1, 2, 7, 6, 1),    # one block row
+    (2, 2, 20, 37, 1, 2, 20, 19, 1),  # block rows wider than a vector (several transposes a row)
 ])
 def test_lane_unpacking_of_blocks(dtype, case):
     """The blocked lane layout back to NCHW (:func:`fastconv.cpu._lanes.unpack_task`): every output
