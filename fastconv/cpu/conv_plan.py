@@ -75,9 +75,8 @@ WINOGRAD_MIN_BATCH = 32
 #: Below :data:`WINOGRAD_MIN_BATCH`, Winograd still wins forward passes of deep layers whose rows
 #: fill the lanes and whose input side is the heavier one (the output transform and unpacking cost
 #: more per channel than the input transform): at least this many input channels, at least as
-#: many as output channels, and rows of at least :data:`WINOGRAD_MIN_WIDTH`.  Input gradients at
-#: these batches stay direct: Winograd was 0.93-0.96x on the two most favourable UNet layers
-#: (into twice the channels) and 1.03-1.37x on the others.  Measured after the
+#: many as output channels, and rows of at least :data:`WINOGRAD_MIN_WIDTH`.  (Input gradients
+#: have a rule of their own, :data:`WINOGRAD_GRAD_CHANNELS`.)  Measured after the
 #: weight-transform and L1-set fixes of 2026-12-04 (two threads, float32, batch 4): 128 -> 64 at
 #: 32x32 1.93 against 2.40 ms direct, 128 -> 128 and 256 -> 128 at 16x16 1.07 and 2.17 against 1.33
 #: and 2.64 ms; 64 -> 64 at 32x32 and 64 -> 128 at 16x16 within 5% either way, 256 -> 256 at 8x8
@@ -85,6 +84,23 @@ WINOGRAD_MIN_BATCH = 32
 #: channels, input gradients into more channels) direct by 20-175%.
 WINOGRAD_DEEP_CHANNELS = 128
 WINOGRAD_MIN_WIDTH = 16
+
+#: Below :data:`WINOGRAD_MIN_BATCH`, input gradients run Winograd into at least as many channels
+#: as they read, at least this many, from rows of at least twice :data:`WINOGRAD_MIN_WIDTH` (or
+#: :data:`WINOGRAD_DEEP_CHANNELS` channels read), with at least :data:`WINOGRAD_GRAD_TILES` 2x2
+#: tiles.  Measured on 2026-12-05 once the flipped weights were transformed in place and the
+#: lane blocks packed through transposes (two threads, float32, input gradient of the layer
+#: ``n x c x h^2 -> o``, Winograd against the plan before, ms): 4 x 64 x 32^2 -> 64 1.14 / 1.21,
+#: 4 x 128 x 32^2 -> 64 2.09 / 2.51, 4 x 64 x 64^2 -> 64 4.05 / 4.43, 4 x 128 x 64^2 -> 128 12.9 /
+#: 17.4, 4 x 128 x 16^2 -> 128 1.12 / 1.22, 4 x 256 x 16^2 -> 128 2.09 / 2.32, 4 x 256 x 16^2 -> 256
+#: 3.42 / 4.24, 2 and 1 x 128 x 32^2 -> 128 1.96 / 2.37 and 1.13 / 1.36.  Direct stays faster from
+#: fewer channels than it reads (4 x 64 x 16^2 -> 128 0.75 / 0.71, 4 x 32 x 32^2 -> 64 0.81 / 0.71),
+#: into 32 channels (4 x 32 x 64^2 -> 32 1.33 / 1.18), from 64 channels at 16^2 (4 x 64 x 16^2 -> 64
+#: 0.45 / 0.43) and on 64 tiles (1 x 256 x 16^2 -> 256 2.39 / 1.37).  Winograd ran first after
+#: torch in each round, which costs it about 6%: the two slots, both Winograd under the mid-batch
+#: rule, timed 8 x 64 x 28^2 -> 64 at 1.61 / 1.51 and 16 x 64 x 14^2 -> 128 at 1.80 / 1.68.
+WINOGRAD_GRAD_CHANNELS = 64
+WINOGRAD_GRAD_TILES = 256
 
 #: Layers with at most this many output channels per group run forward (and input gradients
 #: with at most this many input channels) in the lane layout, whose register blocks come in
@@ -380,6 +396,14 @@ def _deep_for_winograd(geo: Geometry) -> bool:
     return geo.cg >= WINOGRAD_DEEP_CHANNELS and geo.cg >= geo.og and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
 
 
+def _input_grad_for_winograd(geo: Geometry) -> bool:
+    """The small-batch Winograd rule of input gradients (:data:`WINOGRAD_GRAD_CHANNELS`); ``geo`` is
+    the convolution of the output gradient (``cg`` the channels it reads)."""
+    return (geo.og >= geo.cg >= WINOGRAD_GRAD_CHANNELS
+            and (geo.cg >= WINOGRAD_DEEP_CHANNELS or min(geo.oh, geo.ow) >= 2 * WINOGRAD_MIN_WIDTH)
+            and geo.n * (geo.oh // 2) * (geo.ow // 2) >= WINOGRAD_GRAD_TILES)
+
+
 def _thin_for_winograd(geo: Geometry, dtype) -> bool:
     """The gather's rule against Winograd (:data:`WINOGRAD_GATHER_OUTPUTS`)."""
     return (geo.og < WINOGRAD_GATHER_OUTPUTS and gathers_forward(geo, dtype)
@@ -461,7 +485,8 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
             and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS
             and not _thin_for_winograd(geo, dtype)
             and (geo.n >= WINOGRAD_MIN_BATCH or _mid_batch_winograd(geo)
-                 or (pass_ == "forward" and _deep_for_winograd(geo)))):
+                 or (pass_ == "forward" and _deep_for_winograd(geo))
+                 or (pass_ == "backward_input" and _input_grad_for_winograd(geo)))):
         return Plan("winograd", "lanes")
     return Plan("direct", _direct_layout(geo, dtype, pass_))
 

@@ -137,7 +137,8 @@ def _error_ratio(shape, seed=0):
     ((128, 32, 16, 64), ("winograd/lanes", "winograd/lanes")),   # big batch
     ((128, 64, 8, 128), ("winograd/lanes", "winograd/lanes")),
     ((16, 64, 14, 128), ("winograd/lanes", "winograd/lanes")),   # mid batch, 64+ channels, 14+ px
-    ((4, 128, 16, 128), ("winograd/lanes", "direct/gather")),    # small batch: deep forward passes only
+    ((4, 128, 16, 128), ("winograd/lanes", "winograd/lanes")),   # small batch: deep layers
+    ((4, 64, 16, 128), ("direct/gather", "direct/gather")),      # ... not into fewer channels, nor at 64 / 16x16
     ((4, 16, 32, 16), ("direct/rows", "direct/rows")),           # thin
     ((8, 48, 12, 24), ("direct/gather", "direct/gather")),
     ((64, 16, 32, 16), ("direct/rows", "direct/rows")),          # 16 channels: direct since 2026-12-04
@@ -340,17 +341,22 @@ def test_planner_choices_for_the_seed_layers():
     assert plan_name(*cifar2) == plan_name(*cifar2, "backward_input") == "direct/gather"
     assert plan_name((1, 1, 4, 4), (1, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/small"
     # UNet's deep layers (batch 4): channels in the lanes at 8x8 (Winograd's tiles would waste half
-    # the lanes); at 16x16, Winograd forward (128 input channels, no more outputs) and the gather
-    # for the input gradient; their gathered weight gradients step over single pixels in the row
-    # layout
+    # the lanes); at 16x16, Winograd forward (128 input channels, no more outputs) and input
+    # gradient (into no fewer channels); their gathered weight gradients step over single pixels in
+    # the row layout
     deep = ((4, 256, 8, 8), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
     assert plan_name(*deep) == plan_name(*deep, "backward_input") == "direct/gather"
     deep16 = ((4, 128, 16, 16), (128, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
-    assert plan_name(*deep16) == "winograd/lanes" and plan_name(*deep16, "backward_input") == "direct/gather"
+    assert plan_name(*deep16) == plan_name(*deep16, "backward_input") == "winograd/lanes"
     wide16 = ((4, 64, 16, 16), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
     assert plan_name(*wide16) == "direct/gather"
     wide32 = ((4, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
-    assert plan_name(*wide32) == plan_name(*wide32, "backward_input") == "direct/rows"
+    assert plan_name(*wide32) == "direct/rows" and plan_name(*wide32, "backward_input") == "winograd/lanes"
+    # ... whose input gradients stay direct into fewer channels, or on few tiles
+    assert plan_name((4, 32, 32, 32), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32, "backward_input") \
+        == "direct/rows"
+    assert plan_name((1, 256, 16, 16), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32, "backward_input") \
+        == "direct/gather"
     # Winograd with thin outputs loses to the gather on narrow planes (8x8), not on wide ones
     thin8 = ((64, 32, 8, 8), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
     assert plan_name(*thin8) == "direct/gather"
