@@ -217,6 +217,18 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
                              r0 > lo)
 
 
+@njit(cache=True, nogil=True)
+def add_slots(src, t0, t1):  # pragma: no cover - numba
+    """src[0, k] += src[1, k] + ... (in order) for the rows [t0, t1) of ``src`` (slots, K, O),
+    C-contiguous: partial sums added row by row, so the result does not depend on the threads."""
+    for s in range(1, src.shape[0]):
+        for k in range(t0, t1):
+            a = src[0, k]
+            b = src[s, k]
+            for o in range(a.shape[0]):
+                a[o] += b[o]
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _slot_sum(sf, i, slot, slots):  # pragma: no cover - numba
     """sf[i] + sf[slot + i] + ... over ``slots`` partial sums, added in order."""
