@@ -402,6 +402,23 @@ def test_empty_and_zero_channel_problems():
     assert_close(C.conv2d_bias_grad(torch.zeros(0, 4, 3, 3)), torch.zeros(4))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 7), (2, 3, 1, 1), (4, 6, 9, 13), (2, 2, 16, 16), (2, 3, 8, 20)])
+def test_bias_gradient_sums(dtype, shape):
+    """The bias gradient (chains of float64 lane sums over whole vectors, each plane's last elements
+    apart): planes of 0-5 whole vectors and a remainder, against a float64 sum; an infinity and a
+    NaN reach their channels only."""
+    g = torch.randn(shape, dtype=dtype) * 100
+    want = g.double().sum((0, 2, 3))
+    got = C.conv2d_bias_grad(g)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=1e-4)
+    g[-1, 1, -1, -1] = float("inf")
+    g[0, 0, 0, 0] = float("nan")
+    got = C.conv2d_bias_grad(g)
+    assert torch.isnan(got[0]) and torch.isinf(got[1]) and got[1] > 0 and torch.isfinite(got[2:]).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("o", [5, 16, 24, 40])
 def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
