@@ -28,6 +28,7 @@ from ._simd import copy_short, transpose_tile
 __all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
 
 _TRANSPOSE = transpose_tile()
+_TRANSPOSE_ROWS = transpose_tile(partial=True)
 _COPY = copy_short()
 
 
@@ -73,9 +74,6 @@ def plan_lanes(n: int, oh: int, ow: int, tile: int, min_lanes: int) -> Lanes:
     return Lanes(n, by, bx, bh, bw, count, -(-count // tile) * tile)
 
 
-_TRANSPOSE_ROWS = transpose_tile(partial=True)
-
-
 @njit(cache=True, nogil=True)
 def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cover - numba
     """P[c + coff, y, x, l] = x[n, c, by*ry - py + y, bx*rx - px + x] (zero outside x), for channels [c0, c1).
@@ -114,8 +112,8 @@ def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cov
                 iy = iy0[l] + y
                 if 0 <= iy < H:
                     s = src[l] + (c * H + iy) * W
-                    for x0 in range(lo[l], hi[l], L):
-                        _COPY(xf, s + x0, S, base + x0, min(L, hi[l] - x0))
+                    for j in range(lo[l], hi[l], L):  # (masked: a loop ran its scalar remainder only)
+                        _COPY(xf, s + j, S, base + j, min(L, hi[l] - j))
                 else:
                     for xx in range(lo[l], hi[l]):
                         S[base + xx] = 0
@@ -183,6 +181,8 @@ def pack_task(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, 
     [c0, c1) of NCHW ``x`` into channels ``c + coff`` of ``P`` (channels, hb, wb, width): the input
     region of each lane starts at ``(by * bh * sy - py, bx * bw * sx - px)`` of its image.  Regions
     that reach past the image are zero-filled.  Run it as ``parallel_for(kernel, c, *args)``."""
+    if P.shape[3] % (64 // P.itemsize):
+        raise ValueError(f"lane width {P.shape[3]} is not whole vectors")  # (the transposes write whole ones)
     if lanes.blocks == 1 and pad[0] >= 0 and pad[1] >= 0 and hb >= x.shape[2] + pad[0] and wb >= x.shape[3] + pad[1]:
         return _pack_planes, (x, P, hb, wb, pad[0], pad[1], coff)
     return _pack, (x, P, lanes.BY, lanes.BX, hb, wb, lanes.bh * stride[0], lanes.bw * stride[1], pad[0], pad[1], coff)
@@ -235,8 +235,8 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
                 bad[o] = 1
         return
     # blocks: per (channel, block row, L lanes), the lanes' pixels are transposed into a scratch
-    # of L rows, each then copied into its block (scalar loads a pixel and lane took 0.12 ms for
-    # 4 x 128 x 16x16 in Winograd's 32 lanes, this 0.04)
+    # of L rows, each then copied into its block (a scalar load a pixel and lane took 0.085 ms for
+    # 4 x 128 x 16x16 and 0.54 for 4 x 16 x 128x128 in Winograd's 32 lanes, this 0.066 and 0.24)
     SW = -(-bw // L) * L
     S = np.empty(L * SW, dtype=Y.dtype)
     dst = np.empty(count, dtype=np.int64)  # lane l: its block's first pixel in channel 0
@@ -268,8 +268,8 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
                     l = g0 + i
                     if y < rows[l]:
                         d = dst[l] + (o * OH + y) * OW
-                        for x0 in range(0, cols[l], L):
-                            _COPY(S, i * SW + x0, of, d + x0, min(L, cols[l] - x0))
+                        for j in range(0, cols[l], L):
+                            _COPY(S, i * SW + j, of, d + j, min(L, cols[l] - j))
         if check and not _finite_planes(of, N, O, OH * OW, o):
             bad[o] = 1
 

@@ -229,55 +229,29 @@ def add_slots(src, t0, t1):  # pragma: no cover - numba
                 a[o] += b[o]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _slot_sum(sf, i, slot, slots):  # pragma: no cover - numba
-    """sf[i] + sf[slot + i] + ... over ``slots`` partial sums, added in order."""
-    v = sf[i]
-    for s in range(1, slots):
-        v += sf[s * slot + i]
-    return v
-
-
 @njit(cache=True, nogil=True)
 def transpose_into(src, dst, bad, t0, t1):  # pragma: no cover - numba
-    """dst[o, k] = sum_s src[s, k, o] for the blocks [t0, t1) of ``L`` rows (one cache line of
-    lanes) of 2-D ``dst`` (O, K); ``src`` is (slots, >= K, >= O), C-contiguous, its partial sums
-    added in order (so the result does not depend on the threads).  Whole L x L blocks go through
-    register transposes (the partial sums of one block added first into a scratch tile).
-    ``bad[t] = 1`` where block ``t``'s rows of ``dst`` hold an infinity or a NaN (read back while
-    in cache), else 0."""
+    """dst[o, k] = src[k, o] for the blocks [t0, t1) of ``L`` rows (one cache line of lanes) of 2-D
+    ``dst`` (O, K); ``src`` is (>= K, >= O), C-contiguous.  Whole L x L blocks go through register
+    transposes.  ``bad[t] = 1`` where block ``t``'s rows of ``dst`` hold an infinity or a NaN (read
+    back while in cache), else 0."""
     O, K = dst.shape
-    slots, S = src.shape[0], src.shape[2]
+    S = src.shape[1]
     L = 64 // src.itemsize
     sf = src.reshape(-1)
-    slot = src.shape[1] * S
     df = dst.reshape(-1)
-    T = np.empty(L * L, dtype=src.dtype)
     kfull = K - K % L
     r1 = min(t1 * L, O)
     for o0 in range(t0 * L, r1, L):
         o1 = min(o0 + L, r1)
+        kleft = 0
         if o1 == o0 + L:
             for k0 in range(0, kfull, L):
-                if slots == 1:
-                    _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
-                    continue
-                for i in range(L):
-                    r = (k0 + i) * S + o0
-                    a = sf[r:r + L]
-                    for j in range(L):
-                        T[i * L + j] = a[j]
-                    for s in range(1, slots):
-                        b = sf[s * slot + r:s * slot + r + L]
-                        for j in range(L):
-                            T[i * L + j] += b[j]
-                _TRANSPOSE(T, 0, L, df, o0 * K + k0, K)
+                _TRANSPOSE(sf, k0 * S + o0, S, df, o0 * K + k0, K)
             kleft = kfull
-        else:
-            kleft = 0
         for o in range(o0, o1):
             for k in range(kleft, K):
-                df[o * K + k] = _slot_sum(sf, k * S + o, slot, slots)
+                df[o * K + k] = sf[k * S + o]
         bad[o0 // L] = 0 if finite(df[o0 * K:o1 * K]) else 1
 
 

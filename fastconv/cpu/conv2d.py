@@ -829,7 +829,7 @@ GATHER_SLOT_MIN_STEPS = 1024
 def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> bool:
     """Run :func:`fastconv.cpu._wgrad.weight_gather` and write ``dw`` (groups == 1); ``B`` has
     :func:`_gather_width` channels per row.  Returns whether ``dw`` is finite (checked as it is
-    written: a scan after cost 12-25 us on 128 x 128 x 3x3, the partial sums' NumPy addition 30)."""
+    transposed: a scan after it cost 12-25 us on 128 x 128 x 3x3 weights)."""
     nv = _wgrad.gather_vectors(geo.o, dtype, wide=True)
     tw = nv * (64 // np.dtype(dtype).itemsize)
     opad = B.shape[-1]
@@ -849,12 +849,13 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> bool:
     tasks = slots * ntt * -(-kbs // groups_k)
     parallel_for(_wgrad.weight_gather, tasks, A, aoff, sa, B.reshape(-1), sb, GATHER_CHUNK, groups_k, nv, outT,
                  macs=geo.macs)
-    if slots > 1:  # (rows streamed on the team: added inside the transposes, 0.28 against 0.10 ms on
-        #            4 x 256 x 16x16 -> 128, the other core's partial sums read by cache lines)
+    if slots > 1:  # in order, rows streamed on the team (added inside the transposes instead, the
+        #            other core's partial sums were read by cache lines: 0.28 against 0.18 ms on
+        #            4 x 256 x 16x16 -> 128; NumPy's addition took 0.03-0.05 ms on one thread)
         parallel_for(_wgrad.add_slots, geo.k, outT, work=slots * dw.size)
     L = 64 // outT.itemsize
     bad = np.empty(-(-geo.o // L), dtype=np.uint8)
-    parallel_for(_wgrad.transpose_into, bad.size, outT[:1], dw.reshape(geo.o, geo.k), bad, work=dw.size)
+    parallel_for(_wgrad.transpose_into, bad.size, outT[0], dw.reshape(geo.o, geo.k), bad, work=dw.size)
     return not bad.any()
 
 

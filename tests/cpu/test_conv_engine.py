@@ -402,6 +402,27 @@ def test_empty_and_zero_channel_problems():
     assert_close(C.conv2d_bias_grad(torch.zeros(0, 4, 3, 3)), torch.zeros(4))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, o", [(1152, 128), (75, 37), (9, 3)])
+def test_weight_gradient_partial_sums_and_transpose(dtype, k, o):
+    """The gathered weight gradient's finish: partial sums added in order (``add_slots``), then
+    ``(K, O)`` transposed into ``dw`` (``transpose_into``) with a finiteness flag per block of rows."""
+    from fastconv.cpu import _wgrad
+    rng = np.random.default_rng(4)
+    src = rng.standard_normal((3, k + 2, o + 5)).astype(dtype)
+    want = (src[0] + src[1]) + src[2]
+    _wgrad.add_slots(src, 0, k + 2)
+    np.testing.assert_array_equal(src[0], want)
+    L = 64 // np.dtype(dtype).itemsize
+    dw, bad = np.full((o, k), np.nan, dtype), np.full(-(-o // L), 7, np.uint8)
+    _wgrad.transpose_into(src[0], dw, bad, 0, bad.size)
+    np.testing.assert_array_equal(dw, want[:k, :o].T)
+    assert not bad.any()
+    src[0, k - 1, o - 1] = np.inf
+    _wgrad.transpose_into(src[0], dw, bad, 0, bad.size)
+    assert bad[-1] == 1 and not bad[:-1].any()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(3, 5, 7, 7), (2, 3, 1, 1), (4, 6, 9, 13), (2, 2, 16, 16), (2, 3, 8, 20)])
 def test_bias_gradient_sums(dtype, shape):
