@@ -44,6 +44,7 @@ import threading
 from typing import Callable, List, Optional
 
 import numba
+import numba.np.ufunc.parallel
 
 from . import _regions
 
@@ -57,9 +58,23 @@ PARALLEL_MIN_WORK = 1 << 16
 VECTOR_MACS = 16
 
 
+#: Numba's per-thread count of the threading layer, read directly once the layer is up:
+#: ``numba.get_num_threads()`` takes its start-up lock on every call (about 2 us; a layer's
+#: forward and backward ask 15 times).  None until then, or if the internal is missing.
+_read_num_threads: Optional[Callable[[], int]] = None
+
+
 def num_threads() -> int:
-    """Threads the kernels may use (Numba's current setting)."""
-    return max(1, int(numba.get_num_threads()))
+    """Threads the kernels may use (Numba's current setting, per calling thread)."""
+    global _read_num_threads
+    read = _read_num_threads
+    if read is not None:
+        return max(1, int(read()))
+    n = int(numba.get_num_threads())  # starts the threading layer on the first call
+    read = getattr(numba.np.ufunc.parallel, "_get_num_threads", None)
+    if callable(read) and int(read()) == n:
+        _read_num_threads = read
+    return max(1, n)
 
 
 class _Job:
