@@ -343,8 +343,9 @@ def _forward_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     _lanes_direct(xa, wa, ba, geo, outa, flip).unpack()
 
 
+@functools.lru_cache(maxsize=256)
 def _wino_lanes(geo: Geometry, dtype) -> _lanes.Lanes:
-    """A lane plan whose blocks hold whole 2x2 tiles (even sizes)."""
+    """A lane plan whose blocks hold whole 2x2 tiles (even sizes; memoised)."""
     lanes = _lane_plan(geo, dtype)
     bh, bw = lanes.bh + lanes.bh % 2, lanes.bw + lanes.bw % 2
     by, bx = -(-geo.oh // bh), -(-geo.ow // bw)
@@ -371,12 +372,25 @@ def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _Lan
     opad = obs * _direct.MR
     Up = _winograd.pack_weights(wa, opad, flip)
     Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
-    bias = np.zeros(geo.o, dtype=xa.dtype) if ba is None else ba
+    bias = _zeros(geo.o, xa.dtype) if ba is None else ba
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
     tasks = ntp * (lanes.width // _tile(xa.dtype))
     parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, macs=geo.macs)
-    ymap = np.arange(geo.o, dtype=np.int64) * (lanes.bh * lanes.bw * lanes.width)
-    return _LaneOut(Y.reshape(-1), ymap, lanes.width, lanes, outa)
+    return _LaneOut(Y.reshape(-1), _channel_starts(geo.o, lanes.bh * lanes.bw * lanes.width), lanes.width, lanes,
+                    outa)
+
+
+@functools.lru_cache(maxsize=256)
+def _zeros(n: int, dtype) -> np.ndarray:
+    """``n`` zeros of ``dtype``, shared (memoised): an absent bias.  Writeable, as the native regions
+    take only writeable arrays; nothing writes it."""
+    return np.zeros(n, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_starts(n: int, plane: int) -> np.ndarray:
+    """``[0, plane, 2 * plane, ...]`` (``n`` int64 offsets), shared (memoised; nothing writes it)."""
+    return np.arange(n, dtype=np.int64) * plane
 
 
 def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bool:
