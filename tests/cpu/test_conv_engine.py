@@ -848,15 +848,16 @@ def test_all_finite_scans_every_chunk(shape):
     (2, 64, 2, 16, 2, 16, 0, 0),
     (1, 16, 3, 16, 4, 19, 0, 2),   # uneven halo
     (2, 24, 3, 16, 5, 18, 1, 1),   # channels off the vector width: through the per-image buffer
-    (2, 32, 4, 8, 6, 10, 1, 1),    # rows narrower than a vector
+    (2, 32, 4, 8, 6, 10, 1, 1),    # rows narrower than a vector: tiles of flattened pixels
     (2, 16, 14, 14, 16, 16, 1, 1),  # ... and a partial last block of flattened pixels (196)
     (3, 32, 7, 7, 9, 11, 1, 2),    # ... 49 pixels, uneven halo
     (1, 16, 3, 5, 3, 5, 0, 0),     # fewer pixels than a block, no halo
-    (1, 16, 4, 16, 3, 17, 1, 0),   # the last image row outside the positions read
+    (1, 16, 4, 16, 3, 17, 1, 0),   # the last image row outside the positions read (the buffer)
+    (2, 16, 3, 5, 7, 9, 2, 3),     # fewer pixels than a block, inside a wide halo
 ])
 def test_channels_last_packing_with_halo(dtype, geometry):
     """The gather's input packing: ``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``,
-    zero outside ``x``, on both of its paths."""
+    zero outside ``x``, on each of its paths (in place, tiles of flattened pixels, the buffer)."""
     from fastconv.cpu import _gather
     n, c, h, w, hq, wq, pt, pl = geometry
     x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(dtype)
