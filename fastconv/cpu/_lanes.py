@@ -74,6 +74,15 @@ def plan_lanes(n: int, oh: int, ow: int, tile: int, min_lanes: int) -> Lanes:
     return Lanes(n, by, bx, bh, bw, count, -(-count // tile) * tile)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _copy(src, s, dst, d, n):  # pragma: no cover - numba
+    """dst[d:d + n] = src[s:s + n], one masked vector at a time (a loop over a 10-16 element row ran
+    only its scalar remainder)."""
+    L = 64 // src.itemsize
+    for j in range(0, n, L):
+        _COPY(src, s + j, dst, d + j, min(L, n - j))
+
+
 @njit(cache=True, nogil=True)
 def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cover - numba
     """P[c + coff, y, x, l] = x[n, c, by*ry - py + y, bx*rx - px + x] (zero outside x), for channels [c0, c1).
@@ -111,9 +120,7 @@ def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cov
                 base = l * SW
                 iy = iy0[l] + y
                 if 0 <= iy < H:
-                    s = src[l] + (c * H + iy) * W
-                    for j in range(lo[l], hi[l], L):  # (masked: a loop ran its scalar remainder only)
-                        _COPY(xf, s + j, S, base + j, min(L, hi[l] - j))
+                    _copy(xf, src[l] + (c * H + iy) * W + lo[l], S, base + lo[l], hi[l] - lo[l])
                 else:
                     for xx in range(lo[l], hi[l]):
                         S[base + xx] = 0
@@ -267,9 +274,7 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
                 for i in range(nl):
                     l = g0 + i
                     if y < rows[l]:
-                        d = dst[l] + (o * OH + y) * OW
-                        for j in range(0, cols[l], L):
-                            _COPY(S, i * SW + j, of, d + j, min(L, cols[l] - j))
+                        _copy(S, i * SW, of, dst[l] + (o * OH + y) * OW, cols[l])
         if check and not _finite_planes(of, N, O, OH * OW, o):
             bad[o] = 1
 

@@ -1196,7 +1196,7 @@ def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
 def conv2d_bias_grad(grad_out: torch.Tensor) -> torch.Tensor:
     """Sum of ``grad_out`` over batch and space: the gradient of a per-channel bias."""
     n, c = grad_out.shape[:2]
-    acc = np.zeros(c, dtype=np.float64)
+    acc = np.zeros(c, dtype=np.float64)  # (the kernel writes every channel; zero for an empty batch)
     if grad_out.numel():
         g = _np(grad_out).reshape(n, c, -1)
         parallel_for(_conv2d_bias_grad, c, g, acc, work=grad_out.numel())
