@@ -16,6 +16,12 @@ bytes, whatever the dtype.  A storage moved to shared memory (a tensor sent to a
 as from a ``DataLoader`` worker) or resized by its user leaves the pool: another process may
 still read it.
 
+A new pooled storage's whole 2 MiB pages are advised onto transparent huge pages (Linux's
+``MADV_HUGEPAGE``, before anything touches them; where the system allows it): the kernels write
+an NCHW output by rows of many images and channels at once, one page each with 4 KiB pages.
+With them, 128 x 32 x 16x16 -> 64 forward+backward went from 13.8 to 12.6 ms alone (the scratch
+buffers were on huge pages already: :mod:`fastconv.cpu._scratch`).
+
 Outputs under :data:`POOL_MIN_BYTES` come from torch (glibc reuses small blocks without faults).
 The pool keeps at most ``FASTCONV_OUTPUT_POOL_MB`` megabytes (environment, read at import;
 default 1024; 0 turns the pool off): past that, free storages are dropped, least recently used
@@ -24,8 +30,12 @@ first, and if that is not enough the output comes from torch.  :func:`release` (
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import mmap
 import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import List, Sequence
@@ -59,6 +69,34 @@ def _counts_references():
 
 
 _use_count = _counts_references()
+
+_HUGE = 2 << 20
+
+
+def _madvise():
+    """libc's ``madvise`` with its argument types, where Linux has ``MADV_HUGEPAGE``; else None."""
+    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return None
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_libc_madvise = _madvise()
+
+
+def _huge(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (fresh, untouched), its whole 2 MiB pages advised onto transparent huge pages."""
+    if _libc_madvise is not None:
+        a = t.data_ptr()
+        lo, hi = -(-a // _HUGE) * _HUGE, (a + t.untyped_storage().nbytes()) // _HUGE * _HUGE
+        if hi > lo:
+            _libc_madvise(lo, hi - lo, mmap.MADV_HUGEPAGE)  # (advice: a failure changes nothing)
+    return t
 _lock = threading.Lock()
 #: Storages by size in bytes, least recently handed out first.
 _pool: "OrderedDict[int, List[torch.UntypedStorage]]" = OrderedDict()
@@ -100,7 +138,7 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
                 return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
         if _held[0] + nbytes > POOL_MAX_BYTES and not _evict(_held[0] + nbytes - POOL_MAX_BYTES):
             return torch.empty(shape, dtype=dtype)
-        out = torch.empty(shape, dtype=dtype)
+        out = _huge(torch.empty(shape, dtype=dtype))
         _pool.setdefault(nbytes, []).append(out.untyped_storage())  # (eviction may have dropped the bucket)
         _held[0] += nbytes
         return out

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+from typing import List
 
 import numpy as np
 import pytest
@@ -184,3 +185,28 @@ def test_a_storage_sent_to_another_process_leaves_the_pool():
     b = _outputs.empty(BIG, torch.float32).fill_(1.0)
     assert b.data_ptr() != shared.data_ptr() and _outputs.held_bytes() == held  # dropped, a new one pooled
     assert float(torch.empty((0,)).set_(shared, 0, BIG).mean()) == 7.0  # what the receiver reads, untouched
+
+
+def _vma_flags(address: int) -> List[str]:
+    """The ``VmFlags`` of this process's mapping that holds ``address`` (Linux's ``/proc/self/smaps``)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(_outputs._libc_madvise is None, reason="no madvise(MADV_HUGEPAGE) on this platform")
+def test_pooled_storages_are_advised_onto_huge_pages():
+    """A new pooled storage's whole 2 MiB pages carry the huge-page advice (VmFlags ``hg``)."""
+    out = _outputs.empty((3, 1 << 20), torch.float32)  # 12 MiB: at least five whole huge pages
+    huge = _outputs._HUGE
+    inner = -(-out.data_ptr() // huge) * huge
+    assert "hg" in _vma_flags(inner) and "hg" in _vma_flags(inner + 4 * huge)
+    out.fill_(1.0)
+    assert float(out.sum()) == 3 * (1 << 20)
