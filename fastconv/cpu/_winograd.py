@@ -25,9 +25,10 @@ from .._numba import njit
 
 from .._threads import parallel_for
 from ._direct import MR, NV
-from ._simd import gemm_tile, transform2d, transpose_tile
+from ._reduce import finite
+from ._simd import copy_short, gemm_tile, transform2d, transpose_tile
 
-__all__ = ["BT", "G", "AT", "pack_weights", "unpack_weight_grad", "forward", "weight"]
+__all__ = ["BT", "G", "AT", "pack_weights", "unpack_weight_grad", "forward", "forward_nchw", "weight"]
 
 #: B^T (4x4), G (4x3), A^T (2x4) of F(2x2, 3x3).
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -36,6 +37,7 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 _GEMM = gemm_tile(MR, NV)
 _TRANSPOSE = transpose_tile()
+_COPY = copy_short()
 
 
 @njit(cache=True, nogil=True)
@@ -135,6 +137,27 @@ _OUT = transform2d(AT, AT, NV, add=True)
 _GRAD = transform2d(AT.T, AT.T, NV)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _tile(Pf, pb, plane, prow, pcol, Up, ustride, obs, bias, V, vs, M, offs, zeros, Yf, yb, yplane, yrow, ycol):  # pragma: no cover - numba
+    """One 2x2 output tile of every output channel for ``TW`` lanes: the input tiles of every channel
+    (``Pf[c * plane + pb]``, rows ``prow`` and columns ``pcol`` apart) transformed into ``V[xi, c, j]``
+    (slices ``vs`` apart), then per block of ``MR`` output channels the 16 GEMMs over channels into
+    ``M[xi, m, j]``, transformed back (+ bias) to ``Yf[o * yplane + yb]`` (rows ``yrow``, columns
+    ``ycol`` apart)."""
+    L = 64 // Pf.itemsize
+    TW = NV * L
+    C = offs.shape[0]
+    O = bias.shape[0]
+    for c in range(C):
+        _IN(Pf, c * plane + pb, prow, pcol, V, c * TW, 4 * vs, vs, 0.0)
+    for ob in range(obs):
+        for xi in range(16):
+            _GEMM(V, xi * vs, Up, xi * ustride + ob * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR, TW, 0)
+        for m in range(min(MR, O - ob * MR)):
+            o = ob * MR + m
+            _OUT(M, m * TW, 4 * MR * TW, MR * TW, Yf, o * yplane + yb, yrow, ycol, bias[o])
+
+
 @njit(cache=True, nogil=True)
 def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
     """Y (O, bh, bw, width) = the convolution, for the tasks [t0, t1) = (tile position, lane tile) chunks.
@@ -166,17 +189,65 @@ def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
         l0 = (task - tp * ntl) * TW
         ty = tp // tbw
         tx = tp - ty * tbw
-        yb = ((2 * ty) * bw + 2 * tx) * width + l0
-        pb = ((2 * ty) * wb + 2 * tx) * width + l0
-        for c in range(C):
-            _IN(Pf, c * plane + pb, wb * width, width, V, c * TW, 4 * vs, vs, 0.0)
-        for ob in range(obs):
-            for xi in range(16):
-                _GEMM(V, xi * vs, Up, xi * ustride + ob * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR,
-                      TW, 0)
-            for m in range(min(MR, O - ob * MR)):
-                o = ob * MR + m
-                _OUT(M, m * TW, 4 * MR * TW, MR * TW, Yf, o * yplane + yb, bw * width, width, bias[o])
+        _tile(Pf, ((2 * ty) * wb + 2 * tx) * width + l0, plane, wb * width, width, Up, ustride, obs, bias, V, vs,
+              M, offs, zeros, Yf, ((2 * ty) * bw + 2 * tx) * width + l0, yplane, bw * width, width)
+
+
+@njit(cache=True, nogil=True)
+def forward_nchw(P, Up, bias, out, bad, opad, t0, t1):  # pragma: no cover - numba
+    """:func:`forward` of whole images in the lanes (one block per image, ``out``'s even size),
+    written straight to the NCHW ``out``, for the tasks [t0, t1) = (tile row, lane tile) pairs.
+
+    A task computes the tiles of one tile row into a band ``[o, 2 rows, bw, TW lanes]`` that stays
+    in cache, then transposes each channel's band -- ``2 * bw`` pixels that lie side by side in
+    every image's plane -- into ``out`` by ``L x L`` (pixels x lanes) blocks.  (Through a full-size
+    lane-layout result and a separate unpacking pass, 128 x 32 x 16x16 -> 64 wrote and read back
+    8 MB: the unpacking alone took 0.5-1 ms.)  With a non-empty ``bad``, ``bad[o] = 1`` where
+    channel ``o``'s band holds an infinity or a NaN (lanes past the last image included: they
+    hold the bias)."""
+    C, hb, wb, width = P.shape
+    N, O, OH, OW = out.shape
+    plane = hb * wb * width
+    Pf = P.reshape(-1)
+    of = out.reshape(-1)
+    L = 64 // P.itemsize
+    TW = NV * L
+    ntl = width // TW
+    obs = opad // MR
+    ustride = Up.shape[0] // 16
+    vs = C * TW + L  # (as in :func:`forward`)
+    V = np.empty(16 * vs, dtype=P.dtype)
+    M = np.empty(16 * MR * TW, dtype=P.dtype)
+    offs = np.arange(C) * TW
+    zeros = np.zeros(MR, dtype=P.dtype)
+    pix = 2 * OW  # a band's pixels per channel and lane
+    band = pix * TW
+    B = np.empty(O * band + L * TW, dtype=P.dtype)  # (a partial block's transpose reads L pixel rows)
+    S = np.empty(L * L, dtype=P.dtype)
+    HW = OH * OW
+    check = bad.shape[0] > 0
+    for task in range(t0, t1):
+        ty = task // ntl
+        l0 = (task - ty * ntl) * TW
+        for tx in range(OW // 2):
+            _tile(Pf, ((2 * ty) * wb + 2 * tx) * width + l0, plane, wb * width, width, Up, ustride, obs, bias, V,
+                  vs, M, offs, zeros, B, 2 * tx * TW, band, OW * TW, TW)
+        for o in range(O):
+            src = o * band
+            if check and not finite(B[src:src + band]):
+                bad[o] = 1
+            for g in range(0, min(TW, N - l0), L):
+                n0 = l0 + g
+                nl = min(L, N - n0)
+                d = (n0 * O + o) * HW + 2 * ty * OW
+                for q0 in range(0, pix, L):
+                    r = min(L, pix - q0)
+                    if nl == L and r == L:
+                        _TRANSPOSE(B, src + q0 * TW + g, TW, of, d + q0, O * HW)
+                    else:
+                        _TRANSPOSE(B, src + q0 * TW + g, TW, S, 0, L)
+                        for i in range(nl):
+                            _COPY(S, i * L, of, d + i * O * HW + q0, r)
 
 
 @njit(cache=True, nogil=True)

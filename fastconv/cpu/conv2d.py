@@ -363,19 +363,24 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     return P
 
 
-def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
+def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool, bad: np.ndarray) -> Optional[_LaneOut]:
     """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`) of ``wa`` (rotated by 180 degrees when
-    ``flip``), left in scratch to unpack."""
+    ``flip``): whole images in the lanes are written straight to ``outa``, returning None
+    (:func:`fastconv.cpu._winograd.forward_nchw`; ``bad`` marks its non-finite channels), other
+    lane plans left in scratch to unpack."""
     lanes = _wino_lanes(geo, xa.dtype)
     P = _wino_pack(xa, geo, lanes)
     obs = _direct.blocks(geo.o)
     opad = obs * _direct.MR
     Up = _winograd.pack_weights(wa, opad, flip)
-    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     bias = _zeros(geo.o, xa.dtype) if ba is None else ba
+    ntl = lanes.width // _tile(xa.dtype)
+    if lanes.blocks == 1 and lanes.bh == geo.oh and lanes.bw == geo.ow:
+        parallel_for(_winograd.forward_nchw, (geo.oh // 2) * ntl, P, Up, bias, outa, bad, opad, macs=geo.macs)
+        return None
+    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
     tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
-    tasks = ntp * (lanes.width // _tile(xa.dtype))
-    parallel_for(_winograd.forward, tasks, P, Up, bias, Y, opad, tbw, ntp, macs=geo.macs)
+    parallel_for(_winograd.forward, ntp * ntl, P, Up, bias, Y, opad, tbw, ntp, macs=geo.macs)
     return _LaneOut(Y.reshape(-1), _channel_starts(geo.o, lanes.bh * lanes.bw * lanes.width), lanes.width, lanes,
                     outa)
 
@@ -402,7 +407,9 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     cannot cancel), possibly where the direct sum has none: the caller then recomputes directly.
     The check reads each output channel back while it is in cache, instead of scanning both
     operands first (128 x 32 x 16x16 -> 64, forward+backward: 1.05 ms of scans)."""
-    return _lanes_winograd(xa, wa, ba, geo, outa, flip).unpack(check=True)
+    bad = np.zeros(geo.o, dtype=np.uint8)
+    lo = _lanes_winograd(xa, wa, ba, geo, outa, flip, bad)
+    return lo.unpack(check=True) if lo is not None else not bad.any()
 
 
 def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:

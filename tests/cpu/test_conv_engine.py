@@ -168,15 +168,16 @@ def test_winograd_is_not_used_on_non_finite_input():
     torch.testing.assert_close(out[finite], ref[finite], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n", [8, 33])  # lanes of image blocks, then unpacked; whole images, written in place
 @pytest.mark.parametrize("where", ["input", "weight", "bias", "overflow"])
-def test_winograd_recomputes_non_finite_results_directly(where, monkeypatch):
+def test_winograd_recomputes_non_finite_results_directly(where, n, monkeypatch):
     """Winograd runs first and checks its output: a non-finite operand (or an overflow) leaves
     an infinity or a NaN there, and the pass is recomputed directly, so that NaN and inf land
     where torch's do -- forward and input gradient, with the Winograd attempts counted."""
-    x = torch.randn(8, 16, 10, 10, dtype=torch.float64)
+    x = torch.randn(n, 16, 10, 10, dtype=torch.float64)
     w = torch.randn(24, 16, 3, 3, dtype=torch.float64)
     b = torch.randn(24, dtype=torch.float64)
-    g = torch.randn(8, 24, 10, 10, dtype=torch.float64)
+    g = torch.randn(n, 24, 10, 10, dtype=torch.float64)
     if where == "input":
         x[3, 5, 4, 6], x[7, 2, 0, 0], g[2, 3, 5, 5] = float("nan"), float("inf"), float("-inf")
     elif where == "weight":
@@ -206,6 +207,37 @@ def test_winograd_recomputes_non_finite_results_directly(where, monkeypatch):
         assert torch.isfinite(ref).all() and torch.isfinite(ref_dx).all()
     else:
         assert not torch.isfinite(ref).all() and torch.isfinite(ref).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, c, o, h", [
+    (32, 16, 24, 8),   # whole vectors of images, a band of one L x L block per lane group
+    (40, 5, 9, 10),    # a lane tile half past the last image; bands of 20 pixels (a partial block)
+    (33, 8, 5, 14),    # one image in the last lane group; 28-pixel bands
+    (48, 17, 33, 6),   # bands shorter than a vector (12 pixels)
+    (64, 32, 64, 16),  # two blocks per band
+])
+def test_winograd_whole_images_write_nchw_in_place(n, c, o, h, dtype):
+    """Batches of whole images in the lanes skip the lane-layout result: each tile row's band is
+    transposed straight into the output (:func:`fastconv.cpu._winograd.forward_nchw`).  Forward and
+    input gradient against torch in float64, and the path checked (no result left to unpack)."""
+    g = torch.Generator().manual_seed(n + h)
+    x = torch.randn(n, c, h, h, generator=g, dtype=torch.float64)
+    w = torch.randn(o, c, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(o, generator=g, dtype=torch.float64)
+    gy = torch.randn(n, o, h, h, generator=g, dtype=torch.float64)
+    geo = conv_plan.geometry(tuple(x.shape), tuple(w.shape), (1, 1), (1, 1, 1, 1), (1, 1), 1, (h, h))
+    xa, wa, ba = (t.to(dtype).numpy() for t in (x, w, b))
+    out = np.full((n, o, h, h), np.nan, dtype=xa.dtype)
+    bad = np.zeros(o, dtype=np.uint8)
+    assert C._lanes_winograd(xa, wa, ba, geo, out, False, bad) is None and not bad.any()
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.from_numpy(out).double(), TF.conv2d(x, w, b, padding=1), **tol)
+    with forced("winograd/lanes"):
+        dx = C.conv2d_backward_input(gy.to(dtype), w.to(dtype), None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (h, h))
+    want = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [True, False, False])[0]
+    torch.testing.assert_close(dx.double(), want, **tol)
 
 
 def test_input_gradient_of_non_finite_weights_has_no_padding_nans():
