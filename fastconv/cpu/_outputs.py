@@ -97,6 +97,8 @@ def _huge(t: torch.Tensor) -> torch.Tensor:
         if hi > lo:
             _libc_madvise(lo, hi - lo, mmap.MADV_HUGEPAGE)  # (advice: a failure changes nothing)
     return t
+
+
 _lock = threading.Lock()
 #: Storages by size in bytes, least recently handed out first.
 _pool: "OrderedDict[int, List[torch.UntypedStorage]]" = OrderedDict()

@@ -138,7 +138,23 @@ _GRAD = transform2d(AT.T, AT.T, NV)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tile(Pf, pb, plane, prow, pcol, Up, ustride, obs, bias, V, vs, M, offs, zeros, Yf, yb, yplane, yrow, ycol):  # pragma: no cover - numba
+def _setup(P, Up, opad):  # pragma: no cover - numba
+    """What :func:`_tile` takes from ``P``, ``Up`` and ``opad``: ``P`` flat, its plane size, its lane
+    tiles, the o-blocks, the stride of ``Up``'s xi slices, then its buffers -- ``V`` and its slice
+    stride, ``M``, the channels' offsets in ``V`` and ``MR`` zeros.  ``V``'s xi slices lie one vector
+    apart beyond their size (a power-of-two stride put the 16 stores of each transformed tile into
+    one L1 set)."""
+    C, hb, wb, width = P.shape
+    TW = NV * (64 // P.itemsize)
+    vs = C * TW + 64 // P.itemsize
+    return (P.reshape(-1), hb * wb * width, width // TW, opad // MR, Up.shape[0] // 16,
+            np.empty(16 * vs, dtype=P.dtype), vs, np.empty(16 * MR * TW, dtype=P.dtype), np.arange(C) * TW,
+            np.zeros(MR, dtype=P.dtype))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile(Pf, pb, plane, prow, pcol, Up, ustride, obs, bias, V, vs, M, offs, zeros,  # pragma: no cover - numba
+          Yf, yb, yplane, yrow, ycol):
     """One 2x2 output tile of every output channel for ``TW`` lanes: the input tiles of every channel
     (``Pf[c * plane + pb]``, rows ``prow`` and columns ``pcol`` apart) transformed into ``V[xi, c, j]``
     (slices ``vs`` apart), then per block of ``MR`` output channels the 16 GEMMs over channels into
@@ -168,22 +184,11 @@ def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
     transformed weights of :func:`pack_weights`; ``bias`` has O entries.
     """
     C, hb, wb, width = P.shape
-    O, bh, bw = Y.shape[0], Y.shape[1], Y.shape[2]
-    plane = hb * wb * width
+    bh, bw = Y.shape[1], Y.shape[2]
     yplane = bh * bw * width
-    Pf = P.reshape(-1)
     Yf = Y.reshape(-1)
-    L = 64 // P.itemsize
-    TW = NV * L
-    ntl = width // TW
-    obs = opad // MR
-    ustride = Up.shape[0] // 16
-    vs = C * TW + L  # V's xi slices, one vector apart beyond their size (a power-of-two stride put the
-    #                  16 stores of each transformed tile into one L1 set)
-    V = np.empty(16 * vs, dtype=P.dtype)
-    M = np.empty(16 * MR * TW, dtype=P.dtype)
-    offs = np.arange(C) * TW
-    zeros = np.zeros(MR, dtype=P.dtype)
+    TW = NV * (64 // P.itemsize)
+    Pf, plane, ntl, obs, ustride, V, vs, M, offs, zeros = _setup(P, Up, opad)
     for task in range(t0, t1):
         tp = task // ntl
         l0 = (task - tp * ntl) * TW
@@ -207,19 +212,10 @@ def forward_nchw(P, Up, bias, out, bad, opad, t0, t1):  # pragma: no cover - num
     hold the bias)."""
     C, hb, wb, width = P.shape
     N, O, OH, OW = out.shape
-    plane = hb * wb * width
-    Pf = P.reshape(-1)
     of = out.reshape(-1)
     L = 64 // P.itemsize
     TW = NV * L
-    ntl = width // TW
-    obs = opad // MR
-    ustride = Up.shape[0] // 16
-    vs = C * TW + L  # (as in :func:`forward`)
-    V = np.empty(16 * vs, dtype=P.dtype)
-    M = np.empty(16 * MR * TW, dtype=P.dtype)
-    offs = np.arange(C) * TW
-    zeros = np.zeros(MR, dtype=P.dtype)
+    Pf, plane, ntl, obs, ustride, V, vs, M, offs, zeros = _setup(P, Up, opad)
     pix = 2 * OW  # a band's pixels per channel and lane
     band = pix * TW
     B = np.empty(O * band + L * TW, dtype=P.dtype)  # (a partial block's transpose reads L pixel rows)
