@@ -22,7 +22,6 @@ from typing import Callable, Tuple
 import numpy as np
 from .._numba import njit
 
-from ._reduce import finite
 from ._simd import copy_short, transpose_tile
 
 __all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
@@ -203,26 +202,13 @@ def pack(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, int],
 
 
 @njit(cache=True, nogil=True)
-def _finite_planes(of, N, O, HW, o):  # pragma: no cover - numba
-    """Whether channel ``o`` of the flat NCHW ``of`` holds only finite values (read back while its
-    planes are still in cache)."""
-    ok = True
-    for n in range(N):
-        base = (n * O + o) * HW
-        ok &= finite(of[base:base + HW])
-    return ok
-
-
-@njit(cache=True, nogil=True)
-def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no cover - numba
+def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover - numba
     """out[n, o, by*bh + y, bx*bw + x] = Y[ymap[o] + (y*bw + x) * rstride + l] for o in [o0, o1),
-    inside ``out`` (lane ``l`` of block (by, bx) of image n); with a non-empty ``bad``, also
-    ``bad[o] = 1`` where channel ``o`` came out with an infinity or a NaN."""
+    inside ``out`` (lane ``l`` of block (by, bx) of image n)."""
     N, O, OH, OW = out.shape
     L = 64 // out.itemsize
     count = N * BY * BX
     of = out.reshape(-1)
-    check = bad.shape[0] > 0
     if BY * BX == 1 and bh == OH and bw == OW:
         HW = OH * OW
         nfull = N - N % L
@@ -238,8 +224,6 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
             for n in range(nfull, N):
                 for q in range(HW):
                     of[(n * O + o) * HW + q] = Y[base + q * rstride + n]
-            if check and not _finite_planes(of, N, O, HW, o):
-                bad[o] = 1
         return
     # blocks: per (channel, block row, L lanes), the lanes' pixels are transposed into a scratch
     # of L rows, each then copied into its block (a scalar load a pixel and lane took 0.085 ms for
@@ -275,17 +259,11 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, bad, o0, o1):  # pragma: no c
                     l = g0 + i
                     if y < rows[l]:
                         _copy(S, i * SW, of, dst[l] + (o * OH + y) * OW, cols[l])
-        if check and not _finite_planes(of, N, O, OH * OW, o):
-            bad[o] = 1
 
 
-_NO_CHECK = np.zeros(0, dtype=np.uint8)
-
-
-def unpack_task(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes,
-                bad: np.ndarray = _NO_CHECK) -> Tuple[Callable, tuple]:
+def unpack_task(Y: np.ndarray, ymap: np.ndarray, rstride: int, out: np.ndarray, lanes: Lanes
+                ) -> Tuple[Callable, tuple]:
     """The kernel, and its arguments but the channel range ``o0, o1`` (last), that writes channels
     [o0, o1) of NCHW ``out`` from the flat lane-layout ``Y``: output channel ``o``, pixel
-    ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``.  With ``bad``
-    (uint8, one per channel, zeros), channels with a non-finite value are marked 1."""
-    return _unpack, (Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw, bad)
+    ``p = y * bw + x`` of a block, lane ``l`` is ``Y[ymap[o] + p * rstride + l]``."""
+    return _unpack, (Y, ymap, rstride, out, lanes.BY, lanes.BX, lanes.bh, lanes.bw)

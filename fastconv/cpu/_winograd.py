@@ -28,7 +28,7 @@ from ._direct import MR, NV
 from ._reduce import finite
 from ._simd import copy_short, gemm_tile, transform2d, transpose_tile
 
-__all__ = ["BT", "G", "AT", "pack_weights", "unpack_weight_grad", "forward", "forward_nchw", "weight"]
+__all__ = ["BT", "G", "AT", "pack_weights", "unpack_weight_grad", "forward", "weight"]
 
 #: B^T (4x4), G (4x3), A^T (2x4) of F(2x2, 3x3).
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -175,75 +175,79 @@ def _tile(Pf, pb, plane, prow, pcol, Up, ustride, obs, bias, V, vs, M, offs, zer
 
 
 @njit(cache=True, nogil=True)
-def forward(P, Up, bias, Y, opad, tbw, ntp, t0, t1):  # pragma: no cover - numba
-    """Y (O, bh, bw, width) = the convolution, for the tasks [t0, t1) = (tile position, lane tile) chunks.
+def forward(P, Up, bias, out, bad, opad, BY, BX, bh, bw, t0, t1):  # pragma: no cover - numba
+    """The convolution into the NCHW ``out`` from the lane layout ``P`` (:mod:`fastconv.cpu._lanes`:
+    ``BY x BX`` blocks of ``bh x bw`` output pixels an image, even sizes), for the tasks [t0, t1) =
+    (tile row of a block, lane tile) pairs.
 
-    Per chunk: the input tiles of every channel are transformed into an L2-resident
-    ``V[xi, c, j]``; then for each block of ``MR`` output channels the 16 GEMMs over channels
-    leave ``M[xi, m, j]`` in L1, transformed back into ``Y`` at once.  ``Up`` is the
-    transformed weights of :func:`pack_weights`; ``bias`` has O entries.
-    """
-    C, hb, wb, width = P.shape
-    bh, bw = Y.shape[1], Y.shape[2]
-    yplane = bh * bw * width
-    Yf = Y.reshape(-1)
-    TW = NV * (64 // P.itemsize)
-    Pf, plane, ntl, obs, ustride, V, vs, M, offs, zeros = _setup(P, Up, opad)
-    for task in range(t0, t1):
-        tp = task // ntl
-        l0 = (task - tp * ntl) * TW
-        ty = tp // tbw
-        tx = tp - ty * tbw
-        _tile(Pf, ((2 * ty) * wb + 2 * tx) * width + l0, plane, wb * width, width, Up, ustride, obs, bias, V, vs,
-              M, offs, zeros, Yf, ((2 * ty) * bw + 2 * tx) * width + l0, yplane, bw * width, width)
-
-
-@njit(cache=True, nogil=True)
-def forward_nchw(P, Up, bias, out, bad, opad, t0, t1):  # pragma: no cover - numba
-    """:func:`forward` of whole images in the lanes (one block per image, ``out``'s even size),
-    written straight to the NCHW ``out``, for the tasks [t0, t1) = (tile row, lane tile) pairs.
-
-    A task computes the tiles of one tile row into a band ``[o, 2 rows, bw, TW lanes]`` that stays
-    in cache, then transposes each channel's band -- ``2 * bw`` pixels that lie side by side in
-    every image's plane -- into ``out`` by ``L x L`` (pixels x lanes) blocks.  (Through a full-size
-    lane-layout result and a separate unpacking pass, 128 x 32 x 16x16 -> 64 wrote and read back
-    8 MB: the unpacking alone took 0.5-1 ms.)  With a non-empty ``bad``, ``bad[o] = 1`` where
-    channel ``o``'s band holds an infinity or a NaN (lanes past the last image included: they
-    hold the bias)."""
+    Per task, tile by tile along the row: the input tiles of every channel are transformed into an
+    L2-resident ``V[xi, c, j]``; then for each block of ``MR`` output channels the 16 GEMMs over
+    channels leave ``M[xi, m, j]`` in L1, transformed back (+ bias) into a band ``[o, 2 rows, bw, TW
+    lanes]`` that stays in cache (:func:`_tile`).  Each channel's band is then transposed into
+    ``out`` by ``L x L`` (pixels x lanes) blocks: straight into place where a lane is a whole image
+    (its two rows lie side by side in the plane), else through a register-sized tile whose rows are
+    copied into each lane's block, inside the image.  (Through a full-size lane-layout result and a
+    separate unpacking pass, 128 x 32 x 16x16 -> 64 wrote and read back 8 MB: the unpacking alone
+    took 0.5-1 ms.)  ``Up`` is the transformed weights of :func:`pack_weights`; ``bias`` has O
+    entries.  With a non-empty ``bad``, ``bad[o] = 1`` where channel ``o``'s band holds an infinity
+    or a NaN (rows and lanes past the image included: they hold finite values or the bias)."""
     C, hb, wb, width = P.shape
     N, O, OH, OW = out.shape
     of = out.reshape(-1)
     L = 64 // P.itemsize
     TW = NV * L
     Pf, plane, ntl, obs, ustride, V, vs, M, offs, zeros = _setup(P, Up, opad)
-    pix = 2 * OW  # a band's pixels per channel and lane
+    pix = 2 * bw  # a band's pixels per channel and lane
     band = pix * TW
-    B = np.empty(O * band + L * TW, dtype=P.dtype)  # (a partial block's transpose reads L pixel rows)
+    B = np.empty(O * band + L * TW, dtype=P.dtype)  # (a transpose at a band's end reads L pixel rows)
     S = np.empty(L * L, dtype=P.dtype)
     HW = OH * OW
+    count = N * BY * BX
+    whole = BY * BX == 1 and bh == OH and bw == OW
+    dst = np.empty(count, dtype=np.int64)  # lane l: its block's first pixel in channel 0
+    rows = np.empty(count, dtype=np.int64)  # ... its block rows inside the output
+    cols = np.empty(count, dtype=np.int64)  # ... and columns
+    for l in range(count):
+        n = l // (BY * BX)
+        b = l - n * (BY * BX)
+        by = b // BX
+        x0 = (b - by * BX) * bw
+        dst[l] = (n * O * OH + by * bh) * OW + x0
+        rows[l] = min(bh, OH - by * bh)
+        cols[l] = min(bw, OW - x0)
     check = bad.shape[0] > 0
     for task in range(t0, t1):
         ty = task // ntl
         l0 = (task - ty * ntl) * TW
-        for tx in range(OW // 2):
+        for tx in range(bw // 2):
             _tile(Pf, ((2 * ty) * wb + 2 * tx) * width + l0, plane, wb * width, width, Up, ustride, obs, bias, V,
-                  vs, M, offs, zeros, B, 2 * tx * TW, band, OW * TW, TW)
+                  vs, M, offs, zeros, B, 2 * tx * TW, band, bw * TW, TW)
         for o in range(O):
             src = o * band
             if check and not finite(B[src:src + band]):
                 bad[o] = 1
-            for g in range(0, min(TW, N - l0), L):
-                n0 = l0 + g
-                nl = min(L, N - n0)
-                d = (n0 * O + o) * HW + 2 * ty * OW
-                for q0 in range(0, pix, L):
-                    r = min(L, pix - q0)
-                    if nl == L and r == L:
-                        _TRANSPOSE(B, src + q0 * TW + g, TW, of, d + q0, O * HW)
-                    else:
-                        _TRANSPOSE(B, src + q0 * TW + g, TW, S, 0, L)
+            for g in range(0, min(TW, count - l0), L):
+                n0 = l0 + g  # the group's first lane
+                nl = min(L, count - n0)
+                if whole:  # lane = image: the band is 2 * bw pixels side by side in each plane
+                    d = (n0 * O + o) * HW + 2 * ty * OW
+                    for q0 in range(0, pix, L):
+                        r = min(L, pix - q0)
+                        if nl == L and r == L:
+                            _TRANSPOSE(B, src + q0 * TW + g, TW, of, d + q0, O * HW)
+                        else:
+                            _TRANSPOSE(B, src + q0 * TW + g, TW, S, 0, L)
+                            for i in range(nl):
+                                _COPY(S, i * L, of, d + i * O * HW + q0, r)
+                    continue
+                for yr in range(2):
+                    y = 2 * ty + yr
+                    for x0 in range(0, bw, L):
+                        _TRANSPOSE(B, src + (yr * bw + x0) * TW + g, TW, S, 0, L)
                         for i in range(nl):
-                            _COPY(S, i * L, of, d + i * O * HW + q0, r)
+                            l = n0 + i
+                            if y < rows[l] and x0 < cols[l]:
+                                _COPY(S, i * L, of, dst[l] + (o * OH + y) * OW + x0, min(L, cols[l] - x0))
 
 
 @njit(cache=True, nogil=True)

@@ -307,13 +307,10 @@ class _LaneOut(NamedTuple):
     lanes: _lanes.Lanes
     outa: np.ndarray
 
-    def unpack(self, check: bool = False) -> bool:
-        """Write every channel of ``outa`` (contiguous) on the thread pool; with ``check``, return
-        whether every value written is finite (else True)."""
-        bad = np.zeros(self.outa.shape[1] if check else 0, dtype=np.uint8)
-        kernel, args = _lanes.unpack_task(self.Y, self.ymap, self.rstride, self.outa, self.lanes, bad)
+    def unpack(self) -> None:
+        """Write every channel of ``outa`` (contiguous) on the thread pool."""
+        kernel, args = _lanes.unpack_task(self.Y, self.ymap, self.rstride, self.outa, self.lanes)
         parallel_for(kernel, self.outa.shape[1], *args, work=self.outa.size)
-        return not bad.any()
 
 
 def _lanes_direct(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> _LaneOut:
@@ -363,28 +360,6 @@ def _wino_pack(xa, geo: Geometry, lanes: _lanes.Lanes) -> np.ndarray:
     return P
 
 
-def _lanes_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool, bad: np.ndarray) -> Optional[_LaneOut]:
-    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`) of ``wa`` (rotated by 180 degrees when
-    ``flip``): whole images in the lanes are written straight to ``outa``, returning None
-    (:func:`fastconv.cpu._winograd.forward_nchw`; ``bad`` marks its non-finite channels), other
-    lane plans left in scratch to unpack."""
-    lanes = _wino_lanes(geo, xa.dtype)
-    P = _wino_pack(xa, geo, lanes)
-    obs = _direct.blocks(geo.o)
-    opad = obs * _direct.MR
-    Up = _winograd.pack_weights(wa, opad, flip)
-    bias = _zeros(geo.o, xa.dtype) if ba is None else ba
-    ntl = lanes.width // _tile(xa.dtype)
-    if lanes.blocks == 1 and lanes.bh == geo.oh and lanes.bw == geo.ow:
-        parallel_for(_winograd.forward_nchw, (geo.oh // 2) * ntl, P, Up, bias, outa, bad, opad, macs=geo.macs)
-        return None
-    Y = scratch("out", (geo.o, lanes.bh, lanes.bw, lanes.width), xa.dtype)
-    tbw, ntp = lanes.bw // 2, (lanes.bh // 2) * (lanes.bw // 2)
-    parallel_for(_winograd.forward, ntp * ntl, P, Up, bias, Y, opad, tbw, ntp, macs=geo.macs)
-    return _LaneOut(Y.reshape(-1), _channel_starts(geo.o, lanes.bh * lanes.bw * lanes.width), lanes.width, lanes,
-                    outa)
-
-
 @functools.lru_cache(maxsize=256)
 def _zeros(n: int, dtype) -> np.ndarray:
     """``n`` zeros of ``dtype``, shared (memoised): an absent bias.  Writeable, as the native regions
@@ -392,24 +367,25 @@ def _zeros(n: int, dtype) -> np.ndarray:
     return np.zeros(n, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=256)
-def _channel_starts(n: int, plane: int) -> np.ndarray:
-    """``[0, plane, 2 * plane, ...]`` (``n`` int64 offsets), shared (memoised; nothing writes it)."""
-    return np.arange(n, dtype=np.int64) * plane
-
-
 def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bool:
-    """F(2x2, 3x3), then unpacked to NCHW (its weight transform reads the kernels flipped); whether
-    the result is finite.
+    """F(2x2, 3x3) (:func:`fastconv.cpu._winograd.forward`) of ``wa`` (rotated by 180 degrees when
+    ``flip``: its weight transform reads the kernels flipped) into ``outa``; whether the result is
+    finite.
 
     The transforms mix every input of a tile into every output of it, so an infinity or a NaN
     in the input, the weights or the bias leaves a non-finite value in the output (which
     cannot cancel), possibly where the direct sum has none: the caller then recomputes directly.
-    The check reads each output channel back while it is in cache, instead of scanning both
+    The kernel checks each output channel's band while it is in cache, instead of scanning both
     operands first (128 x 32 x 16x16 -> 64, forward+backward: 1.05 ms of scans)."""
+    lanes = _wino_lanes(geo, xa.dtype)
+    P = _wino_pack(xa, geo, lanes)
+    opad = _direct.blocks(geo.o) * _direct.MR
+    Up = _winograd.pack_weights(wa, opad, flip)
+    bias = _zeros(geo.o, xa.dtype) if ba is None else ba
     bad = np.zeros(geo.o, dtype=np.uint8)
-    lo = _lanes_winograd(xa, wa, ba, geo, outa, flip, bad)
-    return lo.unpack(check=True) if lo is not None else not bad.any()
+    parallel_for(_winograd.forward, (lanes.bh // 2) * (lanes.width // _tile(xa.dtype)), P, Up, bias, outa, bad, opad,
+                 lanes.BY, lanes.BX, lanes.bh, lanes.bw, macs=geo.macs)
+    return not bad.any()
 
 
 def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:
