@@ -24,7 +24,7 @@ from .._numba import njit
 
 from ._simd import copy_short, transpose_tile
 
-__all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task"]
+__all__ = ["Lanes", "plan_lanes", "pack", "pack_task", "unpack_task", "block_places"]
 
 _TRANSPOSE = transpose_tile()
 _TRANSPOSE_ROWS = transpose_tile(partial=True)
@@ -74,6 +74,14 @@ def plan_lanes(n: int, oh: int, ow: int, tile: int, min_lanes: int) -> Lanes:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _lane_block(l, BY, BX):  # pragma: no cover - numba
+    """Lane ``l``'s image and block row and column (``l = (n * BY + by) * BX + bx``)."""
+    n = l // (BY * BX)
+    b = l - n * (BY * BX)
+    return n, b // BX, b % BX
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _copy(src, s, dst, d, n):  # pragma: no cover - numba
     """dst[d:d + n] = src[s:s + n], one masked vector at a time (a loop over a 10-16 element row ran
     only its scalar remainder)."""
@@ -102,10 +110,8 @@ def _pack(x, P, BY, BX, hb, wb, ry, rx, py, px, coff, c0, c1):  # pragma: no cov
     lo = np.zeros(width, dtype=np.int64)
     hi = np.zeros(width, dtype=np.int64)
     for l in range(count):
-        n = l // (BY * BX)
-        b = l - n * (BY * BX)
-        by = b // BX
-        x0 = (b - by * BX) * rx - px
+        n, by, bx = _lane_block(l, BY, BX)
+        x0 = bx * rx - px
         iy0[l] = by * ry - py
         src[l] = n * C * H * W + x0
         lo[l] = min(max(0, -x0), wb)
@@ -202,6 +208,25 @@ def pack(x: np.ndarray, lanes: Lanes, hb: int, wb: int, stride: Tuple[int, int],
 
 
 @njit(cache=True, nogil=True)
+def block_places(shape, BY, BX, bh, bw):  # pragma: no cover - numba
+    """Where each lane's block lies in an NCHW output of ``shape`` (N, O, OH, OW), blocked ``BY x BX``
+    by ``bh x bw``: its first pixel in channel 0, and its rows and columns inside the output
+    (int64, one per lane)."""
+    N, O, OH, OW = shape
+    count = N * BY * BX
+    dst = np.empty(count, dtype=np.int64)
+    rows = np.empty(count, dtype=np.int64)
+    cols = np.empty(count, dtype=np.int64)
+    for l in range(count):
+        n, by, bx = _lane_block(l, BY, BX)
+        x0 = bx * bw
+        dst[l] = (n * O * OH + by * bh) * OW + x0
+        rows[l] = min(bh, OH - by * bh)
+        cols[l] = min(bw, OW - x0)
+    return dst, rows, cols
+
+
+@njit(cache=True, nogil=True)
 def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover - numba
     """out[n, o, by*bh + y, bx*bw + x] = Y[ymap[o] + (y*bw + x) * rstride + l] for o in [o0, o1),
     inside ``out`` (lane ``l`` of block (by, bx) of image n)."""
@@ -230,17 +255,7 @@ def _unpack(Y, ymap, rstride, out, BY, BX, bh, bw, o0, o1):  # pragma: no cover 
     # 4 x 128 x 16x16 and 0.54 for 4 x 16 x 128x128 in Winograd's 32 lanes, this 0.066 and 0.24)
     SW = -(-bw // L) * L
     S = np.empty(L * SW, dtype=Y.dtype)
-    dst = np.empty(count, dtype=np.int64)  # lane l: its block's first pixel in channel 0
-    rows = np.empty(count, dtype=np.int64)  # ... its block rows inside the output
-    cols = np.empty(count, dtype=np.int64)  # ... and columns
-    for l in range(count):
-        n = l // (BY * BX)
-        b = l - n * (BY * BX)
-        by = b // BX
-        x0 = (b - by * BX) * bw
-        dst[l] = (n * O * OH + by * bh) * OW + x0
-        rows[l] = min(bh, OH - by * bh)
-        cols[l] = min(bw, OW - x0)
+    dst, rows, cols = block_places(out.shape, BY, BX, bh, bw)
     top = Y.shape[0]
     for o in range(o0, o1):
         base = ymap[o]

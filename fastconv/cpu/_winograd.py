@@ -25,6 +25,7 @@ from .._numba import njit
 
 from .._threads import parallel_for
 from ._direct import MR, NV
+from ._lanes import block_places
 from ._reduce import finite
 from ._simd import copy_short, gemm_tile, transform2d, transpose_tile
 
@@ -204,17 +205,7 @@ def forward(P, Up, bias, out, bad, opad, BY, BX, bh, bw, t0, t1):  # pragma: no 
     HW = OH * OW
     count = N * BY * BX
     whole = BY * BX == 1 and bh == OH and bw == OW
-    dst = np.empty(count, dtype=np.int64)  # lane l: its block's first pixel in channel 0
-    rows = np.empty(count, dtype=np.int64)  # ... its block rows inside the output
-    cols = np.empty(count, dtype=np.int64)  # ... and columns
-    for l in range(count):
-        n = l // (BY * BX)
-        b = l - n * (BY * BX)
-        by = b // BX
-        x0 = (b - by * BX) * bw
-        dst[l] = (n * O * OH + by * bh) * OW + x0
-        rows[l] = min(bh, OH - by * bh)
-        cols[l] = min(bw, OW - x0)
+    dst, rows, cols = block_places(out.shape, BY, BX, bh, bw)
     check = bad.shape[0] > 0
     for task in range(t0, t1):
         ty = task // ntl
