@@ -42,6 +42,8 @@ from typing import List, Sequence
 
 import torch
 
+from ._scratch import _HUGE
+
 __all__ = ["empty", "new", "release", "held_bytes", "POOL_MIN_BYTES", "POOL_MAX_BYTES"]
 
 #: Outputs smaller than this (bytes) come straight from torch.
@@ -69,8 +71,6 @@ def _counts_references():
 
 
 _use_count = _counts_references()
-
-_HUGE = 2 << 20
 
 
 def _madvise():

@@ -41,7 +41,8 @@ from numba.extending import intrinsic
 
 from .._numba import njit
 
-__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "moments", "lane_sums", "transpose_tile", "transform2d"]
+__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "moments", "SUM_CHAINS", "sums", "lane_sums",
+           "copy_short", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)

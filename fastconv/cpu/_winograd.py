@@ -138,43 +138,6 @@ _OUT = transform2d(AT, AT, NV, add=True)
 _GRAD = transform2d(AT.T, AT.T, NV)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _setup(P, Up, opad):  # pragma: no cover - numba
-    """What :func:`_tile` takes from ``P``, ``Up`` and ``opad``: ``P`` flat, its plane size, its lane
-    tiles, the o-blocks, the stride of ``Up``'s xi slices, then its buffers -- ``V`` and its slice
-    stride, ``M``, the channels' offsets in ``V`` and ``MR`` zeros.  ``V``'s xi slices lie one vector
-    apart beyond their size (a power-of-two stride put the 16 stores of each transformed tile into
-    one L1 set)."""
-    C, hb, wb, width = P.shape
-    TW = NV * (64 // P.itemsize)
-    vs = C * TW + 64 // P.itemsize
-    return (P.reshape(-1), hb * wb * width, width // TW, opad // MR, Up.shape[0] // 16,
-            np.empty(16 * vs, dtype=P.dtype), vs, np.empty(16 * MR * TW, dtype=P.dtype), np.arange(C) * TW,
-            np.zeros(MR, dtype=P.dtype))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _tile(Pf, pb, plane, prow, pcol, Up, ustride, obs, bias, V, vs, M, offs, zeros,  # pragma: no cover - numba
-          Yf, yb, yplane, yrow, ycol):
-    """One 2x2 output tile of every output channel for ``TW`` lanes: the input tiles of every channel
-    (``Pf[c * plane + pb]``, rows ``prow`` and columns ``pcol`` apart) transformed into ``V[xi, c, j]``
-    (slices ``vs`` apart), then per block of ``MR`` output channels the 16 GEMMs over channels into
-    ``M[xi, m, j]``, transformed back (+ bias) to ``Yf[o * yplane + yb]`` (rows ``yrow``, columns
-    ``ycol`` apart)."""
-    L = 64 // Pf.itemsize
-    TW = NV * L
-    C = offs.shape[0]
-    O = bias.shape[0]
-    for c in range(C):
-        _IN(Pf, c * plane + pb, prow, pcol, V, c * TW, 4 * vs, vs, 0.0)
-    for ob in range(obs):
-        for xi in range(16):
-            _GEMM(V, xi * vs, Up, xi * ustride + ob * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR, TW, 0)
-        for m in range(min(MR, O - ob * MR)):
-            o = ob * MR + m
-            _OUT(M, m * TW, 4 * MR * TW, MR * TW, Yf, o * yplane + yb, yrow, ycol, bias[o])
-
-
 @njit(cache=True, nogil=True)
 def forward(P, Up, bias, out, bad, opad, BY, BX, bh, bw, t0, t1):  # pragma: no cover - numba
     """The convolution into the NCHW ``out`` from the lane layout ``P`` (:mod:`fastconv.cpu._lanes`:
@@ -184,20 +147,30 @@ def forward(P, Up, bias, out, bad, opad, BY, BX, bh, bw, t0, t1):  # pragma: no 
     Per task, tile by tile along the row: the input tiles of every channel are transformed into an
     L2-resident ``V[xi, c, j]``; then for each block of ``MR`` output channels the 16 GEMMs over
     channels leave ``M[xi, m, j]`` in L1, transformed back (+ bias) into a band ``[o, 2 rows, bw, TW
-    lanes]`` that stays in cache (:func:`_tile`).  Each channel's band is then transposed into
+    lanes]`` that stays in cache.  Each channel's band is then transposed into
     ``out`` by ``L x L`` (pixels x lanes) blocks: straight into place where a lane is a whole image
     (its two rows lie side by side in the plane), else through a register-sized tile whose rows are
     copied into each lane's block, inside the image.  (Through a full-size lane-layout result and a
     separate unpacking pass, 128 x 32 x 16x16 -> 64 wrote and read back 8 MB: the unpacking alone
     took 0.5-1 ms.)  ``Up`` is the transformed weights of :func:`pack_weights`; ``bias`` has O
-    entries.  With a non-empty ``bad``, ``bad[o] = 1`` where channel ``o``'s band holds an infinity
-    or a NaN (rows and lanes past the image included: they hold finite values or the bias)."""
+    entries.  ``bad[o] = 1`` (uint8, one per channel, zeros) where channel ``o``'s band holds an
+    infinity or a NaN (rows and lanes past the image included: they hold finite values or the bias)."""
     C, hb, wb, width = P.shape
     N, O, OH, OW = out.shape
     of = out.reshape(-1)
     L = 64 // P.itemsize
     TW = NV * L
-    Pf, plane, ntl, obs, ustride, V, vs, M, offs, zeros = _setup(P, Up, opad)
+    Pf = P.reshape(-1)
+    plane = hb * wb * width
+    ntl = width // TW
+    obs = opad // MR
+    ustride = Up.shape[0] // 16
+    vs = C * TW + L  # V's xi slices, one vector apart beyond their size (a power-of-two stride put the
+    #                  16 stores of each transformed tile into one L1 set)
+    V = np.empty(16 * vs, dtype=P.dtype)
+    M = np.empty(16 * MR * TW, dtype=P.dtype)
+    offs = np.arange(C) * TW
+    zeros = np.zeros(MR, dtype=P.dtype)
     pix = 2 * bw  # a band's pixels per channel and lane
     band = pix * TW
     B = np.empty(O * band + L * TW, dtype=P.dtype)  # (a transpose at a band's end reads L pixel rows)
@@ -206,16 +179,23 @@ def forward(P, Up, bias, out, bad, opad, BY, BX, bh, bw, t0, t1):  # pragma: no 
     count = N * BY * BX
     whole = BY * BX == 1 and bh == OH and bw == OW
     dst, rows, cols = block_places(out.shape, BY, BX, bh, bw)
-    check = bad.shape[0] > 0
     for task in range(t0, t1):
         ty = task // ntl
         l0 = (task - ty * ntl) * TW
-        for tx in range(bw // 2):
-            _tile(Pf, ((2 * ty) * wb + 2 * tx) * width + l0, plane, wb * width, width, Up, ustride, obs, bias, V,
-                  vs, M, offs, zeros, B, 2 * tx * TW, band, bw * TW, TW)
+        for tx in range(bw // 2):  # the tile row into the band
+            pb = ((2 * ty) * wb + 2 * tx) * width + l0
+            for c in range(C):
+                _IN(Pf, c * plane + pb, wb * width, width, V, c * TW, 4 * vs, vs, 0.0)
+            for ob in range(obs):
+                for xi in range(16):
+                    _GEMM(V, xi * vs, Up, xi * ustride + ob * C * MR, offs, 0, C, zeros, 0, M, xi * MR * TW, TW, MR,
+                          TW, 0)
+                for m in range(min(MR, O - ob * MR)):
+                    o = ob * MR + m
+                    _OUT(M, m * TW, 4 * MR * TW, MR * TW, B, o * band + 2 * tx * TW, bw * TW, TW, bias[o])
         for o in range(O):
             src = o * band
-            if check and not finite(B[src:src + band]):
+            if not finite(B[src:src + band]):
                 bad[o] = 1
             for g in range(0, min(TW, count - l0), L):
                 n0 = l0 + g  # the group's first lane

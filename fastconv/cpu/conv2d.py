@@ -1149,9 +1149,10 @@ def _conv2d_bias_grad(g, out, t0, t1):  # pragma: no cover - numba
     """out[c] = sum over n and p of g[n, c, p] (``g`` (N, C, HW)), in float64, in a fixed order: whole
     vectors of each plane into :data:`fastconv.cpu._simd.SUM_CHAINS` chains of lane sums
     (:func:`fastconv.cpu._simd.sums`), the planes' last elements into a scalar, then the chains,
-    the lanes (pairwise) and the scalar.  Measured (two threads, float32): 8 x 64 x 56x56 1.09 ms
-    with eight scalar sums, 0.21 ms in one chain of lane sums, 0.08 in four (torch 0.11); 128 x 64
-    x 16x16 0.31 -> 0.11 ms (torch 0.15)."""
+    the lanes (pairwise: float32's 16 lanes of float64 sums, two vectors, which
+    :func:`fastconv.cpu._simd.lane_sums` would take for two rows) and the scalar.  Measured (two
+    threads, float32): 8 x 64 x 56x56 1.09 ms with eight scalar sums, 0.21 ms in one chain of lane
+    sums, 0.08 in four (torch 0.11); 128 x 64 x 16x16 0.31 -> 0.11 ms (torch 0.15)."""
     N, C, HW = g.shape
     L = 64 // g.itemsize
     nv = HW // L

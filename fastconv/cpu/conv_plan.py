@@ -73,8 +73,8 @@ ROWS_MIN_WIDTH = 0.75
 WINOGRAD_MIN_BATCH = 32
 
 #: Below :data:`WINOGRAD_MIN_BATCH`, Winograd still wins forward passes of deep layers whose rows
-#: fill the lanes and whose input side is the heavier one (the output transform and unpacking cost
-#: more per channel than the input transform): at least this many input channels, at least as
+#: fill the lanes and whose input side is the heavier one (the output transform, and then the
+#: unpacking of its result, cost more per channel than the input transform): at least this many input channels, at least as
 #: many as output channels, and rows of at least :data:`WINOGRAD_MIN_WIDTH`.  (Input gradients
 #: have a rule of their own, :data:`WINOGRAD_GRAD_CHANNELS`.)  Measured after the
 #: weight-transform and L1-set fixes of 2026-12-04 (two threads, float32, batch 4): 128 -> 64 at
