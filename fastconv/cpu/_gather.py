@@ -332,7 +332,7 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
 
 @njit(cache=True, nogil=True)
 def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, t0, t1):  # pragma: no cover - numba
-    """The tasks [t0, t1) = (o-tile, pixel chunk) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
+    """The tasks [t0, t1) = (pixel chunk, o-tile) pairs of ``Y[p, o] = sum_k X[poff[p] + offs[k]] * Wp``.
 
     ``Y`` is ``[pixels, opad]`` flat; ``Wp`` holds ``opad / TW`` o-tiles of ``K x TW`` (``TW = nv``
     vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the ``K = kh*kw*C`` taps are
@@ -341,15 +341,20 @@ def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, 
     others read padding; :func:`transposed_windows`: the others miss the stride) -- with ``tx ==
     1`` one contiguous range per kernel row -- and is zero when they are empty.  A task's pixel
     tiles are a contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps
-    ``KCHUNK`` at a time (a tile accumulates in ``Y``).
+    ``KCHUNK`` at a time (a tile accumulates in ``Y``).  Tasks run pixel chunk by pixel chunk, the
+    o-tiles innermost, so a thread's range of tasks reads its share of the input, all o-tiles' weights
+    (an o-tile's are ``K x TW``, less than a chunk's input).  Two threads, float32, the input gradient
+    of 64 x 64 x 14x14 -> 32 5x5 (two o-tiles), kernel alone: 2.5 ms o-tile by o-tile (each thread
+    read the whole 2.6 MB input), 2.05 ms so; its unpacking 0.26 -> 0.19 ms (each thread's rows).
     """
     L = 64 // X.itemsize
     TW = nv * L
     mrp = pixels(nv)
     ntiles = poff.shape[0] // mrp
+    otiles = opad // TW
     for task in range(t0, t1):
-        ot = task // pchunks
-        c = task - ot * pchunks
+        c = task // otiles
+        ot = task - c * otiles
         p0 = ntiles * c // pchunks
         p1 = ntiles * (c + 1) // pchunks
         for pt in range(p0, p1):
