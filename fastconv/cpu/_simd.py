@@ -488,21 +488,29 @@ def copy_short():
 
 
 @functools.lru_cache(maxsize=None)
-def transpose_tile(partial: bool = False):
+def transpose_tile(partial: bool = False, add: bool = False):
     """The ``L x L`` block transpose.
 
     Call it from Numba as ``kern(src, sbase, sstride, dst, dbase, dstride)`` (1-D arrays of
     one float dtype, int64 offsets): ``dst[dbase + j*dstride + i] = src[sbase + i*sstride + j]`` for
     ``i, j < L``.  Four (float32) or three (float64) levels of off-diagonal block swaps, one
     two-source shuffle per row and level.  With ``partial``, ``kern(..., dstride, rows)`` stores
-    the rows ``j < rows`` only (all ``L`` source rows are read whole).
+    the rows ``j < rows`` only (all ``L`` source rows are read whole).  With ``add``,
+    ``kern(..., dstride, vec, vbase)`` adds ``vec[vbase + j]`` to destination row ``j`` (one
+    addition per element, as a pass after the transpose would: a bias).
     """
+    if partial and add:
+        raise ValueError("transpose_tile: partial and add are not combined")
 
     def codegen(context, builder, signature, args):
         src_, sbase_, sstride_, dst_, dbase_, dstride_ = args[:6]
         dt, L, vty, sp, dp = _src_dst(context, builder, signature.args, args, 3)
         rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
                 for i in range(L)]
+        if add:  # source row i holds destination rows 0..L-1 at lane j: add vec[vbase + j] lane-wise
+            vec = _vload(builder, builder.gep(_data(context, builder, signature.args[6], args[6]), [args[7]]), vty,
+                         dt.itemsize)
+            rows = [builder.fadd(r, vec) for r in rows]
         b = L // 2
         mty = ir.VectorType(_I32, L)
         while b >= 1:
@@ -531,6 +539,11 @@ def transpose_tile(partial: bool = False):
         def kern_rows(typingctx, src, sbase, sstride, dst, dbase, dstride, rows):
             return types.void(src, sbase, sstride, dst, dbase, dstride, rows), codegen
         return kern_rows
+    if add:
+        @intrinsic
+        def kern_add(typingctx, src, sbase, sstride, dst, dbase, dstride, vec, vbase):
+            return types.void(src, sbase, sstride, dst, dbase, dstride, vec, vbase), codegen
+        return kern_add
 
     @intrinsic
     def kern(typingctx, src, sbase, sstride, dst, dbase, dstride):

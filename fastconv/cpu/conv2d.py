@@ -225,7 +225,7 @@ def _run_gather(X, poff, offs, win, steps_yx: Tuple[int, int], c: int, kw: int, 
     parallel_for(_gather.forward, otiles * pchunks, X, poff, offs, wp, sb, k, c, kw, win,
                  steps_yx[0], steps_yx[1], Y, opad, pchunks, nv, macs=macs)
     lanes = 64 // outa.itemsize
-    parallel_for(_gather.unpack, outa.shape[0] * -(-o // lanes), Y, opad, mrp, outa,
+    parallel_for(_gather.unpack, outa.shape[0] * -(-o // lanes), Y, tw, poff.size, mrp, outa,
                  _NO_BIAS[outa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
 
 

@@ -481,7 +481,8 @@ def test_bias_gradient_sums(dtype, shape):
 @pytest.mark.parametrize("o", [5, 16, 24, 40])
 def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
     """Thin layers gather with one-vector tiles (16 float32 / 8 float64 channels, twice the
-    pixels or taps), deeper ones with two: both match torch, forward, input and weight gradients."""
+    pixels or taps), deeper ones with two: both match torch, forward (with a bias), input, weight
+    and bias gradients; 11x9 planes leave part blocks of channels and pixels to the scalar loops."""
     monkeypatch.setattr(conv_plan, "GATHER_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv_plan, "GATHER_MIN_CHANNELS_STRIDED", 1)
     conv_plan._planned.cache_clear()
@@ -489,12 +490,13 @@ def test_gathered_tiles_of_one_and_two_vectors(o, dtype, monkeypatch):
         for stride in (1, 2):
             x = torch.randn(3, 12, 11, 9, dtype=dtype, requires_grad=True)
             w = torch.randn(o, 12, 3, 3, dtype=dtype, requires_grad=True)
-            ref = TF.conv2d(x, w, stride=stride, padding=1)
+            b = torch.randn(o, dtype=dtype, requires_grad=True)  # added as the result is transposed
+            ref = TF.conv2d(x, w, b, stride=stride, padding=1)
             seed = torch.randn_like(ref)
-            want = grads(ref, (x, w), seed)
+            want = grads(ref, (x, w, b), seed)
             with forced("direct/gather"):
-                out = F.conv2d(x, w, stride=stride, padding=1)
-                got = grads(out, (x, w), seed)
+                out = F.conv2d(x, w, b, stride=stride, padding=1)
+                got = grads(out, (x, w, b), seed)
             tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
             torch.testing.assert_close(out, ref, **tol)
             for a, e in zip(got, want):

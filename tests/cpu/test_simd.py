@@ -9,6 +9,7 @@ DTYPES = [np.float32, np.float64]
 _G32 = gemm_tile(3, 2)
 _D23 = dot_tile(2, 3)
 _T = transpose_tile()
+_TA = transpose_tile(add=True)
 _W = transform2d(np.array([[1.0, 0.0, -1.0], [0.5, 0.5, 0.5]]), np.array([[1.0, 1.0], [0.0, -1.0]]), 2, add=True)
 
 
@@ -25,6 +26,11 @@ def _dot(G, gb, gs, X, xb, offs, ob, sg, sx, S, acc, ab):
 @njit(cache=True)
 def _transpose(src, sb, ss, dst, db, ds):
     _T(src, sb, ss, dst, db, ds)
+
+
+@njit(cache=True)
+def _transpose_add(src, sb, ss, dst, db, ds, vec, vb):
+    _TA(src, sb, ss, dst, db, ds, vec, vb)
 
 
 @njit(cache=True)
@@ -102,6 +108,26 @@ def test_transpose_tile(dtype):
     for j in range(L):
         untouched[5 + j * 30:5 + j * 30 + L] = False
     assert not dst[untouched].any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_tile_adds_a_value_per_destination_row(dtype):
+    """dst row j = src column j + vec[vb + j], rounded as one addition after the transpose."""
+    L = lanes(dtype)
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal(L * 20).astype(dtype)
+    vec = rng.standard_normal(L + 7).astype(dtype)
+    dst = np.zeros(L * 30, dtype)
+    _transpose_add(src, 3, 20, dst, 5, 30, vec, 7)
+    got = np.array([[dst[5 + j * 30 + i] for i in range(L)] for j in range(L)])
+    want = np.array([[src[3 + i * 20 + j] + vec[7 + j] for i in range(L)] for j in range(L)], dtype=dtype)
+    np.testing.assert_array_equal(got, want)
+    written = np.zeros(dst.size, bool)
+    for j in range(L):
+        written[5 + j * 30:5 + j * 30 + L] = True
+    assert not dst[~written].any()
+    with pytest.raises(ValueError, match="not combined"):
+        transpose_tile(partial=True, add=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
