@@ -32,12 +32,13 @@ import numpy as np
 from .._numba import njit
 from ._direct import _GEMM, _GEMM1, _GEMM4
 from ._rows import pack_plane
-from ._simd import copy_short, lane_sums
+from ._simd import copy_short, copy_vector, lane_sums
 from ._wgrad import _DOT1, NRW
 
 __all__ = ["forward", "backward_input", "weight"]
 
 _COPY = copy_short()
+_VEC = copy_vector()
 
 
 @njit(cache=True, nogil=True)
@@ -84,26 +85,28 @@ def forward(x, Wp, offs, Bp, out, m, obs, mr, sy, sx, hq, wq, pt, pl, cols, t0, 
 @njit(cache=True, nogil=True, inline="always")
 def crop(Z, src, wq, span, of, dst, OH, OW, L):  # pragma: no cover - numba
     """of[dst + oy * OW + ox] = Z[src + oy * wq + ox] (``Z[src:src + span]`` one output plane at
-    pitch ``wq``) in whole-vector copies of fixed length: a row of at least ``L`` ends with a vector
-    that overlaps the one before; a shorter row is one vector that runs on into the next rows'
-    first elements, which their copies (later, in order) overwrite -- where it stays inside the
-    plane and reads inside ``Z``'s plane, else one masked copy.  (A loop of runtime length copies
-    rows shorter than its vector step element by element: with these copies, and the packing's
-    rows copied the same way (:func:`fastconv.cpu._rows.pack_plane`), the forward kernel of 8 x 512
-    x 14x14 3x3 went from 0.50-0.52 to 0.45-0.47 ms on two threads.)"""
-    for oy in range(OH):
-        d = np.uint64(dst + oy * OW)
-        s = np.uint64(src + oy * wq)
-        if OW >= L:
-            for v in range(0, OW - L, L):
+    pitch ``wq``).  Rows of at least ``L``: whole vectors as fixed-length copies (one vector load and
+    store each), then the rest of the row.  Shorter rows -- which a loop copies element by element
+    -- as one vector each (:func:`fastconv.cpu._simd.copy_vector`) that runs on into the next rows'
+    first elements, which their copies (later, in order) overwrite, where it stays inside the plane
+    and reads inside ``Z``'s plane; else one masked copy.  (8 x 512 x 14x14 3x3, forward kernel on
+    two threads: 0.50-0.52 ms with the rows copied element by element, 0.45-0.46 so.  The same
+    vectors in the packing's rows, or overlapping last vectors for longer rows, measured slower
+    than the compiler's loops.)"""
+    if OW >= L:
+        whole = OW - OW % L
+        for oy in range(OH):
+            d = np.uint64(dst + oy * OW)
+            s = np.uint64(src + oy * wq)
+            for v in range(0, whole, L):
                 for l in range(L):
                     of[d + np.uint64(v + l)] = Z[s + np.uint64(v + l)]
-            t = np.uint64(OW - L)
-            for l in range(L):
-                of[d + t + np.uint64(l)] = Z[s + t + np.uint64(l)]
-        elif oy * OW + L <= OH * OW and oy * wq + L <= span:
-            for l in range(L):
-                of[d + np.uint64(l)] = Z[s + np.uint64(l)]
+            for ox in range(whole, OW):
+                of[d + np.uint64(ox)] = Z[s + np.uint64(ox)]
+        return
+    for oy in range(OH):
+        if oy * OW + L <= OH * OW and oy * wq + L <= span:
+            _VEC(Z, src + oy * wq, of, dst + oy * OW)
         else:
             _COPY(Z, src + oy * wq, of, dst + oy * OW, OW)
 

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from .._numba import njit
 from ._scratch import scratch
-from ._simd import copy_short
 
 __all__ = ["Rows", "plan_rows", "pack_plane", "pack_rows", "tap_offsets_rows"]
-
-_COPY = copy_short()
 
 
 @dataclass(frozen=True)
@@ -55,13 +52,10 @@ def pack_plane(xf, src, H, W, X, base, sy, sx, hq, wq, pt, pl, cols, R):  # prag
     ``R`` is a row of at least ``2 * wq`` elements of scratch.
 
     Each column phase's span of columns inside the plane is worked out once, not per row (its
-    floor divisions cost more than a short row's copy).  Copies run through unsigned flat indices
-    (no wrap-around test per element), so they vectorise.  Unit-stride rows are copied as whole
-    vectors of fixed length, the last overlapping the one before; a row shorter than a vector as
-    one vector that reads on into the plane's next row and writes on into the rows after it, which
-    are rewritten in turn -- where both stay inside the plane and the phase -- else by one masked
-    copy.  With stride 2 each row is copied, padded, into ``R`` and split into its two phases in one
-    loop (two vector loads and shuffles: a phase alone compiled to gathers)."""
+    floor divisions cost more than a short row's copy).  Unit-stride rows copy through unsigned
+    flat indices (no wrap-around test per element), so the copies vectorise; with stride 2 each
+    row is copied, padded, into ``R`` and split into its two phases in one loop (two vector loads
+    and shuffles: a phase alone compiled to gathers)."""
     if sx == 2:
         lo = min(max(pl, 0), 2 * wq)  # the padded row's columns inside the plane: [lo, hi)
         hi = min(max(min(pl + W, cols), lo), 2 * wq)
@@ -94,8 +88,6 @@ def pack_plane(xf, src, H, W, X, base, sy, sx, hq, wq, pt, pl, cols, R):  # prag
             lo = min(max(-((rx - pl) // sx), 0), wq)
             hi = min(max(min((W - 1 + pl - rx) // sx, (cols - 1 - rx) // sx) + 1, lo), wq)
         n = np.uint64(hi - lo)
-        Li = 64 // X.itemsize
-        L = np.uint64(Li)
         for ry in range(sy):
             pbase = base + (ry * sx + rx) * hq * wq
             for i in range(hq):
@@ -108,20 +100,9 @@ def pack_plane(xf, src, H, W, X, base, sy, sx, hq, wq, pt, pl, cols, R):  # prag
                     X[d + j] = 0
                 dst = np.uint64(d + lo)
                 sb = np.uint64(src + iy * W + rx + sx * lo - pl)
-                if sx == 1 and n >= L:  # whole vectors, the last one overlapping the one before
-                    for v in range(0, n - L, L):
-                        for j in range(L):
-                            X[dst + np.uint64(v + j)] = xf[sb + np.uint64(v + j)]
-                    t = n - L
-                    for j in range(L):
-                        X[dst + t + np.uint64(j)] = xf[sb + t + np.uint64(j)]
-                elif sx == 1 and iy * W + lo - pl + Li <= H * W and i * wq + lo + Li <= hq * wq:
-                    # a short row as one vector: it reads on into the plane's next row and writes on
-                    # into this row's right halo and the phase's next rows, zeroed and written after
-                    for j in range(L):
-                        X[dst + np.uint64(j)] = xf[sb + np.uint64(j)]
-                elif sx == 1:
-                    _COPY(xf, sb, X, dst, n)
+                if sx == 1:
+                    for j in range(n):
+                        X[dst + j] = xf[sb + j]
                 else:
                     step = np.uint64(sx)
                     for j in range(n):

@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 from .._numba import njit
 
 __all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "moments", "SUM_CHAINS", "sums", "lane_sums",
-           "copy_short", "transpose_tile", "transform2d"]
+           "copy_short", "copy_vector", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -483,6 +483,28 @@ def copy_short():
     @intrinsic
     def kern(typingctx, src, sbase, dst, dbase, n):
         return types.void(src, sbase, dst, dbase, n), codegen
+
+    return kern
+
+
+@functools.lru_cache(maxsize=None)
+def copy_vector():
+    """A copy of one whole vector.
+
+    Call it from Numba as ``kern(src, sbase, dst, dbase)`` (1-D arrays of one float dtype, int64
+    offsets): ``dst[dbase + i] = src[sbase + i]`` for ``i < L``, one unaligned vector load and
+    store.  (A loop of ``L`` element copies between two arrays that may overlap compiles to
+    ``L`` scalar copies: the compiler cannot order them as one vector.)
+    """
+
+    def codegen(context, builder, signature, args):
+        dt, L, vty, sp, dp = _src_dst(context, builder, signature.args, args, 2)
+        _vstore(builder, _vload(builder, sp, vty, dt.itemsize), dp, vty, dt.itemsize)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def kern(typingctx, src, sbase, dst, dbase):
+        return types.void(src, sbase, dst, dbase), codegen
 
     return kern
 
