@@ -85,14 +85,15 @@ def forward(x, Wp, offs, Bp, out, m, obs, mr, sy, sx, hq, wq, pt, pl, cols, t0, 
 @njit(cache=True, nogil=True, inline="always")
 def crop(Z, src, wq, span, of, dst, OH, OW, L):  # pragma: no cover - numba
     """of[dst + oy * OW + ox] = Z[src + oy * wq + ox] (``Z[src:src + span]`` one output plane at
-    pitch ``wq``).  Rows of at least ``L``: whole vectors as fixed-length copies (one vector load and
-    store each), then the rest of the row.  Shorter rows -- which a loop copies element by element
-    -- as one vector each (:func:`fastconv.cpu._simd.copy_vector`) that runs on into the next rows'
+    pitch ``wq``).  Rows of at least ``L``: loops of ``L`` element copies, then the rest of the row
+    (compiled to scalar copies; whole-vector copies measured no faster there -- 8 x 32 x 112^2
+    3x3 forward kernel 1.42-1.52 ms with the loops, 1.55-1.62 with vectors).  Shorter rows as one
+    vector each (:func:`fastconv.cpu._simd.copy_vector`) that runs on into the next rows'
     first elements, which their copies (later, in order) overwrite, where it stays inside the plane
     and reads inside ``Z``'s plane; else one masked copy.  (8 x 512 x 14x14 3x3, forward kernel on
-    two threads: 0.50-0.52 ms with the rows copied element by element, 0.45-0.46 so.  The same
-    vectors in the packing's rows, or overlapping last vectors for longer rows, measured slower
-    than the compiler's loops.)"""
+    two threads, runs alternating: 0.51-0.54 ms with the rows copied element by element, 0.45-0.54
+    so -- a few percent.  The same vectors in the packing's rows measured slower than the
+    compiler's loop there, which vectorises rows of runtime length.)"""
     if OW >= L:
         whole = OW - OW % L
         for oy in range(OH):
