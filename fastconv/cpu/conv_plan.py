@@ -47,6 +47,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ._direct import MR, NV, blocking
+
 __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathers_forward", "ALGORITHMS",
            "ROWS_MIN_WIDTH"]
 
@@ -306,7 +308,6 @@ def as_numpy_dtype(dtype) -> np.dtype:
 
 @functools.lru_cache(maxsize=16)
 def _tile(dtype) -> int:  # (memoised: asked several times a pass)
-    from ._direct import NV
     return NV * 64 // as_numpy_dtype(dtype).itemsize
 
 
@@ -314,7 +315,6 @@ def rows_blocking(og: int, ow: int, dtype) -> Tuple[int, int]:
     """The register block (output channels, vectors) of the row layout for ``og`` output channels
     per group and rows of ``ow`` pixels: the thin blocks of :func:`fastconv.cpu._direct.blocking`
     where a row fills ``ROWS_MIN_WIDTH`` of their wider tile, else the 8-channel block."""
-    from ._direct import MR, NV, blocking
     mr, nv = blocking(og)
     if ow >= ROWS_MIN_WIDTH * nv * 64 // as_numpy_dtype(dtype).itemsize:
         return mr, nv
@@ -322,7 +322,6 @@ def rows_blocking(og: int, ow: int, dtype) -> Tuple[int, int]:
 
 
 def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
-    from ._direct import MR
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
     if pass_ != "backward_weight" and gathers_forward(geo, dtype):
         return "gather"
