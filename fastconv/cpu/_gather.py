@@ -339,8 +339,8 @@ def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, 
     one contiguous run, and :func:`unpack` reads a channel block's rows ``block * TW`` elements
     apart instead of ``block * opad`` (4 KB on 8 x 64 x 56^2 -> 128 3x3 /2; its unpacking measured
     the same either way, 0.41-0.43 ms without a bias); ``Wp`` holds ``opad / TW`` o-tiles of
-    ``K x TW`` (``TW = nv`` vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the ``K = kh*kw*C`` taps are
-    ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``range(win[t, 0],
+    ``K x TW`` (``TW = nv`` vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the
+    ``K = kh*kw*C`` taps are ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``range(win[t, 0],
     win[t, 1], ty)`` and columns ``range(win[t, 2], win[t, 3], tx)`` only (:func:`tap_windows`: the
     others read padding; :func:`transposed_windows`: the others miss the stride) -- with ``tx ==
     1`` one contiguous range per kernel row -- and is zero when they are empty.  A task's pixel

@@ -755,8 +755,8 @@ DEPTHWISE = [
     (2, 3, 12, 12, 5, 7, 7, (1, 1), (3, 3), (1, 1)),
     (1, 6, 19, 17, 1, 3, 3, (4, 4), (1, 1), (1, 1)),
     (2, 4, 9, 40, 1, 2, 4, (2, 3), (0, 2), (1, 1)),
-    # rows copied as one vector running on into the next rows (14x14), a plane smaller than a
-    # vector (masked copies only), rows longer than a vector (overlapping last vectors)
+    # the crop's rows copied as one vector running on into the next rows (14x14), a plane smaller
+    # than a vector (masked copies only), rows longer than a vector (loops and a remainder)
     (2, 5, 14, 14, 1, 3, 3, (1, 1), (1, 1), (1, 1)),
     (3, 4, 4, 3, 2, 3, 3, (1, 1), (1, 1), (1, 1)),
     (2, 3, 9, 37, 1, 3, 3, (1, 1), (1, 1), (1, 1)),
@@ -808,14 +808,13 @@ def test_depthwise_is_planned_and_gradchecks():
 @pytest.mark.parametrize("case", [  # (H, W, sy, sx, pad top, pad left, kh, kw, cut): cut drops padded columns
     (7, 9, 1, 1, 1, 1, 3, 3, 0), (8, 11, 2, 2, 1, 2, 3, 5, 0), (9, 10, 3, 2, 0, 1, 4, 3, 1), (5, 6, 2, 3, 2, 2, 5, 5, 0),
     (28, 28, 2, 2, 2, 2, 5, 5, 1), (7, 7, 2, 2, 0, 0, 1, 1, 0), (6, 9, 1, 2, 3, 3, 3, 3, 1), (6, 8, 2, 2, 1, 1, 3, 3, 0),
-    (14, 14, 1, 1, 1, 1, 3, 3, 0), (5, 20, 2, 1, 1, 1, 3, 3, 0), (4, 17, 1, 1, 0, 2, 3, 3, 1), (3, 3, 1, 1, 1, 1, 3, 3, 0),
-    (2, 5, 1, 1, 2, 3, 5, 7, 0),
+    (14, 14, 1, 1, 1, 1, 3, 3, 0), (5, 20, 2, 1, 1, 1, 3, 3, 0), (4, 17, 1, 1, 0, 2, 3, 3, 1),
+    (3, 3, 1, 1, 1, 1, 3, 3, 0), (2, 5, 1, 1, 2, 3, 5, 7, 0),
 ])
 def test_plane_packing_in_phases(case, dtype):
     """One plane in the row layout's padded stride phases (:func:`fastconv.cpu._rows.pack_plane`,
-    the stride-2 rows split through a scratch row): every element, padding and cut columns zero
-    -- unit-stride rows shorter than a vector copied as one vector that runs on into the rows
-    after it (rewritten in turn), or masked where that would leave the plane or the phase."""
+    the stride-2 rows split through a scratch row): every element, padding and cut columns zero;
+    rows shorter, as long as and longer than a vector."""
     from fastconv.cpu import _rows
     H, W, sy, sx, pt, pl, kh, kw, cut = case
     x = np.random.default_rng(H * W).standard_normal((H, W)).astype(dtype)
