@@ -340,16 +340,17 @@ def forward(X, poff, offs, Wp, sb, K, C, kw, win, ty, tx, Y, opad, pchunks, nv, 
     apart instead of ``block * opad`` (4 KB on 8 x 64 x 56^2 -> 128 3x3 /2; its unpacking measured
     the same either way, 0.41-0.43 ms without a bias); ``Wp`` holds ``opad / TW`` o-tiles of
     ``K x TW`` (``TW = nv`` vectors, tiles of :func:`pixels` pixels); ``sb`` is :func:`steps`; the
-    ``K = kh*kw*C`` taps are ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows ``range(win[t, 0],
-    win[t, 1], ty)`` and columns ``range(win[t, 2], win[t, 3], tx)`` only (:func:`tap_windows`: the
-    others read padding; :func:`transposed_windows`: the others miss the stride) -- with ``tx ==
-    1`` one contiguous range per kernel row -- and is zero when they are empty.  A task's pixel
-    tiles are a contiguous share of the ``poff.size / MRP`` tiles; it passes over its taps
-    ``KCHUNK`` at a time (a tile accumulates in ``Y``).  Tasks run pixel chunk by pixel chunk, the
-    o-tiles innermost, so a thread's range of tasks reads its share of the input, all o-tiles' weights
-    (an o-tile's are ``K x TW``, less than a chunk's input).  Two threads, float32, the input gradient
-    of 64 x 64 x 14x14 -> 32 5x5 (two o-tiles), kernel alone: 2.5 ms o-tile by o-tile (each thread
-    read the whole 2.6 MB input), 2.05 ms so; its unpacking 0.26 -> 0.19 ms (each thread's rows).
+    ``K = kh*kw*C`` taps are ordered ``(ky, kx, c)``.  Pixel tile ``t`` sums the taps of kernel rows
+    ``range(win[t, 0], win[t, 1], ty)`` and columns ``range(win[t, 2], win[t, 3], tx)`` only
+    (:func:`tap_windows`: the others read padding; :func:`transposed_windows`: the others miss the
+    stride) -- with ``tx == 1`` one contiguous range per kernel row -- and is zero when they are
+    empty.  A task's pixel tiles are a contiguous share of the ``poff.size / MRP`` tiles; it passes
+    over its taps ``KCHUNK`` at a time (a tile accumulates in ``Y``).  Tasks run pixel chunk by
+    pixel chunk, the o-tiles innermost, so a thread's range of tasks reads its share of the input,
+    all o-tiles' weights (an o-tile's are ``K x TW``, less than a chunk's input).  Two threads,
+    float32, the input gradient of 64 x 64 x 14x14 -> 32 5x5 (two o-tiles), kernel alone: 2.5 ms
+    o-tile by o-tile (each thread read the whole 2.6 MB input), 2.05 ms so; its unpacking 0.26 ->
+    0.19 ms (each thread's rows).
     """
     L = 64 // X.itemsize
     TW = nv * L
