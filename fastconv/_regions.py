@@ -157,6 +157,9 @@ class _Native:
         self.max_threads.restype = ctypes.c_int
         self.thread_num = ctypes.cast(lib.omp_get_thread_num, ctypes.c_void_p).value
         self.num_threads = ctypes.cast(lib.omp_get_num_threads, ctypes.c_void_p).value
+        # for recorded programs (:mod:`fastconv._programs`), which call them from compiled code
+        self.parallel_address = ctypes.cast(lib.GOMP_parallel, ctypes.c_void_p).value
+        self.barrier_address = ctypes.cast(lib.GOMP_barrier, ctypes.c_void_p).value
 
 
 _lock = threading.Lock()
@@ -271,9 +274,10 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
     return mod.entry.address, slot, mod.fill
 
 
-def run(kernel, n_tasks: int, chunks: int, args: Sequence) -> bool:
+def run(kernel, n_tasks: int, chunks: int, args: Sequence, rec=None) -> bool:
     """Run ``kernel(*args, lo, hi)`` over ``chunks`` ranges of ``range(n_tasks)`` in a native region;
-    False (nothing run) when the call cannot go native."""
+    False (nothing run) when the call cannot go native.  ``rec`` (a recorder of
+    :mod:`fastconv._programs`) is told the region's entry point and slots."""
     if not enabled() or not isinstance(kernel, Dispatcher):
         return False  # (closures and bound methods are new objects per call: never cache them)
     specs = []
@@ -305,6 +309,8 @@ def run(kernel, n_tasks: int, chunks: int, args: Sequence) -> bool:
     except Exception:  # noqa: BLE001 - a fill that cannot compile: the Python path takes the kernel
         _entries[key] = None
         return False
+    if rec is not None:
+        rec.region(address, d, specs, args, chunks)
     team = max(chunks, int(_native.max_threads()))
     _native.parallel(address, data, team, 0)
     return True

@@ -46,7 +46,7 @@ from typing import Callable, List, Optional
 import numba
 import numba.np.ufunc.parallel
 
-from . import _regions
+from . import _programs, _regions
 
 __all__ = ["num_threads", "parallel_ranges", "parallel_for", "PARALLEL_MIN_WORK", "VECTOR_MACS", "backend"]
 
@@ -242,6 +242,7 @@ def parallel_ranges(fn: Callable[[int, int], None], n: int, chunks: int) -> None
     every range has finished.
     """
     chunks = max(1, min(chunks, n))
+    _programs.deny()  # Python ranges cannot be replayed
     if chunks == 1:
         fn(0, n)
         return
@@ -272,6 +273,11 @@ def parallel_for(kernel: Callable[..., None], n_tasks: int, *args, work: int = 0
     if n_tasks <= 0:
         return
     chunks = num_threads() if max(work, n_tasks) + macs // VECTOR_MACS >= PARALLEL_MIN_WORK else 1
+    rec = _programs.recorder()
+    if rec is not None:  # recording a pass: every kernel in a native region, even on one thread
+        if _regions.run(kernel, n_tasks, min(chunks, n_tasks), args, rec):
+            return
+        rec.ok = False
     if chunks == 1:
         kernel(*args, 0, n_tasks)
         return

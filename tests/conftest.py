@@ -3,6 +3,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from fastconv import _programs
 from fastconv._backend import cuda_available
 
 _CUDA = cuda_available()
@@ -15,6 +16,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _CUDA, reaso
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+    _programs.clear()  # each test records its own passes (tests that count a pass's calls see the same)
 
 
 @pytest.fixture(params=DEVICES)

@@ -17,6 +17,7 @@ import functools
 
 import numpy as np
 import torch
+from .. import _programs
 from .._numba import njit
 
 from .._threads import parallel_for
@@ -72,7 +73,9 @@ def pack_weights(w: np.ndarray, groups: int, mr: int = MR) -> np.ndarray:
         # a transposed weight (an input gradient's): copy whole kernels of ``mr`` rows at a time
         parallel_for(_pack_transposed, obs, w.transpose(1, 0, 2, 3).reshape(cg, o, kh * kw), mr, wp, work=wp.size)
         return wp
-    if wp.size < PACK_COPY_MIN or min(w.strides) < 0:
+    if wp.size < PACK_COPY_MIN or min(w.strides) < 0 or _programs.recorder() is not None:
+        # (a recorded pass packs in its program: no torch call to replay; hot, 256 x 256 x 3x3
+        # float32 on two threads takes 0.19 ms so against 0.12 for torch's copy and its call)
         parallel_for(_pack_weights, groups * obs, w, groups, mr, wp, work=wp.size)
         return wp
     full, rest = divmod(og, mr)
@@ -132,12 +135,49 @@ def _pack_transposed(wt, mr, wp, t0, t1):  # pragma: no cover - numba
 
 
 def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:
-    """``bias`` (O,) (or zeros) laid out like the packed weights' rows, [g, o-block, mr], flat."""
+    """``bias`` (O,) (or zeros) laid out like the packed weights' rows, [g, o-block, mr], flat
+    (copied by a kernel: a recorded pass copies it again on every replay, :mod:`fastconv._programs`)."""
     og = o // groups
-    bp = np.zeros((groups, blocks(og, mr) * mr), dtype=dtype)
-    if bias is not None:
-        bp[:, :og] = bias.reshape(groups, og)
-    return bp.reshape(-1)
+    bp = np.empty(groups * blocks(og, mr) * mr, dtype=dtype)
+    src = _no_bias(np.dtype(dtype).char) if bias is None else bias
+    parallel_for(_pack_bias, 1, src, bias is not None, og, bp)
+    return bp
+
+
+@functools.lru_cache(maxsize=None)
+def _no_bias(char: str) -> np.ndarray:
+    """A one-element stand-in for an absent bias (never read; writeable, as regions take only such)."""
+    return np.zeros(1, dtype=char)
+
+
+@njit(cache=True, nogil=True)
+def _pack_bias(bias, has_bias, og, bp, t0, t1):  # pragma: no cover - numba
+    """bp[g, j] = bias[g * og + j] for j < og (zero past it, and everywhere without a bias)."""
+    if t0 >= t1:
+        return
+    for i in range(bp.size):
+        bp[i] = 0
+    if has_bias:
+        groups = bias.size // og
+        ogp = bp.size // groups
+        for g in range(groups):
+            for j in range(og):
+                bp[g * ogp + j] = bias[g * og + j]
+
+
+@njit(cache=True, nogil=True)
+def crop_planes(Z, wq, out, t0, t1):  # pragma: no cover - numba
+    """out[n, o] = the first ``OW`` columns of each ``wq``-wide row of the flat plane Z[n, o, 0],
+    for the planes [t0, t1) (``out`` (N, O, OH, OW))."""
+    N, O, OH, OW = out.shape
+    for t in range(t0, t1):
+        n = t // O
+        o = t - n * O
+        src = Z[n, o, 0]
+        for y in range(OH):
+            row = out[n, o, y]
+            for x in range(OW):
+                row[x] = src[y * wq + x]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -114,12 +114,16 @@ def pack_plane(xf, src, H, W, X, base, sy, sx, hq, wq, pt, pl, cols, R):  # prag
 @njit(cache=True, nogil=True)
 def _pack_rows(x, X, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # pragma: no cover - numba
     """X[n, c, ry, rx, i, j] = x[n, c, ry + sy*i - pt, rx + sx*j - pl] (zero outside x and from
-    padded column ``cols`` on), for the (image, channel) planes [t0, t1) (:func:`pack_plane`)."""
+    padded column ``cols`` on), for the (image, channel) planes [t0, t1) (:func:`pack_plane`); the
+    task of the last plane zeroes the slack after the planes."""
     N, C, H, W = x.shape
     xf = x.reshape(-1)
     R = np.empty(2 * wq, dtype=x.dtype)
     for t in range(t0, t1):
         pack_plane(xf, t * H * W, H, W, X, t * sy * sx * hq * wq, sy, sx, hq, wq, pt, pl, cols, R)
+    if t1 == N * C:
+        for i in range(N * C * sy * sx * hq * wq, X.size):
+            X[i] = 0
 
 
 def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int, parallel,
@@ -128,7 +132,6 @@ def pack_rows(x: np.ndarray, rows: Rows, pad_top: int, pad_left: int, cols: int,
     (``parallel(kernel, tasks, *args, work=...)`` runs the copy); in scratch buffer ``slot``."""
     n, c = x.shape[:2]
     X = scratch(slot, n * rows.img + rows.slack, x.dtype)
-    X[n * rows.img:] = 0
     parallel(_pack_rows, n * c, x, X, rows.sy, rows.sx, rows.hq, rows.wq, pad_top, pad_left, cols, work=X.size)
     return X
 

@@ -11,7 +11,8 @@ name, grown when a call needs more, so the pages are touched once.
 Rules: a slot holds one temporary at a time (a function that needs two buffers at once uses two
 slots); nothing that outlives the call may be a view of scratch; each thread has its own buffers.
 The memory stays allocated for the thread (at most the largest size each slot ever needed);
-:func:`release` frees it.
+:func:`release` frees it.  Recorded passes (:mod:`fastconv._programs`) hold the buffers they ran
+on: a buffer replaced (grown) or released drops the thread's programs.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ import threading
 from typing import Sequence, Union
 
 import numpy as np
+
+from .. import _programs
+from .._numba import njit
+from .._threads import parallel_for
 
 __all__ = ["scratch", "release"]
 
@@ -43,10 +48,23 @@ def scratch(slot: str, shape: Union[int, Sequence[int]], dtype, zero: bool = Fal
     buf = bufs.get(slot)
     if buf is None or buf.nbytes < nbytes:
         buf = bufs[slot] = _allocate(nbytes)
+        _programs.invalidate()
     out = buf[:nbytes].view(dt).reshape(shape)
-    if zero:
-        out.fill(0)
+    if zero:  # by a kernel: a recorded pass zeroes it again on every replay
+        flat = buf[:nbytes]
+        parallel_for(_zero, -(-nbytes // _ZERO_CHUNK), flat, work=nbytes // 4)
     return out
+
+
+#: Bytes a task of :func:`_zero` clears.
+_ZERO_CHUNK = 1 << 16
+
+
+@njit(cache=True, nogil=True)
+def _zero(a, t0, t1):  # pragma: no cover - numba
+    """a[t * _ZERO_CHUNK:(t + 1) * _ZERO_CHUNK] = 0 for the chunks [t0, t1) of the bytes ``a``."""
+    for i in range(t0 * _ZERO_CHUNK, min(t1 * _ZERO_CHUNK, a.size)):
+        a[i] = 0
 
 
 _HUGE = 2 << 20
@@ -71,5 +89,14 @@ def _allocate(nbytes: int) -> np.ndarray:
 
 
 def release() -> None:
-    """Free the calling thread's scratch buffers."""
+    """Free the calling thread's scratch buffers (and drop its recorded passes, which hold them)."""
     _local.bufs = {}
+    _programs.invalidate()
+
+
+def buffers() -> list:
+    """The calling thread's scratch buffers (raw bytes)."""
+    return list(getattr(_local, "bufs", {}).values())
+
+
+_programs.scratch_buffers = buffers

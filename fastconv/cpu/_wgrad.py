@@ -218,6 +218,48 @@ def weight_gather(A, aoff, sa, B, sb, chunk, groups_k, nv, outT, t0, t1):  # pra
 
 
 @njit(cache=True, nogil=True)
+def pad_planes(g, G, og, t0, t1):  # pragma: no cover - numba
+    """G[n, j] = g[n, j] (rows zero-padded to G's width) for j < og, zero planes past it, for the
+    planes [t0, t1) of ``G`` (N, P, OH, OWP) -- ``P`` a multiple of ``ogp``, channel ``j`` of block
+    ``b`` read from ``g[n, b * og + j]`` (N, groups * og, OH, OW)."""
+    N, P, OH, OWP = G.shape
+    OW = g.shape[3]
+    ogp = P // (g.shape[1] // og)
+    for t in range(t0, t1):
+        n = t // P
+        p = t - n * P
+        b = p // ogp
+        j = p - b * ogp
+        for y in range(OH):
+            row = G[n, p, y]
+            if j < og:
+                src = g[n, b * og + j, y]
+                for x in range(OW):
+                    row[x] = src[x]
+                for x in range(OW, OWP):
+                    row[x] = 0
+            else:
+                for x in range(OWP):
+                    row[x] = 0
+
+
+@njit(cache=True, nogil=True)
+def slots_into(out, slots, ogp, kp, og, k, dw, t0, t1):  # pragma: no cover - numba
+    """dw[r, :k] = out[0, r', :k] + out[1, r', :k] + ... (slots in order) for the weight rows
+    [t0, t1) = (group, channel < og) pairs, ``r' = g * ogp + o`` the row in the ``kp``-wide
+    partial sums ``out`` (flat, ``slots`` of them)."""
+    size = out.size // slots
+    for r in range(t0, t1):
+        g = r // og
+        src = (g * ogp + r - g * og) * kp
+        for j in range(k):
+            dw[r * k + j] = out[src + j]
+        for s in range(1, slots):
+            for j in range(k):
+                dw[r * k + j] += out[s * size + src + j]
+
+
+@njit(cache=True, nogil=True)
 def add_slots(src, t0, t1):  # pragma: no cover - numba
     """src[0, k] += src[1, k] + ... (in order) for the rows [t0, t1) of ``src`` (slots, K, O),
     C-contiguous: partial sums added row by row, so the result does not depend on the threads."""

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from .._numba import njit
 
+from .. import _programs
 from .._threads import num_threads, parallel_for
 from . import _depthwise, _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._address import WITNESS
@@ -48,7 +49,8 @@ from ._numpy import view as _np
 from ._reduce import finite, finite_chunks
 from ._scratch import scratch
 from ._simd import SUM_CHAINS, sums
-from .conv_plan import ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forcing, gathered, geometry, plan, rows_blocking
+from .conv_plan import (ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forced_name, forcing, gathered, geometry, plan,
+                        rows_blocking)
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -69,7 +71,17 @@ SCAN_PARALLEL_MIN = 1 << 18
 
 def all_finite(a: np.ndarray) -> bool:
     """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied;
-    a large array in chunks on the thread team: 256 x 256 x 3x3 float32 weights 56 -> 33 us hot)."""
+    a large array in chunks on the thread team: 256 x 256 x 3x3 float32 weights 56 -> 33 us hot).
+    A decision on data: a recorded pass asks it again on every replay (:func:`fastconv._programs.check`)."""
+    return _programs.check(_scan_finite, a)
+
+
+def _no_flags(a: np.ndarray) -> bool:
+    """Whether no flag of ``a`` (written by a kernel) is set (a recorded check, as :func:`all_finite`)."""
+    return not a.any()
+
+
+def _scan_finite(a: np.ndarray) -> bool:
     if not a.flags.c_contiguous:
         t = a.transpose(np.argsort([-abs(s) for s in a.strides], kind="stable"))
         if t.flags.c_contiguous:
@@ -196,7 +208,7 @@ def _forward_flat(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     Z = scratch("flat", (geo.n, geo.o, 1, flat), xa.dtype)
     parallel_for(_direct.forward_rows, geo.n * geo.groups * obs, X, wp, offs, bp, Z, geo.og, obs, geo.k, rows.img, 0,
                  mr, macs=geo.n * geo.o * flat * geo.k)
-    torch.from_numpy(outa).copy_(torch.from_numpy(Z).view(geo.n, geo.o, geo.oh, rows.wq)[..., :geo.ow])
+    parallel_for(_direct.crop_planes, geo.n * geo.o, Z, rows.wq, outa, work=outa.size)
 
 
 def _pack_channels_last(xa, hq: int, wq: int, pad_top: int, pad_left: int) -> Tuple[np.ndarray, int]:
@@ -385,7 +397,7 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     bad = np.zeros(geo.o, dtype=np.uint8)
     parallel_for(_winograd.forward, (lanes.bh // 2) * (lanes.width // _tile(xa.dtype)), P, Up, bias, outa, bad, opad,
                  lanes.BY, lanes.BX, lanes.bh, lanes.bw, macs=geo.macs)
-    return not bad.any()
+    return _programs.check(_no_flags, bad)
 
 
 def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:
@@ -486,7 +498,19 @@ def _addressable(*tensors: Optional[torch.Tensor]) -> bool:
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
                    padding: Sequence[int], dilation: Sequence[int], groups: int,
                    out_hw: Tuple[int, int]) -> torch.Tensor:
-    """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract)."""
+    """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract).
+    Planned passes are replayed from their recorded programs (:mod:`fastconv._programs`)."""
+    if x.shape[0] * weight.numel() * out_hw[0] * out_hw[1] < SMALL_MACS and not forcing():  # tiny: no program
+        return _conv2d_forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
+    key = ("forward", x.shape, weight.shape, bias is None, x.dtype, *stride, *padding, *dilation, groups, *out_hw,
+           num_threads(), forced_name())
+    return _programs.call(_conv2d_forward, key, (x, weight, bias), (stride, padding, dilation, groups, out_hw),
+                          _outputs.new)
+
+
+def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
+                    padding: Sequence[int], dilation: Sequence[int], groups: int,
+                    out_hw: Tuple[int, int]) -> torch.Tensor:
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = out_hw
@@ -550,6 +574,7 @@ def _space_to_depth(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
     A ConvTranspose2d's backward copies its output gradient's blocks twice, for the input and
     the weight gradient: the second call finds them still in the scratch (the same tensor
     object, unmodified since: its version) and copies nothing."""
+    _programs.deny()  # a pass that keeps the blocks between calls
     last = getattr(_last_blocks, "value", None)
     if last is not None and last[0]() is x and last[1] == x._version and last[2] == geo:
         return last[3]
@@ -585,6 +610,7 @@ def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     ConvTranspose2d's forward)."""
     kk = geo.kh * geo.kw
     hw = geo.oh * geo.ow
+    _programs.deny()  # it invalidates the blocks kept between calls
     if geo.groups == 1:
         _last_blocks.value = None  # the scratch is about to hold something else
         z = torch.from_numpy(scratch("patch", (geo.n, geo.c * kk, 1, hw), dx.numpy().dtype))
@@ -751,7 +777,19 @@ def _backward_input_gather(ga, wa, ba, geo: Geometry, dx) -> None:
 def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
                           in_hw: Tuple[int, int]) -> torch.Tensor:
-    """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw``, plus ``bias`` per channel."""
+    """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw``, plus ``bias`` per channel
+    (planned passes replayed as :func:`conv2d_forward`'s)."""
+    if grad_out.numel() * (weight.numel() // max(1, weight.shape[0])) < SMALL_MACS and not forcing():  # tiny
+        return _conv2d_backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
+    key = ("backward_input", grad_out.shape, weight.shape, bias is None, grad_out.dtype, *stride, *padding, *dilation,
+           groups, *in_hw, num_threads(), forced_name())
+    return _programs.call(_conv2d_backward_input, key, (grad_out, weight, bias),
+                          (stride, padding, dilation, groups, in_hw), _outputs.new)
+
+
+def _conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
+                           in_hw: Tuple[int, int]) -> torch.Tensor:
     n = grad_out.shape[0]
     c = weight.shape[1] * groups
     dx = _outputs.new(grad_out, (n, c, in_hw[0], in_hw[1]), n * c * in_hw[0] * in_hw[1])
@@ -853,7 +891,7 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> bool:
     L = 64 // outT.itemsize
     bad = np.empty(-(-geo.o // L), dtype=np.uint8)
     parallel_for(_wgrad.transpose_into, bad.size, outT[0], dw.reshape(geo.o, geo.k), bad, work=dw.size)
-    return not bad.any()
+    return _programs.check(_no_flags, bad)
 
 
 def _gather_width(o: int, dtype, wide: bool = False) -> int:
@@ -914,24 +952,20 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> Optional[bool]:
     if ogp == geo.og and owp == geo.ow and ga.flags.c_contiguous:
         G = ga  # already whole channel blocks and whole vectors of columns
     else:
-        G = scratch("grad", (geo.n, geo.groups, ogp, geo.oh, owp), xa.dtype)
-        G[:, :, :geo.og, :, :geo.ow] = ga.reshape(geo.n, geo.groups, geo.og, geo.oh, geo.ow)
-        G[:, :, geo.og:] = 0
-        G[..., geo.ow:] = 0
+        G = scratch("grad", (geo.n, geo.groups * ogp, geo.oh, owp), xa.dtype)
+        parallel_for(_wgrad.pad_planes, G.shape[0] * G.shape[1], ga, G, geo.og, work=G.size)
     offs = _wgrad.pad_offsets(_rows.tap_offsets_rows(rows, geo.groups, geo.cg, geo.kh, geo.kw, *geo.dilation),
                               geo.groups, geo.k)
     kp = offs.size // geo.groups
     sg, sx = _row_steps(geo.n, geo.groups * ogp, geo.oh, owp, lanes, rows.img, rows.wq)
     slots = ROW_SLOTS if geo.o <= ROW_SLOTS_MAX_CHANNELS else 1
-    out = np.zeros(slots * geo.groups * ogp * kp, dtype=xa.dtype)
+    out = np.empty(slots * geo.groups * ogp * kp, dtype=xa.dtype)  # weight_tiles writes all of it
     oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, slots * oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx,
                  _wgrad.CHUNK, out, ogp, kp, kgroups, mrw, slots, macs=geo.macs)
-    total = out.reshape(slots, -1)
-    for s in range(1, slots):  # in order: the sum does not depend on the threads
-        total[0] += total[s]
-    dw[...] = total[0].reshape(geo.groups, ogp, kp)[:, :geo.og, :geo.k].reshape(dw.shape)
+    # the slots in order (the sum does not depend on the threads), cropped into dw
+    parallel_for(_wgrad.slots_into, geo.o, out, slots, ogp, kp, geo.og, geo.k, dw.reshape(-1), work=slots * dw.size)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1029,11 +1063,9 @@ def _weight_winograd(xa, ga, geo: Geometry, dw) -> None:
     slots = min(WINOGRAD_SLOTS, chunks)
     du = scratch("acc", (slots, 16, opad, cpad), xa.dtype)
     parallel_for(_winograd.weight, slots, P, Gl, du, geo.c, slots, macs=geo.macs)
-    total = du[0].copy()
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are recomputed (_backward_weight)
-        for s in range(1, slots):
-            total += du[s]
-    _winograd.unpack_weight_grad(total, geo.o, geo.c, dw)
+    if slots > 1:  # into du[0], the slots in order (non-finite sums are recomputed: _backward_weight)
+        parallel_for(_wgrad.add_slots, 16 * opad, du.reshape(slots, 16 * opad, cpad), work=du.size)
+    _winograd.unpack_weight_grad(du[0], geo.o, geo.c, dw)
 
 
 def _weight_pointwise(xa, ga, geo: Geometry, dw) -> None:
@@ -1075,7 +1107,18 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     float64 one multiplies im2col's zero columns (0 * inf = NaN).  Plain loops
     (``direct/small``) do the former, every other plan the latter; where the plan's convention
     is not the dtype's and the result is not finite, the output gradient is scanned and, if it
-    is the cause, the pass reruns in the dtype's convention."""
+    is the cause, the pass reruns in the dtype's convention.  Planned passes are replayed as
+    :func:`conv2d_forward`'s."""
+    if grad_out.numel() * (x.shape[1] // groups) * kernel_hw[0] * kernel_hw[1] < SMALL_MACS and not forcing():
+        return _conv2d_backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)  # tiny: no program
+    key = ("backward_weight", x.shape, grad_out.shape, x.dtype, *stride, *padding, *dilation, groups, *kernel_hw,
+           num_threads(), forced_name())
+    return _programs.call(_conv2d_backward_weight, key, (x, grad_out), (stride, padding, dilation, groups, kernel_hw),
+                          _outputs.new)
+
+
+def _conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                            dilation: Sequence[int], groups: int, kernel_hw: Tuple[int, int]) -> torch.Tensor:
     o, c = grad_out.shape[1], x.shape[1]
     dw = torch.empty((o, c // groups, kernel_hw[0], kernel_hw[1]), dtype=x.dtype)  # every path writes it all
     if dw.numel() == 0 or grad_out.numel() == 0 or x.numel() == 0:

@@ -47,6 +47,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .. import _programs
 from ._direct import MR, NV, blocking
 
 __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathers_forward", "ALGORITHMS",
@@ -384,6 +385,18 @@ def forcing() -> bool:
     return _forcing_blocks > 0 and getattr(_forced, "name", None) is not None
 
 
+def forced_name() -> Optional[str]:
+    """The algorithm a :func:`forced` block of this thread imposes, or None."""
+    return getattr(_forced, "name", None) if _forcing_blocks else None
+
+
+def replan() -> None:
+    """Forget every plan made (after recalibrating the rules): the memoised plans and the calling
+    thread's recorded passes (:mod:`fastconv._programs`), which replay theirs."""
+    _planned.cache_clear()
+    _programs.clear()
+
+
 def _mid_batch_winograd(geo: Geometry) -> bool:
     """The mid-batch Winograd rule (:data:`WINOGRAD_MID_BATCH`)."""
     return (geo.n >= WINOGRAD_MID_BATCH and geo.cg >= WINOGRAD_MID_CHANNELS
@@ -458,7 +471,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
     """
     if pass_ not in ("forward", "backward_input", "backward_weight"):
         raise ValueError(f"unknown pass {pass_!r}")
-    name = getattr(_forced, "name", None) if _forcing_blocks else None
+    name = forced_name()
     if name is not None and name not in exclude and name.split("/")[0] not in exclude:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")
@@ -471,7 +484,7 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
 @functools.lru_cache(maxsize=4096)
 def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...]) -> Plan:
     """:func:`plan` without a forced algorithm, memoised: the rules read this module's constants
-    when a geometry is first planned (after recalibrating them, call ``_planned.cache_clear()``)."""
+    when a geometry is first planned (after recalibrating them, call :func:`replan`)."""
     if geo.macs < SMALL_MACS and "direct/small" not in exclude:
         return Plan("direct", "small")
     if patch_applies(geo) and "patch" not in exclude:

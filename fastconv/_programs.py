@@ -1,0 +1,351 @@
+"""Recorded passes: a call's native regions replayed as one program, with no Python between them.
+
+A convolution pass spends 15-25 us of Python hot -- planning, packing set-up, one native region
+per kernel (:mod:`fastconv._regions`) -- and in a training step 5-10 times that: every kernel
+streams megabytes through the caches, so the interpreter runs cold after it (measured on a
+4 x 128 x 16x16 -> 128 3x3 layer: 14 us a forward pass alone, 125 us after an 8 MB copy; the
+layer's forward+backward spent 0.84 of its 3.56 ms outside the kernels' regions).
+
+:func:`call` runs a pass ``fn(*inputs, *args)`` and, from the second call of a signature
+(``key``) on, records it: every native region the pass runs (kernel entry point and argument
+slots), and every check it makes on data (:func:`check`).  A recorded program is then
+*validated* once: replayed on random inputs (into an output filled with NaN) and compared bit
+for bit with ``fn`` run normally on the same inputs.  Anything the pass does outside its native
+regions -- a NumPy or torch operation on the data, a copy kept from an earlier call, a Python
+write into scratch -- makes the replay differ there, and the signature keeps the normal path.
+From then on a call of that signature is one compiled function: it writes the new tensors'
+addresses into the recorded slots and runs every region in one OpenMP parallel region, with a
+barrier between kernels (:func:`_chain_body`), then re-evaluates the recorded checks; if one gives
+another answer than when recorded (a non-finite value the pass handles elsewhere), the program
+is dropped and ``fn`` runs normally.
+
+Arrays a region reads or writes are, in a program, either a view of one of the call's tensors
+(the inputs or the output: patched per call), or kept by the program (scratch, memoised
+offsets, the recorded call's temporaries).  Scratch buffers are the calling thread's
+(:mod:`fastconv.cpu._scratch`), so programs are kept per thread, and dropped when a scratch
+buffer is reallocated or released (:func:`invalidate`).
+
+Rules for passes (checked by the validation, not assumed): no data read or written outside
+native regions; data-dependent decisions only through :func:`check`; kernel results are
+deterministic (the same ranges on the same threads).  Programs need native regions
+(:func:`fastconv._regions.enabled`).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import carray, cfunc, types
+from numba.extending import intrinsic
+
+from . import _regions
+from ._numba import njit
+
+__all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "MAX_PROGRAMS"]
+
+#: Programs kept per thread (signatures past it clear the thread's programs).
+MAX_PROGRAMS = 512
+
+_local = threading.local()
+#: Threads recording now (a fast test on every region: zero almost always).
+_recording = [0]
+
+
+@intrinsic
+def _call_ptr(typingctx, fn, arg):
+    """Call ``void fn(void *arg)`` at address ``fn`` (a region's entry point)."""
+    sig = types.void(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        f = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [i8p]).as_pointer())
+        builder.call(f, [builder.inttoptr(args[1], i8p)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _call_void(typingctx, fn):
+    """Call ``void fn(void)`` at address ``fn`` (``GOMP_barrier``)."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        f = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), []).as_pointer())
+        builder.call(f, [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _call_parallel(typingctx, fn, body, data, team):
+    """``GOMP_parallel(body, data, team, 0)`` through its address ``fn``."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        bodyty = ir.FunctionType(ir.VoidType(), [i8p]).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [bodyty, i8p, i32, i32])
+        f = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(f, [builder.inttoptr(args[1], bodyty), builder.inttoptr(args[2], i8p),
+                         builder.trunc(args[3], i32), ir.Constant(i32, 0)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def _chain_body(data):  # pragma: no cover - native
+    """The body of a program's parallel region: table ``[steps, barrier, (entry, slots) ...]``;
+    every thread of the team runs each region's entry point (which takes its share of the
+    ranges), then waits for the others before the next kernel."""
+    head = carray(data, 2, dtype=np.int64)
+    steps = head[0]
+    table = carray(data, 2 + 2 * steps, dtype=np.int64)
+    for s in range(steps):
+        if s:
+            _call_void(table[1])
+        _call_ptr(table[2 + 2 * s], table[3 + 2 * s])
+
+
+_chain_address: List[int] = []
+
+
+def _chain() -> int:
+    """The address of the compiled :func:`_chain_body` (compiled, or loaded from the disk cache, on
+    first use: programs exist only where native regions do, which need that cache)."""
+    if not _chain_address:
+        _chain_address.append(cfunc(types.void(types.voidptr), nopython=True, cache=True)(_chain_body).address)
+    return _chain_address[0]
+
+
+@njit(cache=True, nogil=True)
+def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table, team):  # pragma: no cover
+    """Patch the operands' addresses ``b0..b3`` (plus each slot's byte offset) into the slots,
+    then run the program's region."""
+    for i in range(where.size):
+        k = operand[i]
+        base = b0 if k == 0 else (b1 if k == 1 else (b2 if k == 2 else b3))
+        slots[where[i]] = base + offset[i]
+    _call_parallel(parallel, body, table.ctypes.data, team)
+
+
+class _Recorder:
+    """What one call does: its regions (entry, copy of the slots, the arrays in them) and checks."""
+
+    def __init__(self) -> None:
+        self.steps: List[Tuple[int, np.ndarray, List[Tuple[int, np.ndarray]]]] = []
+        self.checks: List[Tuple[Callable[[np.ndarray], bool], np.ndarray, bool]] = []
+        self.team = 1
+        self.ok = True
+        self.paused = 0
+
+    def region(self, address: int, slots: np.ndarray, specs: Sequence[str], args: Sequence, chunks: int) -> None:
+        arrays, slot = [], 4
+        for s, a in zip(specs, args):
+            if s[0] == "a":
+                arrays.append((slot, a))
+                slot += 1 + int(s[2:])
+            else:
+                slot += 1
+        self.steps.append((address, slots.copy(), arrays))
+        self.team = max(self.team, chunks)
+
+
+def recorder() -> Optional[_Recorder]:
+    """The calling thread's recorder, if it is recording (and not paused)."""
+    if not _recording[0]:
+        return None
+    rec = getattr(_local, "rec", None)
+    return None if rec is None or rec.paused else rec
+
+
+def deny() -> None:
+    """The pass being recorded (if any) cannot be replayed (it keeps state between calls)."""
+    rec = recorder()
+    if rec is not None:
+        rec.ok = False
+
+
+def check(test: Callable[[np.ndarray], bool], a: np.ndarray) -> bool:
+    """``test(a)``, a data-dependent decision of the pass: recorded, with its answer, when
+    recording (``a`` must be a whole tensor of the call, or an array the regions write); any
+    regions ``test`` runs are not part of the pass."""
+    rec = recorder()
+    if rec is None:
+        return test(a)
+    rec.paused += 1
+    try:
+        answer = bool(test(a))
+    finally:
+        rec.paused -= 1
+    rec.checks.append((test, a, answer))
+    return answer
+
+
+class Program:
+    """A recorded, validated pass: its slots, patches, checks and the region table."""
+
+    __slots__ = ("slots", "where", "operand", "offset", "table", "team", "checks", "shape", "keep")
+
+    def __init__(self, slots, where, operand, offset, table, team, checks, shape, keep) -> None:
+        self.slots, self.where, self.operand, self.offset = slots, where, operand, offset
+        self.table, self.team, self.checks, self.shape, self.keep = table, team, checks, shape, keep
+
+    def run(self, inputs: Sequence[Optional[torch.Tensor]], out: torch.Tensor) -> bool:
+        """Run on ``inputs`` into ``out``; whether every check gave its recorded answer."""
+        b = [0, 0, 0, 0]
+        for i, t in enumerate(inputs):
+            if t is not None:
+                b[i] = t.data_ptr()
+        b[len(inputs)] = out.data_ptr()
+        native = _regions._native
+        _launch(self.slots, self.where, self.operand, self.offset, b[0], b[1], b[2], b[3], native.parallel_address,
+                _chain(), self.table, self.team)
+        for test, which, answer in self.checks:
+            if type(which) is int:
+                t = out if which == len(inputs) else inputs[which]
+                a = (t.detach() if t.requires_grad else t).numpy()
+            else:
+                a = which
+            if bool(test(a)) != answer:
+                return False
+        return True
+
+
+def _operand(ranges: Sequence[Tuple[int, int]], address: int, nbytes: int) -> int:
+    """The index of the range holding ``nbytes`` at ``address``; -1 if none."""
+    for i, (base, size) in enumerate(ranges):
+        if base <= address and address + nbytes <= base + size and size:
+            return i
+    return -1
+
+
+def _finish(rec: _Recorder, inputs: Sequence[Optional[torch.Tensor]], out: torch.Tensor) -> Optional[Program]:
+    """The program of a recorded call, or None where it cannot be expressed."""
+    if not rec.ok or not rec.steps or len(inputs) > 3:
+        return None
+    tensors = list(inputs) + [out]
+    ranges = [(0, 0) if t is None else (t.data_ptr(), t.numel() * t.element_size()) for t in tensors]
+    sizes = [d.size for _, d, _ in rec.steps]
+    starts = np.cumsum([0] + sizes)
+    slots = np.concatenate([d for _, d, _ in rec.steps])
+    where, operand, offset, keep = [], [], [], []
+    for (address, d, arrays), start in zip(rec.steps, starts):
+        for slot, a in arrays:
+            k = _operand(ranges, int(d[slot]), a.nbytes)
+            if k >= 0:
+                where.append(start + slot)
+                operand.append(k)
+                offset.append(int(d[slot]) - ranges[k][0])
+            else:
+                keep.append(a)
+    checks = []
+    for test, a, answer in rec.checks:
+        k = _operand(ranges, a.ctypes.data, a.nbytes)
+        if k >= 0:
+            if a.ctypes.data != ranges[k][0] or a.nbytes != ranges[k][1]:
+                return None  # only whole tensors are checked again
+            checks.append((test, k, answer))
+        elif any(a is b for b in keep):
+            checks.append((test, a, answer))  # flags the regions write
+        else:
+            return None
+    table = np.zeros(2 + 2 * len(rec.steps), dtype=np.int64)
+    table[0], table[1] = len(rec.steps), _regions._native.barrier_address
+    for s, ((address, _, _), start) in enumerate(zip(rec.steps, starts)):
+        table[2 + 2 * s] = address
+        table[3 + 2 * s] = slots.ctypes.data + 8 * int(start)
+    team = max(rec.team, int(_regions._native.max_threads()))
+    return Program(slots, np.array(where, dtype=np.int64), np.array(operand, dtype=np.int64),
+                   np.array(offset, dtype=np.int64), table, team, checks, tuple(out.shape), keep)
+
+
+def _programs() -> Dict[Any, Any]:
+    progs = getattr(_local, "programs", None)
+    if progs is None:
+        progs = _local.programs = {}
+    return progs
+
+
+def invalidate() -> None:
+    """Drop the calling thread's programs (a scratch buffer they hold was replaced or released)."""
+    if getattr(_local, "programs", None):
+        _local.programs = {}
+
+
+clear = invalidate
+
+#: Markers in the per-thread table: seen once / cannot be replayed.
+_SEEN, _NEVER = 1, 2
+
+
+def _eligible(inputs: Sequence[Optional[torch.Tensor]]) -> bool:
+    for t in inputs:
+        if t is not None and (t.is_neg() or not t.is_contiguous()):
+            return False
+    return _regions.enabled() and getattr(_local, "rec", None) is None
+
+
+def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch.Tensor], ...], args: tuple,
+         new_output: Callable[[torch.Tensor, Tuple[int, ...], int], torch.Tensor]) -> torch.Tensor:
+    """``fn(*inputs, *args)``, replayed from its program where ``key`` (which must determine
+    everything ``fn`` decides before looking at data) has a validated one.
+
+    ``inputs``: at most three tensors (or None), contiguous; ``fn`` returns a new contiguous
+    tensor, which a replay allocates with ``new_output(inputs[0], shape, numel)``."""
+    if not _eligible(inputs):
+        return fn(*inputs, *args)
+    progs = _programs()
+    prog = progs.get(key)
+    if type(prog) is Program:
+        out = new_output(inputs[0], prog.shape, _numel(prog.shape))
+        if prog.run(inputs, out):
+            return out
+        del progs[key]  # a check answered otherwise: the normal path decides (recorded again later)
+        return fn(*inputs, *args)
+    if prog is None:
+        if len(progs) >= MAX_PROGRAMS:
+            progs.clear()
+        progs[key] = _SEEN
+        return fn(*inputs, *args)
+    if prog == _NEVER:
+        return fn(*inputs, *args)
+    rec = _local.rec = _Recorder()
+    _recording[0] += 1
+    try:
+        out = fn(*inputs, *args)
+    finally:
+        _recording[0] -= 1
+        _local.rec = None
+    prog = _finish(rec, inputs, out) if out.is_contiguous() else None
+    progs = _programs()  # (a scratch buffer may have grown meanwhile)
+    progs[key] = prog if prog is not None and _validate(prog, fn, inputs, args, new_output) else _NEVER
+    return out
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+#: The calling thread's scratch buffers, as raw byte arrays (set by :mod:`fastconv.cpu._scratch`).
+scratch_buffers: Callable[[], List[np.ndarray]] = list
+
+
+def _validate(prog: Program, fn, inputs, args, new_output) -> bool:
+    """Whether ``prog`` on fresh random inputs gives, bit for bit, what ``fn`` gives.  The scratch
+    buffers it holds are filled with NaN first: a replay that relied on scratch contents written
+    outside its regions (which another pass may overwrite before the next replay) fails."""
+    for buf in scratch_buffers():
+        if any(np.may_share_memory(buf, a) for a in prog.keep):
+            buf.fill(0xFF)  # every float in it a NaN
+    alt = tuple(None if t is None else torch.rand(t.shape, dtype=t.dtype) for t in inputs)
+    got = new_output(alt[0], prog.shape, _numel(prog.shape))
+    got.fill_(float("nan"))
+    if not prog.run(alt, got):
+        return False
+    ref = fn(*alt, *args)
+    return ref.shape == got.shape and ref.dtype == got.dtype and bool(torch.equal(ref, got))
