@@ -32,6 +32,7 @@ deterministic (the same ranges on the same threads).  Programs need native regio
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -43,11 +44,15 @@ from numba.extending import intrinsic
 
 from . import _regions
 from ._numba import njit
+from ._regions import ptr_B, ptr_d, ptr_f
+from .cpu._reduce import finite
 
-__all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "MAX_PROGRAMS"]
+__all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "MAX_PROGRAMS", "CLEAR", "FINITE"]
 
 #: Programs kept per thread (signatures past it clear the thread's programs).
 MAX_PROGRAMS = 512
+#: Kinds of :func:`check`: flags a kernel sets (uint8, all clear?) and floats (all finite?).
+CLEAR, FINITE = 0, 1
 
 _local = threading.local()
 #: Threads recording now (a fast test on every region: zero almost always).
@@ -120,14 +125,32 @@ def _chain() -> int:
 
 
 @njit(cache=True, nogil=True)
-def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table, team):  # pragma: no cover
-    """Patch the operands' addresses ``b0..b3`` (plus each slot's byte offset) into the slots,
-    then run the program's region."""
+def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table, team, checks):  # pragma: no cover
+    """Patch the operands' addresses ``b0..b3`` (plus each slot's byte offset) into the slots, run
+    the program's region, then its checks; whether each gave its recorded answer.  A check row is
+    (kind, target, count, answer): :data:`CLEAR` -- the ``count`` flag bytes at address ``target``
+    are all zero -- or :data:`FINITE` -- the ``count`` elements of operand ``target`` are finite,
+    float32 (kind 1) or float64 (kind 2)."""
     for i in range(where.size):
         k = operand[i]
         base = b0 if k == 0 else (b1 if k == 1 else (b2 if k == 2 else b3))
         slots[where[i]] = base + offset[i]
     _call_parallel(parallel, body, table.ctypes.data, team)
+    ok = True
+    for r in range(checks.shape[0]):
+        kind, target, count = checks[r, 0], checks[r, 1], checks[r, 2]
+        if kind == CLEAR:
+            flags = carray(ptr_B(target), count)
+            v = True
+            for i in range(count):
+                if flags[i] != 0:
+                    v = False
+        else:
+            base = b0 if target == 0 else (b1 if target == 1 else (b2 if target == 2 else b3))
+            v = finite(carray(ptr_f(base), count)) if kind == FINITE else finite(carray(ptr_d(base), count))
+        if v != (checks[r, 3] != 0):
+            ok = False
+    return ok
 
 
 class _Recorder:
@@ -167,10 +190,12 @@ def deny() -> None:
         rec.ok = False
 
 
-def check(test: Callable[[np.ndarray], bool], a: np.ndarray) -> bool:
-    """``test(a)``, a data-dependent decision of the pass: recorded, with its answer, when
-    recording (``a`` must be a whole tensor of the call, or an array the regions write); any
-    regions ``test`` runs are not part of the pass."""
+def check(kind: int, a: np.ndarray, test: Callable[[np.ndarray], bool]) -> bool:
+    """``test(a)``, a data-dependent decision of the pass, which must be ``kind``'s question about
+    ``a``: :data:`CLEAR` (no flag set in the uint8 array ``a``, which the regions write) or
+    :data:`FINITE` (no infinity or NaN in ``a``, the whole of one of the call's tensors).  When
+    recording, the answer is recorded (and replays ask again, in compiled code); regions that
+    ``test`` runs are not part of the pass."""
     rec = recorder()
     if rec is None:
         return test(a)
@@ -179,7 +204,7 @@ def check(test: Callable[[np.ndarray], bool], a: np.ndarray) -> bool:
         answer = bool(test(a))
     finally:
         rec.paused -= 1
-    rec.checks.append((test, a, answer))
+    rec.checks.append((kind, a, answer))
     return answer
 
 
@@ -199,18 +224,8 @@ class Program:
             if t is not None:
                 b[i] = t.data_ptr()
         b[len(inputs)] = out.data_ptr()
-        native = _regions._native
-        _launch(self.slots, self.where, self.operand, self.offset, b[0], b[1], b[2], b[3], native.parallel_address,
-                _chain(), self.table, self.team)
-        for test, which, answer in self.checks:
-            if type(which) is int:
-                t = out if which == len(inputs) else inputs[which]
-                a = (t.detach() if t.requires_grad else t).numpy()
-            else:
-                a = which
-            if bool(test(a)) != answer:
-                return False
-        return True
+        return _launch(self.slots, self.where, self.operand, self.offset, b[0], b[1], b[2], b[3],
+                       _regions._native.parallel_address, _chain(), self.table, self.team, self.checks)
 
 
 def _operand(ranges: Sequence[Tuple[int, int]], address: int, nbytes: int) -> int:
@@ -241,14 +256,13 @@ def _finish(rec: _Recorder, inputs: Sequence[Optional[torch.Tensor]], out: torch
             else:
                 keep.append(a)
     checks = []
-    for test, a, answer in rec.checks:
+    for kind, a, answer in rec.checks:
         k = _operand(ranges, a.ctypes.data, a.nbytes)
-        if k >= 0:
-            if a.ctypes.data != ranges[k][0] or a.nbytes != ranges[k][1]:
-                return None  # only whole tensors are checked again
-            checks.append((test, k, answer))
-        elif any(a is b for b in keep):
-            checks.append((test, a, answer))  # flags the regions write
+        if kind == FINITE and k >= 0 and a.ctypes.data == ranges[k][0] and a.nbytes == ranges[k][1] \
+                and a.dtype in (np.float32, np.float64):  # a whole tensor of the call
+            checks.append((FINITE + (a.dtype == np.float64), k, a.size, answer))
+        elif kind == CLEAR and k < 0 and a.dtype == np.uint8 and a.flags.c_contiguous and any(a is b for b in keep):
+            checks.append((CLEAR, a.ctypes.data, a.size, answer))  # flags the regions write
         else:
             return None
     table = np.zeros(2 + 2 * len(rec.steps), dtype=np.int64)
@@ -258,7 +272,8 @@ def _finish(rec: _Recorder, inputs: Sequence[Optional[torch.Tensor]], out: torch
         table[3 + 2 * s] = slots.ctypes.data + 8 * int(start)
     team = max(rec.team, int(_regions._native.max_threads()))
     return Program(slots, np.array(where, dtype=np.int64), np.array(operand, dtype=np.int64),
-                   np.array(offset, dtype=np.int64), table, team, checks, tuple(out.shape), keep)
+                   np.array(offset, dtype=np.int64), table, team, np.array(checks, dtype=np.int64).reshape(-1, 4),
+                   tuple(out.shape), keep)
 
 
 def _programs() -> Dict[Any, Any]:
@@ -288,12 +303,14 @@ def _eligible(inputs: Sequence[Optional[torch.Tensor]]) -> bool:
 
 
 def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch.Tensor], ...], args: tuple,
-         new_output: Callable[[torch.Tensor, Tuple[int, ...], int], torch.Tensor]) -> torch.Tensor:
+         new_output: Callable[[torch.Tensor, Tuple[int, ...], int], torch.Tensor],
+         discard: Callable[[torch.Tensor], None] = lambda t: None) -> torch.Tensor:
     """``fn(*inputs, *args)``, replayed from its program where ``key`` (which must determine
     everything ``fn`` decides before looking at data) has a validated one.
 
     ``inputs``: at most three tensors (or None), contiguous; ``fn`` returns a new contiguous
-    tensor, which a replay allocates with ``new_output(inputs[0], shape, numel)``."""
+    tensor, which a replay allocates with ``new_output(inputs[0], shape, numel)``; ``discard(t)``
+    is told of the validation's temporary outputs (so that an output pool does not keep them)."""
     if not _eligible(inputs):
         return fn(*inputs, *args)
     progs = _programs()
@@ -319,8 +336,8 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
         _recording[0] -= 1
         _local.rec = None
     prog = _finish(rec, inputs, out) if out.is_contiguous() else None
-    progs = _programs()  # (a scratch buffer may have grown meanwhile)
-    progs[key] = prog if prog is not None and _validate(prog, fn, inputs, args, new_output) else _NEVER
+    ok = prog is not None and _validate(prog, fn, inputs, args, discard)
+    _programs()[key] = prog if ok else _NEVER  # (a scratch buffer may have grown meanwhile: a new table)
     return out
 
 
@@ -335,7 +352,7 @@ def _numel(shape: Sequence[int]) -> int:
 scratch_buffers: Callable[[], List[np.ndarray]] = list
 
 
-def _validate(prog: Program, fn, inputs, args, new_output) -> bool:
+def _validate(prog: Program, fn, inputs, args, discard) -> bool:
     """Whether ``prog`` on fresh random inputs gives, bit for bit, what ``fn`` gives.  The scratch
     buffers it holds are filled with NaN first: a replay that relied on scratch contents written
     outside its regions (which another pass may overwrite before the next replay) fails."""
@@ -343,9 +360,26 @@ def _validate(prog: Program, fn, inputs, args, new_output) -> bool:
         if any(np.may_share_memory(buf, a) for a in prog.keep):
             buf.fill(0xFF)  # every float in it a NaN
     alt = tuple(None if t is None else torch.rand(t.shape, dtype=t.dtype) for t in inputs)
-    got = new_output(alt[0], prog.shape, _numel(prog.shape))
-    got.fill_(float("nan"))
+    got = torch.full(prog.shape, float("nan"), dtype=inputs[0].dtype)
     if not prog.run(alt, got):
         return False
     ref = fn(*alt, *args)
-    return ref.shape == got.shape and ref.dtype == got.dtype and bool(torch.equal(ref, got))
+    discard(ref)
+    same = ref.shape == got.shape and ref.dtype == got.dtype and bool(torch.equal(ref, got))
+    del alt, got, ref
+    _trim()
+    return same
+
+
+def _libc_trim() -> Callable[[], None]:
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        return lambda: fn(0) and None
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+
+
+#: Give the validation's temporaries (inputs and outputs of a pass, several megabytes) back to the
+#: system: glibc keeps freed heap memory mapped, and the process's peak would stay higher.
+_trim = _libc_trim()

@@ -27,6 +27,7 @@ from .._threads import parallel_for
 from ._direct import MR, NV
 from ._lanes import block_places
 from ._reduce import finite
+from ._scratch import scratch
 from ._simd import copy_short, gemm_tile, transform2d, transpose_tile
 
 __all__ = ["BT", "G", "AT", "pack_weights", "unpack_weight_grad", "forward", "weight"]
@@ -73,6 +74,9 @@ def _pack_weights(w, transposed, flip, obs, Up, t0, t1):  # pragma: no cover - n
                 _gwg_row(0.5 * (w00 - w10 + w20), 0.5 * (w01 - w11 + w21), 0.5 * (w02 - w12 + w22), Up,
                          base + 8 * stride, stride)
                 _gwg_row(w20, w21, w22, Up, base + 12 * stride, stride)
+            for m in range(max(0, O - ob * MR), MR):  # the rows past O of the last block
+                for xi in range(16):
+                    Up[(ob * C + c) * MR + m + xi * stride] = 0
 
 
 #: Elements between the 16 ``xi`` slices of the packed weights beyond their size: one cache line,
@@ -82,7 +86,8 @@ XI_PAD = 16
 
 
 def pack_weights(w: np.ndarray, opad: int, flip: bool = False) -> np.ndarray:
-    """``U = G w G^T`` for every (o, c), packed [xi, o-block, c, MR] (zero rows past O), flat, ``w``'s dtype;
+    """``U = G w G^T`` for every (o, c), packed [xi, o-block, c, MR] (zero rows past O), flat, ``w``'s dtype,
+    in the calling thread's scratch slot ``'wino_weights'``;
     slice ``xi`` starts at ``xi * (len(Up) // 16)`` (the slices are :data:`XI_PAD` elements apart).
     ``w`` (O, C, 3, 3) may be the channel-swapped view ``w.transpose(1, 0, 2, 3)`` of a contiguous
     array (the input gradient's): it is read in place, as are the kernels rotated by 180 degrees
@@ -92,9 +97,7 @@ def pack_weights(w: np.ndarray, opad: int, flip: bool = False) -> np.ndarray:
     base = w.transpose(1, 0, 2, 3) if transposed else np.ascontiguousarray(w)
     obs = opad // MR
     size = opad * C + XI_PAD
-    Up = np.empty(16 * size, dtype=w.dtype)
-    if O < opad:  # the rows past O of the last block
-        Up.reshape(16, size)[:, :opad * C].reshape(16, obs, C, MR)[:, obs - 1, :, O - (obs - 1) * MR:] = 0
+    Up = scratch("wino_weights", 16 * size, w.dtype)
     parallel_for(_pack_weights, obs, base, transposed, flip, obs, Up, work=16 * opad * C * 4)
     return Up
 

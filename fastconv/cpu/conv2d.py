@@ -73,7 +73,7 @@ def all_finite(a: np.ndarray) -> bool:
     """Whether ``a`` holds no infinity and no NaN (a transposed view is read in place, not copied;
     a large array in chunks on the thread team: 256 x 256 x 3x3 float32 weights 56 -> 33 us hot).
     A decision on data: a recorded pass asks it again on every replay (:func:`fastconv._programs.check`)."""
-    return _programs.check(_scan_finite, a)
+    return _programs.check(_programs.FINITE, a, _scan_finite)
 
 
 def _no_flags(a: np.ndarray) -> bool:
@@ -397,7 +397,7 @@ def _forward_winograd(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> bo
     bad = np.zeros(geo.o, dtype=np.uint8)
     parallel_for(_winograd.forward, (lanes.bh // 2) * (lanes.width // _tile(xa.dtype)), P, Up, bias, outa, bad, opad,
                  lanes.BY, lanes.BX, lanes.bh, lanes.bw, macs=geo.macs)
-    return _programs.check(_no_flags, bad)
+    return _programs.check(_programs.CLEAR, bad, _no_flags)
 
 
 def _depthwise_plane(geo: Geometry) -> Tuple[_rows.Rows, np.ndarray]:
@@ -505,7 +505,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     key = ("forward", x.shape, weight.shape, bias is None, x.dtype, *stride, *padding, *dilation, groups, *out_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_forward, key, (x, weight, bias), (stride, padding, dilation, groups, out_hw),
-                          _outputs.new)
+                          _outputs.new, _outputs.discard)
 
 
 def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
@@ -784,7 +784,7 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     key = ("backward_input", grad_out.shape, weight.shape, bias is None, grad_out.dtype, *stride, *padding, *dilation,
            groups, *in_hw, num_threads(), forced_name())
     return _programs.call(_conv2d_backward_input, key, (grad_out, weight, bias),
-                          (stride, padding, dilation, groups, in_hw), _outputs.new)
+                          (stride, padding, dilation, groups, in_hw), _outputs.new, _outputs.discard)
 
 
 def _conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -891,7 +891,7 @@ def _weight_gather(A, offs, sa, B, sb, geo: Geometry, dtype, dw) -> bool:
     L = 64 // outT.itemsize
     bad = np.empty(-(-geo.o // L), dtype=np.uint8)
     parallel_for(_wgrad.transpose_into, bad.size, outT[0], dw.reshape(geo.o, geo.k), bad, work=dw.size)
-    return _programs.check(_no_flags, bad)
+    return _programs.check(_programs.CLEAR, bad, _no_flags)
 
 
 def _gather_width(o: int, dtype, wide: bool = False) -> int:
@@ -959,7 +959,7 @@ def _weight_rows(xa, ga, geo: Geometry, dw) -> Optional[bool]:
     kp = offs.size // geo.groups
     sg, sx = _row_steps(geo.n, geo.groups * ogp, geo.oh, owp, lanes, rows.img, rows.wq)
     slots = ROW_SLOTS if geo.o <= ROW_SLOTS_MAX_CHANNELS else 1
-    out = np.empty(slots * geo.groups * ogp * kp, dtype=xa.dtype)  # weight_tiles writes all of it
+    out = scratch("acc", slots * geo.groups * ogp * kp, xa.dtype)  # weight_tiles writes all of it
     oblocks = geo.groups * (ogp // mrw)
     kgroups = _wgrad.tap_groups(oblocks, kp, num_threads())
     parallel_for(_wgrad.weight_tiles, slots * oblocks * kgroups, G.reshape(-1), geo.oh * owp, X, offs, sg, sx,
@@ -1114,7 +1114,12 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     key = ("backward_weight", x.shape, grad_out.shape, x.dtype, *stride, *padding, *dilation, groups, *kernel_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_backward_weight, key, (x, grad_out), (stride, padding, dilation, groups, kernel_hw),
-                          _outputs.new)
+                          _new_weight_grad)
+
+
+def _new_weight_grad(like: torch.Tensor, shape: Tuple[int, ...], numel: int) -> torch.Tensor:
+    """A replayed weight gradient's tensor, as the pass allocates it (weights are small: not pooled)."""
+    return torch.empty(shape, dtype=like.dtype)
 
 
 def _conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
