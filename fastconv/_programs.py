@@ -28,11 +28,12 @@ buffer is reallocated or released (:func:`invalidate`).
 Rules for passes (checked by the validation, not assumed): no data read or written outside
 native regions; data-dependent decisions only through :func:`check`; kernel results are
 deterministic (the same ranges on the same threads).  Programs need native regions
-(:func:`fastconv._regions.enabled`).
+(:func:`fastconv._regions.enabled`); ``FASTCONV_PROGRAMS=0`` turns them off.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -51,12 +52,15 @@ __all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "MAX_PROG
 
 #: Programs kept per thread (signatures past it clear the thread's programs).
 MAX_PROGRAMS = 512
+#: ``FASTCONV_PROGRAMS=0`` (environment, read at import) turns recording and replays off.
+ENABLED = os.environ.get("FASTCONV_PROGRAMS", "1") != "0"
 #: Kinds of :func:`check`: flags a kernel sets (uint8, all clear?) and floats (all finite?).
 CLEAR, FINITE = 0, 1
 
 _local = threading.local()
-#: Threads recording now (a fast test on every region: zero almost always).
+#: Threads recording now (a fast test on every region: zero almost always), under its lock.
 _recording = [0]
+_recording_lock = threading.Lock()
 
 
 @intrinsic
@@ -299,7 +303,7 @@ def _eligible(inputs: Sequence[Optional[torch.Tensor]]) -> bool:
     for t in inputs:
         if t is not None and (t.is_neg() or not t.is_contiguous()):
             return False
-    return _regions.enabled() and getattr(_local, "rec", None) is None
+    return ENABLED and _regions.enabled() and getattr(_local, "rec", None) is None
 
 
 def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch.Tensor], ...], args: tuple,
@@ -329,11 +333,13 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
     if prog == _NEVER:
         return fn(*inputs, *args)
     rec = _local.rec = _Recorder()
-    _recording[0] += 1
+    with _recording_lock:
+        _recording[0] += 1
     try:
         out = fn(*inputs, *args)
     finally:
-        _recording[0] -= 1
+        with _recording_lock:
+            _recording[0] -= 1
         _local.rec = None
     prog = _finish(rec, inputs, out) if out.is_contiguous() else None
     ok = prog is not None and _validate(prog, fn, inputs, args, discard)

@@ -22,8 +22,9 @@ def empty_cache() -> None:
     """Free the memory fastconv's CPU kernels keep for their next calls.
 
     Two kinds are kept: the calling thread's scratch buffers (the packed operands of the
-    convolution engine, :mod:`fastconv.cpu._scratch`) and the pool of output storages whose
-    pages stay mapped (:mod:`fastconv.cpu._outputs`; sized by ``FASTCONV_OUTPUT_POOL_MB``).
+    convolution engine, :mod:`fastconv.cpu._scratch`, with the recorded passes that run on them,
+    :mod:`fastconv._programs`) and the pool of output storages whose pages stay mapped
+    (:mod:`fastconv.cpu._outputs`; sized by ``FASTCONV_OUTPUT_POOL_MB``).
     Storages of tensors still alive stay pooled until a later call finds them free; like
     :func:`torch.cuda.empty_cache`, this never invalidates a tensor.
 

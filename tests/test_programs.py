@@ -1,4 +1,7 @@
 """Recorded passes (fastconv._programs): replays follow new data, checks, validation, invalidation."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -7,7 +10,7 @@ import torch
 import torch.nn.functional as TF
 
 from fastconv import _programs, _regions
-from fastconv.cpu import _direct, _scratch
+from fastconv.cpu import _direct, _scratch, conv_plan
 from fastconv.cpu import conv2d as C
 from fastconv.cpu._scratch import scratch
 from fastconv.cpu.conv_plan import forced
@@ -136,3 +139,22 @@ def test_programs_are_per_thread():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_replan_and_the_environment_turn_programs_off():
+    """Recalibrated rules (:func:`conv_plan.replan`) drop the recorded passes; ``FASTCONV_PROGRAMS=0``
+    records none."""
+    x = torch.randn(2, 3, 1, 40)
+    for _ in range(2):
+        _programs.call(_copy_pass, "k", (x,), ("",), lambda like, shape, n: like.new_empty(shape))
+    assert _programs._programs()
+    conv_plan.replan()
+    assert _programs._programs() == {}
+    code = ("import torch; from fastconv import _programs; from fastconv.cpu import conv2d as C\n"
+            "x, w = torch.randn(4, 8, 16, 16), torch.randn(16, 8, 3, 3)\n"
+            "ys = [C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (16, 16)) for _ in range(4)]\n"
+            "assert all(torch.equal(y, ys[0]) for y in ys)\n"
+            "print(_programs.ENABLED, len(_programs._programs()))")
+    env = dict(os.environ, FASTCONV_PROGRAMS="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "0"]
