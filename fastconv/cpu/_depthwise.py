@@ -162,6 +162,15 @@ def weight(x, g, offs, steps, dw, m, sy, sx, hq, wq, pt, pl, cols, t0, t1):  # p
 
 
 @njit(cache=True, nogil=True)
+def gather_weights(w, widx, Wq, t0, t1):  # pragma: no cover - numba
+    """Wq[c, f, t] = w[c, widx[f, t]] for the channels [t0, t1) (``w`` (C, m * kh * kw))."""
+    for c in range(t0, t1):
+        for f in range(widx.shape[0]):
+            for t in range(widx.shape[1]):
+                Wq[c, f, t] = w[c, widx[f, t]]
+
+
+@njit(cache=True, nogil=True)
 def backward_input(g, Wq, offs, ntaps, meta, Bp, dx, m, top, left, wq, span, t0, t1):  # pragma: no cover - numba
     """Planes [t0, t1) (``n * C + c``) of the input gradient of a depthwise convolution, any
     stride: the sum over its ``m`` output channels of each output-gradient plane spread back

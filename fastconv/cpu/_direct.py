@@ -166,6 +166,33 @@ def _pack_bias(bias, has_bias, og, bp, t0, t1):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def transpose_groups(w, groups, out, t0, t1):  # pragma: no cover - numba
+    """out[g * cg + c, j] = w[g * og + j, c] (kernels copied whole) for the rows [t0, t1) of ``w``
+    (O, cg, kh, kw); ``out`` (groups * cg, og, kh, kw)."""
+    O, cg = w.shape[0], w.shape[1]
+    og = O // groups
+    for o in range(t0, t1):
+        g = o // og
+        j = o - g * og
+        for c in range(cg):
+            src = w[o, c]
+            dst = out[g * cg + c, j]
+            for y in range(src.shape[0]):
+                for x in range(src.shape[1]):
+                    dst[y, x] = src[y, x]
+
+
+@njit(cache=True, nogil=True)
+def select_taps(w, ty, tx, out, t0, t1):  # pragma: no cover - numba
+    """out[o, c, i, j] = w[o, c, ty[i], tx[j]] for the rows [t0, t1) of ``w`` (O, cg, kh, kw)."""
+    for o in range(t0, t1):
+        for c in range(w.shape[1]):
+            for i in range(ty.size):
+                for j in range(tx.size):
+                    out[o, c, i, j] = w[o, c, ty[i], tx[j]]
+
+
+@njit(cache=True, nogil=True)
 def crop_planes(Z, wq, out, t0, t1):  # pragma: no cover - numba
     """out[n, o] = the first ``OW`` columns of each ``wq``-wide row of the flat plane Z[n, o, 0],
     for the planes [t0, t1) (``out`` (N, O, OH, OW))."""

@@ -634,13 +634,19 @@ def _patch_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
 
 def _transposed(wa: np.ndarray, groups: int) -> np.ndarray:
     """``wa`` (O, C/g, kh, kw) with the channel roles swapped within each group: (C, O/g, kh, kw)
-    (a view when ``groups == 1``: the packing reads any strides)."""
+    (a view when ``groups == 1``: the packing reads any strides; else a copy, by a kernel)."""
     if groups == 1:
         return wa.transpose(1, 0, 2, 3)
     o, cg, kh, kw = wa.shape
-    og = o // groups
-    w = wa.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(w).reshape(groups * cg, og, kh, kw)
+    out = np.empty((groups * cg, o // groups, kh, kw), dtype=wa.dtype)
+    parallel_for(_direct.transpose_groups, o, wa, groups, out, work=wa.size)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _index(values: Tuple[int, ...]) -> np.ndarray:
+    """``values`` as an int64 array (memoised: do not write)."""
+    return np.array(values, dtype=np.int64)
 
 
 def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
@@ -679,7 +685,10 @@ def _backward_input_phases(ga, wa, ba, geo: Geometry, dx) -> None:
         k = geo.og * len(py.taps) * len(px.taps)
         size = py.count * pitch[key]
         mr, _ = rows_blocking(geo.cg, size if flat[key] else px.count, ga.dtype)
-        wp = _direct.pack_weights(_transposed(wa[:, :, py.taps][:, :, :, px.taps], geo.groups), geo.groups, mr)
+        taps = np.empty((geo.o, geo.cg, len(py.taps), len(px.taps)), dtype=wa.dtype)  # the phase's taps
+        parallel_for(_direct.select_taps, geo.o, wa, _index(tuple(py.taps)), _index(tuple(px.taps)), taps,
+                     work=taps.size)
+        wp = _direct.pack_weights(_transposed(taps, geo.groups), geo.groups, mr)
         bp = _direct.pack_bias(ba, c, geo.groups, ga.dtype, mr)
         obs = _direct.blocks(geo.cg, mr)
         z = Z[zoff[key]:zoff[key] + n * c * size]
@@ -744,7 +753,8 @@ def _backward_input_depthwise(ga, wa, ba, geo: Geometry, dx) -> None:
     (:func:`fastconv.cpu._depthwise.backward_input`)."""
     n, c = dx.shape[:2]
     offs, widx, ntaps, meta, top, left, wq, span = _depthwise_phases(geo, ga.itemsize)
-    Wq = np.ascontiguousarray(wa.reshape(c, -1)[:, widx])  # (c, phases, taps)
+    Wq = np.empty((c,) + widx.shape, dtype=wa.dtype)  # (c, phases, taps)
+    parallel_for(_depthwise.gather_weights, c, wa.reshape(c, -1), widx, Wq, work=Wq.size)
     bp = np.zeros(c, dtype=ga.dtype) if ba is None else ba
     parallel_for(_depthwise.backward_input, n * c, ga, Wq, offs, ntaps, meta, bp, dx, geo.og, top, left, wq, span,
                  macs=geo.macs)
