@@ -8,7 +8,8 @@ layer's forward+backward spent 0.84 of its 3.56 ms outside the kernels' regions)
 
 :func:`call` runs a pass ``fn(*inputs, *args)`` and, from the second call of a signature
 (``key``) on, records it: every native region the pass runs (kernel entry point and argument
-slots), and every check it makes on data (:func:`check`).  A recorded program is then
+slots), and every check it makes on data (:func:`check`); the first call of a signature runs
+plainly, so one-off shapes pay nothing.  A recorded program is then
 *validated* once: replayed on random inputs (into an output filled with NaN) and compared bit
 for bit with ``fn`` run normally on the same inputs.  Anything the pass does outside its native
 regions -- a NumPy or torch operation on the data, a copy kept from an earlier call, a Python
@@ -162,7 +163,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.steps: List[Tuple[int, np.ndarray, List[Tuple[int, np.ndarray]]]] = []
-        self.checks: List[Tuple[Callable[[np.ndarray], bool], np.ndarray, bool]] = []
+        self.checks: List[Tuple[int, np.ndarray, bool]] = []  # (kind, array, answer)
         self.team = 1
         self.ok = True
         self.paused = 0

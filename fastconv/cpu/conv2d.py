@@ -28,6 +28,14 @@ reduction has no such lanes (gathered, or rows of whole vectors).  Winograd, who
 transforms mix neighbouring pixels, checks its own output and leaves a non-finite one to the
 direct layouts; input gradients of non-finite weights scatter through im2col (the direct
 layouts would multiply the output gradient's zero padding by them: NaN where torch has none).
+
+A planned pass (not the tiny ones) is recorded on its second call with the same signature and
+replayed from then on (:mod:`fastconv._programs`): its packing, kernels and unpacking in one
+compiled call, its data checks (non-finite weights, Winograd's result) asked again in compiled
+code.  So everything a pass does to data runs in kernels -- the bias and weight packings, the
+crops, the partial sums -- and decisions on data go through :func:`all_finite` or
+:func:`fastconv._programs.check`; a pass that breaks this (the BLAS products of 1x1 and patch
+convolutions) fails the recording's validation and keeps running as written.
 """
 from __future__ import annotations
 
