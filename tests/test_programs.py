@@ -158,3 +158,17 @@ def test_replan_and_the_environment_turn_programs_off():
     env = dict(os.environ, FASTCONV_PROGRAMS="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "0"]
+
+
+def test_large_passes_are_not_recorded(monkeypatch):
+    """A pass whose validation would allocate more than MAX_VALIDATION_BYTES keeps the normal path."""
+    x = torch.randn(2, 3, 1, 40)
+    monkeypatch.setattr(_programs, "MAX_VALIDATION_BYTES", 2 * x.numel() * 4 - 1)
+    for _ in range(3):
+        got = _programs.call(_copy_pass, "big", (x,), ("",), lambda like, shape, n: like.new_empty(shape))
+        assert torch.equal(got, x)
+    assert _programs._programs()["big"] is _programs._NEVER
+    monkeypatch.setattr(_programs, "MAX_VALIDATION_BYTES", 2 * x.numel() * 4)
+    for _ in range(3):
+        _programs.call(_copy_pass, "small", (x,), ("",), lambda like, shape, n: like.new_empty(shape))
+    assert type(_programs._programs()["small"]) is _programs.Program

@@ -44,7 +44,7 @@ import torch
 
 from ._scratch import _HUGE
 
-__all__ = ["empty", "new", "discard", "release", "held_bytes", "POOL_MIN_BYTES", "POOL_MAX_BYTES"]
+__all__ = ["empty", "new", "release", "held_bytes", "POOL_MIN_BYTES", "POOL_MAX_BYTES"]
 
 #: Outputs smaller than this (bytes) come straight from torch.
 POOL_MIN_BYTES = 256 << 10
@@ -174,19 +174,6 @@ def _evict(need: int) -> bool:
         if need <= 0:
             return True
     return False
-
-
-def discard(t: torch.Tensor) -> None:
-    """Take ``t``'s storage out of the pool (if it is there): a temporary's, freed with it instead
-    of kept for the next output (a recorded pass's validation, :mod:`fastconv._programs`)."""
-    storage = t.untyped_storage()
-    with _lock:
-        bucket = _pool.get(storage.nbytes(), [])
-        for i, s in enumerate(bucket):
-            if s.data_ptr() == storage.data_ptr():
-                del bucket[i]
-                _held[0] -= storage.nbytes()
-                return
 
 
 def release() -> None:

@@ -513,7 +513,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     key = ("forward", x.shape, weight.shape, bias is None, x.dtype, *stride, *padding, *dilation, groups, *out_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_forward, key, (x, weight, bias), (stride, padding, dilation, groups, out_hw),
-                          _outputs.new, _outputs.discard)
+                          _outputs.new)
 
 
 def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
@@ -802,7 +802,7 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     key = ("backward_input", grad_out.shape, weight.shape, bias is None, grad_out.dtype, *stride, *padding, *dilation,
            groups, *in_hw, num_threads(), forced_name())
     return _programs.call(_conv2d_backward_input, key, (grad_out, weight, bias),
-                          (stride, padding, dilation, groups, in_hw), _outputs.new, _outputs.discard)
+                          (stride, padding, dilation, groups, in_hw), _outputs.new)
 
 
 def _conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
