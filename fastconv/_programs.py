@@ -382,7 +382,8 @@ def _validate(prog: Program, fn, inputs, args) -> bool:
     dtype = tensors[0].dtype
     if any(t.dtype != dtype for t in tensors):
         return False
-    values = _mapped(max(t.numel() for t in tensors), dtype).uniform_()
+    # (a generator of its own: the validation must not move the user's random stream)
+    values = _mapped(max(t.numel() for t in tensors), dtype).uniform_(generator=torch.Generator().manual_seed(0))
     alt = tuple(None if t is None else values[:t.numel()].view(t.shape) for t in inputs)
     ref = fn(*alt, *args)  # (an output pool keeps its storage for the next output: no heap hole)
     ok = tuple(ref.shape) == prog.shape and ref.dtype == dtype and ref.is_contiguous()

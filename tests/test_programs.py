@@ -172,3 +172,16 @@ def test_large_passes_are_not_recorded(monkeypatch):
     for _ in range(3):
         _programs.call(_copy_pass, "small", (x,), ("",), lambda like, shape, n: like.new_empty(shape))
     assert type(_programs._programs()["small"]) is _programs.Program
+
+
+def test_recording_leaves_the_random_stream_alone():
+    """The validation's random inputs come from a generator of its own: seeded runs draw the same
+    numbers with or without fastconv's recordings."""
+    x, w = torch.randn(4, 8, 16, 16), torch.randn(16, 8, 3, 3)
+    torch.manual_seed(7)
+    for _ in range(3):
+        C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (16, 16))
+    drawn = torch.rand(4)
+    assert any(type(p) is _programs.Program for p in _programs._programs().values())
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(4), drawn)
