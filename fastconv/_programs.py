@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import mmap
 import os
 import threading
@@ -139,6 +140,12 @@ def _chain() -> int:
     return _chain_address[0]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _base(k, b0, b1, b2, b3):  # pragma: no cover - numba
+    """The address of operand ``k``."""
+    return b0 if k == 0 else (b1 if k == 1 else (b2 if k == 2 else b3))
+
+
 @njit(cache=True, nogil=True)
 def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table, team, checks):  # pragma: no cover
     """Patch the operands' addresses ``b0..b3`` (plus each slot's byte offset) into the slots, run
@@ -147,9 +154,7 @@ def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table
     are all zero -- or :data:`FINITE` -- the ``count`` elements of operand ``target`` are finite,
     float32 (kind 1) or float64 (kind 2)."""
     for i in range(where.size):
-        k = operand[i]
-        base = b0 if k == 0 else (b1 if k == 1 else (b2 if k == 2 else b3))
-        slots[where[i]] = base + offset[i]
+        slots[where[i]] = _base(operand[i], b0, b1, b2, b3) + offset[i]
     _call_parallel(parallel, body, table.ctypes.data, team)
     ok = True
     for r in range(checks.shape[0]):
@@ -161,7 +166,7 @@ def _launch(slots, where, operand, offset, b0, b1, b2, b3, parallel, body, table
                 if flags[i] != 0:
                     v = False
         else:
-            base = b0 if target == 0 else (b1 if target == 1 else (b2 if target == 2 else b3))
+            base = _base(target, b0, b1, b2, b3)
             v = finite(carray(ptr_f(base), count)) if kind == FINITE else finite(carray(ptr_d(base), count))
         if v != (checks[r, 3] != 0):
             ok = False
@@ -179,13 +184,7 @@ class _Recorder:
         self.paused = 0
 
     def region(self, address: int, slots: np.ndarray, specs: Sequence[str], args: Sequence, chunks: int) -> None:
-        arrays, slot = [], 4
-        for s, a in zip(specs, args):
-            if s[0] == "a":
-                arrays.append((slot, a))
-                slot += 1 + int(s[2:])
-            else:
-                slot += 1
+        arrays = [(slot, a) for s, slot, a in zip(specs, _regions.slots_of(specs), args) if s[0] == "a"]
         self.steps.append((address, slots.copy(), arrays))
         self.team = max(self.team, chunks)
 
@@ -329,7 +328,7 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
     progs = _programs()
     prog = progs.get(key)
     if type(prog) is Program:
-        out = new_output(inputs[0], prog.shape, _numel(prog.shape))
+        out = new_output(inputs[0], prog.shape, math.prod(prog.shape))
         if prog.run(inputs, out):
             return out
         del progs[key]  # a check answered otherwise: the normal path decides (recorded again later)
@@ -356,13 +355,6 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
     ok = prog is not None and _validate(prog, fn, inputs, args)
     _programs()[key] = prog if ok else _NEVER  # (a scratch buffer may have grown meanwhile: a new table)
     return out
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 #: The calling thread's scratch buffers, as raw byte arrays (set by :mod:`fastconv.cpu._scratch`).

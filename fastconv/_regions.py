@@ -32,7 +32,7 @@ import inspect
 import os
 import sys
 import threading
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numba
 import numpy as np
@@ -217,6 +217,17 @@ def _spec(a) -> Optional[str]:
     return None
 
 
+def slots_of(specs: Sequence[str]) -> List[int]:
+    """The first int64 slot of each argument of an entry point: after the four header slots
+    (tasks, ranges, thread number and team size), an array takes its address and one slot per
+    dimension, a scalar one slot."""
+    first, slot = [], 4
+    for s in specs:
+        first.append(slot)
+        slot += 1 + int(s[2:]) if s[0] == "a" else 1
+    return first
+
+
 def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
     """Generate, import and compile the entry point for ``kernel`` and ``specs``: its address, its
     number of int64 slots, and the compiled ``fill(slots, *args)`` that writes a call's arguments
@@ -227,8 +238,8 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
     module, name = py.__module__, py.__qualname__
     if module == "__main__" or getattr(sys.modules.get(module), name, None) is not kernel:
         return None
-    lines, fills, names, slot = [], [], [], 4
-    for i, s in enumerate(specs):
+    lines, fills, names = [], [], []
+    for i, (s, slot) in enumerate(zip(specs, slots_of(specs))):
         v = f"a{i}"
         names.append(v)
         if s[0] == "a":
@@ -237,19 +248,16 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
             lines.append(f"    {v} = carray({_PTR[s[1]]}(d[{slot}]), ({shape},))")
             fills.append(f"    d[{slot}] = {v}.ctypes.data")
             fills.extend(f"    d[{slot + 1 + j}] = {v}.shape[{j}]" for j in range(ndim))
-            slot += 1 + ndim
         elif s == "i":
             lines.append(f"    {v} = d[{slot}]")
             fills.append(f"    d[{slot}] = {v}")
-            slot += 1
         elif s == "f":
             lines.append(f"    {v} = f[{slot}]")
             fills.append(f"    f[{slot}] = {v}")
-            slot += 1
         else:
             lines.append(f"    {v} = d[{slot}] != 0")
             fills.append(f"    d[{slot}] = 1 if {v} else 0")
-            slot += 1
+    slot = slots_of(list(specs) + ["i"])[-1]  # the number of slots
     sig = "(" + ", ".join(specs) + ")"
     src = _TEMPLATE.format(module=module, name=name, sig=sig, nslots=slot, unpack="\n".join(lines),
                            fill="\n".join(fills), args=", ".join(names))

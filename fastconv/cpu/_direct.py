@@ -49,6 +49,11 @@ def blocking(og: int):
     return BLOCKINGS[0]
 
 
+#: The ``bias`` argument of kernels when there is none, by NumPy type character (read only with
+#: a ``has_bias`` flag; writeable, as native regions take only such arrays).
+NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
+
+
 def blocks(og: int, mr: int = MR) -> int:
     """Register blocks of ``mr`` output channels covering ``og`` channels."""
     return -(-og // mr)
@@ -139,15 +144,9 @@ def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:
     (copied by a kernel: a recorded pass copies it again on every replay, :mod:`fastconv._programs`)."""
     og = o // groups
     bp = np.empty(groups * blocks(og, mr) * mr, dtype=dtype)
-    src = _no_bias(np.dtype(dtype).char) if bias is None else bias
+    src = NO_BIAS[np.dtype(dtype).char] if bias is None else bias
     parallel_for(_pack_bias, 1, src, bias is not None, og, bp)
     return bp
-
-
-@functools.lru_cache(maxsize=None)
-def _no_bias(char: str) -> np.ndarray:
-    """A one-element stand-in for an absent bias (never read; writeable, as regions take only such)."""
-    return np.zeros(1, dtype=char)
 
 
 @njit(cache=True, nogil=True)

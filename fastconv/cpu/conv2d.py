@@ -67,7 +67,7 @@ __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", 
 _SUMS = sums()
 
 #: The ``bias`` argument of the small kernels when there is none (they read it only with ``has_bias``).
-_NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
+_NO_BIAS = _direct.NO_BIAS
 
 
 #: Arrays from this many elements are scanned for non-finite values on the thread team: below it
