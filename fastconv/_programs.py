@@ -299,6 +299,7 @@ def _programs() -> Dict[Any, Any]:
 
 def invalidate() -> None:
     """Drop the calling thread's programs (a scratch buffer they hold was replaced or released)."""
+    _local.generation = getattr(_local, "generation", 0) + 1
     if getattr(_local, "programs", None):
         _local.programs = {}
 
@@ -313,7 +314,8 @@ def _eligible(inputs: Sequence[Optional[torch.Tensor]]) -> bool:
     for t in inputs:
         if t is not None and (t.is_neg() or not t.is_contiguous()):
             return False
-    return ENABLED and _regions.enabled() and getattr(_local, "rec", None) is None
+    # (a pass inside another runs plainly: its scratch lies past the outer pass's, wherever that ends)
+    return ENABLED and _regions.enabled() and getattr(_local, "rec", None) is None and not scratch_depth()
 
 
 def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch.Tensor], ...], args: tuple,
@@ -342,6 +344,7 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
         return out
     if prog is _NEVER:
         return fn(*inputs, *args)
+    generation = getattr(_local, "generation", 0)
     rec = _local.rec = _Recorder()
     with _recording_lock:
         _recording[0] += 1
@@ -351,14 +354,19 @@ def call(fn: Callable[..., torch.Tensor], key: Any, inputs: Tuple[Optional[torch
         with _recording_lock:
             _recording[0] -= 1
         _local.rec = None
+    if getattr(_local, "generation", 0) != generation:  # scratch was replaced meanwhile: record the next call
+        _programs()[key] = out.shape
+        return out
     prog = _finish(rec, inputs, out) if out.is_contiguous() else None
     ok = prog is not None and _validate(prog, fn, inputs, args)
-    _programs()[key] = prog if ok else _NEVER  # (a scratch buffer may have grown meanwhile: a new table)
+    _programs()[key] = prog if ok else _NEVER
     return out
 
 
-#: The calling thread's scratch buffers, as raw byte arrays (set by :mod:`fastconv.cpu._scratch`).
+#: The calling thread's scratch buffers, as raw byte arrays, and how many passes it is running
+#: (set by :mod:`fastconv.cpu._scratch`).
 scratch_buffers: Callable[[], List[np.ndarray]] = list
+scratch_depth: Callable[[], int] = int
 
 
 def _validate(prog: Program, fn, inputs, args) -> bool:

@@ -263,7 +263,7 @@ def transposed_offsets(n: int, h: int, w: int, istride: int, c: int, stride: Tup
 
 
 @njit(cache=True, nogil=True)
-def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
+def pack_nhwc(x, Xf, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover - numba
     """``Xf[n*istride + (r*WQ + q)*C + c] = x[n, c, r - pt, q - pl]``, zero outside ``x``, for the
     images [t0, t1) (``HQ x WQ`` padded positions; :func:`image_stride`).
 
@@ -273,9 +273,9 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     pixel) blocks -- whose pixels may span image rows (7x7, 14x14, 56x56 planes) -- are transposed
     into a register-sized tile, each pixel's ``L`` channels then stored at its padded position
     (one pass: through an image-sized scratch first, 8 x 64 x 56x56 took 0.42 ms, a copy 0.22).
-    Otherwise an image is first transposed whole, ``(C, H*W) -> (H*W, C)``, into the first image
-    slot of the task range's share of ``tmp`` (``x``'s size: the caller's scratch, not an
-    allocation per call), then copied row by row into place between the zero halo."""
+    Otherwise an image is first transposed whole, ``(C, H*W) -> (H*W, C)``, into an image-sized
+    buffer of the task range's own (one allocation a range: an input-sized scratch held 16 MB for
+    a 128 x 32 x 32x32 batch), then copied row by row into place between the zero halo."""
     N, C, H, W = x.shape
     HW = H * W
     xf = x.reshape(-1)
@@ -289,9 +289,10 @@ def pack_nhwc(x, Xf, tmp, istride, HQ, WQ, pt, pl, t0, t1):  # pragma: no cover 
     tiles = C % L == 0 and inside and not direct
     T = np.empty(L * L, dtype=x.dtype)
     pfull = HW - HW % L
-    # this task range's first image slot of ``tmp``, reused image after image, stays in cache (a slot
-    # per image went through memory: 8 x 64 x 56x56 with halo, 0.83 -> 0.75 ms on two threads)
-    slot = t0 * HW * C
+    # one image-sized buffer, reused image after image, stays in cache (a slot per image went
+    # through memory: 8 x 64 x 56x56 with halo, 0.83 -> 0.75 ms on two threads)
+    tmp = np.empty(0 if direct or tiles else HW * C, dtype=x.dtype)
+    slot = 0
     for n in range(t0, t1):
         base = n * HW * C
         if not (direct or tiles):

@@ -55,7 +55,7 @@ from . import _depthwise, _direct, _gather, _im2col, _lanes, _outputs, _patch, _
 from ._address import WITNESS
 from ._numpy import view as _np
 from ._reduce import finite, finite_chunks
-from ._scratch import scratch
+from ._scratch import scoped, scratch
 from ._simd import SUM_CHAINS, sums
 from .conv_plan import (ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forced_name, forcing, gathered, geometry, plan,
                         rows_blocking)
@@ -224,8 +224,7 @@ def _pack_channels_last(xa, hq: int, wq: int, pad_top: int, pad_left: int) -> Tu
     (:func:`fastconv.cpu._gather.pack_nhwc`), and the image stride."""
     istride = _gather.image_stride(hq, wq, xa.shape[1], xa.itemsize)
     X = scratch("pack", xa.shape[0] * istride, xa.dtype)
-    tmp = scratch("pack_tmp", xa.size, xa.dtype)
-    parallel_for(_gather.pack_nhwc, xa.shape[0], xa, X, tmp, istride, hq, wq, pad_top, pad_left, work=X.size)
+    parallel_for(_gather.pack_nhwc, xa.shape[0], xa, X, istride, hq, wq, pad_top, pad_left, work=X.size)
     return X, istride
 
 
@@ -509,13 +508,14 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract).
     Planned passes are replayed from their recorded programs (:mod:`fastconv._programs`)."""
     if x.shape[0] * weight.numel() * out_hw[0] * out_hw[1] < SMALL_MACS and not forcing():  # tiny: no program
-        return _conv2d_forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
+        return _conv2d_forward.__wrapped__(x, weight, bias, stride, padding, dilation, groups, out_hw)  # no scratch
     key = ("forward", x.shape, weight.shape, bias is None, x.dtype, *stride, *padding, *dilation, groups, *out_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_forward, key, (x, weight, bias), (stride, padding, dilation, groups, out_hw),
                           _outputs.new)
 
 
+@scoped
 def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Sequence[int],
                     padding: Sequence[int], dilation: Sequence[int], groups: int,
                     out_hw: Tuple[int, int]) -> torch.Tensor:
@@ -798,13 +798,14 @@ def conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Op
     """Gradient of conv2d w.r.t. its input, of spatial size ``in_hw``, plus ``bias`` per channel
     (planned passes replayed as :func:`conv2d_forward`'s)."""
     if grad_out.numel() * (weight.numel() // max(1, weight.shape[0])) < SMALL_MACS and not forcing():  # tiny
-        return _conv2d_backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
+        return _conv2d_backward_input.__wrapped__(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
     key = ("backward_input", grad_out.shape, weight.shape, bias is None, grad_out.dtype, *stride, *padding, *dilation,
            groups, *in_hw, num_threads(), forced_name())
     return _programs.call(_conv2d_backward_input, key, (grad_out, weight, bias),
                           (stride, padding, dilation, groups, in_hw), _outputs.new)
 
 
+@scoped
 def _conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
                            in_hw: Tuple[int, int]) -> torch.Tensor:
@@ -1128,7 +1129,7 @@ def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequ
     is the cause, the pass reruns in the dtype's convention.  Planned passes are replayed as
     :func:`conv2d_forward`'s."""
     if grad_out.numel() * (x.shape[1] // groups) * kernel_hw[0] * kernel_hw[1] < SMALL_MACS and not forcing():
-        return _conv2d_backward_weight(x, grad_out, stride, padding, dilation, groups, kernel_hw)  # tiny: no program
+        return _conv2d_backward_weight.__wrapped__(x, grad_out, stride, padding, dilation, groups, kernel_hw)  # tiny
     key = ("backward_weight", x.shape, grad_out.shape, x.dtype, *stride, *padding, *dilation, groups, *kernel_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_backward_weight, key, (x, grad_out), (stride, padding, dilation, groups, kernel_hw),
@@ -1140,6 +1141,7 @@ def _new_weight_grad(like: torch.Tensor, shape: Tuple[int, ...], numel: int) -> 
     return torch.empty(shape, dtype=like.dtype)
 
 
+@scoped
 def _conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
                             dilation: Sequence[int], groups: int, kernel_hw: Tuple[int, int]) -> torch.Tensor:
     o, c = grad_out.shape[1], x.shape[1]

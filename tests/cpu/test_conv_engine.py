@@ -910,7 +910,8 @@ def test_channels_last_packing_with_halo(dtype, geometry):
     x = np.random.default_rng(1).standard_normal((n, c, h, w)).astype(dtype)
     istride = _gather.image_stride(hq, wq, c, x.itemsize)
     got = np.full(n * istride, np.nan, dtype)
-    _gather.pack_nhwc(x, got, np.empty(x.size, dtype), istride, hq, wq, pt, pl, 0, n)
+    for t0, t1 in ((0, 1), (1, n)):  # two task ranges, each with its own buffer
+        _gather.pack_nhwc(x, got, istride, hq, wq, pt, pl, t0, t1)
     padded = np.zeros((n, c, max(hq, pt + h), max(wq, pl + w)), dtype)
     padded[:, :, pt:pt + h, pl:pl + w] = x
     want = padded[:, :, :hq, :wq].transpose(0, 2, 3, 1).reshape(n, -1)
