@@ -52,7 +52,8 @@ from ._numba import njit
 from ._regions import ptr_B, ptr_d, ptr_f
 from .cpu._reduce import finite
 
-__all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "MAX_PROGRAMS", "CLEAR", "FINITE"]
+__all__ = ["call", "check", "deny", "recorder", "invalidate", "clear", "validating", "mapped", "MAX_PROGRAMS", "CLEAR",
+           "FINITE"]
 
 #: Programs kept per thread (signatures past it clear the thread's programs).
 MAX_PROGRAMS = 512
@@ -376,16 +377,21 @@ def _validate(prog: Program, fn, inputs, args) -> bool:
     filled with NaN and replayed into, with the scratch buffers the program holds filled with NaN
     too: a replay that skips a write of the pass's, or relies on scratch contents written outside
     its regions (which another pass may overwrite before the next replay), gives another hash.
-    One input-sized and one output-sized temporary: the validation runs while a training step's
-    activations are alive, and raises the process's peak memory by what it allocates."""
+    One input-sized and one output-sized temporary, both on pages of their own, unmapped when the
+    validation returns (an output pool keeps nothing of it): the validation runs while a training
+    step's activations are alive, and raises the process's peak memory by what it allocates."""
     tensors = [t for t in inputs if t is not None]
     dtype = tensors[0].dtype
     if any(t.dtype != dtype for t in tensors):
         return False
     # (a generator of its own: the validation must not move the user's random stream)
-    values = _mapped(max(t.numel() for t in tensors), dtype).uniform_(generator=torch.Generator().manual_seed(0))
+    values = mapped(max(t.numel() for t in tensors), dtype).uniform_(generator=torch.Generator().manual_seed(0))
     alt = tuple(None if t is None else values[:t.numel()].view(t.shape) for t in inputs)
-    ref = fn(*alt, *args)  # (an output pool keeps its storage for the next output: no heap hole)
+    _local.validating = True
+    try:
+        ref = fn(*alt, *args)
+    finally:
+        _local.validating = False
     ok = tuple(ref.shape) == prog.shape and ref.dtype == dtype and ref.is_contiguous()
     if ok:
         want = _digest(ref)
@@ -399,13 +405,20 @@ def _validate(prog: Program, fn, inputs, args) -> bool:
     return ok
 
 
-def _mapped(n: int, dtype: torch.dtype) -> torch.Tensor:
+def validating() -> bool:
+    """Whether the calling thread is validating a program: the pass's outputs are then temporaries
+    of the validation, which an output pool should not keep (:func:`mapped` serves them)."""
+    return getattr(_local, "validating", False)
+
+
+def mapped(n: int, dtype: torch.dtype) -> torch.Tensor:
     """``n`` elements of ``dtype`` on pages of their own (an anonymous mapping, unmapped when the
     tensor dies): a temporary of many megabytes from glibc's heap leaves a hole there that later
     allocations fragment (a denoiser's training steps kept 136 MB of free heap against 48)."""
     size = max(1, n * dtype.itemsize)
     buf = mmap.mmap(-1, size)
     return torch.frombuffer(buf, dtype=dtype, count=n) if n else torch.empty(0, dtype=dtype)
+
 
 
 def _digest(t: torch.Tensor) -> bytes:

@@ -185,3 +185,18 @@ def test_recording_leaves_the_random_stream_alone():
     assert any(type(p) is _programs.Program for p in _programs._programs().values())
     torch.manual_seed(7)
     assert torch.equal(torch.rand(4), drawn)
+
+
+def test_the_validation_leaves_nothing_in_the_output_pool():
+    """The validation's output is a temporary on pages of its own: the pool (which keeps its
+    storages for the process's life) holds the outputs the caller got, and no more."""
+    from fastconv.cpu import _outputs
+    x = torch.randn(4, 8, 61, 67)  # outputs of 523,136 bytes: pooled, a size no other test uses
+    w = torch.randn(8, 8, 3, 3)
+    held = _outputs.held_bytes()
+    outs = [C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (61, 67)) for _ in range(2)]  # plain, recorded
+    assert [type(p) for p in _programs._programs().values()] == [_programs.Program]
+    assert _outputs.held_bytes() - held == 2 * outs[0].untyped_storage().nbytes()
+    outs.append(C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (61, 67)))  # replayed
+    for y in outs:
+        torch.testing.assert_close(y, TF.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)

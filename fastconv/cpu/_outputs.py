@@ -42,6 +42,7 @@ from typing import List, Sequence
 
 import torch
 
+from .. import _programs
 from ._scratch import _HUGE
 
 __all__ = ["empty", "new", "release", "held_bytes", "POOL_MIN_BYTES", "POOL_MAX_BYTES"]
@@ -126,6 +127,8 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < POOL_MIN_BYTES or _use_count is None or nbytes > POOL_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
+    if _programs.validating():  # a temporary of the validation: unmapped when it dies, not pooled
+        return _programs.mapped(math.prod(shape), dtype).view(shape)
     with _lock:  # a storage found free is taken (referenced by the new tensor) before another thread looks
         bucket = _pool.setdefault(nbytes, [])
         _pool.move_to_end(nbytes)
