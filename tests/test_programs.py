@@ -194,9 +194,11 @@ def test_the_validation_leaves_nothing_in_the_output_pool():
     x = torch.randn(4, 8, 61, 67)  # outputs of 523,136 bytes: pooled, a size no other test uses
     w = torch.randn(8, 8, 3, 3)
     held = _outputs.held_bytes()
-    outs = [C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (61, 67)) for _ in range(2)]  # plain, recorded
+    def forward():
+        return C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (61, 67))
+    outs = [forward(), forward()]  # plain, recorded
     assert [type(p) for p in _programs._programs().values()] == [_programs.Program]
     assert _outputs.held_bytes() - held == 2 * outs[0].untyped_storage().nbytes()
-    outs.append(C.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, (61, 67)))  # replayed
+    outs.append(forward())  # replayed
     for y in outs:
         torch.testing.assert_close(y, TF.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
