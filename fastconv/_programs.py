@@ -420,7 +420,6 @@ def mapped(n: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(buf, dtype=dtype, count=n) if n else torch.empty(0, dtype=dtype)
 
 
-
 def _digest(t: torch.Tensor) -> bytes:
     """A hash of contiguous ``t``'s bytes."""
     return hashlib.blake2b(t.detach().numpy().data, digest_size=32).digest()

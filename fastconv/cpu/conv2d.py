@@ -508,7 +508,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """``y = conv2d(x, weight) + bias`` for contiguous NCHW ``x`` and OIHW ``weight`` (see the contract).
     Planned passes are replayed from their recorded programs (:mod:`fastconv._programs`)."""
     if x.shape[0] * weight.numel() * out_hw[0] * out_hw[1] < SMALL_MACS and not forcing():  # tiny: no program
-        return _conv2d_forward.__wrapped__(x, weight, bias, stride, padding, dilation, groups, out_hw)  # no scratch
+        return _conv2d_forward.__wrapped__(x, weight, bias, stride, padding, dilation, groups, out_hw)  # no pass scope
     key = ("forward", x.shape, weight.shape, bias is None, x.dtype, *stride, *padding, *dilation, groups, *out_hw,
            num_threads(), forced_name())
     return _programs.call(_conv2d_forward, key, (x, weight, bias), (stride, padding, dilation, groups, out_hw),
