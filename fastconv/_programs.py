@@ -61,12 +61,14 @@ MAX_PROGRAMS = 512
 ENABLED = os.environ.get("FASTCONV_PROGRAMS", "1") != "0"
 #: Passes whose validation would allocate more than this (bytes: the largest input plus the
 #: output) are not recorded: the validation runs while a training step's activations are alive and
-#: raises the process's peak by what it allocates, and passes that large gain least (their
-#: kernels take milliseconds; a program saves 0.1-0.3 ms).  Peak RSS over five steps and the
-#: median step alone (MB, ms; limit 0 / 4 / 8 / 16 MB): classifier (batch 128) 519 / 520 / 531 /
-#: 543, 36.0 / 35.7 / 34.5 / 36.5; denoiser (batch 128) 581 / 585 / 610 / 675, 38.2 / 36.4 / 35.4
-#: / 38.3 (torch: 545 and 571 MB).
-MAX_VALIDATION_BYTES = 8 << 20
+#: raises the process's peak by what it allocates (its temporaries are mapped pages of their own,
+#: unmapped after it), and passes that large gain least (their kernels take milliseconds; a program
+#: saves 0.1-0.5 ms).  12 MB takes in a 128 x 32 x 16x16 -> 64 layer's passes (replayed forward
+#: 3.5-3.6 ms against 4.1-5.5).  Peak RSS over five steps (MB, limit 8 / 12 / 16 MB, three
+#: processes): classifier (batch 128) 518 / 524 / 523-524, cifar-net 488-489 / 488-489 / 498,
+#: denoiser 561-594 / 561-576 / 565-602 (torch: 535-562, 502-509, 544-583); a 4 MB limit cost the
+#: denoiser's step 9 ms of 50.
+MAX_VALIDATION_BYTES = 12 << 20
 #: Kinds of :func:`check`: flags a kernel sets (uint8, all clear?) and floats (all finite?).
 CLEAR, FINITE = 0, 1
 
