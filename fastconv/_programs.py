@@ -63,12 +63,12 @@ ENABLED = os.environ.get("FASTCONV_PROGRAMS", "1") != "0"
 #: output) are not recorded: the validation runs while a training step's activations are alive and
 #: raises the process's peak by what it allocates (its temporaries are mapped pages of their own,
 #: unmapped after it), and passes that large gain least (their kernels take milliseconds; a program
-#: saves 0.1-0.5 ms).  12 MB takes in a 128 x 32 x 16x16 -> 64 layer's passes (replayed forward
-#: 3.5-3.6 ms against 4.1-5.5).  Peak RSS over five steps (MB, limit 8 / 12 / 16 MB, three
-#: processes): classifier (batch 128) 518 / 524 / 523-524, cifar-net 488-489 / 488-489 / 498,
-#: denoiser 561-594 / 561-576 / 565-602 (torch: 535-562, 502-509, 544-583); a 4 MB limit cost the
-#: denoiser's step 9 ms of 50.
-MAX_VALIDATION_BYTES = 12 << 20
+#: saves 0.1-0.5 ms).  9 MB: 8 MB of activations and a weight gradient (128 x 32 x 16x16 -> 64's,
+#: whose pass alone went 4.4-4.9 -> 4.0-4.2 ms).  Peak RSS over five steps (MB, limit 8 / 12 / 16
+#: MB, three to five processes): classifier (batch 128) 518 / 524 / 523-524, cifar-net 488-489 /
+#: 488-489 / 498, denoiser 561-593 (median 565) / 562-591 (577) / 565-602 (torch: 528-563,
+#: 502-513, 540-583); 9 MB as 8 within their spread.  A 4 MB limit cost the denoiser's step 9 ms of 50.
+MAX_VALIDATION_BYTES = 9 << 20
 #: Kinds of :func:`check`: flags a kernel sets (uint8, all clear?) and floats (all finite?).
 CLEAR, FINITE = 0, 1
 
