@@ -218,13 +218,12 @@ def _spec(a) -> Optional[str]:
 
 
 def slots_of(specs: Sequence[str]) -> List[int]:
-    """The first int64 slot of each argument of an entry point: after the four header slots
-    (tasks, ranges, thread number and team size), an array takes its address and one slot per
-    dimension, a scalar one slot."""
-    first, slot = [], 4
+    """The first int64 slot of each argument of an entry point, then the number of slots: after the
+    four header slots (tasks, ranges, thread number and team size), an array takes its address and
+    one slot per dimension, a scalar one slot."""
+    first = [4]
     for s in specs:
-        first.append(slot)
-        slot += 1 + int(s[2:]) if s[0] == "a" else 1
+        first.append(first[-1] + (1 + int(s[2:]) if s[0] == "a" else 1))
     return first
 
 
@@ -257,7 +256,7 @@ def _build(kernel, specs: Sequence[str]) -> Optional[Tuple[int, int, Any]]:
         else:
             lines.append(f"    {v} = d[{slot}] != 0")
             fills.append(f"    d[{slot}] = 1 if {v} else 0")
-    slot = slots_of(list(specs) + ["i"])[-1]  # the number of slots
+    slot = slots_of(specs)[-1]  # the number of slots
     sig = "(" + ", ".join(specs) + ")"
     src = _TEMPLATE.format(module=module, name=name, sig=sig, nslots=slot, unpack="\n".join(lines),
                            fill="\n".join(fills), args=", ".join(names))

@@ -14,12 +14,13 @@ are packed ``[group, o-block, k, MR]`` (zero rows pad the last block).  Tasks ar
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import numpy as np
 import torch
+
 from .. import _programs
 from .._numba import njit
-
 from .._threads import parallel_for
 from ._scratch import scratch
 from ._simd import gemm_tile
@@ -52,6 +53,11 @@ def blocking(og: int):
 #: The ``bias`` argument of kernels when there is none, by NumPy type character (read only with
 #: a ``has_bias`` flag; writeable, as native regions take only such arrays).
 NO_BIAS = {np.dtype(t).char: np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
+
+
+def bias_arg(bias: Optional[np.ndarray], dtype) -> np.ndarray:
+    """The ``bias`` argument of a kernel: ``bias``, or :data:`NO_BIAS` of ``dtype`` without one."""
+    return NO_BIAS[np.dtype(dtype).char] if bias is None else bias
 
 
 def blocks(og: int, mr: int = MR) -> int:
@@ -144,8 +150,7 @@ def pack_bias(bias, o: int, groups: int, dtype, mr: int = MR) -> np.ndarray:
     (copied by a kernel: a recorded pass copies it again on every replay, :mod:`fastconv._programs`)."""
     og = o // groups
     bp = np.empty(groups * blocks(og, mr) * mr, dtype=dtype)
-    src = NO_BIAS[np.dtype(dtype).char] if bias is None else bias
-    parallel_for(_pack_bias, 1, src, bias is not None, og, bp)
+    parallel_for(_pack_bias, 1, bias_arg(bias, dtype), bias is not None, og, bp)
     return bp
 
 

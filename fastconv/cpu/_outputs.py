@@ -128,7 +128,7 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     if nbytes < POOL_MIN_BYTES or _use_count is None or nbytes > POOL_MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     if _programs.validating():  # a temporary of the validation: unmapped when it dies, not pooled
-        return _programs.mapped(math.prod(shape), dtype).view(shape)
+        return _programs.mapped(nbytes // dtype.itemsize, dtype).view(shape)
     with _lock:  # a storage found free is taken (referenced by the new tensor) before another thread looks
         bucket = _pool.setdefault(nbytes, [])
         _pool.move_to_end(nbytes)

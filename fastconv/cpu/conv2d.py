@@ -66,10 +66,6 @@ __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", 
 
 _SUMS = sums()
 
-#: The ``bias`` argument of the small kernels when there is none (they read it only with ``has_bias``).
-_NO_BIAS = _direct.NO_BIAS
-
-
 #: Arrays from this many elements are scanned for non-finite values on the thread team: below it
 #: one thread is faster, weights and weight gradients being in cache (two threads, float32,
 #: 128 x 128 x 3x3: 12 us in one scan against 23 us on two, plus the hand-off in a training
@@ -245,7 +241,7 @@ def _run_gather(X, poff, offs, win, steps_yx: Tuple[int, int], c: int, kw: int, 
                  steps_yx[0], steps_yx[1], Y, opad, pchunks, nv, macs=macs)
     lanes = 64 // outa.itemsize
     parallel_for(_gather.unpack, outa.shape[0] * -(-o // lanes), Y, tw, poff.size, mrp, outa,
-                 _NO_BIAS[outa.dtype.char] if ba is None else ba, ba is not None, work=outa.size)
+                 _direct.bias_arg(ba, outa.dtype), ba is not None, work=outa.size)
 
 
 def _gather_weights(w4, tw: int, opad: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -551,7 +547,7 @@ def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if name == "direct/small":
         if _padding_mismatch(name, geo, wa):  # float64, non-finite weights: im2col's NaNs, as torch's
             return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
-        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1],
+        _small.forward(xa, wa, _direct.bias_arg(ba, xa.dtype), ba is not None, stride[0], stride[1],
                        padding[0], padding[2], dilation[0], dilation[1], groups, out.numpy())
     elif name == "im2col" or not _forward(xa, wa, ba, geo, out.numpy(), "forward"):
         # non-finite weights, a plan without the dtype's padding convention: float64 multiplies
@@ -559,7 +555,7 @@ def _conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         # weights have already failed the model)
         if xa.dtype == np.float64:
             return _im2col.forward(x, weight, bias, stride, padding, dilation, groups, out_hw)
-        _small.forward(xa, wa, _NO_BIAS[xa.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1],
+        _small.forward(xa, wa, _direct.bias_arg(ba, xa.dtype), ba is not None, stride[0], stride[1],
                        padding[0], padding[2], dilation[0], dilation[1], groups, out.numpy())
     return out
 
@@ -598,7 +594,7 @@ def _blocks_copy(planes: np.ndarray, blocks: np.ndarray, geo: Geometry, to_block
     """Space-to-depth (``to_blocks``) or depth-to-space copy between NCHW ``planes`` and ``blocks``;
     from blocks, ``bias`` (per channel of ``planes``) is added on the way."""
     nc = geo.n * planes.shape[1]
-    shift = _NO_BIAS[planes.dtype.char][:0] if bias is None else bias
+    shift = _direct.NO_BIAS[planes.dtype.char][:0] if bias is None else bias
     parallel_for(_patch.blocks_copy, nc, planes.reshape(nc, planes.shape[2], planes.shape[3]),
                  blocks.reshape(nc, geo.kh, geo.kw, geo.oh, geo.ow), to_blocks, shift, work=blocks.size)
 
@@ -842,8 +838,8 @@ def _conv2d_backward_input(grad_out: torch.Tensor, weight: torch.Tensor, bias: O
         return _im2col.backward_input(grad_out, weight, bias, stride, padding, dilation, groups, in_hw)
     ba = None if bias is None else _np(bias)
     if name == "direct/small":
-        _small.backward_input(ga, wa, _NO_BIAS[ga.dtype.char] if ba is None else ba, ba is not None, stride[0], stride[1], padding[0],
-                              padding[2], dilation[0], dilation[1], groups, dx.numpy())
+        _small.backward_input(ga, wa, _direct.bias_arg(ba, ga.dtype), ba is not None, stride[0], stride[1],
+                              padding[0], padding[2], dilation[0], dilation[1], groups, dx.numpy())
         return dx
     if name == "direct/depthwise":
         _backward_input_depthwise(ga, wa, ba, geo, dx.numpy())
