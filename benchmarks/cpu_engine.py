@@ -97,11 +97,13 @@ def bench_layers(repeat: int, layers=LAYERS) -> List[dict]:
     for name, n, c, h, o, k, s, p, *groups in layers:
         g = groups[0] if groups else 1
         torch.manual_seed(0)
-        x = torch.randn(n, c, h, h, requires_grad=True)
-        w = torch.randn(o, c // g, k, k, requires_grad=True)
-        b = torch.randn(o, requires_grad=True)
+        x0, w0, b0 = torch.randn(n, c, h, h), torch.randn(o, c // g, k, k), torch.randn(o)
 
         def make(conv):
+            # each side its own leaves: freeing the other side's gradients (torch's are fresh
+            # mappings, a millisecond to unmap at 6 MB) is not this side's time
+            x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
+
             def fwd():
                 with torch.no_grad():
                     conv(x, w, b, stride=s, padding=p, groups=g)

@@ -19,6 +19,8 @@ kernels calling them (and are cached on disk with them):
   X[xbase + offs[r] + sx[s] + l]``: ``MR x NR`` vector accumulators over a reduction whose
   steps ``(sg, sx)`` come from two tables, kept as vectors across calls (weight gradients);
   :func:`lane_sums` adds the lanes in a fixed tree order at the end.
+* :func:`lane_taps` / :func:`lane_dots` -- the same sums with a channel in each lane (depthwise
+  layers): per-lane weights instead of broadcasts, and per-lane dot products over pixels.
 * :func:`moments` -- ``sum(a - sa)`` and ``sum((a - sa) * (b - sb))`` over whole vectors in float64
   lanes (batch statistics and their gradients).
 * :func:`transpose_tile` -- an ``L x L`` block transpose through ``shufflevector`` (layout changes).
@@ -41,7 +43,7 @@ from numba.extending import intrinsic
 
 from .._numba import njit
 
-__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "moments", "SUM_CHAINS", "sums", "lane_sums",
+__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_taps", "lane_dots", "moments", "SUM_CHAINS", "sums", "lane_sums",
            "copy_short", "copy_vector", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
@@ -311,6 +313,97 @@ def dot_tile(MR: int, NR: int):
                 gv = [_vload(builder, builder.gep(grow[m], [gs]), vty, dt.itemsize) for m in range(MR)]
                 xv = [_vload(builder, builder.gep(xcol[r], [xs]), vty, dt.itemsize) for r in range(NR)]
                 return [builder.call(fma, [gv[m], xv[r], acc[m * NR + r]]) for m in range(MR) for r in range(NR)]
+
+            res = _counted_loop(builder, S_, init, body)
+            for a, v in zip(aptr, res):
+                _vstore(builder, v, a, vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kern
+
+
+@functools.lru_cache(maxsize=None)
+def lane_taps(NB: int):
+    """The lane-wise tap sum of ``NB`` outputs (a depthwise convolution, channels in the lanes).
+
+    Call it from Numba as ``kern(P, pbase, pstep, W, wbase, offs, obase, K, B, bbase, Z, zbase)``:
+    ``P``, ``W``, ``B``, ``Z`` 1-D arrays of one float dtype (``L`` lanes), ``offs`` a 1-D int64
+    array, the rest int64.  For ``i < NB`` it stores ``Z[zbase + i*L + l] = B[bbase + l] + sum_k
+    W[wbase + k*L + l] * P[pbase + i*pstep + offs[obase + k] + l]`` (all ``NB`` vectors; the sum
+    over ``k`` in order): every lane its own channel, with its own weights -- no broadcasts.
+    """
+
+    @intrinsic
+    def kern(typingctx, P, pbase, pstep, W, wbase, offs, obase, K, B, bbase, Z, zbase):
+        sig = types.void(P, pbase, pstep, W, wbase, offs, obase, K, B, bbase, Z, zbase)
+
+        def codegen(context, builder, signature, args):
+            P_, pbase_, pstep_, W_, wbase_, offs_, obase_, K_, B_, bbase_, Z_, zbase_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
+            wp = builder.gep(_data(context, builder, at[3], W_), [wbase_])
+            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
+            zp = builder.gep(_data(context, builder, at[10], Z_), [zbase_])
+            b = _vload(builder, builder.gep(_data(context, builder, at[8], B_), [bbase_]), vty, dt.itemsize)
+            cols = [builder.gep(pp, [builder.mul(_c(i), pstep_)]) for i in range(NB)]
+
+            def body(k, acc):
+                off = builder.load(builder.gep(op, [k]))
+                w = _vload(builder, builder.gep(wp, [builder.mul(k, _c(L))]), vty, dt.itemsize)
+                return [builder.call(fma, [w, _vload(builder, builder.gep(cols[i], [off]), vty, dt.itemsize), acc[i]])
+                        for i in range(NB)]
+
+            res = _counted_loop(builder, K_, [b] * NB, body)
+            for i in range(NB):
+                _vstore(builder, res[i], builder.gep(zp, [_c(i * L)]), vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kern
+
+
+@functools.lru_cache(maxsize=None)
+def lane_dots(KB: int):
+    """The lane-wise dot products of ``KB`` taps (a depthwise weight gradient, channels in the lanes).
+
+    Call it from Numba as ``kern(G, gbase, P, pbase, pstep, offs, obase, S, acc, abase)``: ``G``,
+    ``P``, ``acc`` 1-D arrays of one float dtype (``L`` lanes), ``offs`` a 1-D int64 array, the rest
+    int64.  For every step ``s < S``, in order, it adds ``G[gbase + s*L + l] * P[pbase + s*pstep +
+    offs[obase + k] + l]`` to lane ``l`` of the accumulator ``acc[abase + k*L:]`` (``k < KB``), which
+    it loads first and stores back.
+    """
+
+    @intrinsic
+    def kern(typingctx, G, gbase, P, pbase, pstep, offs, obase, S, acc, abase):
+        sig = types.void(G, gbase, P, pbase, pstep, offs, obase, S, acc, abase)
+
+        def codegen(context, builder, signature, args):
+            G_, gbase_, P_, pbase_, pstep_, offs_, obase_, S_, acc_, abase_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
+            pp = builder.gep(_data(context, builder, at[2], P_), [pbase_])
+            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
+            ap = builder.gep(_data(context, builder, at[8], acc_), [abase_])
+            taps = [builder.gep(pp, [builder.load(builder.gep(op, [_c(k)]))]) for k in range(KB)]
+            aptr = [builder.gep(ap, [_c(k * L)]) for k in range(KB)]
+            init = [_vload(builder, a, vty, dt.itemsize) for a in aptr]
+
+            def body(s, acc):
+                g = _vload(builder, builder.gep(gp, [builder.mul(s, _c(L))]), vty, dt.itemsize)
+                at_s = builder.mul(s, pstep_)
+                return [builder.call(fma, [g, _vload(builder, builder.gep(taps[k], [at_s]), vty, dt.itemsize), acc[k]])
+                        for k in range(KB)]
 
             res = _counted_loop(builder, S_, init, body)
             for a, v in zip(aptr, res):

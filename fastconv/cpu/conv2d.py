@@ -51,7 +51,7 @@ from .._numba import njit
 
 from .. import _programs
 from .._threads import num_threads, parallel_for
-from . import _depthwise, _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
+from . import _depthwise, _depthwise_lanes, _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
 from ._address import WITNESS
 from ._numpy import view as _np
 from ._reduce import finite, finite_chunks
@@ -422,9 +422,40 @@ def _forward_depthwise(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> N
                  *geo.stride, rows.hq, rows.wq, geo.pad[0], geo.pad[2], geo.cols_read, macs=geo.macs)
 
 
+@functools.lru_cache(maxsize=256)
+def _depthwise_lanes_layout(geo: Geometry, itemsize: int) -> Tuple[int, int, np.ndarray]:
+    """The padded rows and columns the convolution reads, and its taps' offsets in the channel-lane
+    layout of :mod:`fastconv.cpu._depthwise_lanes` (memoised: do not write)."""
+    hp, wp = geo.rows_read, geo.cols_read
+    ky = np.arange(geo.kh, dtype=np.int64)[:, None] * geo.dilation[0]
+    kx = np.arange(geo.kw, dtype=np.int64)[None, :] * geo.dilation[1]
+    return hp, wp, ((ky * wp + kx) * (64 // itemsize)).reshape(-1)
+
+
+def _depthwise_lanes_weights(wa, ba, geo: Geometry, dtype, flip: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """The weights and bias per lane, [channel block, m, tap, lane] / [channel block, m, lane]
+    (:func:`fastconv.cpu._depthwise_lanes.pack_weights`)."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    blocks = -(-geo.c // lanes) * geo.og
+    wl = np.empty(blocks * geo.kh * geo.kw * lanes, dtype=dtype)
+    bl = np.empty(blocks * lanes, dtype=dtype)
+    parallel_for(_depthwise_lanes.pack_weights, 1, wa, _direct.bias_arg(ba, dtype), ba is not None, geo.og, flip,
+                 wl, bl)
+    return wl, bl
+
+
+def _forward_depthwise_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
+    """Depthwise convolution of small planes, ``L`` channels of an image side by side in the lanes
+    (:func:`fastconv.cpu._depthwise_lanes.forward`)."""
+    hp, wp, offs = _depthwise_lanes_layout(geo, xa.itemsize)
+    wl, bl = _depthwise_lanes_weights(wa, ba, geo, xa.dtype, flip)
+    parallel_for(_depthwise_lanes.forward, geo.n * -(-geo.c // (64 // xa.itemsize)), xa, wl, bl, offs, outa, geo.og,
+                 *geo.stride, geo.pad[0], geo.pad[2], hp, wp, macs=geo.macs)
+
+
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
             "direct/gather": _forward_gather, "direct/depthwise": _forward_depthwise,
-            "winograd/lanes": _forward_winograd}
+            "direct/depthwise-lanes": _forward_depthwise_lanes, "winograd/lanes": _forward_winograd}
 
 
 #: Plans that are not forward passes of the engine (the callers of :func:`_forward` take them).
@@ -442,7 +473,8 @@ def _plan_forward(geo: Geometry, dtype, pass_: str) -> Plan:
 
 #: Forward plans whose sums multiply the zero padding by the weights (an infinite or NaN weight
 #: then leaves a NaN there) ...
-_PADDING_PRODUCTS = ("direct/rows", "direct/flat", "direct/lanes", "direct/depthwise", "winograd/lanes", "im2col")
+_PADDING_PRODUCTS = ("direct/rows", "direct/flat", "direct/lanes", "direct/depthwise", "direct/depthwise-lanes",
+                     "winograd/lanes", "im2col")
 #: ... and plans that sum only the taps inside the image; the gather skips padding by tiles of
 #: pixels, so some of its sums read it and others not.
 _PADDING_SKIPPED = ("direct/small",)
@@ -642,6 +674,8 @@ def _transposed(wa: np.ndarray, groups: int) -> np.ndarray:
     if groups == 1:
         return wa.transpose(1, 0, 2, 3)
     o, cg, kh, kw = wa.shape
+    if cg == 1 and o == groups:  # one channel in and out per group (depthwise): nothing to swap
+        return wa
     out = np.empty((groups * cg, o // groups, kh, kw), dtype=wa.dtype)
     parallel_for(_direct.transpose_groups, o, wa, groups, out, work=wa.size)
     return out
@@ -1109,8 +1143,29 @@ def _weight_depthwise(xa, ga, geo: Geometry, dw) -> None:
                  geo.pad[2], geo.cols_read, macs=geo.macs)
 
 
+#: The depthwise channel-lane weight gradient splits the images into chunks until it has this
+#: many tasks (channel blocks x chunks; the chunks' sums are added in a fixed order).
+DEPTHWISE_LANES_TASKS = 8
+
+
+def _weight_depthwise_lanes(xa, ga, geo: Geometry, dw) -> None:
+    """Depthwise weight gradient of small planes in the channel-lane layout, a task per channel
+    block and chunk of images (:func:`fastconv.cpu._depthwise_lanes.weight`), the chunks then
+    added in order (:func:`fastconv.cpu._depthwise_lanes.reduce_chunks`)."""
+    lanes = 64 // xa.itemsize
+    blocks = -(-geo.c // lanes)
+    chunk = -(-geo.n // min(geo.n, -(-DEPTHWISE_LANES_TASKS // blocks)))
+    chunks = -(-geo.n // chunk)
+    k = geo.kh * geo.kw
+    hp, wp, offs = _depthwise_lanes_layout(geo, xa.itemsize)
+    acc = scratch("depthwise_sums", blocks * chunks * geo.og * k * lanes, xa.dtype)
+    parallel_for(_depthwise_lanes.weight, blocks * chunks, xa, ga, offs, acc, geo.og, chunk, *geo.stride, geo.pad[0],
+                 geo.pad[2], hp, wp, macs=geo.macs)
+    parallel_for(_depthwise_lanes.reduce_chunks, geo.c, acc, chunks, geo.og, k, dw.reshape(-1), work=acc.size)
+
+
 _WEIGHT = {"direct/rows": _weight_rows, "direct/lanes": _weight_lanes, "direct/depthwise": _weight_depthwise,
-           "winograd/lanes": _weight_winograd}
+           "direct/depthwise-lanes": _weight_depthwise_lanes, "winograd/lanes": _weight_winograd}
 
 
 def conv2d_backward_weight(x: torch.Tensor, grad_out: torch.Tensor, stride: Sequence[int], padding: Sequence[int],

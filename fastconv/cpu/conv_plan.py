@@ -18,6 +18,9 @@ Algorithms (see :mod:`fastconv.cpu.conv2d`):
 * ``direct/depthwise`` -- depthwise layers (one input channel per group; every pass, any
   stride): each (image, channel) plane packed, computed and cropped while it is in cache
   (:mod:`fastconv.cpu._depthwise`), instead of a pass over memory to pack the whole input;
+* ``direct/depthwise-lanes`` -- depthwise layers of small planes (forward, weight gradient, and
+  the input gradient of stride 1 and one output per group): a vector lane per channel
+  (:mod:`fastconv.cpu._depthwise_lanes`), so a 7x7 plane costs no partly empty vectors;
 * ``winograd/lanes`` -- F(2x2, 3x3): 3x3, stride 1, dilation 1, enough channels on both
   sides for its 2.25x fewer multiplications to pay for the transforms; forward and input
   gradient only.  Its weight gradient exists (``forced``) but is not planned: where the
@@ -55,7 +58,7 @@ __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathe
 
 #: Every plan name :func:`plan` can return.
 ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "direct/depthwise",
-              "winograd/lanes", "im2col", "patch")
+              "direct/depthwise-lanes", "winograd/lanes", "im2col", "patch")
 
 #: Below this many multiply-adds a pass runs as plain loops in one Numba call
 #: (:mod:`fastconv.cpu._small`): the engine's set-up would cost more than the arithmetic.
@@ -75,16 +78,21 @@ ROWS_MIN_WIDTH = 0.75
 #: batch 16 at 8x8 0.69 against 0.50 ms; batch 4 at 32x32 and 128x128 within 7% either way.
 WINOGRAD_MIN_BATCH = 32
 
-#: Below :data:`WINOGRAD_MIN_BATCH`, Winograd still wins forward passes of deep layers whose rows
-#: fill the lanes and whose input side is the heavier one (the output transform, and then the
-#: unpacking of its result, cost more per channel than the input transform): at least this many input channels, at least as
-#: many as output channels, and rows of at least :data:`WINOGRAD_MIN_WIDTH`.  (Input gradients
-#: have a rule of their own, :data:`WINOGRAD_GRAD_CHANNELS`.)  Measured after the
-#: weight-transform and L1-set fixes of 2026-12-04 (two threads, float32, batch 4): 128 -> 64 at
-#: 32x32 1.93 against 2.40 ms direct, 128 -> 128 and 256 -> 128 at 16x16 1.07 and 2.17 against 1.33
-#: and 2.64 ms; 64 -> 64 at 32x32 and 64 -> 128 at 16x16 within 5% either way, 256 -> 256 at 8x8
-#: 2.37 against 1.69 ms (half its lanes are padding), thinner or output-heavy layers (16-64 input
-#: channels, input gradients into more channels) direct by 20-175%.
+#: Below :data:`WINOGRAD_MIN_BATCH`, Winograd still wins forward passes with enough 2x2 tiles
+#: (:data:`WINOGRAD_GRAD_TILES`, over all images) of at least :data:`WINOGRAD_MID_CHANNELS` input
+#: channels, whose rows fill the lanes (at least :data:`WINOGRAD_MIN_WIDTH`).  Measured on
+#: 2026-12-06 (two threads, float32, forward, Winograd against the best direct layout, ms):
+#: 1 x 64 / 128 / 256 x 56^2 -> same 0.94 / 2.68 / 10.6 against 1.10 / 3.41 / 16.6 (rows, the plan
+#: before: 1.73 / 5.75 / 30.5; torch 1.81 / 4.36 / 14.4), 1 x 64 / 128 / 256 x 32^2 (256 tiles)
+#: 0.37 / 1.08 / 3.54 against 0.40 / 1.29 / 4.53, 2 and 4 x 64-256 x 28^2 and 32^2 ahead by
+#: 0-40% but for 2 x 64 x 28^2 (0.56 against 0.48), 4 x 64 x 16^2 -> 128 and -> 64 0.57 and 0.32
+#: against 0.63 and 0.31, 4 x 64 x 64^2 -> 32 1.85 against 2.27, 1 x 128 x 56^2 -> 64 1.50 against
+#: 1.86; on 196 tiles (1 x 64-256 x 28^2) 20-60% behind the gather.  Before, the rule asked for
+#: 128 input channels, no more outputs, and no count of tiles: 256 -> 256 on 1 x 28^2 ran 5.66 ms
+#: in Winograd against 3.54 gathered.  With 32 input channels the direct layouts keep 4 images
+#: (4 x 32 x 64^2 -> 32: 1.27 against rows 1.22) and the mid-batch rule takes 8.  (Input
+#: gradients have a rule of their own, :data:`WINOGRAD_GRAD_CHANNELS`, which reads
+#: :data:`WINOGRAD_DEEP_CHANNELS`.)
 WINOGRAD_DEEP_CHANNELS = 128
 WINOGRAD_MIN_WIDTH = 16
 
@@ -161,9 +169,14 @@ def gathers_forward(geo: Geometry, dtype) -> bool:
     64 x 64 x 14x14 -> 32 5x5 against lanes 3.15 / 4.96.  Stride 2, forward: 128 x 32 x 32x32 ->
     32 4x4 (a ConvTranspose2d's input gradient) 4.0 against lanes 9.0 (torch 3.6); 8 x 32 x 128x128
     -> 64 3x3 5.6 against rows 9.6.  Rows of 32 and more keep the pixel layouts (4 x 64 x 32x32 ->
-    64: rows 1.08 / 1.07 against 1.45 / 1.44).
+    64: rows 1.08 / 1.07 against 1.45 / 1.44; 1.15 / 1.14 forward on 2026-12-06), but for deep
+    inputs (:data:`WINOGRAD_MID_CHANNELS`) of a few images on fewer tiles than Winograd takes
+    (:func:`_many_tiles_for_winograd`): 1 x 64 / 128 / 256 x 28^2 -> same, forward 0.30 / 0.98 /
+    3.54 against rows 0.39 / 1.31 / 4.82 (torch 0.36 / 0.90 / 3.48).
     """
-    return gathered(geo, dtype) and (geo.ow <= 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1))
+    return gathered(geo, dtype) and (geo.ow <= 64 // as_numpy_dtype(dtype).itemsize or geo.stride != (1, 1)
+                                     or (geo.cg >= WINOGRAD_MID_CHANNELS and geo.n < WINOGRAD_MID_BATCH
+                                         and _tiles(geo) < WINOGRAD_GRAD_TILES))
 
 
 def gathered(geo: Geometry, dtype) -> bool:
@@ -403,9 +416,15 @@ def _mid_batch_winograd(geo: Geometry) -> bool:
             and min(geo.oh, geo.ow) >= WINOGRAD_MID_WIDTH)
 
 
-def _deep_for_winograd(geo: Geometry) -> bool:
-    """The small-batch Winograd rule (:data:`WINOGRAD_DEEP_CHANNELS`)."""
-    return geo.cg >= WINOGRAD_DEEP_CHANNELS and geo.cg >= geo.og and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
+def _tiles(geo: Geometry) -> int:
+    """The whole 2x2 output tiles of F(2x2, 3x3) over all images."""
+    return geo.n * (geo.oh // 2) * (geo.ow // 2)
+
+
+def _many_tiles_for_winograd(geo: Geometry) -> bool:
+    """The small-batch Winograd rule of forward passes (the comment above :data:`WINOGRAD_DEEP_CHANNELS`)."""
+    return (geo.cg >= WINOGRAD_MID_CHANNELS and min(geo.oh, geo.ow) >= WINOGRAD_MIN_WIDTH
+            and _tiles(geo) >= WINOGRAD_GRAD_TILES)
 
 
 def _input_grad_for_winograd(geo: Geometry) -> bool:
@@ -413,7 +432,7 @@ def _input_grad_for_winograd(geo: Geometry) -> bool:
     the convolution of the output gradient (``cg`` the channels it reads)."""
     return (geo.og >= geo.cg >= WINOGRAD_GRAD_CHANNELS
             and (geo.cg >= WINOGRAD_DEEP_CHANNELS or min(geo.oh, geo.ow) >= 2 * WINOGRAD_MIN_WIDTH)
-            and geo.n * (geo.oh // 2) * (geo.ow // 2) >= WINOGRAD_GRAD_TILES)
+            and _tiles(geo) >= WINOGRAD_GRAD_TILES)
 
 
 def _thin_for_winograd(geo: Geometry, dtype) -> bool:
@@ -431,6 +450,29 @@ def depthwise_applies(geo: Geometry) -> bool:
     """Whether ``direct/depthwise`` runs ``geo``: one input channel per group, any number of
     outputs per group (every pass and stride)."""
     return geo.groups > 1 and geo.cg == 1 and geo.groups == geo.c
+
+
+#: Depthwise planes of at most this many output pixels run with channels in the lanes
+#: (``direct/depthwise-lanes``), larger ones plane by plane (``direct/depthwise``), and input
+#: gradients (planes of the input's size) up to :data:`DEPTHWISE_LANES_MAX_GRAD_PIXELS`.  Measured on
+#: 2026-12-06 (two threads, float32, 3x3 stride 1, forward / input gradient / weight gradient, ms,
+#: lanes against plane by plane): 32 x 960 x 7^2 0.86 / 0.92 / 0.75 against 2.19 / 1.45 / 2.50
+#: (torch/oneDNN's whole forward+backward 3.9), 32 x 256 x 10^2 0.54 / 0.54 / 0.37 against 0.83 /
+#: 0.55 / 0.86, 12^2 0.60 / 0.57 / 0.45 against 0.97 / 0.68 / 0.99, 8 x 512 x 14^2 0.44 / 0.50 /
+#: 0.36 against 0.58 / 0.46 / 0.72, 32 x 256 x 16^2 forward and weight gradient 1.04 / 0.91 against
+#: 1.64 / 1.32, 16 x 256 x 20^2 1.09 / 1.02 / 1.17 against 1.24 / 0.81 / 0.98, 8 x 144 x 28^2 0.59
+#: / 0.57 / 0.55 against 0.50 / 0.40 / 0.53; 32 x 384 x 14^2 5x5 2.19 / 2.17 / 1.86 against 2.41 /
+#: 1.82 / 3.32.  (Plane by plane, a 7x7 plane fills 63 of the 128 lanes of its tile and pays its
+#: packing and cropping per 49 outputs.)
+DEPTHWISE_LANES_MAX_PIXELS = 256
+DEPTHWISE_LANES_MAX_GRAD_PIXELS = 144
+
+
+def depthwise_lanes_applies(pass_: str, geo: Geometry) -> bool:
+    """Whether ``direct/depthwise-lanes`` runs this pass of ``geo``: a depthwise layer (every pass;
+    input gradients of stride 1 and one output per group only: the convolution of the output
+    gradient with the rotated weights)."""
+    return depthwise_applies(geo) and (pass_ != "backward_input" or (geo.stride == (1, 1) and geo.og == 1))
 
 
 def patch_applies(geo: Geometry) -> bool:
@@ -476,7 +518,8 @@ def plan(pass_: str, geo: Geometry, dtype, exclude: Sequence[str] = ()) -> Plan:
         if ((not name.startswith("winograd") or winograd_applies(geo)) and (name != "patch" or patch_applies(geo))
                 and (name not in ("direct/flat", "direct/gather") or pass_ != "backward_weight")
                 and (name != "direct/gather" or geo.groups == 1)
-                and (name != "direct/depthwise" or depthwise_applies(geo))):
+                and (name != "direct/depthwise" or depthwise_applies(geo))
+                and (name != "direct/depthwise-lanes" or depthwise_lanes_applies(pass_, geo))):
             return _parse(name)
     return _planned(pass_, geo, np.dtype(dtype), tuple(exclude))
 
@@ -489,6 +532,10 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
         return Plan("direct", "small")
     if patch_applies(geo) and "patch" not in exclude:
         return Plan("patch", "")
+    if (depthwise_lanes_applies(pass_, geo) and "direct/depthwise-lanes" not in exclude
+            and geo.oh * geo.ow <= (DEPTHWISE_LANES_MAX_GRAD_PIXELS if pass_ == "backward_input"
+                                    else DEPTHWISE_LANES_MAX_PIXELS)):
+        return Plan("direct", "depthwise-lanes")
     if depthwise_applies(geo) and "direct/depthwise" not in exclude:
         return Plan("direct", "depthwise")
     if _skips_pixels(geo) and "im2col" not in exclude:
@@ -497,7 +544,7 @@ def _planned(pass_: str, geo: Geometry, dtype: np.dtype, exclude: Tuple[str, ...
             and geo.cg >= WINOGRAD_MIN_CHANNELS and geo.og >= WINOGRAD_MIN_CHANNELS
             and not _thin_for_winograd(geo, dtype)
             and (geo.n >= WINOGRAD_MIN_BATCH or _mid_batch_winograd(geo)
-                 or (pass_ == "forward" and _deep_for_winograd(geo))
+                 or (pass_ == "forward" and _many_tiles_for_winograd(geo))
                  or (pass_ == "backward_input" and _input_grad_for_winograd(geo)))):
         return Plan("winograd", "lanes")
     return Plan("direct", _direct_layout(geo, dtype, pass_))

@@ -137,8 +137,10 @@ def _error_ratio(shape, seed=0):
     ((128, 32, 16, 64), ("winograd/lanes", "winograd/lanes")),   # big batch
     ((128, 64, 8, 128), ("winograd/lanes", "winograd/lanes")),
     ((16, 64, 14, 128), ("winograd/lanes", "winograd/lanes")),   # mid batch, 64+ channels, 14+ px
-    ((4, 128, 16, 128), ("winograd/lanes", "winograd/lanes")),   # small batch: deep layers
-    ((4, 64, 16, 128), ("direct/gather", "direct/gather")),      # ... not into fewer channels, nor at 64 / 16x16
+    ((4, 128, 16, 128), ("winograd/lanes", "winograd/lanes")),   # small batch: 256+ tiles of 64+ channels
+    ((4, 64, 16, 128), ("winograd/lanes", "direct/gather")),     # ... input gradients not into fewer channels
+    ((1, 64, 56, 64), ("winograd/lanes", "winograd/lanes")),     # one image, 784 tiles
+    ((1, 128, 28, 128), ("direct/gather", "direct/gather")),     # ... 196 tiles: gathered
     ((4, 16, 32, 16), ("direct/rows", "direct/rows")),           # thin
     ((8, 48, 12, 24), ("direct/gather", "direct/gather")),
     ((64, 16, 32, 16), ("direct/rows", "direct/rows")),          # 16 channels: direct since 2026-12-04
@@ -344,13 +346,16 @@ def test_weight_gradient_non_finite_input_matches_torch(algorithm, o, width):
 
 
 @pytest.mark.parametrize("algorithm", ["direct/rows", "direct/flat", "direct/lanes", "direct/gather", "winograd/lanes",
-                                       "direct/depthwise"])
+                                       "direct/depthwise", "direct/depthwise-lanes"])
 def test_results_do_not_depend_on_threads(algorithm, monkeypatch):
     """Every pass reduces in a fixed order: one thread and three threads give identical bits (the
-    depthwise passes, splitting planes or channels, on a strided depthwise layer)."""
+    depthwise passes, splitting planes or channels, on a strided depthwise layer; the lanes' weight
+    gradient over chunks of images)."""
     from fastconv import _threads
     if algorithm == "direct/depthwise":
         (n, c, h, w), o, (oh, ow), stride, groups = (5, 12, 21, 18), 24, (11, 9), (2, 2), 12
+    elif algorithm == "direct/depthwise-lanes":  # two channel blocks, the images in three chunks
+        (n, c, h, w), o, (oh, ow), stride, groups = (5, 20, 9, 8), 20, (9, 8), (1, 1), 20
     else:
         (n, c, h, w), o, (oh, ow), stride, groups = (20, 16, 12, 28), 24, (12, 28), (1, 1), 1
     x = torch.randn(n, c, h, w)
@@ -386,9 +391,11 @@ def test_planner_choices_for_the_seed_layers():
     deep16 = ((4, 128, 16, 16), (128, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
     assert plan_name(*deep16) == plan_name(*deep16, "backward_input") == "winograd/lanes"
     wide16 = ((4, 64, 16, 16), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
-    assert plan_name(*wide16) == "direct/gather"
+    assert plan_name(*wide16) == "winograd/lanes" and plan_name(*wide16, "backward_input") == "direct/gather"
     wide32 = ((4, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32)
-    assert plan_name(*wide32) == "direct/rows" and plan_name(*wide32, "backward_input") == "winograd/lanes"
+    assert plan_name(*wide32) == plan_name(*wide32, "backward_input") == "winograd/lanes"
+    # 32 input channels stay direct at batch 4
+    assert plan_name((4, 32, 64, 64), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/rows"
     # ... whose input gradients stay direct into fewer channels, or on few tiles
     assert plan_name((4, 32, 32, 32), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32, "backward_input") \
         == "direct/rows"
@@ -763,22 +770,44 @@ DEPTHWISE = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("case", DEPTHWISE)
-def test_depthwise_matches_torch(case, dtype):
-    """``direct/depthwise`` (forced past the small-problem path): values and the three gradients."""
+#: ... and for the channel-lane layout: partial and several channel blocks, negative padding of
+#: the input gradient (padding past the kernel's reach), dilation, a multiplier, 7x7 kernels
+DEPTHWISE_LANES = DEPTHWISE + [
+    (2, 33, 7, 7, 1, 3, 3, (1, 1), (1, 1), (1, 1)),
+    (3, 20, 6, 9, 1, 3, 3, (1, 1), (3, 2), (1, 1)),
+    (2, 17, 10, 8, 1, 3, 3, (1, 1), (2, 2), (2, 2)),
+    (2, 16, 9, 9, 2, 3, 3, (1, 1), (1, 1), (1, 1)),
+    (1, 9, 14, 14, 1, 7, 7, (1, 1), (3, 3), (1, 1)),
+    (5, 16, 5, 4, 1, 3, 3, (2, 1), (1, 0), (1, 1)),
+]
+
+
+def _depthwise_case(case, dtype):
     n, c, h, w, m, kh, kw, stride, padding, dilation = case
     gen = torch.Generator().manual_seed(n * c * h + w)
     x = torch.randn(n, c, h, w, dtype=dtype, generator=gen, requires_grad=True)
     wt = torch.randn(c * m, 1, kh, kw, dtype=dtype, generator=gen, requires_grad=True)
     b = torch.randn(c * m, dtype=dtype, generator=gen, requires_grad=True)
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    return x, wt, b, dict(stride=stride, padding=padding, dilation=dilation, groups=c), gen
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("algorithm, case", [("direct/depthwise", c) for c in DEPTHWISE]
+                         + [("direct/depthwise-lanes", c) for c in DEPTHWISE_LANES])
+def test_depthwise_matches_torch(algorithm, case, dtype):
+    """``direct/depthwise`` and ``direct/depthwise-lanes`` (forced past the small-problem path):
+    values and the three gradients; the lanes run every pass but the input gradients of strided
+    layers and of several outputs per group."""
+    x, wt, b, kwargs, gen = _depthwise_case(case, dtype)
+    stride, padding, m = case[7], case[8], case[4]
     ref = TF.conv2d(x, wt, b, **kwargs)
     seed = torch.randn(ref.shape, dtype=dtype, generator=gen)
-    with forced("direct/depthwise"):
+    with forced(algorithm):
         for name in ("forward", "backward_input", "backward_weight"):
-            assert conv_plan.plan(name, conv_plan.geometry(x.shape, wt.shape, stride, padding * 2, dilation, c,
-                                                           ref.shape[2:]), dtype).name == "direct/depthwise"
+            geo = conv_plan.geometry(x.shape, wt.shape, stride, (padding[0],) * 2 + (padding[1],) * 2,
+                                     kwargs["dilation"], x.shape[1], ref.shape[2:])
+            runs = algorithm == "direct/depthwise" or name != "backward_input" or (stride == (1, 1) and m == 1)
+            assert (conv_plan.plan(name, geo, conv_plan.as_numpy_dtype(dtype)).name == algorithm) == runs
         out = F.conv2d(x, wt, b, **kwargs)
         got = grads(out, (x, wt, b), seed)
     want = grads(ref, (x, wt, b), seed)
@@ -788,20 +817,24 @@ def test_depthwise_matches_torch(case, dtype):
 
 
 def test_depthwise_is_planned_and_gradchecks():
-    """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes, and its
-    first and second derivatives pass gradcheck."""
+    """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes where the
+    planes are large, ``direct/depthwise-lanes`` where they are small (input gradients up to
+    12x12), and both pass gradcheck, first and second derivatives."""
     f32 = torch.float32
-    for shape, stride in (((8, 144, 56, 56), 2), ((8, 32, 112, 112), 1), ((8, 512, 14, 14), 1)):
-        for name in ("forward", "backward_input", "backward_weight"):
-            assert plan_name(shape, (shape[1], 1, 3, 3), (stride,) * 2, (1,) * 4, (1, 1), shape[1], f32,
-                             name) == "direct/depthwise"
-    x = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
-    wt = torch.randn(6, 1, 3, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    fn = lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=3)  # noqa: E731
-    with forced("direct/depthwise"):
-        assert torch.autograd.gradcheck(fn, (x, wt, b))
-        assert torch.autograd.gradgradcheck(fn, (x, wt, b))
+    lanes, planes = "direct/depthwise-lanes", "direct/depthwise"
+    for shape, stride, want in (((8, 144, 56, 56), 2, (planes,) * 3), ((8, 32, 112, 112), 1, (planes,) * 3),
+                                ((8, 512, 14, 14), 1, (lanes, planes, lanes)), ((32, 960, 7, 7), 1, (lanes,) * 3),
+                                ((8, 144, 28, 28), 2, (lanes, planes, lanes))):
+        assert tuple(plan_name(shape, (shape[1], 1, 3, 3), (stride,) * 2, (1,) * 4, (1, 1), shape[1], f32, name)
+                     for name in ("forward", "backward_input", "backward_weight")) == want
+    for algorithm, stride in ((planes, 2), (lanes, 1), (lanes, 2)):
+        x = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
+        wt = torch.randn(6 if stride == 2 else 3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(wt.shape[0], dtype=torch.float64, requires_grad=True)
+        fn = lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=1, groups=3)  # noqa: E731
+        with forced(algorithm):
+            assert torch.autograd.gradcheck(fn, (x, wt, b))
+            assert torch.autograd.gradgradcheck(fn, (x, wt, b))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -140,12 +140,14 @@ def test_release_frees_the_arena():
 
 def test_threads_have_arenas_of_their_own():
     spans = {}
+    alive = threading.Barrier(2)  # both arenas exist at once (a finished thread's memory may be reused)
 
     def work(i):
         seen = []
         for _ in range(2):
             _pass({"a": 1 << 16}, seen)
         spans[i] = _span(seen[1]["a"])
+        alive.wait(timeout=60)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
