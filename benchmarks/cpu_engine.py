@@ -48,8 +48,9 @@ LAYERS: List[Tuple[str, int, int, int, int, int, int, int]] = [
 ]
 
 #: (name, N, C, H, O, k, stride, padding, groups) -- common layers beyond the issue's: ResNet's
-#: 3x3 body, downsampling and stem, a bottleneck's 1x1, ResNeXt's grouped 3x3 and MobileNet /
-#: ConvNeXt depthwise layers (``--only common``; asv: ``bench_layers.CommonLayerRatio``).
+#: 3x3 body (and one image of it), downsampling and stem, a bottleneck's 1x1, ResNeXt's grouped
+#: 3x3 and MobileNet / ConvNeXt / EfficientNet depthwise layers (``--only common``; asv:
+#: ``bench_layers.CommonLayerRatio``).
 COMMON: List[Tuple[str, int, int, int, int, int, int, int, int]] = [
     ("resnet 8x64x56^2->64 3x3", 8, 64, 56, 64, 3, 1, 1, 1),
     ("resnet 8x64x56^2->128 3x3 s2", 8, 64, 56, 128, 3, 2, 1, 1),
@@ -60,6 +61,8 @@ COMMON: List[Tuple[str, int, int, int, int, int, int, int, int]] = [
     ("depthwise 8x144x56^2 3x3 s2", 8, 144, 56, 144, 3, 2, 1, 144),
     ("depthwise 8x96x56^2 7x7", 8, 96, 56, 96, 7, 1, 3, 96),
     ("depthwise 8x512x14^2 3x3", 8, 512, 14, 512, 3, 1, 1, 512),
+    ("depthwise 32x960x7^2 3x3", 32, 960, 7, 960, 3, 1, 1, 960),
+    ("resnet b1 1x64x56^2->64 3x3", 1, 64, 56, 64, 3, 1, 1, 1),
 ]
 
 #: (name, model factory kwargs, input shape, loss)

@@ -154,8 +154,9 @@ class LayerRatio:
 
 
 #: Common layers beyond the issue's eight (float32, bias; name -> layer factory, input shape):
-#: ResNet's 3x3 body, downsampling and stem, a bottleneck's 1x1, ResNeXt's grouped 3x3 and the
-#: depthwise layers of MobileNet (stride 1 and 2) and ConvNeXt (7x7).
+#: ResNet's 3x3 body (also one image: inference), downsampling and stem, a bottleneck's 1x1,
+#: ResNeXt's grouped 3x3 and the depthwise layers of MobileNet (stride 1 and 2), ConvNeXt (7x7)
+#: and EfficientNet's last stage (7x7 planes).
 COMMON_LAYERS = {
     "rn3x56": (lambda nn: nn.Conv2d(64, 64, 3, padding=1), (8, 64, 56, 56)),
     "rn3x56s2": (lambda nn: nn.Conv2d(64, 128, 3, stride=2, padding=1), (8, 64, 56, 56)),
@@ -166,6 +167,8 @@ COMMON_LAYERS = {
     "dw3x56s2": (lambda nn: nn.Conv2d(144, 144, 3, stride=2, padding=1, groups=144), (8, 144, 56, 56)),
     "dw7x56": (lambda nn: nn.Conv2d(96, 96, 7, padding=3, groups=96), (8, 96, 56, 56)),
     "dw3x14": (lambda nn: nn.Conv2d(512, 512, 3, padding=1, groups=512), (8, 512, 14, 14)),
+    "dw3x7": (lambda nn: nn.Conv2d(960, 960, 3, padding=1, groups=960), (32, 960, 7, 7)),
+    "rn3x56b1": (lambda nn: nn.Conv2d(64, 64, 3, padding=1), (1, 64, 56, 56)),
 }
 
 
