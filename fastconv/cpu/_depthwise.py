@@ -24,7 +24,9 @@ non-finite weight leaves a NaN there: see :func:`fastconv.cpu.conv2d._padding_mi
 Measured (two threads, float32, against torch/oneDNN, forward / forward+backward): 8 x 144 x
 56^2 3x3/2 0.79 / 1.16 (before, in the row layout: 1.88 / 2.02), 8 x 96 x 56^2 7x7 1.71 / 0.24,
 8 x 512 x 14^2 3x3 1.35 / 1.36 (1.63 / 2.62; since, with the short rows cropped as vectors,
-1.17 / 1.12-1.17); see ``benchmarks/CALIBRATION.md``.
+1.17 / 1.12-1.17); see ``benchmarks/CALIBRATION.md``.  Small planes (and large ones of 7x7 kernels)
+run with a channel in each lane instead (:mod:`fastconv.cpu._depthwise_lanes`; the planner's
+``DEPTHWISE_LANES_MAX_PIXELS``).
 """
 from __future__ import annotations
 
