@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._numba import njit
-from ._simd import copy_vector, lane_dots, lane_taps, transpose_tile
+from ._simd import copy_vector, lane_dots, lane_row_taps, lane_taps, transpose_tile
 
 __all__ = ["NB", "KB", "pack_weights", "forward", "weight", "reduce_chunks"]
 
@@ -43,6 +43,9 @@ NB = 8
 KB = 8
 
 _TAPS = lane_taps(NB)
+_ROW3 = lane_row_taps(NB, 3)
+_ROW5 = lane_row_taps(NB, 5)
+_ROW7 = lane_row_taps(NB, 7)
 _DOTS = lane_dots(KB)
 _DOT1 = lane_dots(1)
 _TRANSPOSE = transpose_tile()
@@ -89,14 +92,16 @@ def pack(xf, base, lc, H, W, T, P, pt, pl, hp, wp, L):  # pragma: no cover - num
 
 
 @njit(cache=True, nogil=True)
-def forward(x, Wl, Bl, offs, out, m, sy, sx, pt, pl, hp, wp, t0, t1):  # pragma: no cover - numba
+def forward(x, Wl, Bl, offs, roffs, kw, out, m, sy, sx, pt, pl, hp, wp, t0, t1):  # pragma: no cover - numba
     """Tasks [t0, t1) (``n * CB + cb``: image ``n``, channel block ``cb`` of ``L``) of a depthwise
     convolution into NCHW ``out``.
 
     ``Wl``/``Bl`` hold the weights and bias per lane, ``[CB, m, K, L]`` / ``[CB, m, L]`` (zero past
     the last channel); ``offs[k]`` is tap ``k``'s offset in ``P`` (``(ky * dy * wp + kx * dx) * L``);
     ``(pt, pl)`` the top and left padding (negative: input rows or columns left out) and ``hp x
-    wp`` the rows and columns the outputs read."""
+    wp`` the rows and columns the outputs read.  With ``kw`` 3, 5 or 7 (taps adjacent along a row:
+    stride and dilation 1 there), ``roffs[ky]`` holds each kernel row's offset and the row's inputs
+    are loaded once for its taps (:func:`fastconv.cpu._simd.lane_row_taps`); else ``kw`` is 0."""
     N, C, H, W = x.shape
     O, OH, OW = out.shape[1], out.shape[2], out.shape[3]
     L = 16 if x.itemsize == 4 else 8
@@ -120,7 +125,15 @@ def forward(x, Wl, Bl, offs, out, m, sy, sx, pt, pl, hp, wp, t0, t1):  # pragma:
             for oy in range(OH):
                 prow = oy * sy * wp * L
                 for ox in range(0, OW, NB):
-                    _TAPS(P, prow + ox * sx * L, sx * L, Wl, wb, offs, 0, K, Bl, bb, Z, (oy * OW + ox) * L)
+                    z = (oy * OW + ox) * L
+                    if kw == 3:
+                        _ROW3(P, prow + ox * L, Wl, wb, roffs, roffs.size, Bl, bb, Z, z)
+                    elif kw == 5:
+                        _ROW5(P, prow + ox * L, Wl, wb, roffs, roffs.size, Bl, bb, Z, z)
+                    elif kw == 7:
+                        _ROW7(P, prow + ox * L, Wl, wb, roffs, roffs.size, Bl, bb, Z, z)
+                    else:
+                        _TAPS(P, prow + ox * sx * L, sx * L, Wl, wb, offs, 0, K, Bl, bb, Z, z)
             transpose_out(Z, lc, OHW, of, (n * O + c0 * m + j) * OHW, m * OHW, L)
 
 

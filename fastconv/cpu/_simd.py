@@ -20,7 +20,8 @@ kernels calling them (and are cached on disk with them):
   steps ``(sg, sx)`` come from two tables, kept as vectors across calls (weight gradients);
   :func:`lane_sums` adds the lanes in a fixed tree order at the end.
 * :func:`lane_taps` / :func:`lane_dots` -- the same sums with a channel in each lane (depthwise
-  layers): per-lane weights instead of broadcasts, and per-lane dot products over pixels.
+  layers): per-lane weights instead of broadcasts, and per-lane dot products over pixels;
+  :func:`lane_row_taps` loads a kernel row's inputs once for all its taps.
 * :func:`moments` -- ``sum(a - sa)`` and ``sum((a - sa) * (b - sb))`` over whole vectors in float64
   lanes (batch statistics and their gradients).
 * :func:`transpose_tile` -- an ``L x L`` block transpose through ``shufflevector`` (layout changes).
@@ -43,8 +44,8 @@ from numba.extending import intrinsic
 
 from .._numba import njit
 
-__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_taps", "lane_dots", "moments", "SUM_CHAINS", "sums", "lane_sums",
-           "copy_short", "copy_vector", "transpose_tile", "transform2d"]
+__all__ = ["lanes", "gemm_tile", "gather_tile", "dot_tile", "lane_taps", "lane_row_taps", "lane_dots", "moments",
+           "SUM_CHAINS", "sums", "lane_sums", "copy_short", "copy_vector", "transpose_tile", "transform2d"]
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -360,6 +361,53 @@ def lane_taps(NB: int):
                         for i in range(NB)]
 
             res = _counted_loop(builder, K_, [b] * NB, body)
+            for i in range(NB):
+                _vstore(builder, res[i], builder.gep(zp, [_c(i * L)]), vty, dt.itemsize)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kern
+
+
+@functools.lru_cache(maxsize=None)
+def lane_row_taps(NB: int, KW: int):
+    """:func:`lane_taps` for ``KW`` consecutive taps per kernel row (stride and dilation 1 along
+    the row): each row's ``NB + KW - 1`` input vectors are loaded once and serve all its taps.
+
+    Call it from Numba as ``kern(P, pbase, W, wbase, roffs, KH, B, bbase, Z, zbase)``: for ``i < NB``
+    it stores ``Z[zbase + i*L + l] = B[bbase + l] + sum_r sum_kx W[wbase + (r*KW + kx)*L + l] *
+    P[pbase + roffs[r] + (i + kx)*L + l]`` (rows ``r < KH`` in order, taps in order within a row).
+    """
+
+    @intrinsic
+    def kern(typingctx, P, pbase, W, wbase, roffs, KH, B, bbase, Z, zbase):
+        sig = types.void(P, pbase, W, wbase, roffs, KH, B, bbase, Z, zbase)
+
+        def codegen(context, builder, signature, args):
+            P_, pbase_, W_, wbase_, roffs_, KH_, B_, bbase_, Z_, zbase_ = args
+            at = signature.args
+            dt = _dtype_of(at[0])
+            L, bits = lanes(dt), dt.itemsize * 8
+            vty = _vec(context, at[0].dtype, L)
+            fma = _fma(builder, vty, bits)
+            pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
+            wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
+            rp = _data(context, builder, at[4], roffs_)
+            zp = builder.gep(_data(context, builder, at[8], Z_), [zbase_])
+            b = _vload(builder, builder.gep(_data(context, builder, at[6], B_), [bbase_]), vty, dt.itemsize)
+
+            def body(r, acc):
+                row = builder.gep(pp, [builder.load(builder.gep(rp, [r]))])
+                xs = [_vload(builder, builder.gep(row, [_c(j * L)]), vty, dt.itemsize) for j in range(NB + KW - 1)]
+                wrow = builder.gep(wp, [builder.mul(r, _c(KW * L))])
+                acc = list(acc)
+                for kx in range(KW):
+                    w = _vload(builder, builder.gep(wrow, [_c(kx * L)]), vty, dt.itemsize)
+                    acc = [builder.call(fma, [w, xs[i + kx], acc[i]]) for i in range(NB)]
+                return acc
+
+            res = _counted_loop(builder, KH_, [b] * NB, body)
             for i in range(NB):
                 _vstore(builder, res[i], builder.gep(zp, [_c(i * L)]), vty, dt.itemsize)
             return context.get_dummy_value()

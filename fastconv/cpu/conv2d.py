@@ -423,13 +423,16 @@ def _forward_depthwise(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> N
 
 
 @functools.lru_cache(maxsize=256)
-def _depthwise_lanes_layout(geo: Geometry, itemsize: int) -> Tuple[int, int, np.ndarray]:
-    """The padded rows and columns the convolution reads, and its taps' offsets in the channel-lane
-    layout of :mod:`fastconv.cpu._depthwise_lanes` (memoised: do not write)."""
+def _depthwise_lanes_layout(geo: Geometry, itemsize: int) -> Tuple[int, int, np.ndarray, np.ndarray, int]:
+    """The padded rows and columns the convolution reads, its taps' offsets in the channel-lane
+    layout of :mod:`fastconv.cpu._depthwise_lanes`, its kernel rows' offsets, and the row width
+    of the row-wise micro-kernel (0: none; memoised: do not write)."""
     hp, wp = geo.rows_read, geo.cols_read
+    lanes = 64 // itemsize
     ky = np.arange(geo.kh, dtype=np.int64)[:, None] * geo.dilation[0]
     kx = np.arange(geo.kw, dtype=np.int64)[None, :] * geo.dilation[1]
-    return hp, wp, ((ky * wp + kx) * (64 // itemsize)).reshape(-1)
+    rowwise = geo.kw if geo.kw in (3, 5, 7) and geo.stride[1] == geo.dilation[1] == 1 else 0
+    return hp, wp, ((ky * wp + kx) * lanes).reshape(-1), ky[:, 0] * wp * lanes, rowwise
 
 
 def _depthwise_lanes_weights(wa, ba, geo: Geometry, dtype, flip: bool) -> Tuple[np.ndarray, np.ndarray]:
@@ -447,10 +450,10 @@ def _depthwise_lanes_weights(wa, ba, geo: Geometry, dtype, flip: bool) -> Tuple[
 def _forward_depthwise_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False) -> None:
     """Depthwise convolution of small planes, ``L`` channels of an image side by side in the lanes
     (:func:`fastconv.cpu._depthwise_lanes.forward`)."""
-    hp, wp, offs = _depthwise_lanes_layout(geo, xa.itemsize)
+    hp, wp, offs, roffs, rowwise = _depthwise_lanes_layout(geo, xa.itemsize)
     wl, bl = _depthwise_lanes_weights(wa, ba, geo, xa.dtype, flip)
-    parallel_for(_depthwise_lanes.forward, geo.n * -(-geo.c // (64 // xa.itemsize)), xa, wl, bl, offs, outa, geo.og,
-                 *geo.stride, geo.pad[0], geo.pad[2], hp, wp, macs=geo.macs)
+    parallel_for(_depthwise_lanes.forward, geo.n * -(-geo.c // (64 // xa.itemsize)), xa, wl, bl, offs, roffs, rowwise,
+                 outa, geo.og, *geo.stride, geo.pad[0], geo.pad[2], hp, wp, macs=geo.macs)
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
@@ -1157,7 +1160,7 @@ def _weight_depthwise_lanes(xa, ga, geo: Geometry, dw) -> None:
     chunk = -(-geo.n // min(geo.n, -(-DEPTHWISE_LANES_TASKS // blocks)))
     chunks = -(-geo.n // chunk)
     k = geo.kh * geo.kw
-    hp, wp, offs = _depthwise_lanes_layout(geo, xa.itemsize)
+    hp, wp, offs = _depthwise_lanes_layout(geo, xa.itemsize)[:3]
     acc = scratch("depthwise_sums", blocks * chunks * geo.og * k * lanes, xa.dtype)
     parallel_for(_depthwise_lanes.weight, blocks * chunks, xa, ga, offs, acc, geo.og, chunk, *geo.stride, geo.pad[0],
                  geo.pad[2], hp, wp, macs=geo.macs)

@@ -453,26 +453,23 @@ def depthwise_applies(geo: Geometry) -> bool:
 
 
 #: Depthwise 3x3 planes of at most this many output pixels run with channels in the lanes
-#: (``direct/depthwise-lanes``), larger ones plane by plane (``direct/depthwise``); the limit
-#: grows with the square of the kernel's taps over 9 (the lanes' transposes cost the same per
-#: pixel whatever the kernel, the per-plane layout's padded rows and partly empty tiles cost per
-#: tap).  Input gradients (planes of the input's size) up to :data:`DEPTHWISE_LANES_MAX_GRAD_PIXELS`,
-#: times the taps over 24 for 7x7 kernels.  Measured on 2026-12-06 (two threads, float32, stride 1,
-#: forward / input gradient / weight gradient, ms, lanes against plane by plane): 3x3: 32 x 960 x
-#: 7^2 0.86 / 0.92 / 0.75 against 2.19 / 1.45 / 2.50 (torch/oneDNN's whole forward+backward 3.9),
-#: 32 x 256 x 10^2 0.54 / 0.54 / 0.37 against 0.83 / 0.55 / 0.86, 12^2 0.60 / 0.57 / 0.45 against
-#: 0.97 / 0.68 / 0.99, 8 x 512 x 14^2 0.44 / 0.50 / 0.36 against 0.58 / 0.46 / 0.72, 32 x 256 x
-#: 16^2 forward and weight gradient 1.04 / 0.91 against 1.64 / 1.32, 16 x 256 x 20^2 1.09 / 1.02 /
-#: 1.17 against 1.24 / 0.81 / 0.98, 8 x 144 x 28^2 0.59 / 0.57 / 0.55 against 0.50 / 0.40 / 0.53;
-#: 5x5: 32 x 384 x 14^2 2.19 / 2.17 / 1.86 against 2.41 / 1.82 / 3.32, 32 x 256 x 16^2 1.54 / 1.58
-#: / 1.41 against 2.15 / 1.59 / 2.13, 8 x 192 x 28^2 0.99 / 0.99 / 0.91 against 1.06 / 0.82 / 1.09;
-#: 7x7: 8 x 384 x 14^2 0.61 / 0.58 / 0.52 against 1.20 / 1.01 / 1.30, 16 x 192 x 20^2 1.26 / 1.64 /
-#: 1.11 against 2.08 / 1.77 / 2.06, 8 x 96 x 28^2 0.74 / 0.77 / 0.63 against 0.83 / 0.72 / 0.89, 40^2
-#: 1.62 / 1.53 / 1.50 against 1.65 / 1.48 / 1.94, 56^2 2.54 / 2.41 / 2.63 against 2.59 / 2.41 /
-#: 3.45.  (Plane by plane, a 7x7 plane fills 63 of the 128 lanes of its tile and pays its packing
-#: and cropping per 49 outputs.)
+#: (``direct/depthwise-lanes``), larger ones plane by plane (``direct/depthwise``), and input
+#: gradients (planes of the input's size) up to :data:`DEPTHWISE_LANES_MAX_GRAD_PIXELS`; both limits
+#: grow with the square of the kernel's taps over 9 (the lanes' transposes cost the same per pixel
+#: whatever the kernel; the per-plane layout's padded rows and partly empty tiles cost per tap).
+#: Measured on 2026-12-06 (two threads, float32, stride 1, lanes against plane by plane, ms),
+#: forward / input gradient with the row-wise micro-kernel (:func:`fastconv.cpu._simd.lane_row_taps`):
+#: 3x3: 32 x 960 x 7^2 0.69 / 0.69 against 2.31 / 1.36, 8 x 512 x 14^2 0.38 / 0.43 against 0.60 /
+#: 0.45, 8 x 144 x 28^2 0.44 / 0.34 against 0.44 / 0.32; 5x5: 8 x 192 x 28^2 1.04 / 1.02 against
+#: 1.17 / 0.92; 7x7: 8 x 384 x 14^2 0.55 / 0.55 against 1.20 / 1.05, 8 x 96 x 56^2 1.62 / 1.84
+#: against 2.43 / 2.27.  Weight gradients: 3x3: 32 x 960 x 7^2 0.75 against 2.50, 32 x 256 x 10^2 /
+#: 12^2 / 16^2 0.37 / 0.45 / 0.91 against 0.86 / 0.99 / 1.32, 8 x 512 x 14^2 0.36 against 0.72, 16 x
+#: 256 x 20^2 1.17 against 0.98, 8 x 144 x 28^2 0.55 against 0.53; 5x5: 32 x 384 x 14^2 1.86 against
+#: 3.32, 8 x 192 x 28^2 0.91 against 1.09; 7x7: 16 x 192 x 20^2 1.11 against 2.06, 8 x 96 x 28^2 /
+#: 40^2 / 56^2 0.63 / 1.50 / 2.63 against 0.89 / 1.94 / 3.45.  (Plane by plane, a 7x7 plane fills 63
+#: of the 128 lanes of its tile and pays its packing and cropping per 49 outputs.)
 DEPTHWISE_LANES_MAX_PIXELS = 256
-DEPTHWISE_LANES_MAX_GRAD_PIXELS = 144
+DEPTHWISE_LANES_MAX_GRAD_PIXELS = 196
 
 
 def depthwise_lanes_applies(pass_: str, geo: Geometry) -> bool:
@@ -485,9 +482,8 @@ def depthwise_lanes_applies(pass_: str, geo: Geometry) -> bool:
 def _depthwise_lanes_pixels(pass_: str, taps: int) -> float:
     """The most output pixels per plane that ``direct/depthwise-lanes`` is planned for (the
     comment above :data:`DEPTHWISE_LANES_MAX_PIXELS`)."""
-    if pass_ == "backward_input":
-        return DEPTHWISE_LANES_MAX_GRAD_PIXELS * max(1.0, taps / 24)
-    return DEPTHWISE_LANES_MAX_PIXELS * (taps / 9) ** 2
+    limit = DEPTHWISE_LANES_MAX_GRAD_PIXELS if pass_ == "backward_input" else DEPTHWISE_LANES_MAX_PIXELS
+    return limit * (taps / 9) ** 2
 
 
 def patch_applies(geo: Geometry) -> bool:

@@ -819,13 +819,15 @@ def test_depthwise_matches_torch(algorithm, case, dtype):
 def test_depthwise_is_planned_and_gradchecks():
     """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes where the
     planes are large, ``direct/depthwise-lanes`` where they are small (input gradients up to
-    12x12), and both pass gradcheck, first and second derivatives."""
+    14x14; the limits grow with the kernel), and both pass gradcheck, first and second derivatives."""
     f32 = torch.float32
     lanes, planes = "direct/depthwise-lanes", "direct/depthwise"
     for shape, stride, want in (((8, 144, 56, 56), 2, (planes,) * 3), ((8, 32, 112, 112), 1, (planes,) * 3),
-                                ((8, 512, 14, 14), 1, (lanes, planes, lanes)), ((32, 960, 7, 7), 1, (lanes,) * 3),
-                                ((8, 144, 28, 28), 2, (lanes, planes, lanes))):
-        assert tuple(plan_name(shape, (shape[1], 1, 3, 3), (stride,) * 2, (1,) * 4, (1, 1), shape[1], f32, name)
+                                ((8, 512, 14, 14), 1, (lanes,) * 3), ((32, 960, 7, 7), 1, (lanes,) * 3),
+                                ((8, 144, 28, 28), 2, (lanes, planes, lanes)), ((8, 144, 28, 28), 1, (planes,) * 3),
+                                ((8, 96, 56, 56), 1, (lanes,) * 3), ((8, 512, 16, 16), 1, (lanes, planes, lanes))):
+        k = 7 if shape[1] == 96 else 3
+        assert tuple(plan_name(shape, (shape[1], 1, k, k), (stride,) * 2, (k // 2,) * 4, (1, 1), shape[1], f32, name)
                      for name in ("forward", "backward_input", "backward_weight")) == want
     for algorithm, stride in ((planes, 2), (lanes, 1), (lanes, 2)):
         x = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
