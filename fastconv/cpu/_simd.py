@@ -141,6 +141,15 @@ def _dtype_of(aryty) -> np.dtype:
     return np.dtype(str(aryty.dtype))
 
 
+def _fma_types(context, builder, aryty):
+    """A micro-kernel's element dtype, lanes, vector type and fused multiply-add, from its first
+    array argument's Numba type."""
+    dt = _dtype_of(aryty)
+    L = lanes(dt)
+    vty = _vec(context, aryty.dtype, L)
+    return dt, L, vty, _fma(builder, vty, dt.itemsize * 8)
+
+
 @functools.lru_cache(maxsize=None)
 def gemm_tile(MR: int, NV: int):
     """The broadcast-GEMM micro-kernel for ``MR`` rows of ``NV`` vectors.
@@ -163,10 +172,8 @@ def gemm_tile(MR: int, NV: int):
             (X_, xbase_, W_, wbase_, offs_, obase_, K_, B_, bbase_, T_, tbase_, tstride_, mvalid_, tvalid_,
              accumulate_) = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
+            bits = dt.itemsize * 8
             xp = builder.gep(_data(context, builder, at[0], X_), [xbase_])
             wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
             op = builder.gep(_data(context, builder, at[4], offs_), [obase_])
@@ -236,10 +243,7 @@ def gather_tile(MR: int, NV: int):
         def codegen(context, builder, signature, args):
             A_, abase_, aoff_, aob_, sa_, B_, bbase_, sb_, R_, T_, tbase_, tstride_, accumulate_ = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
             ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
             op = builder.gep(_data(context, builder, at[2], aoff_), [aob_])
             sap = _data(context, builder, at[4], sa_)
@@ -293,10 +297,7 @@ def dot_tile(MR: int, NR: int):
         def codegen(context, builder, signature, args):
             (G_, gbase_, gstride_, X_, xbase_, offs_, obase_, sg_, sx_, S_, acc_, abase_) = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
             gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
             xp = builder.gep(_data(context, builder, at[3], X_), [xbase_])
             op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
@@ -325,6 +326,12 @@ def dot_tile(MR: int, NR: int):
     return kern
 
 
+def _store_vectors(builder, vals, ptr, vty, align):
+    """Store the vectors ``vals`` one after the other from ``ptr``."""
+    for i, v in enumerate(vals):
+        _vstore(builder, v, builder.gep(ptr, [_c(i * vty.count)]), vty, align)
+
+
 @functools.lru_cache(maxsize=None)
 def lane_taps(NB: int):
     """The lane-wise tap sum of ``NB`` outputs (a depthwise convolution, channels in the lanes).
@@ -343,10 +350,7 @@ def lane_taps(NB: int):
         def codegen(context, builder, signature, args):
             P_, pbase_, pstep_, W_, wbase_, offs_, obase_, K_, B_, bbase_, Z_, zbase_ = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
             pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
             wp = builder.gep(_data(context, builder, at[3], W_), [wbase_])
             op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
@@ -360,9 +364,7 @@ def lane_taps(NB: int):
                 return [builder.call(fma, [w, _vload(builder, builder.gep(cols[i], [off]), vty, dt.itemsize), acc[i]])
                         for i in range(NB)]
 
-            res = _counted_loop(builder, K_, [b] * NB, body)
-            for i in range(NB):
-                _vstore(builder, res[i], builder.gep(zp, [_c(i * L)]), vty, dt.itemsize)
+            _store_vectors(builder, _counted_loop(builder, K_, [b] * NB, body), zp, vty, dt.itemsize)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -387,10 +389,7 @@ def lane_row_taps(NB: int, KW: int):
         def codegen(context, builder, signature, args):
             P_, pbase_, W_, wbase_, roffs_, KH_, B_, bbase_, Z_, zbase_ = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
             pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
             wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
             rp = _data(context, builder, at[4], roffs_)
@@ -407,9 +406,7 @@ def lane_row_taps(NB: int, KW: int):
                     acc = [builder.call(fma, [w, xs[i + kx], acc[i]]) for i in range(NB)]
                 return acc
 
-            res = _counted_loop(builder, KH_, [b] * NB, body)
-            for i in range(NB):
-                _vstore(builder, res[i], builder.gep(zp, [_c(i * L)]), vty, dt.itemsize)
+            _store_vectors(builder, _counted_loop(builder, KH_, [b] * NB, body), zp, vty, dt.itemsize)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -435,10 +432,7 @@ def lane_dots(KB: int):
         def codegen(context, builder, signature, args):
             G_, gbase_, P_, pbase_, pstep_, offs_, obase_, S_, acc_, abase_ = args
             at = signature.args
-            dt = _dtype_of(at[0])
-            L, bits = lanes(dt), dt.itemsize * 8
-            vty = _vec(context, at[0].dtype, L)
-            fma = _fma(builder, vty, bits)
+            dt, L, vty, fma = _fma_types(context, builder, at[0])
             gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
             pp = builder.gep(_data(context, builder, at[2], P_), [pbase_])
             op = builder.gep(_data(context, builder, at[5], offs_), [obase_])

@@ -51,7 +51,8 @@ from .._numba import njit
 
 from .. import _programs
 from .._threads import num_threads, parallel_for
-from . import _depthwise, _depthwise_lanes, _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small, _wgrad, _winograd
+from . import (_depthwise, _depthwise_lanes, _direct, _gather, _im2col, _lanes, _outputs, _patch, _phases, _rows, _small,
+               _wgrad, _winograd)
 from ._address import WITNESS
 from ._numpy import view as _np
 from ._reduce import finite, finite_chunks
