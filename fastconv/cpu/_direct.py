@@ -170,6 +170,17 @@ def _pack_bias(bias, has_bias, og, bp, t0, t1):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def copy_channels(x, c0, out, t0, t1):  # pragma: no cover - numba
+    """out[n] = x[n, c0:c0 + out.shape[1]] for the images [t0, t1) (one group's channels, NCHW)."""
+    span = out[0].size
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for n in range(t0, t1):
+        src = (n * x.shape[1] + c0) * x.shape[2] * x.shape[3]
+        of[n * span:(n + 1) * span] = xf[src:src + span]
+
+
+@njit(cache=True, nogil=True)
 def transpose_groups(w, groups, out, t0, t1):  # pragma: no cover - numba
     """out[g * cg + c, j] = w[g * og + j, c] (kernels copied whole) for the rows [t0, t1) of ``w``
     (O, cg, kh, kw); ``out`` (groups * cg, og, kh, kw)."""

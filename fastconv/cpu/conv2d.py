@@ -58,8 +58,8 @@ from ._numpy import view as _np
 from ._reduce import finite, finite_chunks
 from ._scratch import scoped, scratch
 from ._simd import SUM_CHAINS, sums
-from .conv_plan import (ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forced_name, forcing, gathered, geometry, plan,
-                        rows_blocking)
+from .conv_plan import (ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forced_name, forcing, gathered, gathered_by_group,
+                        geometry, one_group, plan, rows_blocking)
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -981,11 +981,30 @@ def _row_steps(n: int, planes: int, oh: int, owp: int, lanes: int, img: int, wq:
     return sg, sx
 
 
+def _weight_groups(xa, ga, geo: Geometry, dw) -> bool:
+    """The weight gradient of a grouped layer whose groups are deep enough to gather, group by group:
+    each group's input and output-gradient channels copied out (a kernel each) and reduced by
+    :func:`_weight_rows` as an ungrouped layer (measured in
+    :func:`fastconv.cpu.conv_plan.gathered_by_group`).  Returns whether every group's gradient was
+    found finite."""
+    one = one_group(geo)
+    xs = scratch("group_input", (geo.n, geo.cg, geo.h, geo.w), xa.dtype)
+    gs = scratch("group_grad", (geo.n, geo.og, geo.oh, geo.ow), ga.dtype)
+    finite_ = True
+    for g in range(geo.groups):
+        parallel_for(_direct.copy_channels, geo.n, xa, g * geo.cg, xs, work=xs.size)
+        parallel_for(_direct.copy_channels, geo.n, ga, g * geo.og, gs, work=gs.size)
+        finite_ = _weight_rows(xs, gs, one, dw[g * geo.og:(g + 1) * geo.og]) is True and finite_
+    return finite_
+
+
 def _weight_rows(xa, ga, geo: Geometry, dw) -> Optional[bool]:
     """Weight gradient in the row layout: steps are (image, output row, vector of columns), or
     -- with enough output channels -- the valid pixels, broadcast against channel vectors.
     Returns whether ``dw`` is finite where that was checked on the way (the gathered reduction),
     else None."""
+    if gathered_by_group(geo, xa.dtype):
+        return _weight_groups(xa, ga, geo, dw)
     if gathered(geo, xa.dtype):
         rows = _rows.plan_rows(geo.c, geo.rows_read, geo.cols_read, (1, 1), 0, 0)  # single reads: one phase
         X = _rows.pack_rows(xa, rows, geo.pad[0], geo.pad[2], geo.cols_read, parallel_for)

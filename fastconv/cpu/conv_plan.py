@@ -53,7 +53,8 @@ import torch
 from .. import _programs
 from ._direct import MR, NV, blocking
 
-__all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathers_forward", "ALGORITHMS",
+__all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathered_by_group", "one_group",
+           "gathers_forward", "ALGORITHMS",
            "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
@@ -192,6 +193,21 @@ def gathered(geo: Geometry, dtype) -> bool:
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
     least = GATHER_MIN_CHANNELS if geo.stride == (1, 1) and wide else GATHER_MIN_CHANNELS_STRIDED
     return geo.groups == 1 and geo.og >= least and geo.k >= GATHER_MIN_TAPS
+
+
+def one_group(geo: Geometry) -> Geometry:
+    """The convolution of one group of ``geo`` (ungrouped: its input and output channels per group)."""
+    return geometry((geo.n, geo.cg, geo.h, geo.w), (geo.og, geo.cg, geo.kh, geo.kw), geo.stride, geo.pad,
+                    geo.dilation, 1, (geo.oh, geo.ow))
+
+
+def gathered_by_group(geo: Geometry, dtype) -> bool:
+    """Whether a grouped layer's weight gradient runs group by group, each gathered (:func:`gathered`
+    on :func:`one_group`): its groups copied out, where the grouped reductions step over pixel
+    vectors.  Measured (two threads, float32, ms, by group against the plan before; torch): 16 x 64
+    x 28^2 -> 64 in 2 groups 1.77-1.94 against rows 2.31 (1.61), 8 x 96 x 28^2 -> 256 in 2 groups
+    4.14 against 6.88 (3.89), 16 x 128 x 14^2 -> 128 in 4 groups 1.00 against lanes 2.19 (0.86-0.90)."""
+    return geo.groups > 1 and gathered(one_group(geo), dtype)
 
 
 #: Winograd needs this many input and output channels: its transforms cost about as much as
@@ -347,7 +363,7 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
         return "rows"
     if pass_ != "backward_weight" and not wide and geo.n <= FLAT_MAX_BATCH and not _skips_pixels(geo):
         return "flat"
-    if pass_ == "backward_weight" and gathered(geo, dtype):
+    if pass_ == "backward_weight" and (gathered(geo, dtype) or gathered_by_group(geo, dtype)):
         return "rows"
     if pass_ != "backward_weight" and geo.og <= THIN_CHANNELS and rows_blocking(geo.og, geo.ow, dtype)[0] == MR:
         # rows too short for a thin register block: whole planes as rows have room for one, if

@@ -816,6 +816,45 @@ def test_depthwise_matches_torch(algorithm, case, dtype):
         torch.testing.assert_close(a, e, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("shape, groups, stride", [((3, 64, 9, 11), 2, 1), ((2, 128, 7, 6), 4, 1),
+                                                   ((2, 96, 12, 10), 3, 2)])
+def test_grouped_weight_gradient_by_group(shape, groups, stride, dtype):
+    """Grouped layers whose groups are deep enough to gather reduce group by group (each group's
+    channels copied out): torch's weight gradient, also with a non-finite input (the result is then
+    recomputed exactly), and the same bits on one thread and three."""
+    from fastconv import _threads
+    n, c, h, w = shape
+    o = c
+    geo = conv_plan.geometry(shape, (o, c // groups, 3, 3), (stride,) * 2, (1,) * 4, (1, 1), groups,
+                             ((h - 1) // stride + 1, (w - 1) // stride + 1))
+    assert conv_plan.gathered_by_group(geo, conv_plan.as_numpy_dtype(dtype))
+    assert conv_plan.plan("backward_weight", geo, conv_plan.as_numpy_dtype(dtype)).name == "direct/rows"
+    gen = torch.Generator().manual_seed(c + groups)
+    x = torch.randn(shape, dtype=dtype, generator=gen)
+    g = torch.randn(n, o, geo.oh, geo.ow, dtype=dtype, generator=gen)
+    args = ((stride,) * 2, (1,) * 4, (1, 1), groups, (3, 3))
+
+    def want(x):
+        return torch.ops.aten.convolution_backward(g, x, torch.zeros(o, c // groups, 3, 3, dtype=dtype), None,
+                                                   [stride] * 2, [1, 1], [1, 1], False, [0, 0], groups,
+                                                   [False, True, False])[1]
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    got = C.conv2d_backward_weight(x, g, *args)
+    torch.testing.assert_close(got, want(x), **tol)
+    runs = []
+    for threads in (1, 3):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_threads, "num_threads", lambda t=threads: t)
+            mp.setattr(_threads, "PARALLEL_MIN_WORK", 1)
+            runs.append(C.conv2d_backward_weight(x, g, *args))
+    assert torch.equal(runs[0], runs[1])
+    x[0, c - 1, 2, 3] = float("nan")  # the last group's channel: its weights' gradient is NaN
+    got, ref = C.conv2d_backward_weight(x, g, *args), want(x)
+    assert torch.equal(got.isnan(), ref.isnan()) and ref.isnan().any() and not ref[0].isnan().any()
+    torch.testing.assert_close(got[ref.isfinite()], ref[ref.isfinite()], **tol)
+
+
 def test_depthwise_is_planned_and_gradchecks():
     """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes where the
     planes are large, ``direct/depthwise-lanes`` where they are small (input gradients up to
