@@ -126,6 +126,17 @@ WINOGRAD_GRAD_TILES = 256
 #: 16-pixel rows stay in lanes (128 x 32 x 16x16 -> 3: lanes 0.44, flat 0.49 ms).
 THIN_CHANNELS = 4
 
+#: Wide rows that fill less than this fraction of their row tiles (40 px rows in two 32-px tiles:
+#: 0.625) run as flattened planes too (``direct/flat``: only the padding columns are computed in
+#: vain), any batch.  Measured on 2026-12-06 (two threads, float32, 3x3, forward / input gradient,
+#: ms, flat against rows): 8 x 32 x 40^2 0.80 / 0.86 against 1.11 / 1.19 (torch 0.82 / 2.20), 64 x
+#: 32 x 40^2 7.21 / 7.44 against 9.36 / 9.53, 16 x 32 x 36^2 1.36 / 1.43 against 1.98 / 2.10, 8 x 32
+#: x 24^2 0.30 / 0.30 against 0.36 / 0.35, 8 x 48 x 48^2 2.39 / 2.39 against 2.86 / 2.85, 8 x 16 x
+#: 48^2 0.36 / 0.35 against 0.43 / 0.42; where the tiles are full or nearly so, rows stay as fast
+#: or faster (8 x 32 x 80^2, 0.83: 3.63 / 3.56 against 3.74 / 3.71; 56^2, 0.875: 1.50 / 1.51
+#: against 1.60 / 1.53; 64^2 and 112^2: flat 5-8% slower).
+ROWS_MIN_FILL = 0.8
+
 #: Below this batch, narrow outputs (forward and input gradient) run as flattened planes
 #: (``direct/flat``): the lane layout would cut images into blocks to fill its lanes, each packed
 #: with its halo.  Measured (two threads, float32, forward): 4 x 256 x 8x8 -> 256, flat 1.25 ms
@@ -351,6 +362,12 @@ def rows_blocking(og: int, ow: int, dtype) -> Tuple[int, int]:
     return MR, NV
 
 
+def _row_fill(geo: Geometry, dtype) -> float:
+    """The fraction of the row layout's tiles that an output row fills (:data:`ROWS_MIN_FILL`)."""
+    tw = rows_blocking(geo.og, geo.ow, dtype)[1] * (64 // as_numpy_dtype(dtype).itemsize)
+    return geo.ow / (-(-geo.ow // tw) * tw)
+
+
 def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
     wide = geo.ow >= ROWS_MIN_WIDTH * _tile(dtype)
     if pass_ != "backward_weight" and gathers_forward(geo, dtype):
@@ -362,6 +379,8 @@ def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:
         # 128 x 3 x 32x32 -> 32: 0.68 / 0.92 against 1.82 / 1.46 (torch 0.32 / 0.32, 2.2 / 0.39)
         return "rows"
     if pass_ != "backward_weight" and not wide and geo.n <= FLAT_MAX_BATCH and not _skips_pixels(geo):
+        return "flat"
+    if pass_ != "backward_weight" and wide and _row_fill(geo, dtype) < ROWS_MIN_FILL and not _skips_pixels(geo):
         return "flat"
     if pass_ == "backward_weight" and (gathered(geo, dtype) or gathered_by_group(geo, dtype)):
         return "rows"

@@ -855,6 +855,18 @@ def test_grouped_weight_gradient_by_group(shape, groups, stride, dtype):
     torch.testing.assert_close(got[ref.isfinite()], ref[ref.isfinite()], **tol)
 
 
+def test_rows_that_fill_their_tiles_poorly_run_flat():
+    """Wide rows filling under ROWS_MIN_FILL of their row tiles (40 px in two 32-px tiles) run as
+    flattened planes in the forward and input-gradient passes; full tiles (32, 64 px) and nearly
+    full ones (56 px) keep the row layout, and weight gradients stay in rows."""
+    f32 = torch.float32
+    for width, want in ((40, "direct/flat"), (48, "direct/flat"), (24, "direct/flat"), (56, "direct/rows"),
+                        (64, "direct/rows"), (32, "direct/rows")):
+        args = ((8, 32, width, width), (32, 32, 3, 3), (1, 1), (1,) * 4, (1, 1), 1, f32)
+        assert plan_name(*args) == plan_name(*args, "backward_input") == want, width
+        assert plan_name(*args, "backward_weight") == "direct/rows"
+
+
 def test_depthwise_is_planned_and_gradchecks():
     """MobileNet-like depthwise layers plan ``direct/depthwise`` for all three passes where the
     planes are large, ``direct/depthwise-lanes`` where they are small (input gradients up to
