@@ -55,7 +55,10 @@ _VEC = copy_vector()
 
 @njit(cache=True, nogil=True, inline="always")
 def transpose_in(src, base, lstride, lc, n, T, L):  # pragma: no cover - numba
-    """T[p * L + l] = src[base + l * lstride + p] for ``p < n``, ``l < lc`` (lanes from ``lc`` on untouched)."""
+    """T[p * L + l] = src[base + l * lstride + p] for ``p < n``, ``l < lc`` (lanes from ``lc`` on untouched).
+    (:func:`fastconv.cpu._wgrad.image_channels_last` does the same for planes ``n`` apart; called
+    here instead of this inlined copy, with the destination stride a runtime value, the 32 x 960 x
+    7^2 forward took 0.80-0.88 ms against 0.72-0.83.)"""
     p0 = 0
     if lc == L:
         while p0 + L <= n:

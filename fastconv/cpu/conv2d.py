@@ -440,7 +440,7 @@ def _depthwise_lanes_weights(wa, ba, geo: Geometry, dtype, flip: bool) -> Tuple[
     """The weights and bias per lane, [channel block, m, tap, lane] / [channel block, m, lane]
     (:func:`fastconv.cpu._depthwise_lanes.pack_weights`)."""
     lanes = 64 // np.dtype(dtype).itemsize
-    blocks = -(-geo.c // lanes) * geo.og
+    blocks = _direct.blocks(geo.c, lanes) * geo.og
     wl = np.empty(blocks * geo.kh * geo.kw * lanes, dtype=dtype)
     bl = np.empty(blocks * lanes, dtype=dtype)
     parallel_for(_depthwise_lanes.pack_weights, 1, wa, _direct.bias_arg(ba, dtype), ba is not None, geo.og, flip,
@@ -453,8 +453,9 @@ def _forward_depthwise_lanes(xa, wa, ba, geo: Geometry, outa, flip: bool = False
     (:func:`fastconv.cpu._depthwise_lanes.forward`)."""
     hp, wp, offs, roffs, rowwise = _depthwise_lanes_layout(geo, xa.itemsize)
     wl, bl = _depthwise_lanes_weights(wa, ba, geo, xa.dtype, flip)
-    parallel_for(_depthwise_lanes.forward, geo.n * -(-geo.c // (64 // xa.itemsize)), xa, wl, bl, offs, roffs, rowwise,
-                 outa, geo.og, *geo.stride, geo.pad[0], geo.pad[2], hp, wp, macs=geo.macs)
+    tasks = geo.n * _direct.blocks(geo.c, 64 // xa.itemsize)
+    parallel_for(_depthwise_lanes.forward, tasks, xa, wl, bl, offs, roffs, rowwise, outa, geo.og, *geo.stride,
+                 geo.pad[0], geo.pad[2], hp, wp, macs=geo.macs)
 
 
 _FORWARD = {"direct/rows": _forward_rows, "direct/flat": _forward_flat, "direct/lanes": _forward_lanes,
@@ -1176,7 +1177,7 @@ def _weight_depthwise_lanes(xa, ga, geo: Geometry, dw) -> None:
     block and chunk of images (:func:`fastconv.cpu._depthwise_lanes.weight`), the chunks then
     added in order (:func:`fastconv.cpu._depthwise_lanes.reduce_chunks`)."""
     lanes = 64 // xa.itemsize
-    blocks = -(-geo.c // lanes)
+    blocks = _direct.blocks(geo.c, lanes)
     chunk = -(-geo.n // min(geo.n, -(-DEPTHWISE_LANES_TASKS // blocks)))
     chunks = -(-geo.n // chunk)
     k = geo.kh * geo.kw

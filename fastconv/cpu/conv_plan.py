@@ -54,8 +54,7 @@ from .. import _programs
 from ._direct import MR, NV, blocking
 
 __all__ = ["Geometry", "geometry", "Plan", "plan", "plan_name", "forced", "gathered", "gathered_by_group", "one_group",
-           "gathers_forward", "ALGORITHMS",
-           "ROWS_MIN_WIDTH"]
+           "gathers_forward", "ALGORITHMS", "ROWS_MIN_WIDTH"]
 
 #: Every plan name :func:`plan` can return.
 ALGORITHMS = ("direct/small", "direct/rows", "direct/flat", "direct/lanes", "direct/gather", "direct/depthwise",
