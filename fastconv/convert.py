@@ -56,7 +56,10 @@ def convert_model(model: torch.nn.Module, fuse: bool = False) -> torch.nn.Module
         Also fuse ``Conv2d [-> BatchNorm2d] -> ReLU|SiLU|LeakyReLU [-> MaxPool2d]`` runs of
         layers into single ops (:class:`fastconv.nn.FusedConv2d`): found in ``nn.Sequential``
         containers, and through ``torch.fx`` where the model traces.  BatchNorm is folded
-        into the convolution in eval mode only.  Values and gradients equal the unfused
+        into the convolution in eval mode only.  A SiLU (or negative-slope LeakyReLU) that
+        feeds a ``Conv2d`` alone runs inside that convolution instead
+        (:class:`fastconv.nn.PreActConv2d`), which keeps one tensor less for the backward
+        pass (:mod:`fastconv.fuse` gives the order).  Values and gradients equal the unfused
         model's to float rounding; the ``state_dict`` is unchanged.
 
     Returns

@@ -12,6 +12,14 @@ no indices.  Runs are found
   flow) keep only their ``Sequential`` fusions.
 
 Each run is fused in place by :func:`fastconv.nn.fused.absorb`.
+
+An *input run* is ``activation -> Conv2d`` where the activation's derivative needs its input
+(SiLU, LeakyReLU with a negative slope) and its output feeds only the convolution; found the same
+two ways, it becomes a :class:`fastconv.nn.PreActConv2d` (:func:`fastconv.nn.fused.absorb_input`),
+which keeps the activation's input alone for the backward pass where torch keeps its input and
+its output.  :func:`fuse_model` fuses runs with a BatchNorm or a pooling first (they keep the
+least), then input runs, then the remaining ``Conv2d -> activation`` runs, each module once.
+An activation module that appears more than once in the model is never absorbed.
 """
 from __future__ import annotations
 
@@ -20,12 +28,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb, release
+from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb, absorb_input, release
+from .ops.fused import keeps_preactivation
 from .nn.modules import Conv2d, MaxPool2d
 
-__all__ = ["fuse_model", "find_runs", "unfuse_batchnorm"]
+__all__ = ["fuse_model", "find_runs", "find_input_runs", "unfuse_batchnorm"]
 
 Run = Tuple[Conv2d, Optional[nn.BatchNorm2d], nn.Module, Optional[nn.MaxPool2d]]
+InputRun = Tuple[nn.Module, Conv2d]
 
 
 def _is_conv(m) -> bool:
@@ -38,6 +48,14 @@ def _is_bn(m, conv) -> bool:
 
 def _is_act(m) -> bool:
     return type(m) in ACTIVATION_MODULES
+
+
+def _is_input_act(m) -> bool:
+    """An activation worth running inside the next convolution: its derivative needs its input."""
+    if not _is_act(m):
+        return False
+    name, slope = ACTIVATION_MODULES[type(m)]
+    return keeps_preactivation(name, slope(m))
 
 
 def _is_pool(m) -> bool:
@@ -60,13 +78,20 @@ def _match(seq: List[nn.Module], i: int) -> Optional[Run]:
     return conv, bn, act, pool
 
 
-def _sequential_runs(model: nn.Module) -> List[Run]:
+def _match_input(seq: List[nn.Module], i: int) -> Optional[InputRun]:
+    """The input run starting at ``seq[i]``, if any."""
+    if i + 1 < len(seq) and _is_input_act(seq[i]) and _is_conv(seq[i + 1]):
+        return seq[i], seq[i + 1]
+    return None
+
+
+def _sequential_runs(model: nn.Module, match) -> list:
     runs = []
     for module in model.modules():
         if isinstance(module, nn.Sequential):
             children = list(module.children())
             for i in range(len(children)):
-                run = _match(children, i)
+                run = match(children, i)
                 if run is not None:
                     runs.append(run)
     return runs
@@ -79,7 +104,8 @@ class _Tracer(torch.fx.Tracer):
         return type(m).__module__.startswith("fastconv.nn") or super().is_leaf_module(m, qualname)
 
 
-def _fx_runs(model: nn.Module) -> List[Run]:
+def _fx_runs(model: nn.Module, match, length: int) -> list:
+    """``match(chain, 0)`` for each chain of up to ``length`` module calls of a trace of ``model``."""
     try:
         graph = _Tracer().trace(model)
     except Exception:  # data-dependent control flow, unsupported calls: no fx fusions
@@ -100,19 +126,27 @@ def _fx_runs(model: nn.Module) -> List[Run]:
 
     runs = []
     for node in graph.nodes:
-        if node.op != "call_module" or calls.get(node.target) != 1 or not _is_conv(modules[node.target]):
+        if node.op != "call_module" or calls.get(node.target) != 1:
             continue
         chain = [modules[node.target]]
         cur = node
-        for _ in range(3):
+        for _ in range(length - 1):
             cur = next_call(cur)
             if cur is None:
                 break
             chain.append(modules[cur.target])
-        run = _match(chain, 0)
+        run = match(chain, 0)
         if run is not None:
             runs.append(run)
     return runs
+
+
+def _repeated(model: nn.Module) -> set:
+    """ids of the modules that appear more than once in ``model``."""
+    seen, twice = set(), set()
+    for _, m in model.named_modules(remove_duplicate=False):
+        (twice if id(m) in seen else seen).add(id(m))
+    return twice
 
 
 def find_runs(model: nn.Module) -> List[Run]:
@@ -143,17 +177,52 @@ def find_runs(model: nn.Module) -> List[Run]:
     [['Conv2d', 'BatchNorm2d', 'ReLU', 'MaxPool2d']]
     """
     seen, runs = set(), []
-    for run in _sequential_runs(model) + _fx_runs(model):
-        if id(run[0]) not in seen and all(not isinstance(m, FusedConv2d) for m in run if m is not None):
+    repeated = _repeated(model)
+    for run in _sequential_runs(model, _match) + _fx_runs(model, _match, 4):
+        if id(run[0]) not in seen and id(run[2]) not in repeated:
             seen.add(id(run[0]))
             runs.append(run)
+    return runs
+
+
+def find_input_runs(model: nn.Module) -> List[InputRun]:
+    """Every ``activation -> Conv2d`` input run in ``model`` (see the module docstring), each conv once.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model converted by :func:`fastconv.convert_model`; it is not changed.
+
+    Returns
+    -------
+    list of (torch.nn.Module, Conv2d)
+        ``(activation, conv)`` per run: SiLU or a LeakyReLU with a negative slope, whose output
+        only the plain fastconv ``Conv2d`` reads.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> from fastconv.fuse import find_input_runs
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.SiLU(), torch.nn.Conv2d(4, 4, 3),
+    ...                           torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    >>> [[type(m).__name__ for m in run] for run in find_input_runs(fastconv.convert_model(net))]
+    [['SiLU', 'Conv2d']]
+    """
+    seen, runs = set(), []
+    repeated = _repeated(model)
+    for act, conv in _sequential_runs(model, _match_input) + _fx_runs(model, _match_input, 2):
+        if id(conv) not in seen and id(act) not in repeated:
+            seen.add(id(conv))
+            runs.append((act, conv))
     return runs
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
     """Fuse every run of :func:`find_runs` in place (what ``convert_model(model, fuse=True)`` does last).
 
-    Each run's convolution becomes a :class:`fastconv.nn.FusedConv2d`; the BatchNorm,
+    Each run's convolution becomes a :class:`fastconv.nn.FusedConv2d`, and each input run's a
+    :class:`fastconv.nn.PreActConv2d` (in the order the module docstring gives); the BatchNorm,
     activation and pooling it absorbs stay in the model (and its ``state_dict``) and pass
     their input through while the fusion is active.
 
@@ -176,6 +245,12 @@ def fuse_model(model: nn.Module) -> nn.Module:
     >>> [type(m).__name__ for m in fuse_model(net)]
     ['FusedConv2d', 'AbsorbedSiLU']
     """
+    for conv, bn, act, pool in find_runs(model):
+        if bn is not None or pool is not None:
+            absorb(conv, act, bn, pool)
+    for act, conv in find_input_runs(model):  # (finds only modules not absorbed above: their types changed)
+        if _is_input_act(act) and _is_conv(conv):
+            absorb_input(act, conv)
     for conv, bn, act, pool in find_runs(model):
         absorb(conv, act, bn, pool)
     return model

@@ -1,4 +1,5 @@
-"""Fused conv -> activation [-> max pool] ops, FusedConv2d and convert_model(fuse=True)."""
+"""Fused conv -> activation [-> max pool] and activation -> conv ops, FusedConv2d, PreActConv2d and
+convert_model(fuse=True)."""
 import io
 import itertools
 
@@ -84,10 +85,71 @@ def test_bad_activation_is_an_error():
         F.conv2d_act(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3), activation="gelu")
 
 
-MODEL_CASES = {
-    "classifier": (lambda b: models.Classifier(3, 10, 32, backend=b), (4, 3, 32, 32), 3),
-    "unet": (lambda b: models.UNet(3, 1, 8, 2, backend=b), (2, 3, 32, 32), 10),
-    "denoiser": (lambda b: models.Denoiser(1, backend=b), (4, 1, 32, 32), 3),
+def _act_module(act, slope):
+    return {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(slope), "silu": nn.SiLU()}[act]
+
+
+@pytest.mark.parametrize("act,slope", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("geometry", [dict(padding=1, groups=2), dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2))])
+def test_act_conv2d_matches_unfused_torch(act, slope, dtype, geometry):
+    x = torch.randn(3, 4, 10, 9, dtype=dtype, requires_grad=True)
+    w = torch.randn(6, 4 // geometry.get("groups", 1), 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(6, dtype=dtype, requires_grad=True)
+    ref = TF.conv2d(_torch_act(x, act, slope), w, b, **geometry)
+    out = F.act_conv2d(x, w, b, **geometry, activation=act, negative_slope=slope)
+    assert_close(out, ref)
+    seed = torch.randn_like(ref)
+    for got, want in zip(grads(out, (x, w, b), seed), grads(ref, (x, w, b), seed)):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("act,slope", ACTS)
+def test_act_conv2d_non_finite_inputs_as_torch(act, slope):
+    """NaN and infinities go through the activation and its derivative as in torch's layers."""
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    x[0, 0, 2, 2], x[0, 1, 3, 3], x[1, 2, 0, 5] = float("nan"), float("inf"), -float("inf")
+    x.requires_grad_()
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    ref = TF.conv2d(_torch_act(x, act, slope), w, padding=1)
+    out = F.act_conv2d(x, w, padding=1, activation=act, negative_slope=slope)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    seed = torch.randn_like(ref)
+    for got, want in zip(grads(out, (x, w), seed), grads(ref, (x, w), seed)):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("act,slope", ACTS)
+def test_act_conv2d_gradcheck_and_double_backward(act, slope):
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: F.act_conv2d(x, w, b, padding=1, stride=2, activation=act, negative_slope=slope)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_act_conv2d_keeps_only_its_input():
+    """SiLU -> conv keeps (input, weight): torch's layers also keep the SiLU's output."""
+    x = torch.randn(8, 16, 32, 32, requires_grad=True)
+    w = torch.randn(32, 16, 3, 3, requires_grad=True)
+    fused = _saved_bytes(lambda: F.act_conv2d(x, w, padding=1))
+    unfused = _saved_bytes(lambda: TF.conv2d(TF.silu(x), w, padding=1))
+    assert fused == x.nbytes + w.nbytes
+    assert unfused - fused >= x.nbytes
+
+
+def test_act_conv2d_unbatched_and_bad_activation():
+    x, w = torch.randn(3, 7, 7), torch.randn(2, 3, 3, 3)
+    assert_close(F.act_conv2d(x, w, stride=2), TF.conv2d(TF.silu(x), w, stride=2))
+    with pytest.raises(ValueError, match="unsupported fused activation 'gelu'"):
+        F.act_conv2d(x, w, activation="gelu")
+
+
+MODEL_CASES = {  # model, input shape, (FusedConv2d, PreActConv2d) layers after fusing
+    "classifier": (lambda b: models.Classifier(3, 10, 32, backend=b), (4, 3, 32, 32), (3, 0)),
+    "unet": (lambda b: models.UNet(3, 1, 8, 2, backend=b), (2, 3, 32, 32), (10, 0)),
+    "denoiser": (lambda b: models.Denoiser(1, backend=b), (4, 1, 32, 32), (0, 3)),
 }
 
 
@@ -101,7 +163,8 @@ def test_convert_model_fuse_equals_torch_in_train_and_eval(name):
     keys = list(model.state_dict())
     fastconv.convert_model(model, fuse=True)
     assert list(model.state_dict()) == keys
-    assert sum(isinstance(m, fastconv.nn.FusedConv2d) for m in model.modules()) == expected
+    assert (sum(isinstance(m, fastconv.nn.FusedConv2d) for m in model.modules()),
+            sum(isinstance(m, fastconv.nn.PreActConv2d) for m in model.modules())) == expected
     x = torch.randn(*shape)
     for mode in ("train", "eval"):
         getattr(ref, mode)()
@@ -199,3 +262,97 @@ def test_unfuse_batchnorm_before_type_based_conversions():
     ref.eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def _chain():
+    """Every kind of run, in the order fuse_model settles them."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),   # input run; ReLU left
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(),                          # BatchNorm run first
+        nn.Conv2d(8, 8, 3, padding=1), nn.LeakyReLU(-0.2),                                    # its conv: a Conv2d run
+        nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.1), nn.MaxPool2d(2),  # pooled run first
+        nn.SiLU(), nn.Conv2d(8, 4, 3, padding=1, padding_mode="circular"))                    # input run, circular
+
+
+def test_fuse_settles_runs_in_order_and_equals_torch():
+    torch.manual_seed(0)
+    ref = _chain()
+    model = _chain()
+    model.load_state_dict(ref.state_dict())
+    fastconv.convert_model(model, fuse=True)
+    assert [type(m).__name__ for m in model] == [
+        "Conv2d", "AbsorbedSiLU", "PreActConv2d", "ReLU", "FusedConv2d", "AbsorbedBatchNorm2d", "AbsorbedSiLU",
+        "FusedConv2d", "AbsorbedLeakyReLU", "FusedConv2d", "AbsorbedLeakyReLU", "AbsorbedMaxPool2d", "AbsorbedSiLU",
+        "PreActConv2d"]
+    assert model[13].input_activation == "silu" and model[7].fused_slope == -0.2
+    x = torch.randn(2, 3, 16, 16)
+    for mode in ("train", "eval"):
+        getattr(ref, mode)()
+        getattr(model, mode)()
+        out, want = model(x), ref(x)
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+        seed = torch.randn_like(want)
+        for a, b in zip(grads(out, list(model.parameters()), seed), grads(want, list(ref.parameters()), seed)):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    torch.testing.assert_close(torch.load(buf, weights_only=False)(x), ref(x), rtol=1e-4, atol=1e-5)
+    from fastconv.nn.fused import release
+    release(model[13])
+    assert [type(m).__name__ for m in model][12:] == ["SiLU", "Conv2d"]
+    torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_leaves_activations_that_appear_twice():
+    act = nn.SiLU()
+    model = fastconv.convert_model(nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 4, 3), act, nn.Flatten()),
+                                   fuse=True)
+    assert [type(m).__name__ for m in model] == ["Conv2d", "SiLU", "Conv2d", "SiLU", "Flatten"]
+
+
+class _PreActBranchy(nn.Module):
+    """Not a Sequential: the fx path must find act -> conv here, and leave the shared one."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.act2 = nn.LeakyReLU(-0.1)
+        self.head = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        z = self.stem(x)
+        a = self.act2(z)
+        return self.conv(self.act(z)) + self.head(a) + a
+
+
+def test_fx_finds_input_runs_outside_sequential():
+    torch.manual_seed(0)
+    ref = _PreActBranchy()
+    model = _PreActBranchy()
+    model.load_state_dict(ref.state_dict())
+    fastconv.convert_model(model, fuse=True)
+    assert isinstance(model.conv, fastconv.nn.PreActConv2d)
+    assert type(model.head) is fastconv.nn.Conv2d and type(model.act2) is nn.LeakyReLU  # act2's output is shared
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out, want = model(x), ref(x)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    seed = torch.randn_like(want)
+    torch.testing.assert_close(grads(out, [x], seed)[0], grads(want, [x], seed)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_act_conv2d_under_torch_func_and_compile():
+    x = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    f = lambda x: F.act_conv2d(x, w, padding=1).sum()  # noqa: E731
+    assert_close(torch.func.grad(f)(x), torch.func.grad(lambda x: TF.conv2d(TF.silu(x), w, padding=1).sum())(x))
+    xs = torch.randn(2, 3, 3, 6, 6, dtype=torch.float64)
+    assert_close(torch.func.vmap(lambda x: F.act_conv2d(x, w, padding=1))(xs),
+                 torch.stack([TF.conv2d(TF.silu(v), w, padding=1) for v in xs]))
+    torch.manual_seed(0)
+    model = fastconv.convert_model(models.Denoiser(1, backend="torch"), fuse=True)
+    x = torch.randn(2, 1, 16, 16)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model(x))

@@ -1,5 +1,9 @@
 """Fused conv layers, made by :func:`fastconv.convert_model` with ``fuse=True``.
 
+:class:`PreActConv2d` is the other direction: a :class:`fastconv.nn.Conv2d` that runs the
+activation in front of it (``fastconv::act_conv2d``), keeping only the activation's input for
+the backward pass.  What follows describes :class:`FusedConv2d`.
+
 :class:`FusedConv2d` is a :class:`fastconv.nn.Conv2d` (so a ``torch.nn.Conv2d``, with the same
 parameters and ``state_dict`` keys) that also runs the activation -- and the max pooling --
 that follow it, as one op of ``fastconv.ops.fused``, and folds a ``BatchNorm2d`` between
@@ -30,13 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import batch_norm as _bn
-from ..ops.fused import conv2d_act, conv2d_act_max_pool
+from ..ops.fused import act_conv2d, conv2d_act, conv2d_act_max_pool
 from .. import functional as F
 from .modules import Conv2d
 
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 
-__all__ = ["FusedConv2d", "ACTIVATION_MODULES", "absorb", "release"]
+__all__ = ["FusedConv2d", "PreActConv2d", "ACTIVATION_MODULES", "absorb", "absorb_input", "release"]
 
 #: torch.nn activation classes the fusion understands -> (fused name, slope getter).
 ACTIVATION_MODULES = {
@@ -177,6 +181,59 @@ class FusedConv2d(Conv2d):
         return ", ".join(parts)
 
 
+class PreActConv2d(Conv2d):
+    """A :class:`fastconv.nn.Conv2d` that runs the activation in front of it: ``conv(act(input))``.
+
+    Made in place from a converted ``Conv2d`` by :func:`fastconv.convert_model` (``fuse=True``)
+    where an activation whose derivative needs its input (SiLU, LeakyReLU with a negative
+    slope) feeds the convolution alone.  torch keeps that activation's input and its output
+    for the backward pass; :func:`fastconv.functional.act_conv2d` keeps the input only and
+    recomputes the activation there.  The activation module stays in the model and passes its
+    input through.  Values and gradients equal the unfused layers' to float rounding; parameters
+    and ``state_dict`` keys are the convolution's own.
+
+    Attributes
+    ----------
+    input_activation : str
+        'relu', 'leaky_relu' or 'silu'.
+    input_slope : float
+        LeakyReLU's negative slope (0 for the others).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.SiLU(), torch.nn.Conv2d(4, 4, 3))
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> ref = net(x)
+    >>> net = fastconv.convert_model(net, fuse=True)
+    >>> net[2]
+    PreActConv2d(4, 4, kernel_size=(3, 3), stride=(1, 1), input_activation=silu)
+    >>> torch.allclose(net(x), ref, atol=1e-6)
+    True
+    """
+
+    input_activation: str
+    input_slope: float
+
+    def runs_absorbed(self) -> bool:
+        """Whether this conv runs the activation it absorbed (always: nothing else decides it)."""
+        return True
+
+    def forward(self, input: Tensor) -> Tensor:
+        """``conv(act(input))`` as one op (explicit padding modes pad first: they commute with ``act``)."""
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return act_conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                          self.input_activation, self.input_slope)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_activation={self.input_activation}"
+
+
 def _passthrough_class(cls: type) -> type:
     """``cls`` with a forward that returns its input while its fused conv runs it (cached per class)."""
     cached = _PASSTHROUGH.get(cls)
@@ -200,6 +257,15 @@ def _passthrough_class(cls: type) -> type:
 _PASSTHROUGH: dict = {}
 
 
+def _take(conv: Conv2d, absorbed) -> None:
+    """The modules ``absorbed`` pass their input through while ``conv`` runs them (their classes
+    become pass-through subclasses of their own; no parameters or buffers change)."""
+    for m in absorbed:
+        object.__setattr__(m, "_fused_into", (conv,))
+        m.__class__ = _passthrough_class(type(m))
+    object.__setattr__(conv, "_fused_owner_modules", absorbed)
+
+
 def absorb(conv: Conv2d, act: nn.Module, bn: Optional[nn.BatchNorm2d] = None,
            pool: Optional[nn.MaxPool2d] = None) -> FusedConv2d:
     """Turn ``conv`` into a :class:`FusedConv2d` running ``[bn ->] act [-> pool]``, in place.
@@ -213,16 +279,24 @@ def absorb(conv: Conv2d, act: nn.Module, bn: Optional[nn.BatchNorm2d] = None,
     conv.fused_activation = name
     conv.fused_slope = slope(act)
     object.__setattr__(conv, "_fused", (bn, pool))  # not registered: no new state_dict keys
-    absorbed = tuple(m for m in (bn, act, pool) if m is not None)
-    for m in absorbed:
-        object.__setattr__(m, "_fused_into", (conv,))
-        m.__class__ = _passthrough_class(type(m))
-    object.__setattr__(conv, "_fused_owner_modules", absorbed)
+    _take(conv, tuple(m for m in (bn, act, pool) if m is not None))
     return conv
 
 
-def release(conv: FusedConv2d) -> Conv2d:
-    """Undo :func:`absorb`: ``conv`` and the modules it absorbed get their own classes back, in place.
+def absorb_input(act: nn.Module, conv: Conv2d) -> PreActConv2d:
+    """Turn ``conv`` into a :class:`PreActConv2d` running ``act`` on its input, in place; ``act``
+    becomes a pass-through subclass of its own class.  Returns ``conv``."""
+    name, slope = ACTIVATION_MODULES[type(act)]
+    conv.__class__ = PreActConv2d
+    conv.input_activation = name
+    conv.input_slope = slope(act)
+    _take(conv, (act,))
+    return conv
+
+
+def release(conv: Conv2d) -> Conv2d:
+    """Undo :func:`absorb` or :func:`absorb_input`: ``conv`` and the modules it absorbed get their
+    own classes back, in place.
 
     Needed before code that swaps modules by type -- ``SyncBatchNorm`` conversion replaces the
     BatchNorm a fused conv folds.  Returns ``conv``.
@@ -230,9 +304,12 @@ def release(conv: FusedConv2d) -> Conv2d:
     for m in conv._fused_owner_modules:
         m.__class__ = m.__class__.__bases__[0]
         object.__delattr__(m, "_fused_into")
-    object.__delattr__(conv, "_fused")
     object.__delattr__(conv, "_fused_owner_modules")
+    if isinstance(conv, PreActConv2d):
+        del conv.input_activation, conv.input_slope
+    else:
+        object.__delattr__(conv, "_fused")
+        del conv.fused_activation, conv.fused_slope
     conv.__class__ = Conv2d
-    del conv.fused_activation, conv.fused_slope
     return conv
 

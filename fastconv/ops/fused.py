@@ -13,6 +13,10 @@ the backward pass.  The fused ops keep only what their exact backward needs:
   is the pre-activation at each window's argmax when the activation needs it (SiLU, negative
   slopes), else empty.
 
+* ``fastconv::act_conv2d(x, w, b, stride, padding4, dilation, groups, act, slope) -> y``:
+  ``y = conv2d(act(x), w, b)``, keeping only ``x``: ``act(x)`` is recomputed for the weight
+  gradient (the activation in front of a convolution, where its derivative needs its input).
+
 Backward passes are exact: ``dz = dy * act'(z)`` (the same formulas torch's activation
 backward uses; for the pooled op, nonzero only at the argmax positions), then conv2d's
 gradient ops.  They are built from differentiable ops, so double backward works (SiLU's
@@ -29,10 +33,11 @@ from torch import Tensor
 from ..memory import output_like
 from . import _batching as B
 from ._op import define
-from .conv2d import _conv2d, conv2d_op, conv_grads, out_hw
+from .conv2d import (_conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op,
+                     conv_grads, out_hw)
 from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
 
-__all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "keeps_preactivation"]
+__all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "act_conv2d_op", "keeps_preactivation"]
 
 #: Activations the fused ops support.
 ACTIVATIONS = ("relu", "leaky_relu", "silu")
@@ -55,10 +60,13 @@ def _activate(z: Tensor, act: str, slope: float) -> Tensor:
     return torch.nn.functional.silu(z)
 
 
-def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float) -> Tensor:
+def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float,
+              out: Optional[Tensor] = None) -> Tensor:
     """``dy * act'(z)`` by torch's own activation-backward kernels (``y = act(z)``): one pass, and the
-    values of the unfused layer bit for bit.  When a graph is being built (double backward), SiLU's
-    derivative is written out in differentiable ops instead (``silu_backward`` has no derivative)."""
+    values of the unfused layer bit for bit, into ``out`` (``dy`` itself may be given: the kernels
+    are elementwise) or a new tensor.  When a graph is being built (double backward), SiLU's
+    derivative is written out in differentiable ops instead (``silu_backward`` has no derivative),
+    and ``out`` is not used.  ``z`` may stand for ``y`` (``z > 0`` exactly where ``y > 0``)."""
     if torch.is_grad_enabled():  # differentiable forms
         if act == "relu":
             return torch.ops.aten.threshold_backward(dy, y, 0)
@@ -67,7 +75,8 @@ def _act_grad(dy: Tensor, y: Tensor, z: Optional[Tensor], act: str, slope: float
                     else torch.ops.aten.leaky_relu_backward(dy, y, slope, True))
         s = torch.sigmoid(z)
         return dy * s * (1 + z * (1 - s))
-    out = output_like(dy)  # (on the CPU, pages already mapped: no faults in the kernel)
+    if out is None:
+        out = output_like(dy)  # (on the CPU, pages already mapped: no faults in the kernel)
     if act == "relu":
         return torch.ops.aten.threshold_backward.grad_input(dy, y, 0, grad_input=out)
     if act == "leaky_relu":
@@ -129,6 +138,68 @@ def _conv2d_act_vmap(info, in_dims, *args):
 
 conv2d_act_op = define("conv2d_act", _conv2d_act, _conv2d_act_fake, setup_context=_conv2d_act_setup,
                        backward=_conv2d_act_backward, vmap=_conv2d_act_vmap)
+
+
+# --------------------------------------------------------------------------- activation -> conv2d
+
+
+def _activated(x: Tensor, act: str, slope: float) -> Tensor:
+    """``act(x)`` in a new tensor (``x`` is an op's input and stays as it is) by torch's own kernels;
+    through differentiable ops when a graph is being built (double backward)."""
+    if torch.is_grad_enabled():
+        if act == "relu":
+            return torch.relu(x)
+        if act == "leaky_relu":
+            return torch.nn.functional.leaky_relu(x, slope)
+        return torch.nn.functional.silu(x)
+    out = output_like(x)  # (the pooled storage of the previous call's: pages mapped)
+    if act == "relu":
+        return torch.clamp_min(x, 0, out=out)  # (torch.relu is clamp_min(x, 0): NaN stays NaN)
+    if act == "leaky_relu":
+        return torch.ops.aten.leaky_relu.out(x, slope, out=out)
+    return torch.ops.aten.silu.out(x, out=out)
+
+
+def _act_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                dilation: List[int], groups: int, act: str, slope: float) -> Tensor:
+    return _conv2d(_activated(x, act, slope), weight, bias, stride, padding, dilation, groups)
+
+
+def _act_conv2d_fake(x, weight, bias, stride, padding, dilation, groups, act, slope):
+    oh, ow = out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    return x.new_empty((x.shape[0], weight.shape[0], oh, ow))
+
+
+def _act_conv2d_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, act, slope = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.geo = (stride, padding, dilation, groups)
+    ctx.act = (act, slope)
+    ctx.has_bias = bias is not None
+
+
+def _act_conv2d_backward(ctx, grad):
+    """The weight gradient first, on ``act(x)`` recomputed and freed, then the input gradient, turned
+    into ``x``'s in place: at most two tensors of ``x``'s size are alive at once."""
+    x, weight = ctx.saved_tensors
+    grad = grad.contiguous()
+    gx = gw = gb = None
+    if ctx.needs_input_grad[1]:
+        gw = conv2d_backward_weight(_activated(x, *ctx.act), grad, *ctx.geo, list(weight.shape[2:]))
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = conv2d_bias_grad(grad)
+    if ctx.needs_input_grad[0]:
+        da = conv2d_backward_input(grad, weight, None, *ctx.geo, list(x.shape[2:]))
+        gx = _act_grad(da, x, x, *ctx.act, out=da)
+    return (gx, gw, gb) + (None,) * 6
+
+
+def _act_conv2d_vmap(info, in_dims, *args):
+    return B.conv_vmap(act_conv2d_op, info, in_dims, args, groups_at=6)
+
+
+act_conv2d_op = define("act_conv2d", _act_conv2d, _act_conv2d_fake, setup_context=_act_conv2d_setup,
+                       backward=_act_conv2d_backward, vmap=_act_conv2d_vmap)
 
 
 # --------------------------------------------------------------------------- conv2d -> activation -> max_pool2d
@@ -233,6 +304,56 @@ def conv2d_act(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, str
     squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
     act, slope = _act_args(activation, negative_slope)
     y, _ = conv2d_act_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
+    return y.squeeze(0) if squeeze else y
+
+
+def act_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
+               groups: int = 1, activation: str = "silu", negative_slope: float = 0.01) -> Tensor:
+    """``conv2d(activation(input), weight, bias, ...)`` as one op that keeps only ``input`` for backward.
+
+    torch's eager mode keeps both the activation's input (for its derivative) and its output
+    (for the convolution's weight gradient).  This op keeps ``input`` alone and recomputes
+    ``activation(input)`` in the backward pass, where it is alive only while the weight gradient
+    is computed: one tensor of the input's size less between forward and backward, for one more
+    elementwise pass.  It pays for activations whose derivative needs their input (SiLU,
+    LeakyReLU with a negative slope), which :func:`fastconv.convert_model` (``fuse=True``)
+    fuses this way.
+
+    Parameters
+    ----------
+    input, weight, bias, stride, padding, dilation, groups
+        As :func:`fastconv.functional.conv2d` (zero padding commutes with the activations:
+        each maps 0 to 0).
+    activation : {'relu', 'leaky_relu', 'silu'}, optional
+        The activation applied to ``input``, with torch's definitions.
+    negative_slope : float, optional
+        LeakyReLU's slope (ignored by the others).
+
+    Returns
+    -------
+    Tensor
+        The convolution of the activated input; values and gradients equal the unfused torch
+        layers' (the same elementwise kernels).
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`fastconv.functional.conv2d` for bad tensors or geometry; ``ValueError`` also
+        for an unknown activation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    >>> y = F.act_conv2d(x, w, padding=1)
+    >>> torch.equal(y, F.conv2d(torch.nn.functional.silu(x), w, padding=1))
+    True
+    """
+    from .conv2d import _prepare
+    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
+    act, slope = _act_args(activation, negative_slope)
+    y = act_conv2d_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
     return y.squeeze(0) if squeeze else y
 
 
