@@ -59,7 +59,7 @@ from ._reduce import finite, finite_chunks
 from ._scratch import scoped, scratch
 from ._simd import SUM_CHAINS, sums
 from .conv_plan import (ROWS_MIN_WIDTH, SMALL_MACS, Geometry, Plan, forced_name, forcing, gathered, gathered_by_group,
-                        geometry, one_group, plan, rows_blocking)
+                        geometry, one_group, plan, pointwise, rows_blocking)
 
 #: The backend contract (:class:`fastconv.ops.conv2d.Backend`); everything else here is private.
 __all__ = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_bias_grad"]
@@ -116,12 +116,6 @@ def _tile(dtype) -> int:
     return _direct.NV * (64 // np.dtype(dtype).itemsize)
 
 
-def pointwise(geo: Geometry) -> bool:
-    """Whether ``geo`` is a 1x1 convolution with stride 1 and no padding: a GEMM per image on the
-    unpacked planes (pixels contiguous, no halo)."""
-    return (geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
-
-
 def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     """A 1x1 convolution straight from the NCHW planes: ungrouped, one batched product ``W @ x[n]``
     on torch's BLAS (the OpenMP team the kernels use) into the output, then the bias; grouped,
@@ -139,7 +133,7 @@ def _forward_pointwise(xa, wa, ba, geo: Geometry, outa) -> None:
     hw = geo.h * geo.w
     if geo.groups == 1:
         out3 = torch.from_numpy(outa).view(geo.n, geo.o, hw)
-        w2 = torch.from_numpy(np.ascontiguousarray(wa.reshape(geo.o, geo.c)))  # a transposed view (input gradient)
+        w2 = torch.from_numpy(wa.reshape(geo.o, geo.c))  # (input gradient: a transposed view, which BLAS reads as is)
         torch.matmul(w2, torch.from_numpy(xa).view(geo.n, geo.c, hw), out=out3)
         if ba is not None:
             out3.add_(torch.from_numpy(ba).view(1, geo.o, 1))

@@ -429,6 +429,9 @@ def test_planner_choices_for_the_seed_layers():
     # UNet's ConvTranspose2d(k=2, s=2) runs its passes as 1x1 convolutions of 2x2 pixel blocks
     for pass_ in ("forward", "backward_input", "backward_weight"):
         assert plan_name((4, 128, 16, 16), (256, 128, 2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 1, f32, pass_) == "patch"
+        # ... whose blocks (and any ungrouped 1x1 convolution, deep or narrow) are one BLAS product
+        assert plan_name((4, 512, 1, 64), (256, 512, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32, pass_) \
+            == plan_name((2, 1024, 7, 7), (256, 1024, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, f32, pass_) == "direct/rows"
     with forced("direct/lanes"):
         assert plan_name((128, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, f32) == "direct/lanes"
     with pytest.raises(ValueError, match="unknown algorithm"):
