@@ -8,8 +8,8 @@ non-contiguous (channels_last included); outputs are standard contiguous.
 """
 from .ops.conv2d import conv2d
 from .ops.conv_transpose2d import conv_transpose2d
-from .ops.fused import act_conv2d, conv2d_act, conv2d_act_max_pool
+from .ops.fused import act_conv2d, act_conv_transpose2d, conv2d_act, conv2d_act_max_pool
 from .ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "conv2d_act",
-           "conv2d_act_max_pool", "act_conv2d"]
+           "conv2d_act_max_pool", "act_conv2d", "act_conv_transpose2d"]

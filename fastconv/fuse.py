@@ -13,9 +13,10 @@ no indices.  Runs are found
 
 Each run is fused in place by :func:`fastconv.nn.fused.absorb`.
 
-An *input run* is ``activation -> Conv2d`` where the activation's derivative needs its input
-(SiLU, LeakyReLU with a negative slope) and its output feeds only the convolution; found the same
-two ways, it becomes a :class:`fastconv.nn.PreActConv2d` (:func:`fastconv.nn.fused.absorb_input`),
+An *input run* is ``activation -> Conv2d | ConvTranspose2d`` where the activation's derivative
+needs its input (SiLU, LeakyReLU with a negative slope) and its output feeds only the
+convolution; found the same two ways, it becomes a :class:`fastconv.nn.PreActConv2d` or
+:class:`fastconv.nn.PreActConvTranspose2d` (:func:`fastconv.nn.fused.absorb_input`),
 which keeps the activation's input alone for the backward pass where torch keeps its input and
 its output.  :func:`fuse_model` fuses runs with a BatchNorm or a pooling first (they keep the
 least), then input runs, then the remaining ``Conv2d -> activation`` runs, each module once.
@@ -30,12 +31,12 @@ from torch import nn
 
 from .nn.fused import ACTIVATION_MODULES, FusedConv2d, absorb, absorb_input, release
 from .ops.fused import keeps_preactivation
-from .nn.modules import Conv2d, MaxPool2d
+from .nn.modules import Conv2d, ConvTranspose2d, MaxPool2d
 
 __all__ = ["fuse_model", "find_runs", "find_input_runs", "unfuse_batchnorm"]
 
 Run = Tuple[Conv2d, Optional[nn.BatchNorm2d], nn.Module, Optional[nn.MaxPool2d]]
-InputRun = Tuple[nn.Module, Conv2d]
+InputRun = Tuple[nn.Module, nn.Module]
 
 
 def _is_conv(m) -> bool:
@@ -78,9 +79,14 @@ def _match(seq: List[nn.Module], i: int) -> Optional[Run]:
     return conv, bn, act, pool
 
 
+def _is_input_conv(m) -> bool:
+    """A plain fastconv convolution that can run the activation in front of it."""
+    return type(m) in (Conv2d, ConvTranspose2d)
+
+
 def _match_input(seq: List[nn.Module], i: int) -> Optional[InputRun]:
     """The input run starting at ``seq[i]``, if any."""
-    if i + 1 < len(seq) and _is_input_act(seq[i]) and _is_conv(seq[i + 1]):
+    if i + 1 < len(seq) and _is_input_act(seq[i]) and _is_input_conv(seq[i + 1]):
         return seq[i], seq[i + 1]
     return None
 
@@ -186,7 +192,8 @@ def find_runs(model: nn.Module) -> List[Run]:
 
 
 def find_input_runs(model: nn.Module) -> List[InputRun]:
-    """Every ``activation -> Conv2d`` input run in ``model`` (see the module docstring), each conv once.
+    """Every ``activation -> Conv2d | ConvTranspose2d`` input run in ``model`` (see the module
+    docstring), each conv once.
 
     Parameters
     ----------
@@ -195,9 +202,9 @@ def find_input_runs(model: nn.Module) -> List[InputRun]:
 
     Returns
     -------
-    list of (torch.nn.Module, Conv2d)
+    list of (torch.nn.Module, torch.nn.Module)
         ``(activation, conv)`` per run: SiLU or a LeakyReLU with a negative slope, whose output
-        only the plain fastconv ``Conv2d`` reads.
+        only the plain fastconv ``Conv2d`` or ``ConvTranspose2d`` reads.
 
     Examples
     --------
@@ -222,7 +229,8 @@ def fuse_model(model: nn.Module) -> nn.Module:
     """Fuse every run of :func:`find_runs` in place (what ``convert_model(model, fuse=True)`` does last).
 
     Each run's convolution becomes a :class:`fastconv.nn.FusedConv2d`, and each input run's a
-    :class:`fastconv.nn.PreActConv2d` (in the order the module docstring gives); the BatchNorm,
+    :class:`fastconv.nn.PreActConv2d` or :class:`fastconv.nn.PreActConvTranspose2d` (in the order
+    the module docstring gives); the BatchNorm,
     activation and pooling it absorbs stay in the model (and its ``state_dict``) and pass
     their input through while the fusion is active.
 
@@ -249,7 +257,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
         if bn is not None or pool is not None:
             absorb(conv, act, bn, pool)
     for act, conv in find_input_runs(model):  # (finds only modules not absorbed above: their types changed)
-        if _is_input_act(act) and _is_conv(conv):
+        if _is_input_act(act) and _is_input_conv(conv):
             absorb_input(act, conv)
     for conv, bn, act, pool in find_runs(model):
         absorb(conv, act, bn, pool)

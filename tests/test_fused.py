@@ -1,5 +1,6 @@
 """Fused conv -> activation [-> max pool] and activation -> conv ops, FusedConv2d, PreActConv2d and
 convert_model(fuse=True)."""
+import copy
 import io
 import itertools
 
@@ -146,10 +147,42 @@ def test_act_conv2d_unbatched_and_bad_activation():
         F.act_conv2d(x, w, activation="gelu")
 
 
-MODEL_CASES = {  # model, input shape, (FusedConv2d, PreActConv2d) layers after fusing
-    "classifier": (lambda b: models.Classifier(3, 10, 32, backend=b), (4, 3, 32, 32), (3, 0)),
-    "unet": (lambda b: models.UNet(3, 1, 8, 2, backend=b), (2, 3, 32, 32), (10, 0)),
-    "denoiser": (lambda b: models.Denoiser(1, backend=b), (4, 1, 32, 32), (0, 3)),
+@pytest.mark.parametrize("act,slope", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("geometry", [dict(stride=2, padding=1, output_padding=1, groups=2),
+                                      dict(stride=(1, 2), padding=(2, 0), dilation=(2, 1))])
+def test_act_conv_transpose2d_matches_unfused_torch(act, slope, dtype, geometry):
+    x = torch.randn(3, 4, 5, 6, dtype=dtype, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(3 * geometry.get("groups", 1), dtype=dtype, requires_grad=True)
+    ref = TF.conv_transpose2d(_torch_act(x, act, slope), w, b, **geometry)
+    out = F.act_conv_transpose2d(x, w, b, **geometry, activation=act, negative_slope=slope)
+    assert_close(out, ref)
+    seed = torch.randn_like(ref)
+    for got, want in zip(grads(out, (x, w, b), seed), grads(ref, (x, w, b), seed)):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("act,slope", ACTS[2:])
+def test_act_conv_transpose2d_gradcheck_and_memory(act, slope):
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: F.act_conv_transpose2d(x, w, b, 2, 1, activation=act, negative_slope=slope)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+    assert _saved_bytes(lambda: fn(x, w, b)) == x.nbytes + w.nbytes
+    xu = torch.randn(3, 4, 4, dtype=torch.float64)
+    assert_close(F.act_conv_transpose2d(xu, w, stride=2, output_padding=1, activation=act, negative_slope=slope),
+                 TF.conv_transpose2d(_torch_act(xu, act, slope), w, stride=2, output_padding=1))
+    with pytest.raises(RuntimeError, match="expected bias of shape"):
+        F.act_conv_transpose2d(x, w, torch.zeros(3, dtype=torch.float64))
+
+
+MODEL_CASES = {  # model, input shape, (FusedConv2d, PreActConv2d, PreActConvTranspose2d) layers after fusing
+    "classifier": (lambda b: models.Classifier(3, 10, 32, backend=b), (4, 3, 32, 32), (3, 0, 0)),
+    "unet": (lambda b: models.UNet(3, 1, 8, 2, backend=b), (2, 3, 32, 32), (10, 0, 0)),
+    "denoiser": (lambda b: models.Denoiser(1, backend=b), (4, 1, 32, 32), (0, 3, 2)),
 }
 
 
@@ -163,8 +196,8 @@ def test_convert_model_fuse_equals_torch_in_train_and_eval(name):
     keys = list(model.state_dict())
     fastconv.convert_model(model, fuse=True)
     assert list(model.state_dict()) == keys
-    assert (sum(isinstance(m, fastconv.nn.FusedConv2d) for m in model.modules()),
-            sum(isinstance(m, fastconv.nn.PreActConv2d) for m in model.modules())) == expected
+    assert tuple(sum(isinstance(m, cls) for m in model.modules()) for cls in (
+        fastconv.nn.FusedConv2d, fastconv.nn.PreActConv2d, fastconv.nn.PreActConvTranspose2d)) == expected
     x = torch.randn(*shape)
     for mode in ("train", "eval"):
         getattr(ref, mode)()
@@ -271,7 +304,8 @@ def _chain():
         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(),                          # BatchNorm run first
         nn.Conv2d(8, 8, 3, padding=1), nn.LeakyReLU(-0.2),                                    # its conv: a Conv2d run
         nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.LeakyReLU(0.1), nn.MaxPool2d(2),  # pooled run first
-        nn.SiLU(), nn.Conv2d(8, 4, 3, padding=1, padding_mode="circular"))                    # input run, circular
+        nn.SiLU(), nn.Conv2d(8, 4, 3, padding=1, padding_mode="circular"),                    # input run, circular
+        nn.LeakyReLU(-0.1), nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1))  # transposed
 
 
 def test_fuse_settles_runs_in_order_and_equals_torch():
@@ -283,7 +317,7 @@ def test_fuse_settles_runs_in_order_and_equals_torch():
     assert [type(m).__name__ for m in model] == [
         "Conv2d", "AbsorbedSiLU", "PreActConv2d", "ReLU", "FusedConv2d", "AbsorbedBatchNorm2d", "AbsorbedSiLU",
         "FusedConv2d", "AbsorbedLeakyReLU", "FusedConv2d", "AbsorbedLeakyReLU", "AbsorbedMaxPool2d", "AbsorbedSiLU",
-        "PreActConv2d"]
+        "PreActConv2d", "AbsorbedLeakyReLU", "PreActConvTranspose2d"]
     assert model[13].input_activation == "silu" and model[7].fused_slope == -0.2
     x = torch.randn(2, 3, 16, 16)
     for mode in ("train", "eval"):
@@ -300,8 +334,18 @@ def test_fuse_settles_runs_in_order_and_equals_torch():
     torch.testing.assert_close(torch.load(buf, weights_only=False)(x), ref(x), rtol=1e-4, atol=1e-5)
     from fastconv.nn.fused import release
     release(model[13])
-    assert [type(m).__name__ for m in model][12:] == ["SiLU", "Conv2d"]
+    release(model[15])
+    assert [type(m).__name__ for m in model][12:] == ["SiLU", "Conv2d", "LeakyReLU", "ConvTranspose2d"]
     torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_preact_conv_transpose2d_takes_output_size():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.SiLU(), nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1))
+    model = fastconv.convert_model(copy.deepcopy(ref), fuse=True)
+    assert isinstance(model[1], fastconv.nn.PreActConvTranspose2d)
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(model[1](model[0](x), output_size=[10, 10]), ref[1](ref[0](x), output_size=[10, 10]))
 
 
 def test_fuse_leaves_activations_that_appear_twice():

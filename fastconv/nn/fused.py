@@ -1,8 +1,9 @@
 """Fused conv layers, made by :func:`fastconv.convert_model` with ``fuse=True``.
 
-:class:`PreActConv2d` is the other direction: a :class:`fastconv.nn.Conv2d` that runs the
-activation in front of it (``fastconv::act_conv2d``), keeping only the activation's input for
-the backward pass.  What follows describes :class:`FusedConv2d`.
+:class:`PreActConv2d` and :class:`PreActConvTranspose2d` are the other direction: fastconv
+convolutions that run the activation in front of them (``fastconv::act_conv2d``,
+``fastconv::act_conv_transpose2d``), keeping only the activation's input for the backward pass.
+What follows describes :class:`FusedConv2d`.
 
 :class:`FusedConv2d` is a :class:`fastconv.nn.Conv2d` (so a ``torch.nn.Conv2d``, with the same
 parameters and ``state_dict`` keys) that also runs the activation -- and the max pooling --
@@ -34,13 +35,14 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import batch_norm as _bn
-from ..ops.fused import act_conv2d, conv2d_act, conv2d_act_max_pool
+from ..ops.fused import act_conv2d, act_conv_transpose2d, conv2d_act, conv2d_act_max_pool
 from .. import functional as F
-from .modules import Conv2d
+from .modules import Conv2d, ConvTranspose2d
 
 _functorch_level = torch._C._functorch.peek_interpreter_stack
 
-__all__ = ["FusedConv2d", "PreActConv2d", "ACTIVATION_MODULES", "absorb", "absorb_input", "release"]
+__all__ = ["FusedConv2d", "PreActConv2d", "PreActConvTranspose2d", "ACTIVATION_MODULES", "absorb", "absorb_input",
+           "release"]
 
 #: torch.nn activation classes the fusion understands -> (fused name, slope getter).
 ACTIVATION_MODULES = {
@@ -181,7 +183,21 @@ class FusedConv2d(Conv2d):
         return ", ".join(parts)
 
 
-class PreActConv2d(Conv2d):
+class _PreAct:
+    """What the convolutions that run the activation in front of them share."""
+
+    input_activation: str
+    input_slope: float
+
+    def runs_absorbed(self) -> bool:
+        """Whether this conv runs the activation it absorbed (always: nothing else decides it)."""
+        return True
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_activation={self.input_activation}"
+
+
+class PreActConv2d(_PreAct, Conv2d):
     """A :class:`fastconv.nn.Conv2d` that runs the activation in front of it: ``conv(act(input))``.
 
     Made in place from a converted ``Conv2d`` by :func:`fastconv.convert_model` (``fuse=True``)
@@ -214,13 +230,6 @@ class PreActConv2d(Conv2d):
     True
     """
 
-    input_activation: str
-    input_slope: float
-
-    def runs_absorbed(self) -> bool:
-        """Whether this conv runs the activation it absorbed (always: nothing else decides it)."""
-        return True
-
     def forward(self, input: Tensor) -> Tensor:
         """``conv(act(input))`` as one op (explicit padding modes pad first: they commute with ``act``)."""
         padding = self.padding
@@ -230,8 +239,30 @@ class PreActConv2d(Conv2d):
         return act_conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
                           self.input_activation, self.input_slope)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, input_activation={self.input_activation}"
+
+class PreActConvTranspose2d(_PreAct, ConvTranspose2d):
+    """A :class:`fastconv.nn.ConvTranspose2d` that runs the activation in front of it.
+
+    The transposed-convolution twin of :class:`PreActConv2d` (same attributes, same trade:
+    :func:`fastconv.functional.act_conv_transpose2d`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.SiLU(), torch.nn.ConvTranspose2d(4, 2, 2, 2))
+    >>> fastconv.convert_model(net, fuse=True)[2]
+    PreActConvTranspose2d(4, 2, kernel_size=(2, 2), stride=(2, 2), input_activation=silu)
+    """
+
+    def forward(self, input: Tensor, output_size: Optional[list] = None) -> Tensor:
+        """``conv_transpose(act(input))`` as one op; ``output_size`` picks ``output_padding`` as torch."""
+        if self.padding_mode != "zeros":
+            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
+                                              2, self.dilation)
+        return act_conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                    self.groups, self.dilation, self.input_activation, self.input_slope)
 
 
 def _passthrough_class(cls: type) -> type:
@@ -283,18 +314,23 @@ def absorb(conv: Conv2d, act: nn.Module, bn: Optional[nn.BatchNorm2d] = None,
     return conv
 
 
-def absorb_input(act: nn.Module, conv: Conv2d) -> PreActConv2d:
-    """Turn ``conv`` into a :class:`PreActConv2d` running ``act`` on its input, in place; ``act``
-    becomes a pass-through subclass of its own class.  Returns ``conv``."""
+#: The convolutions that can run the activation in front of them -> their class doing so.
+PREACT_CLASSES = {Conv2d: PreActConv2d, ConvTranspose2d: PreActConvTranspose2d}
+
+
+def absorb_input(act: nn.Module, conv: nn.Module) -> nn.Module:
+    """Turn a fastconv ``Conv2d`` or ``ConvTranspose2d`` into a :class:`PreActConv2d` or
+    :class:`PreActConvTranspose2d` running ``act`` on its input, in place; ``act`` becomes a
+    pass-through subclass of its own class.  Returns ``conv``."""
     name, slope = ACTIVATION_MODULES[type(act)]
-    conv.__class__ = PreActConv2d
+    conv.__class__ = PREACT_CLASSES[type(conv)]
     conv.input_activation = name
     conv.input_slope = slope(act)
     _take(conv, (act,))
     return conv
 
 
-def release(conv: Conv2d) -> Conv2d:
+def release(conv: nn.Module) -> nn.Module:
     """Undo :func:`absorb` or :func:`absorb_input`: ``conv`` and the modules it absorbed get their
     own classes back, in place.
 
@@ -305,11 +341,11 @@ def release(conv: Conv2d) -> Conv2d:
         m.__class__ = m.__class__.__bases__[0]
         object.__delattr__(m, "_fused_into")
     object.__delattr__(conv, "_fused_owner_modules")
-    if isinstance(conv, PreActConv2d):
+    if isinstance(conv, _PreAct):
         del conv.input_activation, conv.input_slope
     else:
         object.__delattr__(conv, "_fused")
         del conv.fused_activation, conv.fused_slope
-    conv.__class__ = Conv2d
+    conv.__class__ = type(conv).__bases__[-1]  # (the fastconv layer it was made from)
     return conv
 

@@ -9,7 +9,7 @@ conv2d's bias gradient (w.r.t. ``b``).  Weight layout is torch's
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from torch import Tensor
 
@@ -131,6 +131,15 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
               [1., 1., 1., 1.],
               [1., 1., 1., 1.]]]])
     """
+    squeeze, x, geo = prepare(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    out = conv_transpose2d_op(x, weight, bias, *geo)
+    return out.squeeze(0) if squeeze else out
+
+
+def prepare(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, output_padding, groups,
+            dilation) -> Tuple[bool, Tensor, list]:
+    """Validate :func:`conv_transpose2d`'s arguments as torch does: (whether ``input`` is unbatched,
+    the batched input, the op's geometry ``[stride, padding, output_padding, dilation, groups]``)."""
     squeeze = unbatched("conv_transpose2d", input)
     S.check_tensor("conv_transpose2d", "weight", weight)
     S.check_dtype("conv_transpose2d", input, weight, bias)
@@ -141,5 +150,4 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[1] * groups):
         raise RuntimeError(f"fastconv.conv_transpose2d: expected bias of shape [{weight.shape[1] * groups}], "
                            f"got {list(bias.shape)}")
-    out = conv_transpose2d_op(x, weight, bias, list(s), list(p), list(op), list(d), int(groups))
-    return out.squeeze(0) if squeeze else out
+    return squeeze, x, [list(s), list(p), list(op), list(d), int(groups)]

@@ -16,6 +16,8 @@ the backward pass.  The fused ops keep only what their exact backward needs:
 * ``fastconv::act_conv2d(x, w, b, stride, padding4, dilation, groups, act, slope) -> y``:
   ``y = conv2d(act(x), w, b)``, keeping only ``x``: ``act(x)`` is recomputed for the weight
   gradient (the activation in front of a convolution, where its derivative needs its input).
+* ``fastconv::act_conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups, act,
+  slope) -> y``: the same in front of a transposed convolution.
 
 Backward passes are exact: ``dz = dy * act'(z)`` (the same formulas torch's activation
 backward uses; for the pooled op, nonzero only at the argmax positions), then conv2d's
@@ -32,12 +34,14 @@ from torch import Tensor
 
 from ..memory import output_like
 from . import _batching as B
+from . import conv_transpose2d as T
 from ._op import define
 from .conv2d import (_conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op,
                      conv_grads, out_hw)
 from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
 
-__all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "act_conv2d_op", "keeps_preactivation"]
+__all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "act_conv2d_op", "act_conv_transpose2d_op",
+           "keeps_preactivation"]
 
 #: Activations the fused ops support.
 ACTIVATIONS = ("relu", "leaky_relu", "silu")
@@ -202,6 +206,50 @@ act_conv2d_op = define("act_conv2d", _act_conv2d, _act_conv2d_fake, setup_contex
                        backward=_act_conv2d_backward, vmap=_act_conv2d_vmap)
 
 
+def _act_conv_transpose2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                          padding: List[int], output_padding: List[int], dilation: List[int], groups: int, act: str,
+                          slope: float) -> Tensor:
+    return T._conv_transpose2d(_activated(x, act, slope), weight, bias, stride, padding, output_padding, dilation,
+                               groups)
+
+
+def _act_conv_transpose2d_fake(x, weight, bias, stride, padding, output_padding, dilation, groups, act, slope):
+    return T._fake(x, weight, bias, stride, padding, output_padding, dilation, groups)
+
+
+def _act_conv_transpose2d_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, output_padding, dilation, groups, act, slope = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.geo = (stride, T._pad4(padding, output_padding), dilation, groups)  # of the adjoint conv2d
+    ctx.act = (act, slope)
+    ctx.has_bias = bias is not None
+
+
+def _act_conv_transpose2d_backward(ctx, grad):
+    """As :func:`_act_conv2d_backward`, with the transposed convolution's gradients (its input
+    gradient is conv2d's forward, its weight gradient conv2d's with the roles swapped)."""
+    x, weight = ctx.saved_tensors
+    grad = grad.contiguous()
+    gx = gw = gb = None
+    if ctx.needs_input_grad[1]:
+        gw = conv2d_backward_weight(grad, _activated(x, *ctx.act), *ctx.geo, list(weight.shape[2:]))
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        gb = conv2d_bias_grad(grad)
+    if ctx.needs_input_grad[0]:
+        da = conv2d_op(grad, weight, None, *ctx.geo)
+        gx = _act_grad(da, x, x, *ctx.act, out=da)
+    return (gx, gw, gb) + (None,) * 7
+
+
+def _act_conv_transpose2d_vmap(info, in_dims, *args):
+    return B.conv_vmap(act_conv_transpose2d_op, info, in_dims, args, groups_at=7)
+
+
+act_conv_transpose2d_op = define("act_conv_transpose2d", _act_conv_transpose2d, _act_conv_transpose2d_fake,
+                                 setup_context=_act_conv_transpose2d_setup, backward=_act_conv_transpose2d_backward,
+                                 vmap=_act_conv_transpose2d_vmap)
+
+
 # --------------------------------------------------------------------------- conv2d -> activation -> max_pool2d
 
 
@@ -354,6 +402,50 @@ def act_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, str
     squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
     act, slope = _act_args(activation, negative_slope)
     y = act_conv2d_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
+    return y.squeeze(0) if squeeze else y
+
+
+def act_conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
+                         output_padding=0, groups: int = 1, dilation=1, activation: str = "silu",
+                         negative_slope: float = 0.01) -> Tensor:
+    """``conv_transpose2d(activation(input), weight, bias, ...)`` as one op that keeps only ``input``.
+
+    The transposed-convolution twin of :func:`act_conv2d` (the activation in front of a
+    decoder's upsampling layer), with the same memory trade.
+
+    Parameters
+    ----------
+    input, weight, bias, stride, padding, output_padding, groups, dilation
+        As :func:`fastconv.functional.conv_transpose2d` (argument order included).
+    activation : {'relu', 'leaky_relu', 'silu'}, optional
+        The activation applied to ``input``, with torch's definitions.
+    negative_slope : float, optional
+        LeakyReLU's slope (ignored by the others).
+
+    Returns
+    -------
+    Tensor
+        The transposed convolution of the activated input; values and gradients equal the
+        unfused torch layers'.
+
+    Raises
+    ------
+    TypeError, ValueError, RuntimeError
+        As :func:`fastconv.functional.conv_transpose2d`; ``ValueError`` also for an unknown
+        activation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastconv.functional as F
+    >>> x, w = torch.randn(2, 3, 4, 4), torch.randn(3, 5, 4, 4)
+    >>> y = F.act_conv_transpose2d(x, w, stride=2, padding=1)
+    >>> torch.equal(y, F.conv_transpose2d(torch.nn.functional.silu(x), w, stride=2, padding=1))
+    True
+    """
+    act, slope = _act_args(activation, negative_slope)
+    squeeze, x, geo = T.prepare(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    y = act_conv_transpose2d_op(x, weight, bias, *geo, act, slope)
     return y.squeeze(0) if squeeze else y
 
 
