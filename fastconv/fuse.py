@@ -134,6 +134,9 @@ def _fx_runs(model: nn.Module, match, length: int) -> list:
     for node in graph.nodes:
         if node.op != "call_module" or calls.get(node.target) != 1:
             continue
+        if getattr(modules[node.target], "inplace", False) and any(
+                len(a.users) > 1 for a in node.args if isinstance(a, torch.fx.Node)):
+            continue  # an in-place activation whose input is read elsewhere: passing it through would change that
         chain = [modules[node.target]]
         cur = node
         for _ in range(length - 1):

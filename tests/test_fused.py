@@ -400,3 +400,28 @@ def test_act_conv2d_under_torch_func_and_compile():
     x = torch.randn(2, 1, 16, 16)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), model(x))
+
+
+class _InPlaceShared(nn.Module):
+    """An in-place SiLU whose input is also read afterwards: torch's result depends on it running."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.SiLU(inplace=True)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        z = self.stem(x)
+        return self.conv(self.act(z)) + z
+
+
+def test_fx_leaves_in_place_activations_whose_input_is_shared():
+    torch.manual_seed(0)
+    ref = _InPlaceShared()
+    model = _InPlaceShared()
+    model.load_state_dict(ref.state_dict())
+    fastconv.convert_model(model, fuse=True)
+    assert type(model.conv) is fastconv.nn.Conv2d and type(model.act) is nn.SiLU
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-6)
