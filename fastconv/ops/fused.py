@@ -174,28 +174,42 @@ def _act_conv2d_fake(x, weight, bias, stride, padding, dilation, groups, act, sl
     return x.new_empty((x.shape[0], weight.shape[0], oh, ow))
 
 
-def _act_conv2d_setup(ctx, inputs, output):
-    x, weight, bias, stride, padding, dilation, groups, act, slope = inputs
+def _preact_setup(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: tuple, act: str, slope: float) -> None:
+    """What the backward of ``conv(act(x))`` keeps: ``x`` and the weight (``geo``: the conv2d
+    geometry of the convolution or, transposed, of its adjoint)."""
     ctx.save_for_backward(x, weight)
-    ctx.geo = (stride, padding, dilation, groups)
+    ctx.geo = geo
     ctx.act = (act, slope)
     ctx.has_bias = bias is not None
 
 
-def _act_conv2d_backward(ctx, grad):
-    """The weight gradient first, on ``act(x)`` recomputed and freed, then the input gradient, turned
-    into ``x``'s in place: at most two tensors of ``x``'s size are alive at once."""
+def _preact_grads(ctx, grad: Tensor, weight_grad, input_grad, n_extra: int) -> tuple:
+    """The gradients of ``conv(act(x))`` from its output's, as ``ctx.needs_input_grad`` asks, then
+    ``n_extra`` Nones.  ``weight_grad(a, grad)`` and ``input_grad(grad)`` are the convolution's own.
+    The weight gradient comes first, on ``act(x)`` recomputed and freed, then the input gradient,
+    turned into ``x``'s in place: at most two tensors of ``x``'s size are alive at once."""
     x, weight = ctx.saved_tensors
     grad = grad.contiguous()
     gx = gw = gb = None
     if ctx.needs_input_grad[1]:
-        gw = conv2d_backward_weight(_activated(x, *ctx.act), grad, *ctx.geo, list(weight.shape[2:]))
+        gw = weight_grad(_activated(x, *ctx.act), grad)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         gb = conv2d_bias_grad(grad)
     if ctx.needs_input_grad[0]:
-        da = conv2d_backward_input(grad, weight, None, *ctx.geo, list(x.shape[2:]))
+        da = input_grad(grad)
         gx = _act_grad(da, x, x, *ctx.act, out=da)
-    return (gx, gw, gb) + (None,) * 6
+    return (gx, gw, gb) + (None,) * n_extra
+
+
+def _act_conv2d_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, act, slope = inputs
+    _preact_setup(ctx, x, weight, bias, (stride, padding, dilation, groups), act, slope)
+
+
+def _act_conv2d_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    return _preact_grads(ctx, grad, lambda a, g: conv2d_backward_weight(a, g, *ctx.geo, list(weight.shape[2:])),
+                         lambda g: conv2d_backward_input(g, weight, None, *ctx.geo, list(x.shape[2:])), 6)
 
 
 def _act_conv2d_vmap(info, in_dims, *args):
@@ -219,26 +233,15 @@ def _act_conv_transpose2d_fake(x, weight, bias, stride, padding, output_padding,
 
 def _act_conv_transpose2d_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, output_padding, dilation, groups, act, slope = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.geo = (stride, T._pad4(padding, output_padding), dilation, groups)  # of the adjoint conv2d
-    ctx.act = (act, slope)
-    ctx.has_bias = bias is not None
+    _preact_setup(ctx, x, weight, bias, (stride, T._pad4(padding, output_padding), dilation, groups), act, slope)
 
 
 def _act_conv_transpose2d_backward(ctx, grad):
-    """As :func:`_act_conv2d_backward`, with the transposed convolution's gradients (its input
-    gradient is conv2d's forward, its weight gradient conv2d's with the roles swapped)."""
-    x, weight = ctx.saved_tensors
-    grad = grad.contiguous()
-    gx = gw = gb = None
-    if ctx.needs_input_grad[1]:
-        gw = conv2d_backward_weight(grad, _activated(x, *ctx.act), *ctx.geo, list(weight.shape[2:]))
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = conv2d_bias_grad(grad)
-    if ctx.needs_input_grad[0]:
-        da = conv2d_op(grad, weight, None, *ctx.geo)
-        gx = _act_grad(da, x, x, *ctx.act, out=da)
-    return (gx, gw, gb) + (None,) * 7
+    """The transposed convolution's gradients: its input gradient is conv2d's forward, its weight
+    gradient conv2d's with the roles of input and output swapped."""
+    weight = ctx.saved_tensors[1]
+    return _preact_grads(ctx, grad, lambda a, g: conv2d_backward_weight(g, a, *ctx.geo, list(weight.shape[2:])),
+                         lambda g: conv2d_op(g, weight, None, *ctx.geo), 7)
 
 
 def _act_conv_transpose2d_vmap(info, in_dims, *args):
