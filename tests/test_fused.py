@@ -25,6 +25,14 @@ def _torch_act(z, act, slope):
     return TF.silu(z)
 
 
+def _same_values_and_grads(out, ref, inputs):
+    """``out`` equals ``ref``, and so do their gradients w.r.t. ``inputs`` for a random seed gradient."""
+    assert_close(out, ref)
+    seed = torch.randn_like(ref)
+    for got, want in zip(grads(out, inputs, seed), grads(ref, inputs, seed)):
+        assert_close(got, want)
+
+
 @pytest.mark.parametrize("act,slope", ACTS)
 @pytest.mark.parametrize("pool", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
@@ -40,10 +48,7 @@ def test_fused_ops_match_unfused_torch(act, slope, pool, bias):
                                     pool_stride=2, pool_padding=1, ceil_mode=True)
     else:
         out = F.conv2d_act(x, w, b, **conv, activation=act, negative_slope=slope)
-    assert_close(out, ref)
-    seed = torch.randn_like(ref)
-    for got, want in zip(grads(out, (x, w, b), seed), grads(ref, (x, w, b), seed)):
-        assert_close(got, want)
+    _same_values_and_grads(out, ref, (x, w, b))
 
 
 @pytest.mark.parametrize("act,slope", ACTS)
@@ -99,10 +104,7 @@ def test_act_conv2d_matches_unfused_torch(act, slope, dtype, geometry):
     b = torch.randn(6, dtype=dtype, requires_grad=True)
     ref = TF.conv2d(_torch_act(x, act, slope), w, b, **geometry)
     out = F.act_conv2d(x, w, b, **geometry, activation=act, negative_slope=slope)
-    assert_close(out, ref)
-    seed = torch.randn_like(ref)
-    for got, want in zip(grads(out, (x, w, b), seed), grads(ref, (x, w, b), seed)):
-        assert_close(got, want)
+    _same_values_and_grads(out, ref, (x, w, b))
 
 
 @pytest.mark.parametrize("act,slope", ACTS)
@@ -157,10 +159,7 @@ def test_act_conv_transpose2d_matches_unfused_torch(act, slope, dtype, geometry)
     b = torch.randn(3 * geometry.get("groups", 1), dtype=dtype, requires_grad=True)
     ref = TF.conv_transpose2d(_torch_act(x, act, slope), w, b, **geometry)
     out = F.act_conv_transpose2d(x, w, b, **geometry, activation=act, negative_slope=slope)
-    assert_close(out, ref)
-    seed = torch.randn_like(ref)
-    for got, want in zip(grads(out, (x, w, b), seed), grads(ref, (x, w, b), seed)):
-        assert_close(got, want)
+    _same_values_and_grads(out, ref, (x, w, b))
 
 
 @pytest.mark.parametrize("act,slope", ACTS[2:])
@@ -177,6 +176,18 @@ def test_act_conv_transpose2d_gradcheck_and_memory(act, slope):
                  TF.conv_transpose2d(_torch_act(xu, act, slope), w, stride=2, output_padding=1))
     with pytest.raises(RuntimeError, match="expected bias of shape"):
         F.act_conv_transpose2d(x, w, torch.zeros(3, dtype=torch.float64))
+
+
+def _same_models_in_train_and_eval(model, ref, x):
+    """The fused ``model`` gives ``ref``'s outputs and parameter gradients, in train and eval mode."""
+    for mode in ("train", "eval"):
+        getattr(ref, mode)()
+        getattr(model, mode)()
+        out, want = model(x), ref(x)
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+        seed = torch.randn_like(want)
+        for a, b in zip(grads(out, list(model.parameters()), seed), grads(want, list(ref.parameters()), seed)):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 MODEL_CASES = {  # model, input shape, (FusedConv2d, PreActConv2d, PreActConvTranspose2d) layers after fusing
@@ -199,14 +210,7 @@ def test_convert_model_fuse_equals_torch_in_train_and_eval(name):
     assert tuple(sum(isinstance(m, cls) for m in model.modules()) for cls in (
         fastconv.nn.FusedConv2d, fastconv.nn.PreActConv2d, fastconv.nn.PreActConvTranspose2d)) == expected
     x = torch.randn(*shape)
-    for mode in ("train", "eval"):
-        getattr(ref, mode)()
-        getattr(model, mode)()
-        out, want = model(x), ref(x)
-        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
-        seed = torch.randn_like(want)
-        for a, b in zip(grads(out, list(model.parameters()), seed), grads(want, list(ref.parameters()), seed)):
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    _same_models_in_train_and_eval(model, ref, x)
 
 
 def test_fused_model_loads_a_torch_checkpoint_and_pickles():
@@ -320,14 +324,7 @@ def test_fuse_settles_runs_in_order_and_equals_torch():
         "PreActConv2d", "AbsorbedLeakyReLU", "PreActConvTranspose2d"]
     assert model[13].input_activation == "silu" and model[7].fused_slope == -0.2
     x = torch.randn(2, 3, 16, 16)
-    for mode in ("train", "eval"):
-        getattr(ref, mode)()
-        getattr(model, mode)()
-        out, want = model(x), ref(x)
-        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
-        seed = torch.randn_like(want)
-        for a, b in zip(grads(out, list(model.parameters()), seed), grads(want, list(ref.parameters()), seed)):
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    _same_models_in_train_and_eval(model, ref, x)
     buf = io.BytesIO()
     torch.save(model, buf)
     buf.seek(0)

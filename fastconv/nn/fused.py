@@ -162,10 +162,7 @@ class FusedConv2d(Conv2d):
                 return y
             return F.max_pool2d(y, pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode)
         w, b = self._folded()
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
+        input, padding = self._padded(input)
         pool = self.fused_pool
         if pool is None:
             return conv2d_act(input, w, b, self.stride, padding, self.dilation, self.groups, self.fused_activation,
@@ -232,10 +229,7 @@ class PreActConv2d(_PreAct, Conv2d):
 
     def forward(self, input: Tensor) -> Tensor:
         """``conv(act(input))`` as one op (explicit padding modes pad first: they commute with ``act``)."""
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
+        input, padding = self._padded(input)
         return act_conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
                           self.input_activation, self.input_slope)
 
@@ -257,10 +251,7 @@ class PreActConvTranspose2d(_PreAct, ConvTranspose2d):
 
     def forward(self, input: Tensor, output_size: Optional[list] = None) -> Tensor:
         """``conv_transpose(act(input))`` as one op; ``output_size`` picks ``output_padding`` as torch."""
-        if self.padding_mode != "zeros":
-            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
+        output_padding = self._output_padding_for(input, output_size)
         return act_conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
                                     self.groups, self.dilation, self.input_activation, self.input_slope)
 

@@ -65,10 +65,14 @@ class Conv2d(torch.nn.Conv2d):
         return self._conv_forward(input, self.weight, self.bias)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        input, padding = self._padded(input)
+        return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+
+    def _padded(self, input: Tensor):
+        """``(input, padding)`` for the convolution: a non-zero padding mode pads explicitly first, as torch."""
         if self.padding_mode != "zeros":
-            padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        return input, self.padding
 
 
 class ConvTranspose2d(torch.nn.ConvTranspose2d):
@@ -109,12 +113,15 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
 
     def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
         """The transposed convolution of ``input``; ``output_size`` picks ``output_padding`` as torch."""
-        if self.padding_mode != "zeros":
-            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
+        output_padding = self._output_padding_for(input, output_size)
         return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
                                   self.groups, self.dilation)
+
+    def _output_padding_for(self, input: Tensor, output_size: Optional[List[int]]):
+        """The ``output_padding`` of this call (``output_size`` picks it as torch); only zero padding is supported."""
+        if self.padding_mode != "zeros":
+            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
+        return self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):

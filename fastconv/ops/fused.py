@@ -317,6 +317,18 @@ def _act_args(activation: str, negative_slope: float) -> Tuple[str, float]:
     return activation, float(negative_slope) if activation == "leaky_relu" else 0.0
 
 
+def _call(op, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups: int,
+          activation: str, negative_slope: float) -> Tensor:
+    """``op(x, weight, bias, stride, padding4, dilation, groups, act, slope)`` (its first output) after
+    conv2d's validation, on a batched or unbatched ``input``."""
+    from .conv2d import _prepare
+    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
+    act, slope = _act_args(activation, negative_slope)
+    y = op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
+    y = y[0] if isinstance(y, tuple) else y
+    return y.squeeze(0) if squeeze else y
+
+
 def conv2d_act(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
                groups: int = 1, activation: str = "relu", negative_slope: float = 0.01) -> Tensor:
     """``activation(conv2d(input, weight, bias, ...))`` as one fused op.
@@ -351,11 +363,7 @@ def conv2d_act(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, str
     >>> torch.equal(y, torch.relu(F.conv2d(x, w, padding=1)))
     True
     """
-    from .conv2d import _prepare
-    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
-    act, slope = _act_args(activation, negative_slope)
-    y, _ = conv2d_act_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
-    return y.squeeze(0) if squeeze else y
+    return _call(conv2d_act_op, input, weight, bias, stride, padding, dilation, groups, activation, negative_slope)
 
 
 def act_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
@@ -401,11 +409,7 @@ def act_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, str
     >>> torch.equal(y, F.conv2d(torch.nn.functional.silu(x), w, padding=1))
     True
     """
-    from .conv2d import _prepare
-    squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
-    act, slope = _act_args(activation, negative_slope)
-    y = act_conv2d_op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
-    return y.squeeze(0) if squeeze else y
+    return _call(act_conv2d_op, input, weight, bias, stride, padding, dilation, groups, activation, negative_slope)
 
 
 def act_conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
