@@ -397,6 +397,13 @@ def test_act_conv2d_under_torch_func_and_compile():
     x = torch.randn(2, 1, 16, 16)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), model(x))
+    seed = torch.randn_like(model(x))
+    for a, b in zip(grads(compiled(x), list(model.parameters()), seed), grads(model(x), list(model.parameters()), seed)):
+        torch.testing.assert_close(a, b)
+    exported = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert {"fastconv.act_conv2d.default", "fastconv.act_conv_transpose2d.default"} <= targets
+    torch.testing.assert_close(exported.module()(x), model(x))
 
 
 class _InPlaceShared(nn.Module):
