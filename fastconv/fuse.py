@@ -20,7 +20,10 @@ convolution; found the same two ways, it becomes a :class:`fastconv.nn.PreActCon
 which keeps the activation's input alone for the backward pass where torch keeps its input and
 its output.  :func:`fuse_model` fuses runs with a BatchNorm or a pooling first (they keep the
 least), then input runs, then the remaining ``Conv2d -> activation`` runs, each module once.
-An activation module that appears more than once in the model is never absorbed.
+Every module of a run must appear once in the model and, where the model traces, be called once
+(a convolution or an activation also called elsewhere keeps running unfused there too); an
+in-place activation is absorbed into the next convolution only where its input is the fresh
+output of a convolution or BatchNorm that nothing else reads (in torch it changes that input).
 """
 from __future__ import annotations
 
@@ -63,8 +66,8 @@ def _is_pool(m) -> bool:
     return type(m) in (MaxPool2d, nn.MaxPool2d) and not m.return_indices
 
 
-def _match(seq: List[nn.Module], i: int) -> Optional[Run]:
-    """The run starting at ``seq[i]``, if any."""
+def _match(seq: List[nn.Module], i: int, prev: Optional[nn.Module] = None) -> Optional[Run]:
+    """The run starting at ``seq[i]``, if any (``prev``: see :func:`_match_input`)."""
     conv = seq[i]
     if not _is_conv(conv):
         return None
@@ -84,23 +87,21 @@ def _is_input_conv(m) -> bool:
     return type(m) in (Conv2d, ConvTranspose2d)
 
 
-def _match_input(seq: List[nn.Module], i: int) -> Optional[InputRun]:
-    """The input run starting at ``seq[i]``, if any."""
+def _fresh(m: Optional[nn.Module]) -> bool:
+    """Whether ``m`` returns a tensor of its own (not its input or a view of it) when it runs unfused:
+    a convolution or a BatchNorm (absorbed ones pass a convolution's fresh output through)."""
+    return isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d))
+
+
+def _match_input(seq: List[nn.Module], i: int, prev: Optional[nn.Module] = None) -> Optional[InputRun]:
+    """The input run starting at ``seq[i]``, if any.  ``prev`` is the module whose output alone
+    feeds ``seq[i]`` (None when unknown): an in-place activation changes its input for every
+    other reader in torch, so it is absorbed only where that input is ``prev``'s fresh output."""
     if i + 1 < len(seq) and _is_input_act(seq[i]) and _is_input_conv(seq[i + 1]):
+        if getattr(seq[i], "inplace", False) and not _fresh(prev):
+            return None
         return seq[i], seq[i + 1]
     return None
-
-
-def _sequential_runs(model: nn.Module, match) -> list:
-    runs = []
-    for module in model.modules():
-        if isinstance(module, nn.Sequential):
-            children = list(module.children())
-            for i in range(len(children)):
-                run = match(children, i)
-                if run is not None:
-                    runs.append(run)
-    return runs
 
 
 class _Tracer(torch.fx.Tracer):
@@ -110,52 +111,68 @@ class _Tracer(torch.fx.Tracer):
         return type(m).__module__.startswith("fastconv.nn") or super().is_leaf_module(m, qualname)
 
 
-def _fx_runs(model: nn.Module, match, length: int) -> list:
-    """``match(chain, 0)`` for each chain of up to ``length`` module calls of a trace of ``model``."""
-    try:
-        graph = _Tracer().trace(model)
-    except Exception:  # data-dependent control flow, unsupported calls: no fx fusions
-        return []
-    modules: Dict[str, nn.Module] = dict(model.named_modules())
-    calls: Dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+class _Usage:
+    """How ``model`` uses its modules: which are registered more than once and, where the model
+    traces with ``torch.fx``, how often each is called and what feeds each call."""
 
-    def next_call(node):
+    def __init__(self, model: nn.Module) -> None:
+        self.modules: Dict[str, nn.Module] = dict(model.named_modules())
+        self.names = {id(m): name for name, m in self.modules.items()}
+        seen, self.repeated = set(), set()
+        for _, m in model.named_modules(remove_duplicate=False):
+            (self.repeated if id(m) in seen else seen).add(id(m))
+        try:
+            self.graph: Optional[torch.fx.Graph] = _Tracer().trace(model)
+        except Exception:  # data-dependent control flow, unsupported calls: Sequential runs only
+            self.graph = None
+        self.calls: Dict[str, int] = {}
+        for node in self.graph.nodes if self.graph is not None else ():
+            if node.op == "call_module":
+                self.calls[node.target] = self.calls.get(node.target, 0) + 1
+
+    def once(self, m: nn.Module) -> bool:
+        """Whether ``m`` is registered once and, where the model traces, called once."""
+        return id(m) not in self.repeated and (self.graph is None or self.calls.get(self.names.get(id(m))) == 1)
+
+    def runs(self, match, length: int) -> list:
+        """``match`` over every ``nn.Sequential``'s children, then over each chain of up to ``length``
+        module calls of the trace (each call's result read only by the next call), with every module
+        of a run used once."""
+        runs = []
+        for module in self.modules.values():
+            if isinstance(module, nn.Sequential):
+                children = list(module.children())
+                runs += [match(children, i, children[i - 1] if i else None) for i in range(len(children))]
+        for node in self.graph.nodes if self.graph is not None else ():
+            if node.op == "call_module" and self.calls.get(node.target) == 1:
+                runs.append(match(self._chain(node, length), 0, self._feeder(node)))
+        return [run for run in runs if run is not None and all(self.once(m) for m in run if m is not None)]
+
+    def _next_call(self, node):
         users = list(node.users)
-        if len(users) != 1 or users[0].op != "call_module" or calls.get(users[0].target) != 1:
+        if len(users) != 1 or users[0].op != "call_module" or self.calls.get(users[0].target) != 1:
             return None
         if len(users[0].args) != 1 or users[0].kwargs:
             return None
         return users[0]
 
-    runs = []
-    for node in graph.nodes:
-        if node.op != "call_module" or calls.get(node.target) != 1:
-            continue
-        if getattr(modules[node.target], "inplace", False) and any(
-                len(a.users) > 1 for a in node.args if isinstance(a, torch.fx.Node)):
-            continue  # an in-place activation whose input is read elsewhere: passing it through would change that
-        chain = [modules[node.target]]
-        cur = node
+    def _chain(self, node, length: int) -> List[nn.Module]:
+        chain = [self.modules[node.target]]
         for _ in range(length - 1):
-            cur = next_call(cur)
-            if cur is None:
+            node = self._next_call(node)
+            if node is None:
                 break
-            chain.append(modules[cur.target])
-        run = match(chain, 0)
-        if run is not None:
-            runs.append(run)
-    return runs
+            chain.append(self.modules[node.target])
+        return chain
 
-
-def _repeated(model: nn.Module) -> set:
-    """ids of the modules that appear more than once in ``model``."""
-    seen, twice = set(), set()
-    for _, m in model.named_modules(remove_duplicate=False):
-        (twice if id(m) in seen else seen).add(id(m))
-    return twice
+    def _feeder(self, node) -> Optional[nn.Module]:
+        """The module whose call alone feeds ``node`` (its one argument, read by nothing else), if any."""
+        if len(node.args) != 1 or not isinstance(node.args[0], torch.fx.Node):
+            return None
+        src = node.args[0]
+        if src.op != "call_module" or len(src.users) != 1:
+            return None
+        return self.modules[src.target]
 
 
 def find_runs(model: nn.Module) -> List[Run]:
@@ -185,13 +202,17 @@ def find_runs(model: nn.Module) -> List[Run]:
     >>> [[type(m).__name__ if m is not None else None for m in run] for run in runs]
     [['Conv2d', 'BatchNorm2d', 'ReLU', 'MaxPool2d']]
     """
-    seen, runs = set(), []
-    repeated = _repeated(model)
-    for run in _sequential_runs(model, _match) + _fx_runs(model, _match, 4):
-        if id(run[0]) not in seen and id(run[2]) not in repeated:
-            seen.add(id(run[0]))
-            runs.append(run)
-    return runs
+    return _once_per_conv(_Usage(model).runs(_match, 4), 0)
+
+
+def _once_per_conv(runs: list, at: int) -> list:
+    """``runs`` without repeats of the convolution at index ``at``."""
+    seen, out = set(), []
+    for run in runs:
+        if id(run[at]) not in seen:
+            seen.add(id(run[at]))
+            out.append(run)
+    return out
 
 
 def find_input_runs(model: nn.Module) -> List[InputRun]:
@@ -219,13 +240,7 @@ def find_input_runs(model: nn.Module) -> List[InputRun]:
     >>> [[type(m).__name__ for m in run] for run in find_input_runs(fastconv.convert_model(net))]
     [['SiLU', 'Conv2d']]
     """
-    seen, runs = set(), []
-    repeated = _repeated(model)
-    for act, conv in _sequential_runs(model, _match_input) + _fx_runs(model, _match_input, 2):
-        if id(conv) not in seen and id(act) not in repeated:
-            seen.add(id(conv))
-            runs.append((act, conv))
-    return runs
+    return _once_per_conv(_Usage(model).runs(_match_input, 2), 1)
 
 
 def fuse_model(model: nn.Module) -> nn.Module:

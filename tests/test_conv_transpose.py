@@ -73,3 +73,16 @@ def test_conv_transpose2d_empty_batch(device):
     x = torch.randn(0, 2, 4, 4, device=device)
     wt = torch.randn(2, 3, 3, 3, device=device)
     assert F.conv_transpose2d(x, wt, stride=2).shape == (0, 3, 9, 9)
+
+
+def test_one_by_one_with_output_padding_and_dilation():
+    """A 1x1 transposed convolution whose output_padding grows the output: not a plain product."""
+    x = torch.randn(4, 64, 16, 16, requires_grad=True)
+    w = torch.randn(64, 32, 1, 1, requires_grad=True)
+    out = F.conv_transpose2d(x, w, stride=1, dilation=2, output_padding=1)
+    ref = torch.nn.functional.conv_transpose2d(x, w, stride=1, dilation=2, output_padding=1)
+    assert out.shape == ref.shape == (4, 32, 17, 17)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    seed = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (x, w), seed), torch.autograd.grad(ref, (x, w), seed)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)

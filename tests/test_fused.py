@@ -429,3 +429,70 @@ def test_fx_leaves_in_place_activations_whose_input_is_shared():
     assert type(model.conv) is fastconv.nn.Conv2d and type(model.act) is nn.SiLU
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+class _Reused(nn.Module):
+    """Modules of a would-be run that are used elsewhere too: fusing them would change that use."""
+
+    def __init__(self, case):
+        super().__init__()
+        self.case = case
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        inplace = case in ("inplace-input", "inplace-view")
+        self.seq = nn.Sequential(nn.SiLU(inplace=inplace), nn.Conv2d(4, 4, 3, padding=1))
+        self.shared = self.seq[1] if case == "registered-twice" else nn.Identity()
+
+    def forward(self, x):
+        z = self.stem(x)
+        if self.case == "conv-called-twice":
+            return self.seq(z) + self.seq[1](z)
+        if self.case == "act-called-twice":
+            return self.seq(z) + self.seq[0](z)
+        if self.case == "inplace-input":
+            return self.seq(z) + z
+        if self.case == "inplace-view":
+            return self.seq(z[:, :4]) + z
+        return self.seq(z) + self.shared(z)
+
+
+@pytest.mark.parametrize("case", ["conv-called-twice", "act-called-twice", "inplace-input", "inplace-view",
+                                  "registered-twice"])
+def test_fuse_leaves_runs_whose_modules_are_used_elsewhere(case):
+    torch.manual_seed(0)
+    ref = _Reused(case)
+    model = copy.deepcopy(ref)
+    fastconv.convert_model(model, fuse=True)
+    assert type(model.seq[1]) is fastconv.nn.Conv2d
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_in_place_activation_after_a_convolution():
+    """In a Sequential, an in-place SiLU's input is the previous convolution's fresh output: absorbed."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1))
+    model = fastconv.convert_model(copy.deepcopy(ref), fuse=True)
+    assert isinstance(model[2], fastconv.nn.PreActConv2d)
+    _same_models_in_train_and_eval(model, ref, torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("op", ["act_conv2d", "act_conv_transpose2d"])
+def test_act_conv_forward_mode(op):
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    if op == "act_conv2d":
+        w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+        f = lambda x, w, b: F.act_conv2d(x, w, b, padding=1, activation="leaky_relu", negative_slope=-0.2)  # noqa: E731
+        g = lambda x, w, b: TF.conv2d(TF.leaky_relu(x, -0.2), w, b, padding=1)  # noqa: E731
+    else:
+        w, b = torch.randn(3, 4, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+        f = lambda x, w, b: F.act_conv_transpose2d(x, w, b, 2, 1, 1)  # noqa: E731
+        g = lambda x, w, b: TF.conv_transpose2d(TF.silu(x), w, b, 2, 1, 1)  # noqa: E731
+    for tangents in [(torch.randn_like(x), torch.randn_like(w), torch.randn_like(b)),
+                     (torch.zeros_like(x), torch.zeros_like(w), torch.randn_like(b))]:
+        assert_close(torch.func.jvp(f, (x, w, b), tangents)[1], torch.func.jvp(g, (x, w, b), tangents)[1])
+    assert_close(torch.func.jacfwd(f)(x, w, b), torch.func.jacfwd(g)(x, w, b))
+
+
+def test_act_conv2d_without_input_channels_as_torch():
+    x, w, b = torch.randn(2, 0, 5, 5), torch.randn(4, 0, 3, 3), torch.randn(4)
+    assert F.act_conv2d(x, w, b).shape == F.conv2d_act(x, w, b).shape == TF.conv2d(x, w, b).shape == (2, 0, 3, 3)

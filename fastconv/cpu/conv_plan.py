@@ -368,9 +368,11 @@ def _row_fill(geo: Geometry, dtype) -> float:
 
 
 def pointwise(geo: Geometry) -> bool:
-    """Whether ``geo`` is a 1x1 convolution with stride 1 and no padding: a GEMM per image on the
-    unpacked planes (pixels contiguous, no halo)."""
-    return (geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
+    """Whether ``geo`` is a 1x1 convolution with stride 1 and no padding whose output has its input's
+    size (not cropped or extended by the explicit size: a transposed convolution's
+    ``output_padding``): a GEMM per image on the unpacked planes (pixels contiguous, no halo)."""
+    return ((geo.kh, geo.kw) == (1, 1) and geo.stride == (1, 1) and not any(geo.pad)
+            and (geo.oh, geo.ow) == (geo.h, geo.w))
 
 
 def _direct_layout(geo: Geometry, dtype, pass_: str = "forward") -> str:

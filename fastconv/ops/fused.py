@@ -178,9 +178,27 @@ def _preact_setup(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: t
     """What the backward of ``conv(act(x))`` keeps: ``x`` and the weight (``geo``: the conv2d
     geometry of the convolution or, transposed, of its adjoint)."""
     ctx.save_for_backward(x, weight)
+    ctx.save_for_forward(x, weight)
     ctx.geo = geo
     ctx.act = (act, slope)
     ctx.has_bias = bias is not None
+
+
+def _preact_jvp(ctx, x_t: Optional[Tensor], w_t: Optional[Tensor], b_t: Optional[Tensor], conv) -> Tensor:
+    """The forward-mode derivative of ``conv(act(x), w, b)``: ``conv(act'(x) x_t, w) + conv(act(x), w_t)
+    + b_t``, ``conv(x, w, b)`` the convolution (linear in ``x`` and in ``w``, ``b`` added)."""
+    x, weight = ctx.saved_tensors
+    out = None
+    if x_t is not None:
+        out = conv(_act_grad(x_t, x, x, *ctx.act), weight, b_t)
+        b_t = None
+    if w_t is not None:
+        term = conv(_activated(x, *ctx.act), w_t, b_t)
+        out = term if out is None else out + term
+        b_t = None
+    if out is None:  # only the bias moves
+        out = conv(x.new_zeros(x.shape), weight, b_t)
+    return out
 
 
 def _preact_grads(ctx, grad: Tensor, weight_grad, input_grad, n_extra: int) -> tuple:
@@ -212,12 +230,16 @@ def _act_conv2d_backward(ctx, grad):
                          lambda g: conv2d_backward_input(g, weight, None, *ctx.geo, list(x.shape[2:])), 6)
 
 
+def _act_conv2d_jvp(ctx, x_t, w_t, b_t, *_):
+    return _preact_jvp(ctx, x_t, w_t, b_t, lambda a, w, b: conv2d_op(a, w, b, *ctx.geo))
+
+
 def _act_conv2d_vmap(info, in_dims, *args):
     return B.conv_vmap(act_conv2d_op, info, in_dims, args, groups_at=6)
 
 
 act_conv2d_op = define("act_conv2d", _act_conv2d, _act_conv2d_fake, setup_context=_act_conv2d_setup,
-                       backward=_act_conv2d_backward, vmap=_act_conv2d_vmap)
+                       backward=_act_conv2d_backward, jvp=_act_conv2d_jvp, vmap=_act_conv2d_vmap)
 
 
 def _act_conv_transpose2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
@@ -234,6 +256,7 @@ def _act_conv_transpose2d_fake(x, weight, bias, stride, padding, output_padding,
 def _act_conv_transpose2d_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, output_padding, dilation, groups, act, slope = inputs
     _preact_setup(ctx, x, weight, bias, (stride, T._pad4(padding, output_padding), dilation, groups), act, slope)
+    ctx.out_hw = list(output.shape[2:])
 
 
 def _act_conv_transpose2d_backward(ctx, grad):
@@ -244,13 +267,17 @@ def _act_conv_transpose2d_backward(ctx, grad):
                          lambda g: conv2d_op(g, weight, None, *ctx.geo), 7)
 
 
+def _act_conv_transpose2d_jvp(ctx, x_t, w_t, b_t, *_):
+    return _preact_jvp(ctx, x_t, w_t, b_t, lambda a, w, b: conv2d_backward_input(a, w, b, *ctx.geo, ctx.out_hw))
+
+
 def _act_conv_transpose2d_vmap(info, in_dims, *args):
     return B.conv_vmap(act_conv_transpose2d_op, info, in_dims, args, groups_at=7)
 
 
 act_conv_transpose2d_op = define("act_conv_transpose2d", _act_conv_transpose2d, _act_conv_transpose2d_fake,
                                  setup_context=_act_conv_transpose2d_setup, backward=_act_conv_transpose2d_backward,
-                                 vmap=_act_conv_transpose2d_vmap)
+                                 jvp=_act_conv_transpose2d_jvp, vmap=_act_conv_transpose2d_vmap)
 
 
 # --------------------------------------------------------------------------- conv2d -> activation -> max_pool2d
@@ -321,11 +348,15 @@ def _call(op, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, pad
           activation: str, negative_slope: float) -> Tensor:
     """``op(x, weight, bias, stride, padding4, dilation, groups, act, slope)`` (its first output) after
     conv2d's validation, on a batched or unbatched ``input``."""
-    from .conv2d import _prepare
+    from .conv2d import _no_input_channels, _prepare
     squeeze, s, p, d, g = _prepare(input, weight, bias, stride, padding, dilation, groups)
     act, slope = _act_args(activation, negative_slope)
-    y = op(input.unsqueeze(0) if squeeze else input, weight, bias, s, p, d, g, act, slope)
-    y = y[0] if isinstance(y, tuple) else y
+    x = input.unsqueeze(0) if squeeze else input
+    if x.shape[1] == 0:  # torch's empty answer, whatever the activation
+        y = _no_input_channels(x, weight, bias, s, p, d)
+    else:
+        y = op(x, weight, bias, s, p, d, g, act, slope)
+        y = y[0] if isinstance(y, tuple) else y
     return y.squeeze(0) if squeeze else y
 
 
