@@ -496,3 +496,29 @@ def test_act_conv_forward_mode(op):
 def test_act_conv2d_without_input_channels_as_torch():
     x, w, b = torch.randn(2, 0, 5, 5), torch.randn(4, 0, 3, 3), torch.randn(4)
     assert F.act_conv2d(x, w, b).shape == F.conv2d_act(x, w, b).shape == TF.conv2d(x, w, b).shape == (2, 0, 3, 3)
+
+
+@pytest.mark.parametrize("act,slope", ACTS)
+def test_fused_ops_forward_mode(act, slope):
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    tangents = (torch.randn_like(x), torch.randn_like(w), torch.randn_like(b))
+    pool = dict(pool_kernel_size=3, pool_stride=2, pool_padding=1, ceil_mode=True)
+    pairs = [(lambda x, w, b: F.conv2d_act(x, w, b, padding=1, activation=act, negative_slope=slope),
+              lambda x, w, b: _torch_act(TF.conv2d(x, w, b, padding=1), act, slope)),
+             (lambda x, w, b: F.conv2d_act_max_pool(x, w, b, padding=1, activation=act, negative_slope=slope, **pool),
+              lambda x, w, b: TF.max_pool2d(_torch_act(TF.conv2d(x, w, b, padding=1), act, slope), 3, 2, 1,
+                                            ceil_mode=True))]
+    for fused, ref in pairs:
+        assert_close(torch.func.jvp(fused, (x, w, b), tangents)[1], torch.func.jvp(ref, (x, w, b), tangents)[1])
+
+
+def test_fused_model_forward_mode():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.SiLU(),
+                        nn.Conv2d(8, 4, 3, padding=1), nn.SiLU()).double()
+    model = fastconv.convert_model(copy.deepcopy(ref), fuse=True)
+    assert [type(m).__name__ for m in model][::2] == ["FusedConv2d", "AbsorbedMaxPool2d", "PreActConv2d"]
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    t = torch.randn_like(x)
+    assert_close(torch.func.jvp(model, (x,), (t,))[1], torch.func.jvp(ref, (x,), (t,))[1])

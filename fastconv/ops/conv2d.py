@@ -121,17 +121,24 @@ def _conv2d_backward(ctx, grad):
     return conv_grads(ctx, grad, x, weight, 4)
 
 
-def _conv2d_jvp(ctx, x_t, w_t, b_t, *_):
-    x, weight = ctx.saved_tensors
+def conv_tangent(x: Tensor, weight: Tensor, x_t: Optional[Tensor], w_t: Optional[Tensor], b_t: Optional[Tensor],
+                 geo: tuple) -> Tensor:
+    """The forward-mode derivative of ``conv2d(x, weight, bias, *geo)`` for the tangents ``x_t``,
+    ``w_t`` and ``b_t`` (each None where it does not move): the convolution is linear in each."""
     out = None
     if x_t is not None:
-        out = conv2d_op(x_t, weight, b_t, *ctx.geo)
+        out = conv2d_op(x_t, weight, b_t, *geo)
     if w_t is not None:
-        term = conv2d_op(x, w_t, None if out is not None else b_t, *ctx.geo)
+        term = conv2d_op(x, w_t, None if out is not None else b_t, *geo)
         out = term if out is None else out + term
     if out is None:  # only the bias moves
-        out = conv2d_op(x.new_zeros(x.shape), weight, b_t, *ctx.geo)
+        out = conv2d_op(x.new_zeros(x.shape), weight, b_t, *geo)
     return out
+
+
+def _conv2d_jvp(ctx, x_t, w_t, b_t, *_):
+    x, weight = ctx.saved_tensors
+    return conv_tangent(x, weight, x_t, w_t, b_t, ctx.geo)
 
 
 def _conv2d_vmap(info, in_dims, *args):

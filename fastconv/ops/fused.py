@@ -23,6 +23,7 @@ Backward passes are exact: ``dz = dy * act'(z)`` (the same formulas torch's acti
 backward uses; for the pooled op, nonzero only at the argmax positions), then conv2d's
 gradient ops.  They are built from differentiable ops, so double backward works (SiLU's
 second derivative recomputes ``z`` through the graph when a graph is being built).
+Each op also has a forward-mode derivative (``torch.func.jvp``, ``jacfwd``) and a batching rule.
 Activation names are ``'relu'``, ``'leaky_relu'`` and ``'silu'``.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from . import _batching as B
 from . import conv_transpose2d as T
 from ._op import define
 from .conv2d import (_conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op,
-                     conv_grads, out_hw)
+                     conv_grads, conv_tangent, out_hw)
 from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
 
 __all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "act_conv2d_op", "act_conv_transpose2d_op",
@@ -114,6 +115,7 @@ def _conv2d_act_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, act, slope = inputs
     y, z = output
     ctx.save_for_backward(x, weight, bias, y, z)
+    ctx.save_for_forward(x, weight, bias, y, z)
     ctx.geo = (stride, padding, dilation, groups)
     ctx.act = (act, slope)
     ctx.has_bias = bias is not None
@@ -136,12 +138,18 @@ def _conv2d_act_backward(ctx, dy, _dz):
     return conv_grads(ctx, dz, x, weight, 6)
 
 
+def _conv2d_act_jvp(ctx, x_t, w_t, b_t, *_):
+    """``act'(z)`` times the convolution's tangent; none for the pre-activation output (not differentiable)."""
+    x, weight, _, y, z = ctx.saved_tensors
+    return _act_grad(conv_tangent(x, weight, x_t, w_t, b_t, ctx.geo), y, z, *ctx.act), None
+
+
 def _conv2d_act_vmap(info, in_dims, *args):
     return B.conv_vmap(conv2d_act_op, info, in_dims, args, groups_at=6)
 
 
 conv2d_act_op = define("conv2d_act", _conv2d_act, _conv2d_act_fake, setup_context=_conv2d_act_setup,
-                       backward=_conv2d_act_backward, vmap=_conv2d_act_vmap)
+                       backward=_conv2d_act_backward, jvp=_conv2d_act_jvp, vmap=_conv2d_act_vmap)
 
 
 # --------------------------------------------------------------------------- activation -> conv2d
@@ -308,6 +316,7 @@ def _conv2d_act_pool_setup(ctx, inputs, output):
     x, weight, bias, stride, padding, dilation, groups, act, slope = inputs[:9]
     p, idx, zp = output
     ctx.save_for_backward(x, weight, bias, p, idx, zp)
+    ctx.save_for_forward(x, weight, bias, p, idx, zp)
     ctx.geo = (stride, padding, dilation, groups)
     ctx.act = (act, slope)
     ctx.pool = inputs[9:]
@@ -327,13 +336,20 @@ def _conv2d_act_pool_backward(ctx, dp, _didx, _dzp):
     return conv_grads(ctx, dz, x, weight, 11)
 
 
+def _conv2d_act_pool_jvp(ctx, x_t, w_t, b_t, *_):
+    """The convolution's tangent read at each window's argmax, times ``act'`` there (from the pooled
+    value, or the kept pre-activation); none for the indices and the pre-activations."""
+    x, weight, _, p, idx, zp = ctx.saved_tensors
+    return _act_grad(_gather(conv_tangent(x, weight, x_t, w_t, b_t, ctx.geo), idx), p, zp, *ctx.act), None, None
+
+
 def _conv2d_act_pool_vmap(info, in_dims, *args):
     return B.conv_vmap(conv2d_act_pool_op, info, in_dims, args, groups_at=6)
 
 
 conv2d_act_pool_op = define("conv2d_act_pool", _conv2d_act_pool, _conv2d_act_pool_fake,
                             setup_context=_conv2d_act_pool_setup, backward=_conv2d_act_pool_backward,
-                            vmap=_conv2d_act_pool_vmap)
+                            jvp=_conv2d_act_pool_jvp, vmap=_conv2d_act_pool_vmap)
 
 
 # --------------------------------------------------------------------------- public functions
