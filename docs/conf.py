@@ -58,6 +58,7 @@ API_MODULES = [
     ("fastconv.signal", "fastconv.signal", set()),
     ("fastconv.filters", "fastconv.filters", set()),
     ("fastconv.models", "fastconv.models", set()),
+    ("fastconv.fuse", "fastconv.fuse", set()),
 ]
 
 

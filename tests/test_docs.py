@@ -67,7 +67,7 @@ def site(tmp_path_factory):
 def test_build_has_every_section(site):
     for page in ["index", "getting_started", "benchmarks", "cuda_emulator", "api/index", "auto_examples/index",
                  "user_guide/index", "user_guide/conventions", "user_guide/geometry", "user_guide/ssim",
-                 "user_guide/threads", "user_guide/devices", "user_guide/distributed"]:
+                 "user_guide/threads", "user_guide/devices", "user_guide/distributed", "user_guide/fusion"]:
         assert (site / f"{page}.html").is_file(), page
     start = _text(site / "getting_started.html", sep="")
     assert 'pip install torch==2.13.0 -e ".[all]" && fastconv train classifier' in start
@@ -75,6 +75,8 @@ def test_build_has_every_section(site):
     assert "NUMBA_NUM_THREADS" in threads and "numba.set_num_threads" in threads and "NUMBA_CACHE_DIR" in threads
     assert "torchrun --standalone --nproc_per_node 2" in _text(site / "user_guide/distributed.html", sep="")
     assert "fiber" in _text(site / "cuda_emulator.html")
+    fusion = _text(site / "user_guide/fusion.html", sep="")
+    assert "PreActConvTranspose2d" in fusion and "fuse=True" in fusion and "in-place" in fusion
 
 
 @pytest.mark.slow
@@ -98,7 +100,7 @@ def test_api_page_of_conv2d_lists_its_parameters(site):
 def test_api_reference_covers_every_public_name(site):
     import fastconv
     for module_name in ["fastconv.functional", "fastconv.nn", "fastconv.signal", "fastconv.filters",
-                        "fastconv.models"]:
+                        "fastconv.models", "fastconv.fuse"]:
         module = importlib.import_module(module_name)
         for name in module.__all__:
             assert (site / "generated" / f"{module_name}.{name}.html").is_file(), f"{module_name}.{name}"
