@@ -64,6 +64,12 @@ def _data(context, builder, aryty, value):
     return context.make_array(aryty)(context, builder, value).data
 
 
+def _at(context, builder, at, args, i: int):
+    """A pointer to element ``args[i + 1]`` of the array ``args[i]`` (an intrinsic's array and its
+    base; ``at`` the argument types)."""
+    return builder.gep(_data(context, builder, at[i], args[i]), [args[i + 1]])
+
+
 def _c(v: int) -> ir.Constant:
     return ir.Constant(_I64, v)
 
@@ -174,11 +180,11 @@ def gemm_tile(MR: int, NV: int):
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
             bits = dt.itemsize * 8
-            xp = builder.gep(_data(context, builder, at[0], X_), [xbase_])
-            wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
-            op = builder.gep(_data(context, builder, at[4], offs_), [obase_])
-            bp = builder.gep(_data(context, builder, at[7], B_), [bbase_])
-            tp = builder.gep(_data(context, builder, at[9], T_), [tbase_])
+            xp = _at(context, builder, at, args, 0)
+            wp = _at(context, builder, at, args, 2)
+            op = _at(context, builder, at, args, 4)
+            bp = _at(context, builder, at, args, 7)
+            tp = _at(context, builder, at, args, 9)
             init = []
             acc_in = builder.icmp_signed("!=", accumulate_, _c(0))
             for m in range(MR):
@@ -244,12 +250,12 @@ def gather_tile(MR: int, NV: int):
             A_, abase_, aoff_, aob_, sa_, B_, bbase_, sb_, R_, T_, tbase_, tstride_, accumulate_ = args
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
-            ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
-            op = builder.gep(_data(context, builder, at[2], aoff_), [aob_])
+            ap = _at(context, builder, at, args, 0)
+            op = _at(context, builder, at, args, 2)
             sap = _data(context, builder, at[4], sa_)
-            bp = builder.gep(_data(context, builder, at[5], B_), [bbase_])
+            bp = _at(context, builder, at, args, 5)
             sbp = _data(context, builder, at[7], sb_)
-            tp = builder.gep(_data(context, builder, at[9], T_), [tbase_])
+            tp = _at(context, builder, at, args, 9)
             rows = [builder.gep(ap, [builder.load(builder.gep(op, [_c(m)]))]) for m in range(MR)]
             tptr = [[builder.gep(builder.gep(tp, [builder.mul(_c(m), tstride_)]), [_c(v * L)]) for v in range(NV)]
                     for m in range(MR)]
@@ -298,12 +304,12 @@ def dot_tile(MR: int, NR: int):
             (G_, gbase_, gstride_, X_, xbase_, offs_, obase_, sg_, sx_, S_, acc_, abase_) = args
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
-            gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
-            xp = builder.gep(_data(context, builder, at[3], X_), [xbase_])
-            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
+            gp = _at(context, builder, at, args, 0)
+            xp = _at(context, builder, at, args, 3)
+            op = _at(context, builder, at, args, 5)
             sgp = _data(context, builder, at[7], sg_)
             sxp = _data(context, builder, at[8], sx_)
-            ap = builder.gep(_data(context, builder, at[10], acc_), [abase_])
+            ap = _at(context, builder, at, args, 10)
             grow = [builder.gep(gp, [builder.mul(_c(m), gstride_)]) for m in range(MR)]
             xcol = [builder.gep(xp, [builder.load(builder.gep(op, [_c(r)]))]) for r in range(NR)]
             aptr = [builder.gep(ap, [_c(i * L)]) for i in range(MR * NR)]
@@ -351,11 +357,11 @@ def lane_taps(NB: int):
             P_, pbase_, pstep_, W_, wbase_, offs_, obase_, K_, B_, bbase_, Z_, zbase_ = args
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
-            pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
-            wp = builder.gep(_data(context, builder, at[3], W_), [wbase_])
-            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
-            zp = builder.gep(_data(context, builder, at[10], Z_), [zbase_])
-            b = _vload(builder, builder.gep(_data(context, builder, at[8], B_), [bbase_]), vty, dt.itemsize)
+            pp = _at(context, builder, at, args, 0)
+            wp = _at(context, builder, at, args, 3)
+            op = _at(context, builder, at, args, 5)
+            zp = _at(context, builder, at, args, 10)
+            b = _vload(builder, _at(context, builder, at, args, 8), vty, dt.itemsize)
             cols = [builder.gep(pp, [builder.mul(_c(i), pstep_)]) for i in range(NB)]
 
             def body(k, acc):
@@ -390,11 +396,11 @@ def lane_row_taps(NB: int, KW: int):
             P_, pbase_, W_, wbase_, roffs_, KH_, B_, bbase_, Z_, zbase_ = args
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
-            pp = builder.gep(_data(context, builder, at[0], P_), [pbase_])
-            wp = builder.gep(_data(context, builder, at[2], W_), [wbase_])
+            pp = _at(context, builder, at, args, 0)
+            wp = _at(context, builder, at, args, 2)
             rp = _data(context, builder, at[4], roffs_)
-            zp = builder.gep(_data(context, builder, at[8], Z_), [zbase_])
-            b = _vload(builder, builder.gep(_data(context, builder, at[6], B_), [bbase_]), vty, dt.itemsize)
+            zp = _at(context, builder, at, args, 8)
+            b = _vload(builder, _at(context, builder, at, args, 6), vty, dt.itemsize)
 
             def body(r, acc):
                 row = builder.gep(pp, [builder.load(builder.gep(rp, [r]))])
@@ -433,10 +439,10 @@ def lane_dots(KB: int):
             G_, gbase_, P_, pbase_, pstep_, offs_, obase_, S_, acc_, abase_ = args
             at = signature.args
             dt, L, vty, fma = _fma_types(context, builder, at[0])
-            gp = builder.gep(_data(context, builder, at[0], G_), [gbase_])
-            pp = builder.gep(_data(context, builder, at[2], P_), [pbase_])
-            op = builder.gep(_data(context, builder, at[5], offs_), [obase_])
-            ap = builder.gep(_data(context, builder, at[8], acc_), [abase_])
+            gp = _at(context, builder, at, args, 0)
+            pp = _at(context, builder, at, args, 2)
+            op = _at(context, builder, at, args, 5)
+            ap = _at(context, builder, at, args, 8)
             taps = [builder.gep(pp, [builder.load(builder.gep(op, [_c(k)]))]) for k in range(KB)]
             aptr = [builder.gep(ap, [_c(k * L)]) for k in range(KB)]
             init = [_vload(builder, a, vty, dt.itemsize) for a in aptr]
@@ -482,8 +488,8 @@ def moments():
             vin = _vec(context, at[0].dtype, L)
             vd = ir.VectorType(ir.DoubleType(), L)
             fma = _fma(builder, vd, 64)
-            ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
-            bp = builder.gep(_data(context, builder, at[2], B_), [bbase_])
+            ap = _at(context, builder, at, args, 0)
+            bp = _at(context, builder, at, args, 2)
             cp = _data(context, builder, at[7], acc_)
             widen = (lambda v: v) if dt.itemsize == 8 else (lambda v: builder.fpext(v, vd))
             shift_a, shift_b = _splat(builder, sa_, vd), _splat(builder, sb_, vd)
@@ -531,7 +537,7 @@ def sums():
             K = SUM_CHAINS
             vin = _vec(context, at[0].dtype, L)
             vd = ir.VectorType(ir.DoubleType(), L)
-            ap = builder.gep(_data(context, builder, at[0], A_), [abase_])
+            ap = _at(context, builder, at, args, 0)
             cp = _data(context, builder, at[3], acc_)
             widen = (lambda v: v) if dt.itemsize == 8 else (lambda v: builder.fpext(v, vd))
             init = [_vload(builder, builder.gep(cp, [_c(h * L)]), vd, 8) for h in range(K)]
@@ -583,8 +589,8 @@ def _src_dst(context, builder, at, args, d: int):
     dt = _dtype_of(at[0])
     L = lanes(dt)
     vty = _vec(context, at[0].dtype, L)
-    sp = builder.gep(_data(context, builder, at[0], args[0]), [args[1]])
-    dp = builder.gep(_data(context, builder, at[d], args[d]), [args[d + 1]])
+    sp = _at(context, builder, at, args, 0)
+    dp = _at(context, builder, at, args, d)
     return dt, L, vty, sp, dp
 
 
@@ -665,8 +671,7 @@ def transpose_tile(partial: bool = False, add: bool = False):
         rows = [_vload(builder, builder.gep(sp, [builder.mul(_c(i), sstride_)]), vty, dt.itemsize)
                 for i in range(L)]
         if add:  # source row i holds destination rows 0..L-1 at lane j: add vec[vbase + j] lane-wise
-            vec = _vload(builder, builder.gep(_data(context, builder, signature.args[6], args[6]), [args[7]]), vty,
-                         dt.itemsize)
+            vec = _vload(builder, _at(context, builder, signature.args, args, 6), vty, dt.itemsize)
             rows = [builder.fadd(r, vec) for r in rows]
         b = L // 2
         mty = ir.VectorType(_I32, L)
