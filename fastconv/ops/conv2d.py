@@ -121,19 +121,28 @@ def _conv2d_backward(ctx, grad):
     return conv_grads(ctx, grad, x, weight, 4)
 
 
-def conv_tangent(x: Tensor, weight: Tensor, x_t: Optional[Tensor], w_t: Optional[Tensor], b_t: Optional[Tensor],
-                 geo: tuple) -> Tensor:
-    """The forward-mode derivative of ``conv2d(x, weight, bias, *geo)`` for the tangents ``x_t``,
-    ``w_t`` and ``b_t`` (each None where it does not move): the convolution is linear in each."""
+def linear_tangent(conv, x: Tensor, weight: Tensor, x_t: Optional[Tensor], w_t: Optional[Tensor],
+                   b_t: Optional[Tensor]) -> Tensor:
+    """The forward-mode derivative of ``conv(x, weight, bias)`` -- linear in ``x`` and in ``weight``,
+    ``bias`` added -- for the tangents ``x_t``, ``w_t`` and ``b_t`` (each None where it does not
+    move)."""
     out = None
     if x_t is not None:
-        out = conv2d_op(x_t, weight, b_t, *geo)
+        out = conv(x_t, weight, b_t)
+        b_t = None
     if w_t is not None:
-        term = conv2d_op(x, w_t, None if out is not None else b_t, *geo)
+        term = conv(x, w_t, b_t)
         out = term if out is None else out + term
+        b_t = None
     if out is None:  # only the bias moves
-        out = conv2d_op(x.new_zeros(x.shape), weight, b_t, *geo)
+        out = conv(x.new_zeros(x.shape), weight, b_t)
     return out
+
+
+def conv_tangent(x: Tensor, weight: Tensor, x_t: Optional[Tensor], w_t: Optional[Tensor], b_t: Optional[Tensor],
+                 geo: tuple) -> Tensor:
+    """:func:`linear_tangent` of ``conv2d(x, weight, bias, *geo)``."""
+    return linear_tangent(lambda a, w, b: conv2d_op(a, w, b, *geo), x, weight, x_t, w_t, b_t)
 
 
 def _conv2d_jvp(ctx, x_t, w_t, b_t, *_):

@@ -16,7 +16,8 @@ from torch import Tensor
 from .. import _shapes as S
 from . import _batching as B
 from ._op import define
-from .conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, unbatched
+from .conv2d import (conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op, linear_tangent,
+                     unbatched)
 
 __all__ = ["conv_transpose2d"]
 
@@ -67,17 +68,8 @@ def _backward(ctx, grad):
 
 def _jvp(ctx, x_t, w_t, b_t, *_):
     x, weight = ctx.saved_tensors
-    out = None
-    if x_t is not None:
-        out = conv2d_backward_input(x_t, weight, b_t, *ctx.geo, ctx.out_hw)
-        b_t = None
-    if w_t is not None:
-        term = conv2d_backward_input(x, w_t, b_t, *ctx.geo, ctx.out_hw)
-        out = term if out is None else out + term
-        b_t = None
-    if out is None:
-        out = conv2d_backward_input(x.new_zeros(x.shape), weight, b_t, *ctx.geo, ctx.out_hw)
-    return out
+    return linear_tangent(lambda a, w, b: conv2d_backward_input(a, w, b, *ctx.geo, ctx.out_hw), x, weight, x_t, w_t,
+                          b_t)
 
 
 def _vmap(info, in_dims, *args):

@@ -38,7 +38,7 @@ from . import _batching as B
 from . import conv_transpose2d as T
 from ._op import define
 from .conv2d import (_conv2d, conv2d_backward_input, conv2d_backward_weight, conv2d_bias_grad, conv2d_op,
-                     conv_grads, conv_tangent, out_hw)
+                     conv_grads, conv_tangent, linear_tangent, out_hw)
 from .pool import _gather, _max_pool2d, _pool_hw, max_pool2d_backward
 
 __all__ = ["ACTIVATIONS", "conv2d_act_op", "conv2d_act_pool_op", "act_conv2d_op", "act_conv_transpose2d_op",
@@ -193,20 +193,11 @@ def _preact_setup(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], geo: t
 
 
 def _preact_jvp(ctx, x_t: Optional[Tensor], w_t: Optional[Tensor], b_t: Optional[Tensor], conv) -> Tensor:
-    """The forward-mode derivative of ``conv(act(x), w, b)``: ``conv(act'(x) x_t, w) + conv(act(x), w_t)
-    + b_t``, ``conv(x, w, b)`` the convolution (linear in ``x`` and in ``w``, ``b`` added)."""
+    """The forward-mode derivative of ``conv(act(x), w, b)`` (``conv`` linear in its input and in its
+    weight, the bias added): ``conv(act'(x) x_t, w) + conv(act(x), w_t) + b_t``."""
     x, weight = ctx.saved_tensors
-    out = None
-    if x_t is not None:
-        out = conv(_act_grad(x_t, x, x, *ctx.act), weight, b_t)
-        b_t = None
-    if w_t is not None:
-        term = conv(_activated(x, *ctx.act), w_t, b_t)
-        out = term if out is None else out + term
-        b_t = None
-    if out is None:  # only the bias moves
-        out = conv(x.new_zeros(x.shape), weight, b_t)
-    return out
+    a = _activated(x, *ctx.act) if w_t is not None else x  # (only its shape is read otherwise)
+    return linear_tangent(conv, a, weight, None if x_t is None else _act_grad(x_t, x, x, *ctx.act), w_t, b_t)
 
 
 def _preact_grads(ctx, grad: Tensor, weight_grad, input_grad, n_extra: int) -> tuple:
